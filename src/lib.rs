@@ -1,0 +1,93 @@
+//! Cairn: an OCI distribution v1.1 registry where a pushed tag never silently moves.
+//!
+//! Layers, and who may call whom: `api` (HTTP) -> `service` (rules) -> `meta` (SQL) and
+//! `blob` (object keys), all over the pure types in `oci`. `config`, `state` and
+//! `telemetry` wire them together; `main.rs` is the command line.
+
+pub mod api;
+pub mod blob;
+pub mod config;
+pub mod error;
+pub mod meta;
+pub mod oci;
+pub mod service;
+pub mod state;
+pub mod telemetry;
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+pub use api::router;
+pub use config::Config;
+pub use state::AppState;
+
+/// Serves `state` on an already bound `listener` until `shutdown` resolves, then lets
+/// running requests finish (up to `server.shutdown_grace`). Also runs the sweeper that
+/// expires idle uploads.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let grace = state.config.server.shutdown_grace;
+    let sweeper = tokio::spawn(sweep_uploads(state.clone()));
+    let app = router(state).into_make_service();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut stop_rx2 = stop_rx.clone();
+    let deadline = async move {
+        let _ = stop_rx2.wait_for(|s| *s).await;
+        tokio::time::sleep(grace).await;
+    };
+    let result = tokio::select! {
+        r = server => r,
+        _ = deadline => {
+            tracing::warn!(grace = ?grace, "shutdown grace period over; closing remaining connections");
+            Ok(())
+        }
+    };
+    sweeper.abort();
+    drop(stop_rx);
+    result
+}
+
+async fn sweep_uploads(state: AppState) {
+    let cfg = &state.config.uploads;
+    let mut tick = tokio::time::interval(cfg.sweep_interval.max(Duration::from_secs(1)));
+    loop {
+        tick.tick().await;
+        match state.registry.expire_uploads(cfg.expire_after).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "expired idle uploads and removed their bytes"),
+            Err(e) => tracing::warn!(error = ?e, "upload expiry failed"),
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; finishing running requests");
+}

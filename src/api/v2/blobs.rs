@@ -1,0 +1,145 @@
+//! end-2/end-3/end-10: blob GET and HEAD (with `Range`) and DELETE.
+
+use axum::body::Body;
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+
+use super::{Ctx, respond};
+use crate::error::Error;
+use crate::oci::{Digest, RepoName};
+
+fn docker_digest() -> header::HeaderName {
+    header::HeaderName::from_static("docker-content-digest")
+}
+
+/// GET or HEAD of a blob; a satisfiable `Range` gives 206, an unsatisfiable one 416.
+pub async fn get(
+    ctx: &Ctx,
+    name: &RepoName,
+    digest: &Digest,
+    with_body: bool,
+) -> Result<Response, Error> {
+    let range = ctx.header(header::RANGE).map(str::to_string);
+    let (read, partial) = ctx
+        .state
+        .registry
+        .read_blob(
+            name,
+            digest,
+            |size| {
+                range
+                    .as_deref()
+                    .map(|r| parse_range(r, size))
+                    .transpose()
+                    .map(Option::flatten)
+            },
+            with_body,
+        )
+        .await?;
+    let mut headers = vec![
+        (
+            header::CONTENT_LENGTH,
+            (read.range.end - read.range.start).to_string(),
+        ),
+        (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+        (docker_digest(), digest.to_string()),
+        (header::ETAG, format!("\"{digest}\"")),
+        (header::ACCEPT_RANGES, "bytes".to_string()),
+        (header::CACHE_CONTROL, "max-age=31536000".to_string()),
+    ];
+    let status = if partial {
+        headers.push((
+            header::CONTENT_RANGE,
+            format!(
+                "bytes {}-{}/{}",
+                read.range.start,
+                read.range.end - 1,
+                read.size
+            ),
+        ));
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    let body = match read.body {
+        Some(s) => Body::from_stream(s),
+        None => Body::empty(),
+    };
+    Ok(respond(status, &headers, body))
+}
+
+/// DELETE of a blob from a repository: 202.
+pub async fn delete(ctx: &Ctx, name: &RepoName, digest: &Digest) -> Result<Response, Error> {
+    ctx.state.registry.delete_blob(name, digest).await?;
+    Ok(respond(
+        StatusCode::ACCEPTED,
+        &[(header::CONTENT_LENGTH, "0".into())],
+        Body::empty(),
+    ))
+}
+
+/// Resolves a `Range: bytes=...` header against `size`. `Ok(None)` means "ignore the
+/// header and send everything" (a form we do not serve, such as several ranges).
+fn parse_range(h: &str, size: u64) -> Result<Option<std::ops::Range<u64>>, Error> {
+    let unsatisfiable = Error::RangeNotSatisfiable { len: size };
+    let Some(spec) = h.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return Err(unsatisfiable);
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        let n: u64 = b
+            .parse()
+            .map_err(|_| Error::RangeNotSatisfiable { len: size })?;
+        if n == 0 {
+            return Err(unsatisfiable);
+        }
+        size.saturating_sub(n)..size
+    } else {
+        let start: u64 = a
+            .parse()
+            .map_err(|_| Error::RangeNotSatisfiable { len: size })?;
+        let end = if b.is_empty() {
+            size.saturating_sub(1)
+        } else {
+            b.parse::<u64>()
+                .map_err(|_| Error::RangeNotSatisfiable { len: size })?
+        };
+        if start >= size || end < start {
+            return Err(unsatisfiable);
+        }
+        start..(end.min(size - 1) + 1)
+    };
+    Ok(Some(range))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100).unwrap(), Some(0..10));
+        assert_eq!(parse_range("bytes=90-200", 100).unwrap(), Some(90..100));
+        assert_eq!(parse_range("bytes=10-", 100).unwrap(), Some(10..100));
+        assert_eq!(parse_range("bytes=-10", 100).unwrap(), Some(90..100));
+        assert_eq!(parse_range("bytes=-200", 100).unwrap(), Some(0..100));
+        assert_eq!(parse_range("bytes=0-1,5-6", 100).unwrap(), None);
+        assert_eq!(parse_range("items=0-1", 100).unwrap(), None);
+        for bad in [
+            "bytes=100-",
+            "bytes=5-4",
+            "bytes=x-1",
+            "bytes=-0",
+            "bytes=0-",
+        ] {
+            let size = if bad == "bytes=0-" { 0 } else { 100 };
+            assert!(parse_range(bad, size).is_err(), "{bad}");
+        }
+    }
+}

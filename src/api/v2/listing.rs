@@ -1,0 +1,92 @@
+//! end-8a/8b (tags), the catalog, end-12a/12b (referrers).
+
+use axum::body::Body;
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use serde_json::{Map, Value, json};
+
+use super::{Ctx, respond};
+use crate::error::Error;
+use crate::oci::media_types::OCI_INDEX;
+use crate::oci::{Digest, RepoName};
+use crate::service::Page;
+
+fn page_response(ctx: &Ctx, path: &str, body: Value, page: &Page) -> Response {
+    let mut headers = vec![(header::CONTENT_TYPE, "application/json".to_string())];
+    if page.more
+        && let Some(last) = page.items.last()
+    {
+        let last = url::form_urlencoded::byte_serialize(last.as_bytes()).collect::<String>();
+        headers.push((
+            header::LINK,
+            format!(
+                "<{}?n={}&last={last}>; rel=\"next\"",
+                ctx.location(path),
+                page.n
+            ),
+        ));
+    }
+    respond(StatusCode::OK, &headers, Body::from(body.to_string()))
+}
+
+/// GET `/v2/<name>/tags/list?n=&last=`: sorted, paginated with `Link`.
+pub async fn tags(ctx: &Ctx, name: &RepoName) -> Result<Response, Error> {
+    let page = ctx
+        .state
+        .registry
+        .tags(name, ctx.q.page_size()?, ctx.q.get("last"))
+        .await?;
+    let body = json!({ "name": name.as_str(), "tags": page.items });
+    Ok(page_response(
+        ctx,
+        &format!("/v2/{name}/tags/list"),
+        body,
+        &page,
+    ))
+}
+
+/// GET `/v2/_catalog?n=&last=`.
+pub async fn catalog(ctx: &Ctx) -> Result<Response, Error> {
+    let page = ctx
+        .state
+        .registry
+        .catalog(ctx.q.page_size()?, ctx.q.get("last"))
+        .await?;
+    let body = json!({ "repositories": page.items });
+    Ok(page_response(ctx, "/v2/_catalog", body, &page))
+}
+
+/// GET `/v2/<name>/referrers/<digest>?artifactType=`: an image index of referrers.
+pub async fn referrers(ctx: &Ctx, name: &RepoName, digest: &Digest) -> Result<Response, Error> {
+    let filter = ctx.q.get("artifactType").filter(|t| !t.is_empty());
+    let list = ctx.state.registry.referrers(name, digest, filter).await?;
+    let manifests: Vec<Value> = list
+        .into_iter()
+        .map(|r| {
+            let mut d = Map::new();
+            d.insert("mediaType".into(), r.media_type.into());
+            d.insert("digest".into(), r.digest.to_string().into());
+            d.insert("size".into(), r.size.into());
+            if let Some(t) = r.artifact_type {
+                d.insert("artifactType".into(), t.into());
+            }
+            if let Some(a) = r.annotations {
+                d.insert("annotations".into(), json!(a));
+            }
+            Value::Object(d)
+        })
+        .collect();
+    let body = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
+    let mut headers = vec![(header::CONTENT_TYPE, OCI_INDEX.to_string())];
+    if filter.is_some() {
+        headers.push((
+            header::HeaderName::from_static("oci-filters-applied"),
+            "artifactType".into(),
+        ));
+    }
+    Ok(respond(
+        StatusCode::OK,
+        &headers,
+        Body::from(body.to_string()),
+    ))
+}

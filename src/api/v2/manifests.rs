@@ -1,0 +1,102 @@
+//! end-3/end-7/end-9: manifest GET, HEAD, PUT and DELETE by tag or digest.
+
+use axum::body::{Body, to_bytes};
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+
+use super::{Ctx, respond};
+use crate::error::Error;
+use crate::oci::{Reference, RepoName, Tag};
+use crate::service::{MAX_MANIFEST_BYTES, ManifestPut};
+
+fn h(name: &'static str) -> header::HeaderName {
+    header::HeaderName::from_static(name)
+}
+
+/// GET or HEAD: the stored bytes with their media type, digest and ETag.
+pub async fn get(
+    ctx: &Ctx,
+    name: &RepoName,
+    reference: &Reference,
+    with_body: bool,
+) -> Result<Response, Error> {
+    let m = ctx.state.registry.manifest(name, reference).await?;
+    let headers = [
+        (header::CONTENT_TYPE, m.media_type.clone()),
+        (header::CONTENT_LENGTH, m.body.len().to_string()),
+        (h("docker-content-digest"), m.digest.to_string()),
+        (header::ETAG, format!("\"{}\"", m.digest)),
+    ];
+    let body = if with_body {
+        Body::from(m.body)
+    } else {
+        Body::empty()
+    };
+    Ok(respond(StatusCode::OK, &headers, body))
+}
+
+/// PUT: validates and stores; `?tag=` adds tags (all or none); 413 over 4 MiB.
+pub async fn put(
+    ctx: &Ctx,
+    name: &RepoName,
+    reference: &Reference,
+    body: Body,
+) -> Result<Response, Error> {
+    if let Some(len) = ctx
+        .header(header::CONTENT_LENGTH)
+        .and_then(|l| l.parse::<usize>().ok())
+        && len > MAX_MANIFEST_BYTES
+    {
+        return Err(Error::ManifestTooLarge {
+            limit: MAX_MANIFEST_BYTES,
+        });
+    }
+    let body = to_bytes(body, MAX_MANIFEST_BYTES).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+        {
+            Error::ManifestTooLarge {
+                limit: MAX_MANIFEST_BYTES,
+            }
+        } else {
+            Error::ManifestInvalid(format!("could not read the request body: {e}"))
+        }
+    })?;
+    let extra_tags = ctx
+        .q
+        .all("tag")
+        .map(Tag::parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    let out = ctx
+        .state
+        .registry
+        .put_manifest(ManifestPut {
+            repo: name,
+            reference,
+            extra_tags,
+            content_type: ctx.header(header::CONTENT_TYPE),
+            body,
+        })
+        .await?;
+    let mut headers = vec![
+        (
+            header::LOCATION,
+            ctx.location(&format!("/v2/{name}/manifests/{}", out.digest)),
+        ),
+        (h("docker-content-digest"), out.digest.to_string()),
+        (header::CONTENT_LENGTH, "0".into()),
+    ];
+    if let Some(s) = &out.subject {
+        headers.push((h("oci-subject"), s.to_string()));
+    }
+    Ok(respond(StatusCode::CREATED, &headers, Body::empty()))
+}
+
+/// DELETE by digest (the manifest and its tags) or by tag (the tag only): 202.
+pub async fn delete(ctx: &Ctx, name: &RepoName, reference: &Reference) -> Result<Response, Error> {
+    ctx.state.registry.delete_manifest(name, reference).await?;
+    Ok(respond(
+        StatusCode::ACCEPTED,
+        &[(header::CONTENT_LENGTH, "0".into())],
+        Body::empty(),
+    ))
+}

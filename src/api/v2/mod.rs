@@ -1,0 +1,164 @@
+//! The OCI distribution API under `/v2`: `dispatch` matches (method, route) and hands each
+//! pair to one small handler.
+
+mod blobs;
+mod listing;
+mod manifests;
+mod uploads;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::TryStreamExt;
+
+use super::route::Route;
+use crate::error::Error;
+use crate::service::ByteStream;
+use crate::state::AppState;
+
+/// end-1: `GET /v2/` answers 200 so clients know this is a v2 registry.
+pub async fn base(method: Method) -> Response {
+    match method {
+        Method::GET | Method::HEAD => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            "{}",
+        )
+            .into_response(),
+        _ => Error::MethodNotAllowed.into_response(),
+    }
+}
+
+/// Every `/v2/<...>` request.
+pub async fn dispatch(
+    State(state): State<AppState>,
+    method: Method,
+    Path(rest): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let q = Query::parse(query.as_deref());
+    let ctx = Ctx { state, headers, q };
+    let result = match Route::parse(&rest) {
+        Ok(route) => route_request(&ctx, method, route, body).await,
+        Err(e) => Err(e),
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn route_request(
+    ctx: &Ctx,
+    method: Method,
+    route: Route,
+    body: Body,
+) -> Result<Response, Error> {
+    use Route::*;
+    match (method, route) {
+        (Method::GET | Method::HEAD, Base) => Ok(base(Method::GET).await),
+        (Method::GET, Catalog) => listing::catalog(ctx).await,
+        (Method::GET, Tags { name }) => listing::tags(ctx, &name).await,
+        (Method::GET, Referrers { name, digest }) => listing::referrers(ctx, &name, &digest).await,
+        (Method::GET, Manifest { name, reference }) => {
+            manifests::get(ctx, &name, &reference, true).await
+        }
+        (Method::HEAD, Manifest { name, reference }) => {
+            manifests::get(ctx, &name, &reference, false).await
+        }
+        (Method::PUT, Manifest { name, reference }) => {
+            manifests::put(ctx, &name, &reference, body).await
+        }
+        (Method::DELETE, Manifest { name, reference }) => {
+            manifests::delete(ctx, &name, &reference).await
+        }
+        (Method::GET, Blob { name, digest }) => blobs::get(ctx, &name, &digest, true).await,
+        (Method::HEAD, Blob { name, digest }) => blobs::get(ctx, &name, &digest, false).await,
+        (Method::DELETE, Blob { name, digest }) => blobs::delete(ctx, &name, &digest).await,
+        (Method::POST, UploadStart { name }) => uploads::start(ctx, &name, body).await,
+        (Method::GET, Upload { name, id }) => uploads::status(ctx, &name, &id).await,
+        (Method::PATCH, Upload { name, id }) => uploads::patch(ctx, &name, &id, body).await,
+        (Method::PUT, Upload { name, id }) => uploads::finish(ctx, &name, &id, body).await,
+        (Method::DELETE, Upload { name, id }) => uploads::cancel(ctx, &name, &id).await,
+        _ => Err(Error::MethodNotAllowed),
+    }
+}
+
+/// What every handler needs from the request besides its route and body.
+pub(crate) struct Ctx {
+    state: AppState,
+    headers: HeaderMap,
+    q: Query,
+}
+
+impl Ctx {
+    /// An absolute URL when `server.public_url` is set, else a path (clients resolve it).
+    fn location(&self, path: &str) -> String {
+        match &self.state.config.server.public_url {
+            Some(base) => format!("{}{}", base.trim_end_matches('/'), path),
+            None => path.to_string(),
+        }
+    }
+
+    fn header(&self, name: header::HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Decoded query parameters, in order.
+pub(crate) struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(raw: Option<&str>) -> Query {
+        Query(
+            url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    /// The first value of `key`.
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `key`.
+    fn all(&self, key: &str) -> impl Iterator<Item = &str> {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `n` as a page size.
+    fn page_size(&self) -> Result<Option<u32>, Error> {
+        self.get("n")
+            .map(|n| {
+                n.parse::<u32>().map_err(|_| {
+                    Error::Unsupported(format!("n={n:?} is not a page size (a whole number)"))
+                })
+            })
+            .transpose()
+    }
+}
+
+/// A request body as a byte stream for the service layer.
+fn body_stream(body: Body) -> ByteStream {
+    Box::pin(body.into_data_stream().map_err(std::io::Error::other))
+}
+
+/// Builds a response with headers; header values that are not valid are skipped (all
+/// values here come from validated names and digests).
+fn respond(status: StatusCode, headers: &[(header::HeaderName, String)], body: Body) -> Response {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    for (k, v) in headers {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            resp.headers_mut().insert(k.clone(), v);
+        }
+    }
+    resp
+}

@@ -1,0 +1,206 @@
+//! The blob seam: `BlobStore` over `object_store` (local filesystem, in-memory; S3 later)
+//! and the only code that knows object keys. Upload segments are written once and never
+//! moved: a committed blob is the ordered list of its upload's segments (`BlobLocation`),
+//! so commit is a metadata transaction, not a copy or rename.
+//!
+//! Key layout: `uploads/<upload-id>/<seq>-<nonce>` for segment `seq` of an upload; the
+//! nonce keeps two racing writers of the same segment from sharing an object.
+//! May import `meta` row types and `oci`; must not import `api` or `service`.
+
+use std::io::SeekFrom;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{
+    GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, WriteMultipart,
+};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::meta::{BlobLocation, Segment};
+
+/// Bytes per part handed to the object store while writing a segment.
+const PART_SIZE: usize = 8 << 20;
+/// Parts in flight per segment write; bounds memory per upload to about `PART_SIZE * (1 + this)`.
+const PARTS_IN_FLIGHT: usize = 2;
+/// Read buffer for streaming blobs out of local files.
+const READ_BUF: usize = 256 << 10;
+
+/// Why a segment write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The client's body stream failed (disconnect, bad framing).
+    #[error("request body interrupted: {0}")]
+    Body(String),
+    /// The object store failed.
+    #[error(transparent)]
+    Store(#[from] object_store::Error),
+}
+
+/// Object storage for blob bytes. Cheap to clone.
+#[derive(Clone)]
+pub struct BlobStore {
+    store: Arc<dyn ObjectStore>,
+}
+
+fn segment_key(upload: &str, name: &str) -> Path {
+    Path::from(format!("uploads/{upload}/{name}"))
+}
+
+impl BlobStore {
+    /// Wraps an object store.
+    pub fn new(store: Arc<dyn ObjectStore>) -> BlobStore {
+        BlobStore { store }
+    }
+
+    /// Checks that the store answers (lists one entry).
+    pub async fn ping(&self) -> Result<(), object_store::Error> {
+        let mut list = self.store.list(Some(&Path::from("uploads")));
+        match list.next().await {
+            Some(Err(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Streams `body` into a new segment number `seq` of `upload`, calling `observe` on
+    /// every chunk before it is written (the caller hashes there). Nothing is left under
+    /// the key if the body or the store fails. An empty body writes no object and returns
+    /// `None`.
+    pub async fn write_segment<S, E>(
+        &self,
+        upload: &str,
+        seq: usize,
+        body: S,
+        mut observe: impl FnMut(&[u8]),
+    ) -> Result<Option<Segment>, WriteError>
+    where
+        S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let mut body = body;
+        let name = format!("{seq}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let key = segment_key(upload, &name);
+        let mut out: Option<WriteMultipart> = None;
+        let mut n = 0u64;
+        while let Some(frame) = body.next().await {
+            let bytes = match frame {
+                Ok(b) => b,
+                Err(e) => {
+                    if let Some(w) = out {
+                        w.abort().await.ok();
+                    }
+                    return Err(WriteError::Body(e.to_string()));
+                }
+            };
+            if bytes.is_empty() {
+                continue;
+            }
+            observe(&bytes);
+            n += bytes.len() as u64;
+            let w = match &mut out {
+                Some(w) => w,
+                None => out.insert(WriteMultipart::new_with_chunk_size(
+                    self.store.put_multipart(&key).await?,
+                    PART_SIZE,
+                )),
+            };
+            if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                if let Some(w) = out {
+                    w.abort().await.ok();
+                }
+                return Err(e.into());
+            }
+            w.put(bytes);
+        }
+        match out {
+            Some(w) => {
+                w.finish().await?;
+                Ok(Some(Segment { name, len: n }))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Streams `range` (or all) of a blob stored at `location`.
+    pub fn read(
+        &self,
+        location: &BlobLocation,
+        range: Range<u64>,
+    ) -> BoxStream<'static, Result<Bytes, object_store::Error>> {
+        let mut parts = Vec::new();
+        let mut start = 0u64;
+        for seg in &location.segments {
+            let end = start + seg.len;
+            let (a, b) = (range.start.max(start), range.end.min(end));
+            if a < b {
+                parts.push((
+                    segment_key(&location.upload, &seg.name),
+                    (a - start)..(b - start),
+                ));
+            }
+            start = end;
+        }
+        let store = self.store.clone();
+        stream::iter(parts)
+            .then(move |(key, r)| {
+                let store = store.clone();
+                async move { read_object(store, key, r).await }
+            })
+            .try_flatten()
+            .boxed()
+    }
+
+    /// Removes every segment of an upload (cancelled, expired, failed, or committed as a
+    /// duplicate of a blob that was already stored).
+    pub async fn delete_upload(&self, upload: &str) -> Result<(), object_store::Error> {
+        let prefix = Path::from(format!("uploads/{upload}"));
+        let keys: Vec<Path> = self
+            .store
+            .list(Some(&prefix))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await?;
+        for k in keys {
+            match self.store.delete(&k).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One ranged read of one object. Local files are streamed with a large buffer rather
+/// than object_store's 8 KiB blocking chunks.
+async fn read_object(
+    store: Arc<dyn ObjectStore>,
+    key: Path,
+    r: Range<u64>,
+) -> Result<BoxStream<'static, Result<Bytes, object_store::Error>>, object_store::Error> {
+    let opts = GetOptions {
+        range: Some(GetRange::Bounded(r.clone())),
+        ..Default::default()
+    };
+    let got = store.get_opts(&key, opts).await?;
+    match got.payload {
+        GetResultPayload::File(file, _) => {
+            let mut file = tokio::fs::File::from_std(file);
+            let io = |e: std::io::Error| object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(e),
+            };
+            file.seek(SeekFrom::Start(got.range.start))
+                .await
+                .map_err(io)?;
+            let reader = file.take(got.range.end - got.range.start);
+            Ok(
+                tokio_util::io::ReaderStream::with_capacity(reader, READ_BUF)
+                    .map_err(io)
+                    .boxed(),
+            )
+        }
+        GetResultPayload::Stream(s) => Ok(s),
+    }
+}

@@ -1,0 +1,489 @@
+//! Configuration: one TOML file plus `CAIRN_*` environment overrides plus command-line
+//! flags, in that order of precedence (flags win). Unknown keys and bad values are errors
+//! that name the key, and `validate` reports every problem at once.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole configuration. Every key and default is documented in `config.example.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[database]`
+    pub database: DatabaseConfig,
+    /// `[storage]`
+    pub storage: StorageConfig,
+    /// `[uploads]`
+    pub uploads: UploadsConfig,
+    /// `[log]`
+    pub log: LogConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Where the SQLite file and filesystem blobs go by default.
+    pub data_dir: PathBuf,
+    /// Externally visible base URL, used for `Location` headers behind a proxy.
+    pub public_url: Option<String>,
+    /// How long shutdown waits for running requests before it stops anyway.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+/// `[database]`
+#[derive(Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH`; defaults to `sqlite://<data_dir>/cairn.db`.
+    pub url: Option<String>,
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A database URL may carry a password.
+        let shown = self.url.as_deref().map(redact_url);
+        f.debug_struct("DatabaseConfig")
+            .field("url", &shown)
+            .finish()
+    }
+}
+
+fn redact_url(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => u.to_string(),
+    }
+}
+
+/// Which object store holds blobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// A directory on the local filesystem.
+    Filesystem,
+    /// Process memory; everything is lost at exit (tests only).
+    Memory,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct StorageConfig {
+    /// The backend.
+    pub kind: StorageKind,
+    /// For `filesystem`: the directory; defaults to `<data_dir>/blobs`.
+    pub path: Option<PathBuf>,
+}
+
+/// `[uploads]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct UploadsConfig {
+    /// An upload idle this long is expired and its bytes removed.
+    #[serde(with = "humantime_serde")]
+    pub expire_after: Duration,
+    /// How often expired uploads are swept.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `cairn=debug,tower_http=info`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            database: DatabaseConfig::default(),
+            storage: StorageConfig::default(),
+            uploads: UploadsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:5000".into(),
+            data_dir: PathBuf::from("./data"),
+            public_url: None,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            kind: StorageKind::Filesystem,
+            path: None,
+        }
+    }
+}
+
+impl Default for UploadsConfig {
+    fn default() -> Self {
+        UploadsConfig {
+            expire_after: Duration::from_secs(24 * 3600),
+            sweep_interval: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Every problem found while loading, one line each.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} configuration problem(s):", self.0.len())?;
+        for p in &self.0 {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Where configuration comes from, besides the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    /// `--config FILE` (else `CAIRN_CONFIG`).
+    pub file: Option<PathBuf>,
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Environment variables with a fixed meaning (DESIGN §11), mapped to their keys.
+const ENV_ALIASES: [(&str, &str, &str); 3] = [
+    ("CAIRN_LISTEN", "server", "listen"),
+    ("CAIRN_DATA_DIR", "server", "data_dir"),
+    ("CAIRN_DATABASE_URL", "database", "url"),
+];
+
+impl Config {
+    /// Loads from `sources` and the process environment, then validates.
+    pub fn load(sources: &Sources) -> Result<Config, ConfigErrors> {
+        Config::load_from(sources, std::env::vars())
+    }
+
+    /// Loads from `sources` and the given environment, then validates.
+    pub fn load_from(
+        sources: &Sources,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigErrors> {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let mut problems = Vec::new();
+        let file = sources.file.clone().or_else(|| {
+            env.iter()
+                .find(|(k, _)| k == "CAIRN_CONFIG")
+                .map(|(_, v)| PathBuf::from(v))
+        });
+        let mut root = toml::Table::new();
+        if let Some(path) = &file {
+            match std::fs::read_to_string(path) {
+                Ok(text) => match text.parse::<toml::Table>() {
+                    Ok(t) => root = t,
+                    Err(e) => {
+                        problems.push(format!("{}: {}", path.display(), e.to_string().trim()))
+                    }
+                },
+                Err(e) => problems.push(format!("cannot read config file {}: {e}", path.display())),
+            }
+        }
+        for (k, v) in &env {
+            let Some(rest) = k.strip_prefix("CAIRN_") else {
+                continue;
+            };
+            if k == "CAIRN_CONFIG" {
+                continue;
+            }
+            if let Some((_, section, key)) = ENV_ALIASES.iter().find(|(name, ..)| name == k) {
+                set(&mut root, section, key, toml::Value::String(v.clone()));
+            } else if let Some((section, key)) = rest.split_once("__") {
+                set(
+                    &mut root,
+                    &section.to_ascii_lowercase(),
+                    &key.to_ascii_lowercase(),
+                    env_value(v),
+                );
+            } else {
+                problems.push(format!(
+                    "environment variable {k} is not recognised: use CAIRN_<SECTION>__<KEY> (for example CAIRN_SERVER__LISTEN)"
+                ));
+            }
+        }
+        if let Some(l) = &sources.listen {
+            set(
+                &mut root,
+                "server",
+                "listen",
+                toml::Value::String(l.clone()),
+            );
+        }
+        if let Some(d) = &sources.data_dir {
+            set(
+                &mut root,
+                "server",
+                "data_dir",
+                toml::Value::String(d.display().to_string()),
+            );
+        }
+        let mut unknown = Vec::new();
+        let parsed: Result<Config, _> =
+            serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
+                toml::Value::Table(root),
+                &mut |path: serde_ignored::Path<'_>| unknown.push(path.to_string()),
+            ));
+        for key in unknown {
+            problems.push(format!("unknown key `{key}`"));
+        }
+        let config = match parsed {
+            Ok(c) => Some(c),
+            Err(e) => {
+                problems.push(format!("{}: {}", e.path(), e.inner().to_string().trim()));
+                None
+            }
+        };
+        if let Some(c) = &config {
+            problems.extend(c.problems());
+        }
+        match config {
+            Some(c) if problems.is_empty() => Ok(c),
+            _ => Err(ConfigErrors(problems)),
+        }
+    }
+
+    /// Semantic checks over a parsed config; one message per problem.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            p.push(format!(
+                "server.listen = {:?} is not an address: use IP:PORT such as 127.0.0.1:5000 or 0.0.0.0:5000",
+                self.server.listen
+            ));
+        }
+        if let Some(u) = &self.server.public_url {
+            match url::Url::parse(u) {
+                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+                _ => p.push(format!(
+                    "server.public_url = {u:?} must be an http:// or https:// URL"
+                )),
+            }
+        }
+        if self.server.data_dir.as_os_str().is_empty() {
+            p.push("server.data_dir must not be empty".into());
+        }
+        if let Some(u) = &self.database.url {
+            if !u.starts_with("sqlite:") {
+                p.push(format!(
+                    "database.url = {:?}: only sqlite:// URLs are supported by this build (PostgreSQL is planned)",
+                    redact_url(u)
+                ));
+            }
+        }
+        if self.uploads.expire_after < Duration::from_secs(60) {
+            p.push("uploads.expire_after must be at least 1m".into());
+        }
+        if self.uploads.sweep_interval < Duration::from_secs(1) {
+            p.push("uploads.sweep_interval must be at least 1s".into());
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            p.push(format!(
+                "log.level = {:?} is not a valid filter (try \"info\" or \"cairn=debug\")",
+                self.log.level
+            ));
+        }
+        p
+    }
+
+    /// The listen address (validated by `load`).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.server
+            .listen
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 5000)))
+    }
+
+    /// The database URL, defaulting to a SQLite file under the data directory.
+    pub fn database_url(&self) -> String {
+        self.database.url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}",
+                self.server.data_dir.join("cairn.db").display()
+            )
+        })
+    }
+
+    /// The blob directory for the filesystem backend.
+    pub fn storage_path(&self) -> PathBuf {
+        self.storage
+            .path
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("blobs"))
+    }
+
+    /// A config for tests: everything under `dir`.
+    pub fn for_dir(dir: &Path) -> Config {
+        let mut c = Config::default();
+        c.server.data_dir = dir.to_path_buf();
+        c.server.listen = "127.0.0.1:0".into();
+        c
+    }
+}
+
+fn set(root: &mut toml::Table, section: &str, key: &str, value: toml::Value) {
+    let entry = root
+        .entry(section.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let toml::Value::Table(t) = entry {
+        t.insert(key.to_string(), value);
+    }
+}
+
+/// Environment values are strings, but a boolean or number key should take `true` or `5`.
+fn env_value(v: &str) -> toml::Value {
+    if let Ok(b) = v.parse::<bool>() {
+        return toml::Value::Boolean(b);
+    }
+    if let Ok(i) = v.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    toml::Value::String(v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_with_no_config() {
+        let c = Config::load_from(&Sources::default(), env(&[])).unwrap();
+        assert_eq!(c.listen_addr().to_string(), "127.0.0.1:5000");
+        assert_eq!(c.database_url(), "sqlite://./data/cairn.db");
+        assert_eq!(c.storage_path(), PathBuf::from("./data/blobs"));
+    }
+
+    #[test]
+    fn env_and_flags_override_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[server]\nlisten = \"127.0.0.1:1\"\n[uploads]\nexpire_after = \"2h\"\n",
+        )
+        .unwrap();
+        let src = Sources {
+            file: Some(f.clone()),
+            ..Default::default()
+        };
+        let c = Config::load_from(
+            &src,
+            env(&[
+                ("CAIRN_LISTEN", "127.0.0.1:2"),
+                ("CAIRN_UPLOADS__EXPIRE_AFTER", "3h"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:2");
+        assert_eq!(c.uploads.expire_after, Duration::from_secs(3 * 3600));
+        let src = Sources {
+            file: Some(f),
+            listen: Some("127.0.0.1:3".into()),
+            ..Default::default()
+        };
+        let c = Config::load_from(&src, env(&[("CAIRN_LISTEN", "127.0.0.1:2")])).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:3");
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[server]\nlisten = \"nope\"\nlisen = 1\n[storage]\nbogus = true\n[log]\nlevel = \"[[\"\n").unwrap();
+        let src = Sources {
+            file: Some(f),
+            ..Default::default()
+        };
+        let errs = Config::load_from(&src, env(&[("CAIRN_NOPE", "1")]))
+            .unwrap_err()
+            .0;
+        let all = errs.join("\n");
+        for needle in [
+            "server.lisen",
+            "storage.bogus",
+            "server.listen",
+            "log.level",
+            "CAIRN_NOPE",
+        ] {
+            assert!(all.contains(needle), "{needle} not named in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn bad_enum_value_names_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[storage]\nkind = \"s3\"\n").unwrap();
+        let errs = Config::load_from(
+            &Sources {
+                file: Some(f),
+                ..Default::default()
+            },
+            env(&[]),
+        )
+        .unwrap_err()
+        .0;
+        assert!(errs.join("\n").contains("storage.kind"), "{errs:?}");
+    }
+}

@@ -1,0 +1,221 @@
+//! The one error type of the service and API layers, and the only place that knows OCI error
+//! codes and HTTP statuses. 5xx bodies say nothing of internals; the log has the detail.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::meta::MetaError;
+use crate::oci::{Digest, DigestError, ManifestError, NameError, RepoName};
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The blob is not in this repository.
+    #[error("blob {0} is not known to this repository")]
+    BlobUnknown(Digest),
+    /// The upload request is malformed.
+    #[error("blob upload invalid: {0}")]
+    UploadInvalid(String),
+    /// A chunk does not start where the upload stands.
+    #[error(
+        "chunk starts at byte {start} but the upload has {offset} bytes; resume from byte {offset}"
+    )]
+    UploadOutOfOrder { start: u64, offset: u64 },
+    /// No such upload session (never existed, finished, cancelled or expired).
+    #[error("upload {0} is unknown: it finished, was cancelled or expired; start a new upload")]
+    UploadUnknown(String),
+    /// A digest is malformed or does not match the content.
+    #[error("{0}")]
+    DigestInvalid(String),
+    /// The manifest references something the repository does not have.
+    #[error("manifest references {0}, which this repository does not have; push it first")]
+    ManifestBlobUnknown(Digest),
+    /// The manifest body is invalid.
+    #[error("manifest invalid: {0}")]
+    ManifestInvalid(String),
+    /// No such manifest or tag.
+    #[error("manifest {0} is not known to this repository")]
+    ManifestUnknown(String),
+    /// The repository name is malformed.
+    #[error("{0}")]
+    NameInvalid(String),
+    /// The repository does not exist.
+    #[error("repository {0} is not known to this registry")]
+    NameUnknown(RepoName),
+    /// A length or size does not match the content.
+    #[error("{0}")]
+    SizeInvalid(String),
+    /// A manifest over the size cap.
+    #[error("manifest is larger than the {limit}-byte limit")]
+    ManifestTooLarge { limit: usize },
+    /// A blob Range that lies outside the blob.
+    #[error("range not satisfiable for a blob of {len} bytes")]
+    RangeNotSatisfiable { len: u64 },
+    /// A parameter or operation this registry does not support.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The method is not allowed on this route.
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
+    /// No route matched: an empty 404, since no spec code fits.
+    #[error("not found")]
+    NotFound,
+    /// A dependency (database, storage) failed; the client sees a bare 500.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl Error {
+    /// Wraps any lower-level failure as an internal error.
+    pub fn internal(e: impl Into<anyhow::Error>) -> Error {
+        Error::Internal(e.into())
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BlobUnknown(_) => StatusCode::NOT_FOUND,
+            Error::UploadInvalid(_) => StatusCode::BAD_REQUEST,
+            Error::UploadOutOfOrder { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            Error::UploadUnknown(_) => StatusCode::NOT_FOUND,
+            Error::DigestInvalid(_) => StatusCode::BAD_REQUEST,
+            Error::ManifestBlobUnknown(_) => StatusCode::BAD_REQUEST,
+            Error::ManifestInvalid(_) => StatusCode::BAD_REQUEST,
+            Error::ManifestUnknown(_) => StatusCode::NOT_FOUND,
+            Error::NameInvalid(_) => StatusCode::BAD_REQUEST,
+            Error::NameUnknown(_) => StatusCode::NOT_FOUND,
+            Error::SizeInvalid(_) => StatusCode::BAD_REQUEST,
+            Error::ManifestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            Error::Unsupported(_) => StatusCode::BAD_REQUEST,
+            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::NotFound => StatusCode::NOT_FOUND,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The distribution-spec error code; `None` where no spec code fits and the body is empty.
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            Error::BlobUnknown(_) => Some("BLOB_UNKNOWN"),
+            Error::UploadInvalid(_) => Some("BLOB_UPLOAD_INVALID"),
+            Error::UploadOutOfOrder { .. } => Some("BLOB_UPLOAD_INVALID"),
+            Error::UploadUnknown(_) => Some("BLOB_UPLOAD_UNKNOWN"),
+            Error::DigestInvalid(_) => Some("DIGEST_INVALID"),
+            Error::ManifestBlobUnknown(_) => Some("MANIFEST_BLOB_UNKNOWN"),
+            Error::ManifestInvalid(_) => Some("MANIFEST_INVALID"),
+            Error::ManifestUnknown(_) => Some("MANIFEST_UNKNOWN"),
+            Error::NameInvalid(_) => Some("NAME_INVALID"),
+            Error::NameUnknown(_) => Some("NAME_UNKNOWN"),
+            Error::SizeInvalid(_) => Some("SIZE_INVALID"),
+            Error::ManifestTooLarge { .. } => Some("SIZE_INVALID"),
+            Error::RangeNotSatisfiable { .. } => None,
+            Error::Unsupported(_) => Some("UNSUPPORTED"),
+            Error::MethodNotAllowed => Some("UNSUPPORTED"),
+            Error::NotFound => None,
+            Error::Internal(_) => Some("UNKNOWN"),
+        }
+    }
+
+    /// Structured detail for the error body.
+    pub fn detail(&self) -> Value {
+        match self {
+            Error::BlobUnknown(d) => json!({ "digest": d.as_str() }),
+            Error::UploadInvalid(_) => Value::Null,
+            Error::UploadOutOfOrder { start, offset } => {
+                json!({ "start": start, "offset": offset })
+            }
+            Error::UploadUnknown(id) => json!({ "upload": id }),
+            Error::DigestInvalid(_) => Value::Null,
+            Error::ManifestBlobUnknown(d) => json!({ "digest": d.as_str() }),
+            Error::ManifestInvalid(_) => Value::Null,
+            Error::ManifestUnknown(r) => json!({ "reference": r }),
+            Error::NameInvalid(_) => Value::Null,
+            Error::NameUnknown(n) => json!({ "name": n.as_str() }),
+            Error::SizeInvalid(_) => Value::Null,
+            Error::ManifestTooLarge { limit } => json!({ "limit": limit }),
+            Error::RangeNotSatisfiable { len } => json!({ "size": len }),
+            Error::Unsupported(_) => Value::Null,
+            Error::MethodNotAllowed => Value::Null,
+            Error::NotFound => Value::Null,
+            Error::Internal(_) => Value::Null,
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = ?self, "request failed");
+        }
+        let mut resp = match self.code() {
+            None => status.into_response(),
+            Some(code) => {
+                let mut err = json!({ "code": code, "message": self.to_string() });
+                let detail = self.detail();
+                if !detail.is_null() {
+                    err["detail"] = detail;
+                }
+                (status, Json(json!({ "errors": [err] }))).into_response()
+            }
+        };
+        match &self {
+            Error::RangeNotSatisfiable { len } => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                    resp.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+            }
+            Error::UploadOutOfOrder { offset, .. } => {
+                let range = if *offset == 0 {
+                    "0-0".to_string()
+                } else {
+                    format!("0-{}", offset - 1)
+                };
+                if let Ok(v) = HeaderValue::from_str(&range) {
+                    resp.headers_mut().insert(header::RANGE, v);
+                }
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+impl From<MetaError> for Error {
+    fn from(e: MetaError) -> Error {
+        Error::Internal(e.into())
+    }
+}
+
+impl From<object_store::Error> for Error {
+    fn from(e: object_store::Error) -> Error {
+        Error::Internal(e.into())
+    }
+}
+
+impl From<NameError> for Error {
+    fn from(e: NameError) -> Error {
+        match e {
+            NameError::Digest(d) => d.into(),
+            other => Error::NameInvalid(other.to_string()),
+        }
+    }
+}
+
+impl From<DigestError> for Error {
+    fn from(e: DigestError) -> Error {
+        match e {
+            DigestError::Malformed(_) => Error::DigestInvalid(e.to_string()),
+            DigestError::Unsupported(_) => Error::Unsupported(e.to_string()),
+        }
+    }
+}
+
+impl From<ManifestError> for Error {
+    fn from(e: ManifestError) -> Error {
+        Error::ManifestInvalid(e.0)
+    }
+}

@@ -1,0 +1,235 @@
+//! The metadata seam: `MetadataStore`, the rows it returns and `MetaError`. Every method is
+//! one transaction. SQL lives only in this module's backends (`sqlite.rs`; PostgreSQL
+//! later). May import `oci`; must not import `api`, `service` or `blob`.
+
+mod sqlite;
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+
+use crate::oci::{Digest, Reference, RepoName, Tag};
+
+pub use sqlite::SqliteStore;
+
+/// How a backend fails, the same way for every backend.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    /// The database could not be reached or is busy beyond its timeout.
+    #[error("metadata store unavailable: {0}")]
+    Unavailable(String),
+    /// Any other database error.
+    #[error(transparent)]
+    Other(#[from] sqlx::Error),
+    /// Stored data that cannot be decoded (for example a hand-edited row).
+    #[error("corrupt metadata: {0}")]
+    Corrupt(String),
+}
+
+/// One written piece of an upload: an opaque name chosen by `blob/` and its length.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Segment {
+    /// Name of the segment within its upload (`blob/` maps it to an object key).
+    pub name: String,
+    /// Its length in bytes.
+    pub len: u64,
+}
+
+/// Where a committed blob's bytes are: the upload it came from and that upload's
+/// segments, in order. `blob/` turns this into object keys.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BlobLocation {
+    /// The upload session id whose segments hold the bytes.
+    pub upload: String,
+    /// Segments in order; their lengths add up to the blob size.
+    pub segments: Vec<Segment>,
+}
+
+/// A committed blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRecord {
+    /// Its verified digest.
+    pub digest: Digest,
+    /// Its verified size.
+    pub size: u64,
+    /// Where its bytes are.
+    pub location: BlobLocation,
+}
+
+/// An upload session in progress.
+#[derive(Debug, Clone)]
+pub struct UploadSession {
+    /// Random id, part of the upload URL.
+    pub id: String,
+    /// The repository the upload is for.
+    pub repo: RepoName,
+    /// Bytes received so far (sum of `segments`).
+    pub len: u64,
+    /// The segments written so far.
+    pub segments: Vec<Segment>,
+    /// Saved SHA-256 state after `len` bytes; `None` before any byte.
+    pub hash_state: Option<Vec<u8>>,
+    /// Last activity, for expiry.
+    pub updated_at: SystemTime,
+}
+
+/// A stored manifest.
+#[derive(Debug, Clone)]
+pub struct ManifestRecord {
+    /// Its digest (sha256 of `body`).
+    pub digest: Digest,
+    /// The media type it was pushed with.
+    pub media_type: String,
+    /// The exact bytes pushed.
+    pub body: bytes::Bytes,
+    /// `artifactType` (or config media type), for the referrers API.
+    pub artifact_type: Option<String>,
+    /// The manifest it refers to, if any.
+    pub subject: Option<Digest>,
+    /// Annotations, for the referrers API.
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// What a manifest PUT needs the store to check and write in one transaction.
+#[derive(Debug, Clone)]
+pub struct NewManifest {
+    /// The manifest itself.
+    pub record: ManifestRecord,
+    /// Blobs that must be linked to the repository.
+    pub blobs: Vec<Digest>,
+    /// Manifests that must exist in the repository.
+    pub manifests: Vec<Digest>,
+    /// Tags to point at it.
+    pub tags: Vec<Tag>,
+}
+
+/// Outcome of `put_manifest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutManifest {
+    /// Stored (or already there) and tags applied.
+    Stored,
+    /// A referenced blob or manifest is missing; nothing was written.
+    Missing(Digest),
+}
+
+/// Outcome of `commit_upload`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitUpload {
+    /// The blob is new and now points at this upload's segments.
+    Created,
+    /// The digest was already stored; this upload's segments are now garbage.
+    AlreadyStored,
+    /// The session no longer exists (finished, cancelled or expired meanwhile).
+    UploadGone,
+}
+
+/// One entry of the referrers API.
+#[derive(Debug, Clone)]
+pub struct Referrer {
+    /// The referrer's digest.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// Its size.
+    pub size: u64,
+    /// Its artifact type.
+    pub artifact_type: Option<String>,
+    /// Its annotations.
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// The metadata operations Cairn needs, each one transaction.
+#[async_trait]
+pub trait MetadataStore: Send + Sync + 'static {
+    /// Checks that the database answers.
+    async fn ping(&self) -> Result<(), MetaError>;
+
+    /// Repository names after `last`, sorted, at most `n`.
+    async fn repositories(&self, last: Option<&str>, n: u32) -> Result<Vec<String>, MetaError>;
+    /// True if the repository has any blob or manifest.
+    async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetaError>;
+
+    /// The blob if it is linked to `repo`.
+    async fn blob(&self, repo: &RepoName, digest: &Digest)
+    -> Result<Option<BlobRecord>, MetaError>;
+    /// Links an already stored blob to `repo`. With `from`, only if `from` has it;
+    /// without, if any repository has it. False when not linkable.
+    async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<bool, MetaError>;
+    /// Unlinks a blob from `repo`; false if it was not linked.
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
+
+    /// Opens an upload session.
+    async fn create_upload(&self, repo: &RepoName, id: &str) -> Result<UploadSession, MetaError>;
+    /// The session, if it exists for `repo`.
+    async fn upload(&self, repo: &RepoName, id: &str) -> Result<Option<UploadSession>, MetaError>;
+    /// Records one more segment, only if the session still has `expected_len` bytes
+    /// (so two racing PATCHes cannot both count). False when the session moved on or is gone.
+    async fn record_segment(
+        &self,
+        id: &str,
+        expected_len: u64,
+        segment: &Segment,
+        hash_state: &[u8],
+    ) -> Result<bool, MetaError>;
+    /// Ends the session (only if it still has `expected_len` bytes) and stores the blob
+    /// (unless it exists) linked to the session's repository, in one transaction.
+    async fn commit_upload(
+        &self,
+        id: &str,
+        expected_len: u64,
+        blob: &BlobRecord,
+    ) -> Result<CommitUpload, MetaError>;
+    /// Deletes a session; returns it if it existed.
+    async fn delete_upload(&self, id: &str) -> Result<Option<UploadSession>, MetaError>;
+    /// Deletes and returns every session idle since before `cutoff`.
+    async fn expire_uploads(&self, cutoff: SystemTime) -> Result<Vec<UploadSession>, MetaError>;
+
+    /// A manifest by tag or digest.
+    async fn manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<ManifestRecord>, MetaError>;
+    /// Checks references and stores the manifest and its tags, all or nothing.
+    async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        m: &NewManifest,
+    ) -> Result<PutManifest, MetaError>;
+    /// Deletes a manifest and the tags pointing at it; false if absent.
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
+    /// Deletes a tag; false if absent.
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError>;
+    /// Tags after `last`, sorted, at most `n`.
+    async fn tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: u32,
+    ) -> Result<Vec<String>, MetaError>;
+    /// Manifests whose subject is `subject`, optionally of one artifact type, by digest.
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>, MetaError>;
+}
+
+/// Milliseconds since the epoch, the time format of every row.
+pub(crate) fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The inverse of [`millis`].
+pub(crate) fn from_millis(ms: i64) -> SystemTime {
+    UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64)
+}

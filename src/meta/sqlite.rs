@@ -1,0 +1,485 @@
+//! `MetadataStore` on SQLite in WAL mode: the embedded default. Reads use a small pool;
+//! writes go through one connection, so write transactions never fight over the lock
+//! (SQLite has one writer at a time anyway) and `BEGIN` never fails with SQLITE_BUSY.
+
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use super::{
+    BlobRecord, CommitUpload, ManifestRecord, MetaError, MetadataStore, NewManifest, PutManifest,
+    Referrer, Segment, UploadSession, from_millis, millis,
+};
+use crate::oci::{Digest, Reference, RepoName, Tag};
+
+/// The SQLite backend.
+pub struct SqliteStore {
+    read: SqlitePool,
+    write: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` and runs the migrations.
+    pub async fn open(url: &str) -> Result<SqliteStore, MetaError> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        sqlx::migrate!("migrations/sqlite")
+            .run(&write)
+            .await
+            .map_err(|e| MetaError::Unavailable(format!("migrations failed: {e}")))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await?;
+        Ok(SqliteStore { read, write })
+    }
+}
+
+fn now() -> i64 {
+    millis(SystemTime::now())
+}
+
+fn digest(s: String) -> Result<Digest, MetaError> {
+    Digest::parse(&s).map_err(|e| MetaError::Corrupt(e.to_string()))
+}
+
+fn json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, MetaError> {
+    serde_json::from_str(s).map_err(|e| MetaError::Corrupt(e.to_string()))
+}
+
+fn upload_row(row: sqlx::sqlite::SqliteRow) -> Result<UploadSession, MetaError> {
+    let repo: String = row.get("repo");
+    let segments: String = row.get("segments");
+    Ok(UploadSession {
+        id: row.get("id"),
+        repo: RepoName::parse(&repo).map_err(|e| MetaError::Corrupt(e.to_string()))?,
+        len: row.get::<i64, _>("len") as u64,
+        segments: json(&segments)?,
+        hash_state: row.get("hash_state"),
+        updated_at: from_millis(row.get("updated_at")),
+    })
+}
+
+fn manifest_row(row: sqlx::sqlite::SqliteRow) -> Result<ManifestRecord, MetaError> {
+    let annotations: Option<String> = row.get("annotations");
+    let subject: Option<String> = row.get("subject");
+    let body: Vec<u8> = row.get("body");
+    Ok(ManifestRecord {
+        digest: digest(row.get("digest"))?,
+        media_type: row.get("media_type"),
+        body: body.into(),
+        artifact_type: row.get("artifact_type"),
+        subject: subject.map(digest).transpose()?,
+        annotations: annotations.as_deref().map(json).transpose()?,
+    })
+}
+
+async fn ensure_repo(tx: &mut sqlx::SqliteConnection, repo: &RepoName) -> Result<(), MetaError> {
+    sqlx::query("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
+        .bind(repo.as_str())
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+async fn link(
+    tx: &mut sqlx::SqliteConnection,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Result<(), MetaError> {
+    ensure_repo(tx, repo).await?;
+    sqlx::query(
+        "INSERT INTO repo_blobs (repo, digest, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+    )
+    .bind(repo.as_str())
+    .bind(digest.as_str())
+    .bind(now())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl MetadataStore for SqliteStore {
+    async fn ping(&self) -> Result<(), MetaError> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    async fn repositories(&self, last: Option<&str>, n: u32) -> Result<Vec<String>, MetaError> {
+        let rows = sqlx::query_scalar(
+            "SELECT name FROM repositories r WHERE name > ?
+               AND (EXISTS (SELECT 1 FROM manifests m WHERE m.repo = r.name)
+                 OR EXISTS (SELECT 1 FROM repo_blobs b WHERE b.repo = r.name))
+             ORDER BY name LIMIT ?",
+        )
+        .bind(last.unwrap_or(""))
+        .bind(n as i64)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows)
+    }
+
+    async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetaError> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 WHERE EXISTS (SELECT 1 FROM manifests WHERE repo = ?1)
+                         OR EXISTS (SELECT 1 FROM repo_blobs WHERE repo = ?1)",
+        )
+        .bind(repo.as_str())
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(found.is_some())
+    }
+
+    async fn blob(&self, repo: &RepoName, d: &Digest) -> Result<Option<BlobRecord>, MetaError> {
+        let row = sqlx::query(
+            "SELECT b.size, b.location FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest
+             WHERE rb.repo = ? AND rb.digest = ?",
+        )
+        .bind(repo.as_str())
+        .bind(d.as_str())
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| {
+            let location: String = r.get("location");
+            Ok(BlobRecord {
+                digest: d.clone(),
+                size: r.get::<i64, _>("size") as u64,
+                location: json(&location)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<bool, MetaError> {
+        let mut tx = self.write.begin().await?;
+        let found: Option<i64> = match from {
+            Some(from) => {
+                sqlx::query_scalar("SELECT 1 FROM repo_blobs WHERE repo = ? AND digest = ?")
+                    .bind(from.as_str())
+                    .bind(d.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+            None => {
+                sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = ?")
+                    .bind(d.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+        };
+        if found.is_none() {
+            return Ok(false);
+        }
+        link(&mut tx, repo, d).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn unlink_blob(&self, repo: &RepoName, d: &Digest) -> Result<bool, MetaError> {
+        let done = sqlx::query("DELETE FROM repo_blobs WHERE repo = ? AND digest = ?")
+            .bind(repo.as_str())
+            .bind(d.as_str())
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn create_upload(&self, repo: &RepoName, id: &str) -> Result<UploadSession, MetaError> {
+        let t = now();
+        sqlx::query("INSERT INTO uploads (id, repo, created_at, updated_at) VALUES (?, ?, ?, ?)")
+            .bind(id)
+            .bind(repo.as_str())
+            .bind(t)
+            .bind(t)
+            .execute(&self.write)
+            .await?;
+        Ok(UploadSession {
+            id: id.to_string(),
+            repo: repo.clone(),
+            len: 0,
+            segments: vec![],
+            hash_state: None,
+            updated_at: from_millis(t),
+        })
+    }
+
+    async fn upload(&self, repo: &RepoName, id: &str) -> Result<Option<UploadSession>, MetaError> {
+        // Read through the writer so a client that just PATCHed sees its own write.
+        let row = sqlx::query("SELECT * FROM uploads WHERE id = ? AND repo = ?")
+            .bind(id)
+            .bind(repo.as_str())
+            .fetch_optional(&self.write)
+            .await?;
+        row.map(upload_row).transpose()
+    }
+
+    async fn record_segment(
+        &self,
+        id: &str,
+        expected_len: u64,
+        segment: &Segment,
+        hash_state: &[u8],
+    ) -> Result<bool, MetaError> {
+        let seg = serde_json::to_string(segment).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        let done = sqlx::query(
+            "UPDATE uploads SET len = len + ?1, segments = json_insert(segments, '$[#]', json(?6)),
+                    hash_state = ?2, updated_at = ?3
+             WHERE id = ?4 AND len = ?5",
+        )
+        .bind(segment.len as i64)
+        .bind(hash_state)
+        .bind(now())
+        .bind(id)
+        .bind(expected_len as i64)
+        .bind(seg)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn commit_upload(
+        &self,
+        id: &str,
+        expected_len: u64,
+        blob: &BlobRecord,
+    ) -> Result<CommitUpload, MetaError> {
+        let mut tx = self.write.begin().await?;
+        let repo: Option<String> =
+            sqlx::query_scalar("DELETE FROM uploads WHERE id = ? AND len = ? RETURNING repo")
+                .bind(id)
+                .bind(expected_len as i64)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(repo) = repo else {
+            return Ok(CommitUpload::UploadGone);
+        };
+        let repo = RepoName::parse(&repo).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        let location =
+            serde_json::to_string(&blob.location).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        let inserted = sqlx::query(
+            "INSERT INTO blobs (digest, size, location, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(blob.digest.as_str())
+        .bind(blob.size as i64)
+        .bind(location)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        link(&mut tx, &repo, &blob.digest).await?;
+        tx.commit().await?;
+        Ok(if inserted == 1 {
+            CommitUpload::Created
+        } else {
+            CommitUpload::AlreadyStored
+        })
+    }
+
+    async fn delete_upload(&self, id: &str) -> Result<Option<UploadSession>, MetaError> {
+        let row = sqlx::query("DELETE FROM uploads WHERE id = ? RETURNING *")
+            .bind(id)
+            .fetch_optional(&self.write)
+            .await?;
+        row.map(upload_row).transpose()
+    }
+
+    async fn expire_uploads(&self, cutoff: SystemTime) -> Result<Vec<UploadSession>, MetaError> {
+        let rows = sqlx::query("DELETE FROM uploads WHERE updated_at < ? RETURNING *")
+            .bind(millis(cutoff))
+            .fetch_all(&self.write)
+            .await?;
+        rows.into_iter().map(upload_row).collect()
+    }
+
+    async fn manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<ManifestRecord>, MetaError> {
+        let row = match reference {
+            Reference::Digest(d) => {
+                sqlx::query("SELECT * FROM manifests WHERE repo = ? AND digest = ?")
+                    .bind(repo.as_str())
+                    .bind(d.as_str())
+                    .fetch_optional(&self.read)
+                    .await?
+            }
+            Reference::Tag(t) => sqlx::query(
+                "SELECT m.* FROM tags t JOIN manifests m ON m.repo = t.repo AND m.digest = t.digest
+                     WHERE t.repo = ? AND t.name = ?",
+            )
+            .bind(repo.as_str())
+            .bind(t.as_str())
+            .fetch_optional(&self.read)
+            .await?,
+        };
+        row.map(manifest_row).transpose()
+    }
+
+    async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        m: &NewManifest,
+    ) -> Result<PutManifest, MetaError> {
+        let mut tx = self.write.begin().await?;
+        for b in &m.blobs {
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM repo_blobs WHERE repo = ? AND digest = ?")
+                    .bind(repo.as_str())
+                    .bind(b.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if found.is_none() {
+                return Ok(PutManifest::Missing(b.clone()));
+            }
+        }
+        for c in &m.manifests {
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM manifests WHERE repo = ? AND digest = ?")
+                    .bind(repo.as_str())
+                    .bind(c.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if found.is_none() {
+                return Ok(PutManifest::Missing(c.clone()));
+            }
+        }
+        ensure_repo(&mut tx, repo).await?;
+        let r = &m.record;
+        let annotations = r
+            .annotations
+            .as_ref()
+            .map(|a| serde_json::to_string(a).unwrap_or_default());
+        let t = now();
+        let inserted = sqlx::query(
+            "INSERT INTO manifests (repo, digest, media_type, size, body, artifact_type, subject, annotations, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(repo.as_str())
+        .bind(r.digest.as_str())
+        .bind(&r.media_type)
+        .bind(r.body.len() as i64)
+        .bind(r.body.as_ref())
+        .bind(&r.artifact_type)
+        .bind(r.subject.as_ref().map(Digest::as_str))
+        .bind(annotations)
+        .bind(t)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            let children = m
+                .blobs
+                .iter()
+                .map(|d| (d, "blob"))
+                .chain(m.manifests.iter().map(|d| (d, "manifest")));
+            for (child, kind) in children {
+                sqlx::query(
+                    "INSERT INTO manifest_refs (repo, manifest, child, kind) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                )
+                .bind(repo.as_str())
+                .bind(r.digest.as_str())
+                .bind(child.as_str())
+                .bind(kind)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        for tag in &m.tags {
+            sqlx::query(
+                "INSERT INTO tags (repo, name, digest, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (repo, name) DO UPDATE SET digest = ?3, updated_at = ?4 WHERE digest <> ?3",
+            )
+            .bind(repo.as_str())
+            .bind(tag.as_str())
+            .bind(r.digest.as_str())
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(PutManifest::Stored)
+    }
+
+    async fn delete_manifest(&self, repo: &RepoName, d: &Digest) -> Result<bool, MetaError> {
+        let done = sqlx::query("DELETE FROM manifests WHERE repo = ? AND digest = ?")
+            .bind(repo.as_str())
+            .bind(d.as_str())
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
+        let done = sqlx::query("DELETE FROM tags WHERE repo = ? AND name = ?")
+            .bind(repo.as_str())
+            .bind(tag.as_str())
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: u32,
+    ) -> Result<Vec<String>, MetaError> {
+        let rows = sqlx::query_scalar(
+            "SELECT name FROM tags WHERE repo = ? AND name > ? ORDER BY name LIMIT ?",
+        )
+        .bind(repo.as_str())
+        .bind(last.unwrap_or(""))
+        .bind(n as i64)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows)
+    }
+
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT digest, media_type, size, artifact_type, annotations FROM manifests
+             WHERE repo = ? AND subject = ? AND (?3 IS NULL OR artifact_type = ?3) ORDER BY digest",
+        )
+        .bind(repo.as_str())
+        .bind(subject.as_str())
+        .bind(artifact_type)
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let annotations: Option<String> = r.get("annotations");
+                Ok(Referrer {
+                    digest: digest(r.get("digest"))?,
+                    media_type: r.get("media_type"),
+                    size: r.get::<i64, _>("size") as u64,
+                    artifact_type: r.get("artifact_type"),
+                    annotations: annotations.as_deref().map(json).transpose()?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,102 @@
+//! Manifests: validation on PUT (size, digest, media type, references in the repository),
+//! reading by tag or digest, deleting a manifest or a tag.
+
+use bytes::Bytes;
+
+use super::Registry;
+use crate::error::Error;
+use crate::meta::{ManifestRecord, NewManifest, PutManifest};
+use crate::oci::{Digest, ParsedManifest, Reference, RepoName, Tag};
+
+/// A manifest PUT as the handler parsed it.
+pub struct ManifestPut<'a> {
+    /// The repository.
+    pub repo: &'a RepoName,
+    /// The URL reference (tag or digest).
+    pub reference: &'a Reference,
+    /// Extra tags from `?tag=`.
+    pub extra_tags: Vec<Tag>,
+    /// The request's Content-Type.
+    pub content_type: Option<&'a str>,
+    /// The body (already capped by the handler).
+    pub body: Bytes,
+}
+
+/// What a successful PUT stored.
+#[derive(Debug)]
+pub struct PutOutcome {
+    /// The manifest digest.
+    pub digest: Digest,
+    /// Its subject, echoed as `OCI-Subject`.
+    pub subject: Option<Digest>,
+}
+
+impl Registry {
+    /// end-7: validates and stores a manifest with its tags, all or nothing.
+    pub async fn put_manifest(&self, put: ManifestPut<'_>) -> Result<PutOutcome, Error> {
+        let digest = Digest::of(&put.body);
+        let mut tags = put.extra_tags;
+        match put.reference {
+            Reference::Digest(d) if d != &digest => {
+                return Err(Error::DigestInvalid(format!(
+                    "the URL names {d} but the manifest body has digest {digest}"
+                )));
+            }
+            Reference::Digest(_) => {}
+            Reference::Tag(t) => tags.push(t.clone()),
+        }
+        tags.sort();
+        tags.dedup();
+        let parsed = ParsedManifest::parse(put.content_type, &put.body)?;
+        let record = ManifestRecord {
+            digest: digest.clone(),
+            media_type: parsed.media_type,
+            body: put.body,
+            artifact_type: parsed.artifact_type,
+            subject: parsed.subject.clone(),
+            annotations: parsed.annotations,
+        };
+        let new = NewManifest {
+            record,
+            blobs: parsed.blobs,
+            manifests: parsed.manifests,
+            tags,
+        };
+        match self.meta.put_manifest(put.repo, &new).await? {
+            PutManifest::Stored => Ok(PutOutcome {
+                digest,
+                subject: parsed.subject,
+            }),
+            PutManifest::Missing(d) => Err(Error::ManifestBlobUnknown(d)),
+        }
+    }
+
+    /// end-3: a manifest by tag or digest.
+    pub async fn manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<ManifestRecord, Error> {
+        self.meta
+            .manifest(repo, reference)
+            .await?
+            .ok_or_else(|| Error::ManifestUnknown(reference.to_string()))
+    }
+
+    /// end-9: deletes a manifest (by digest, with every tag on it) or only a tag.
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<(), Error> {
+        let found = match reference {
+            Reference::Digest(d) => self.meta.delete_manifest(repo, d).await?,
+            Reference::Tag(t) => self.meta.delete_tag(repo, t).await?,
+        };
+        if found {
+            Ok(())
+        } else {
+            Err(Error::ManifestUnknown(reference.to_string()))
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! The registry's rules over the two seams: uploads, blobs, manifests, listings. No HTTP
+//! types here; handlers in `api/` translate. Calls `meta`, `blob` and `oci`; never `api`.
+
+mod blobs;
+mod listing;
+mod manifests;
+mod uploads;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use crate::blob::BlobStore;
+use crate::error::Error;
+use crate::meta::MetadataStore;
+
+pub use blobs::BlobRead;
+pub use listing::Page;
+pub use manifests::{ManifestPut, PutOutcome};
+pub use uploads::{BlobCommitted, UploadState};
+
+/// A request or response body as a stream of byte chunks.
+pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
+
+/// The largest manifest accepted (the spec asks registries to take at least 4 MiB).
+pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
+
+/// The service handle every handler calls. Cheap to clone.
+#[derive(Clone)]
+pub struct Registry {
+    meta: Arc<dyn MetadataStore>,
+    blobs: BlobStore,
+}
+
+impl Registry {
+    /// Builds the service over a metadata store and a blob store.
+    pub fn new(meta: Arc<dyn MetadataStore>, blobs: BlobStore) -> Registry {
+        Registry { meta, blobs }
+    }
+
+    /// Checks that the database and the object store answer (for `/readyz`).
+    pub async fn ready(&self) -> Result<(), Error> {
+        self.meta.ping().await?;
+        self.blobs.ping().await?;
+        Ok(())
+    }
+}

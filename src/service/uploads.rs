@@ -1,0 +1,230 @@
+//! Blob uploads: start, append a chunk, status, finish with digest verification, cancel,
+//! cross-repository mount, and expiry of idle sessions. Bytes are hashed as they stream
+//! into storage; the hash state is saved with each chunk so nothing is ever read back.
+
+use std::time::{Duration, SystemTime};
+
+use super::{ByteStream, Registry};
+use crate::blob::WriteError;
+use crate::error::Error;
+use crate::meta::{BlobLocation, BlobRecord, CommitUpload, Segment, UploadSession};
+use crate::oci::{Digest, RepoName, Sha256Hasher};
+
+/// Where an open upload stands.
+#[derive(Debug, Clone)]
+pub struct UploadState {
+    /// Session id.
+    pub id: String,
+    /// Bytes received so far.
+    pub len: u64,
+}
+
+/// A blob that is now in the repository.
+#[derive(Debug, Clone)]
+pub struct BlobCommitted {
+    /// Its digest.
+    pub digest: Digest,
+}
+
+impl Registry {
+    /// end-4a: opens an upload session for `repo`.
+    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadState, Error> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let s = self.meta.create_upload(repo, &id).await?;
+        Ok(UploadState {
+            id: s.id,
+            len: s.len,
+        })
+    }
+
+    /// end-11: links a blob already stored in `from` (or, without `from`, anywhere in the
+    /// registry) into `repo`. `None` when it cannot be mounted; the caller then starts an
+    /// ordinary upload.
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<Option<BlobCommitted>, Error> {
+        let mounted = self.meta.mount_blob(repo, digest, from).await?;
+        Ok(mounted.then(|| BlobCommitted {
+            digest: digest.clone(),
+        }))
+    }
+
+    async fn session(&self, repo: &RepoName, id: &str) -> Result<UploadSession, Error> {
+        self.meta
+            .upload(repo, id)
+            .await?
+            .ok_or_else(|| Error::UploadUnknown(id.to_string()))
+    }
+
+    /// end-13: where upload `id` stands.
+    pub async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadState, Error> {
+        let s = self.session(repo, id).await?;
+        Ok(UploadState {
+            id: s.id,
+            len: s.len,
+        })
+    }
+
+    /// end-5: appends one chunk. `start` is the first byte of a `Content-Range`, which must
+    /// equal the bytes already received (else 416); `expect_len` is the chunk length the
+    /// client declared, checked after streaming.
+    pub async fn append_chunk(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        start: Option<u64>,
+        expect_len: Option<u64>,
+        body: ByteStream,
+    ) -> Result<UploadState, Error> {
+        let s = self.session(repo, id).await?;
+        if let Some(start) = start
+            && start != s.len
+        {
+            return Err(Error::UploadOutOfOrder {
+                start,
+                offset: s.len,
+            });
+        }
+        let (segment, hasher) = self.write_chunk(&s, body).await?;
+        let Some(segment) = segment else {
+            return Ok(UploadState {
+                id: s.id,
+                len: s.len,
+            });
+        };
+        if let Some(want) = expect_len
+            && want != segment.len
+        {
+            self.discard(&s.id).await;
+            return Err(Error::SizeInvalid(format!(
+                "Content-Range declared {want} bytes but the body had {}; the upload was cancelled",
+                segment.len
+            )));
+        }
+        if !self
+            .meta
+            .record_segment(&s.id, s.len, &segment, &hasher.save())
+            .await?
+        {
+            return Err(Error::UploadOutOfOrder {
+                start: s.len,
+                offset: self.session(repo, id).await?.len,
+            });
+        }
+        Ok(UploadState {
+            id: s.id,
+            len: s.len + segment.len,
+        })
+    }
+
+    /// end-6: appends the optional last chunk, checks the digest and, if it matches,
+    /// commits the blob in one metadata transaction. A mismatch cancels the upload.
+    pub async fn finish_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> Result<BlobCommitted, Error> {
+        let s = self.session(repo, id).await?;
+        let (last, hasher) = self.write_chunk(&s, body).await?;
+        let mut segments = s.segments.clone();
+        segments.extend(last);
+        let size: u64 = segments.iter().map(|g| g.len).sum();
+        let actual = hasher.finish();
+        if &actual != digest {
+            self.discard(&s.id).await;
+            return Err(Error::DigestInvalid(format!(
+                "digest {digest} does not match the uploaded content ({size} bytes with digest {actual}); the upload was cancelled"
+            )));
+        }
+        let record = BlobRecord {
+            digest: digest.clone(),
+            size,
+            location: BlobLocation {
+                upload: s.id.clone(),
+                segments,
+            },
+        };
+        match self.meta.commit_upload(&s.id, s.len, &record).await? {
+            CommitUpload::Created => {}
+            CommitUpload::AlreadyStored => {
+                // The same bytes were already stored; this copy is garbage.
+                if let Err(e) = self.blobs.delete_upload(&s.id).await {
+                    tracing::warn!(upload = %s.id, error = %e, "could not remove a duplicate upload's segments");
+                }
+            }
+            CommitUpload::UploadGone => return Err(Error::UploadUnknown(s.id)),
+        }
+        Ok(BlobCommitted {
+            digest: digest.clone(),
+        })
+    }
+
+    /// end-4b: a single POST carrying the whole blob with `?digest=`.
+    pub async fn upload_monolithic(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> Result<BlobCommitted, Error> {
+        let s = self.start_upload(repo).await?;
+        self.finish_upload(repo, &s.id, digest, body).await
+    }
+
+    /// end-deleteupload: cancels an upload and removes its bytes.
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<(), Error> {
+        self.session(repo, id).await?;
+        self.discard(id).await;
+        Ok(())
+    }
+
+    /// Expires sessions idle for longer than `idle` and removes their bytes; returns how
+    /// many were expired.
+    pub async fn expire_uploads(&self, idle: Duration) -> Result<usize, Error> {
+        let cutoff = SystemTime::now() - idle;
+        let expired = self.meta.expire_uploads(cutoff).await?;
+        for s in &expired {
+            if let Err(e) = self.blobs.delete_upload(&s.id).await {
+                tracing::warn!(upload = %s.id, error = %e, "could not remove an expired upload's segments");
+            }
+        }
+        Ok(expired.len())
+    }
+
+    async fn write_chunk(
+        &self,
+        s: &UploadSession,
+        body: ByteStream,
+    ) -> Result<(Option<Segment>, Sha256Hasher), Error> {
+        let mut hasher = Sha256Hasher::restore(s.hash_state.as_deref()).ok_or_else(|| {
+            Error::internal(anyhow::anyhow!(
+                "upload {} has an unreadable hash state",
+                s.id
+            ))
+        })?;
+        let segment = self
+            .blobs
+            .write_segment(&s.id, s.segments.len(), body, |b| hasher.update(b))
+            .await
+            .map_err(|e| match e {
+                WriteError::Body(m) => {
+                    Error::UploadInvalid(format!("{m}; resume from byte {}", s.len))
+                }
+                WriteError::Store(e) => e.into(),
+            })?;
+        Ok((segment, hasher))
+    }
+
+    async fn discard(&self, id: &str) {
+        if let Err(e) = self.meta.delete_upload(id).await {
+            tracing::warn!(upload = %id, error = %e, "could not delete an upload session");
+        }
+        if let Err(e) = self.blobs.delete_upload(id).await {
+            tracing::warn!(upload = %id, error = %e, "could not remove an upload's segments");
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! `AppState`: the two seams and the config, built from `Config`.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+
+use crate::blob::BlobStore;
+use crate::config::{Config, StorageKind};
+use crate::meta::{MetadataStore, SqliteStore};
+use crate::service::Registry;
+
+/// Shared by every request. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The registry's rules over the two seams.
+    pub registry: Registry,
+    /// The loaded configuration.
+    pub config: Arc<Config>,
+}
+
+impl AppState {
+    /// Opens the metadata store (running migrations) and the blob store named by `config`.
+    pub async fn from_config(config: Config) -> anyhow::Result<AppState> {
+        std::fs::create_dir_all(&config.server.data_dir).with_context(|| {
+            format!(
+                "cannot create data directory {}",
+                config.server.data_dir.display()
+            )
+        })?;
+        let url = config.database_url();
+        let meta: Arc<dyn MetadataStore> = Arc::new(
+            SqliteStore::open(&url)
+                .await
+                .with_context(|| format!("cannot open database {url}"))?,
+        );
+        let store: Arc<dyn ObjectStore> = match config.storage.kind {
+            StorageKind::Filesystem => {
+                let path = config.storage_path();
+                std::fs::create_dir_all(&path)
+                    .with_context(|| format!("cannot create blob directory {}", path.display()))?;
+                Arc::new(
+                    LocalFileSystem::new_with_prefix(&path)
+                        .with_context(|| format!("cannot use blob directory {}", path.display()))?,
+                )
+            }
+            StorageKind::Memory => Arc::new(InMemory::new()),
+        };
+        let registry = Registry::new(meta, BlobStore::new(store));
+        Ok(AppState {
+            registry,
+            config: Arc::new(config),
+        })
+    }
+}
