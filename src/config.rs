@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// The whole configuration. Every key and default is documented in `config.example.toml`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Config {
     /// `[server]`
@@ -118,18 +118,6 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A tracing filter such as `info` or `cairn=debug,tower_http=info`; `RUST_LOG` wins.
     pub level: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            database: DatabaseConfig::default(),
-            storage: StorageConfig::default(),
-            uploads: UploadsConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
 }
 
 impl Default for ServerConfig {
@@ -317,8 +305,10 @@ impl Config {
         if self.server.data_dir.as_os_str().is_empty() {
             p.push("server.data_dir must not be empty".into());
         }
-        if let Some(u) = &self.database.url {
-            if !u.starts_with("sqlite:") {
+        if let Some(u) = &self.database.url
+            && !u.starts_with("sqlite:")
+        {
+            {
                 p.push(format!(
                     "database.url = {:?}: only sqlite:// URLs are supported by this build (PostgreSQL is planned)",
                     redact_url(u)

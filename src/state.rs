@@ -43,7 +43,8 @@ impl AppState {
                     .with_context(|| format!("cannot create blob directory {}", path.display()))?;
                 Arc::new(
                     LocalFileSystem::new_with_prefix(&path)
-                        .with_context(|| format!("cannot use blob directory {}", path.display()))?,
+                        .with_context(|| format!("cannot use blob directory {}", path.display()))?
+                        .with_automatic_cleanup(true),
                 )
             }
             StorageKind::Memory => Arc::new(InMemory::new()),

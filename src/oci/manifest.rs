@@ -228,9 +228,7 @@ mod tests {
             (None, r#"{"schemaVersion":2,"layers":[]}"#.to_string()),
             (
                 None,
-                format!(
-                    r#"{{"schemaVersion":2,"config":{{"mediaType":"x","digest":"sha256:12","size":1}},"layers":[]}}"#
-                ),
+                r#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:12","size":1},"layers":[]}"#.to_string(),
             ),
             (
                 Some("text/plain"),

@@ -1,1 +1,9 @@
+//! Integration tests of the OCI API against a real listening server (in-process, ephemeral
+//! port, real HTTP). Every bad input asserts the status, the OCI code, and that nothing
+//! was stored.
 
+mod blobs;
+mod helpers;
+mod listing;
+mod manifests;
+mod uploads;
