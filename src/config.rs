@@ -308,12 +308,10 @@ impl Config {
         if let Some(u) = &self.database.url
             && !u.starts_with("sqlite:")
         {
-            {
-                p.push(format!(
-                    "database.url = {:?}: only sqlite:// URLs are supported by this build (PostgreSQL is planned)",
-                    redact_url(u)
-                ));
-            }
+            p.push(format!(
+                "database.url = {:?}: only sqlite:// URLs are supported by this build (PostgreSQL is planned)",
+                redact_url(u)
+            ));
         }
         if self.uploads.expire_after < Duration::from_secs(60) {
             p.push("uploads.expire_after must be at least 1m".into());
@@ -458,6 +456,21 @@ mod tests {
         ] {
             assert!(all.contains(needle), "{needle} not named in:\n{all}");
         }
+    }
+
+    #[test]
+    fn example_config_is_valid_and_matches_the_defaults() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
+        let c = Config::load_from(&Sources { file: Some(example.into()), ..Default::default() }, env(&[])).unwrap();
+        let d = Config::default();
+        assert_eq!(c.server.listen, d.server.listen);
+        assert_eq!(c.server.data_dir, d.server.data_dir);
+        assert_eq!(c.server.shutdown_grace, d.server.shutdown_grace);
+        assert_eq!(c.storage.kind, d.storage.kind);
+        assert_eq!(c.uploads.expire_after, d.uploads.expire_after);
+        assert_eq!(c.uploads.sweep_interval, d.uploads.sweep_interval);
+        assert_eq!(c.log.format, d.log.format);
+        assert_eq!(c.log.level, d.log.level);
     }
 
     #[test]
