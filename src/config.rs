@@ -260,21 +260,17 @@ impl Config {
                 toml::Value::String(d.display().to_string()),
             );
         }
-        let mut unknown = Vec::new();
-        let parsed: Result<Config, _> =
-            serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
-                toml::Value::Table(root),
-                &mut |path: serde_ignored::Path<'_>| unknown.push(path.to_string()),
-            ));
-        for key in unknown {
-            problems.push(format!("unknown key `{key}`"));
-        }
-        let config = match parsed {
-            Ok(c) => Some(c),
-            Err(e) => {
-                problems.push(format!("{}: {}", e.path(), e.inner().to_string().trim()));
-                None
+        problems.extend(key_problems(&root));
+        let config = if problems.is_empty() {
+            match parse(toml::Value::Table(root)) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    problems.push(e);
+                    None
+                }
             }
+        } else {
+            None
         };
         if let Some(c) = &config {
             problems.extend(c.problems());
@@ -363,6 +359,55 @@ impl Config {
     }
 }
 
+/// Deserializes `value`, failing on any unknown key; the error names the key.
+fn parse(value: toml::Value) -> Result<Config, String> {
+    let mut unknown = Vec::new();
+    let parsed: Result<Config, _> = serde_path_to_error::deserialize(
+        serde_ignored::Deserializer::new(value, &mut |path: serde_ignored::Path<'_>| {
+            unknown.push(path.to_string())
+        }),
+    );
+    if let Some(key) = unknown.first() {
+        return Err(format!("unknown key `{key}`"));
+    }
+    parsed.map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner().to_string();
+        // toml appends "in `<key>`" on a line of its own; the path is already in front.
+        let inner = inner.split("\nin `").next().unwrap_or("").trim();
+        format!("{path}: {inner}")
+    })
+}
+
+/// Checks every key on its own (so one bad value does not hide the next problem), then
+/// the semantic rules of each section with the other sections at their defaults.
+fn key_problems(root: &toml::Table) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (section, value) in root {
+        let toml::Value::Table(keys) = value else {
+            let one = toml::Table::from_iter([(section.clone(), value.clone())]);
+            problems.extend(parse(toml::Value::Table(one)).err());
+            continue;
+        };
+        let mut good = toml::Table::new();
+        for (key, v) in keys {
+            let inner = toml::Table::from_iter([(key.clone(), v.clone())]);
+            let one = toml::Table::from_iter([(section.clone(), toml::Value::Table(inner))]);
+            match parse(toml::Value::Table(one)) {
+                Ok(_) => {
+                    good.insert(key.clone(), v.clone());
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        let one = toml::Table::from_iter([(section.clone(), toml::Value::Table(good))]);
+        if let Ok(c) = parse(toml::Value::Table(one)) {
+            problems.extend(c.problems());
+        }
+    }
+    problems
+}
+
 fn set(root: &mut toml::Table, section: &str, key: &str, value: toml::Value) {
     let entry = root
         .entry(section.to_string())
@@ -438,7 +483,11 @@ mod tests {
     fn reports_every_problem_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
-        std::fs::write(&f, "[server]\nlisten = \"nope\"\nlisen = 1\n[storage]\nbogus = true\n[log]\nlevel = \"[[\"\n").unwrap();
+        std::fs::write(
+            &f,
+            "[server]\nlisten = \"nope\"\nlisen = 1\n[storage]\nkind = \"s3\"\nbogus = true\n[log]\nlevel = \"[[\"\n[extra]\nx = 1\n",
+        )
+        .unwrap();
         let src = Sources {
             file: Some(f),
             ..Default::default()
@@ -461,7 +510,14 @@ mod tests {
     #[test]
     fn example_config_is_valid_and_matches_the_defaults() {
         let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
-        let c = Config::load_from(&Sources { file: Some(example.into()), ..Default::default() }, env(&[])).unwrap();
+        let c = Config::load_from(
+            &Sources {
+                file: Some(example.into()),
+                ..Default::default()
+            },
+            env(&[]),
+        )
+        .unwrap();
         let d = Config::default();
         assert_eq!(c.server.listen, d.server.listen);
         assert_eq!(c.server.data_dir, d.server.data_dir);

@@ -128,6 +128,7 @@ async fn run_server(cfg: Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let bound = listener.local_addr()?;
+    let shutdown = cairn::shutdown_signal();
     if bound.ip().is_loopback() {
         tracing::warn!(
             "anonymous access: anyone who can reach {bound} can push and pull (access control is not built yet)"
@@ -143,7 +144,7 @@ async fn run_server(cfg: Config) -> anyhow::Result<()> {
         "cairn listening on http://{bound}"
     );
     println!("cairn listening on http://{bound}");
-    cairn::serve(listener, state, cairn::shutdown_signal()).await?;
+    cairn::serve(listener, state, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -36,20 +36,24 @@ impl AppState {
                 .await
                 .with_context(|| format!("cannot open database {url}"))?,
         );
-        let store: Arc<dyn ObjectStore> = match config.storage.kind {
+        let blobs = match config.storage.kind {
             StorageKind::Filesystem => {
                 let path = config.storage_path();
                 std::fs::create_dir_all(&path)
                     .with_context(|| format!("cannot create blob directory {}", path.display()))?;
-                Arc::new(
-                    LocalFileSystem::new_with_prefix(&path)
+                let root = path
+                    .canonicalize()
+                    .with_context(|| format!("cannot use blob directory {}", path.display()))?;
+                let store: Arc<dyn ObjectStore> = Arc::new(
+                    LocalFileSystem::new_with_prefix(&root)
                         .with_context(|| format!("cannot use blob directory {}", path.display()))?
                         .with_automatic_cleanup(true),
-                )
+                );
+                BlobStore::local(store, root)
             }
-            StorageKind::Memory => Arc::new(InMemory::new()),
+            StorageKind::Memory => BlobStore::new(Arc::new(InMemory::new())),
         };
-        let registry = Registry::new(meta, BlobStore::new(store));
+        let registry = Registry::new(meta, blobs);
         Ok(AppState {
             registry,
             config: Arc::new(config),

@@ -43,6 +43,10 @@ pub enum WriteError {
 #[derive(Clone)]
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
+    /// For the filesystem backend, its root directory: object_store writes each object
+    /// to a temporary `<key>#<n>` file first and never lists those, so a write cut off by
+    /// a crash can only be cleaned up through the directory itself.
+    local_root: Option<std::path::PathBuf>,
 }
 
 fn segment_key(upload: &str, name: &str) -> Path {
@@ -52,7 +56,24 @@ fn segment_key(upload: &str, name: &str) -> Path {
 impl BlobStore {
     /// Wraps an object store.
     pub fn new(store: Arc<dyn ObjectStore>) -> BlobStore {
-        BlobStore { store }
+        BlobStore {
+            store,
+            local_root: None,
+        }
+    }
+
+    /// Wraps a `LocalFileSystem` store rooted at `root`.
+    pub fn local(store: Arc<dyn ObjectStore>, root: std::path::PathBuf) -> BlobStore {
+        BlobStore {
+            store,
+            local_root: Some(root),
+        }
+    }
+
+    fn upload_dir(&self, upload: &str) -> Option<std::path::PathBuf> {
+        self.local_root
+            .as_ref()
+            .map(|r| r.join("uploads").join(upload))
     }
 
     /// Checks that the store answers (lists one entry).
@@ -155,6 +176,16 @@ impl BlobStore {
     /// Removes every segment of an upload (cancelled, expired, failed, or committed as a
     /// duplicate of a blob that was already stored).
     pub async fn delete_upload(&self, upload: &str) -> Result<(), object_store::Error> {
+        if let Some(dir) = self.upload_dir(upload) {
+            return match tokio::fs::remove_dir_all(&dir).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: Box::new(e),
+                }),
+            };
+        }
         let prefix = Path::from(format!("uploads/{upload}"));
         let keys: Vec<Path> = self
             .store
@@ -169,6 +200,30 @@ impl BlobStore {
             }
         }
         Ok(())
+    }
+}
+
+impl BlobStore {
+    /// After a commit, removes whatever else lies under the upload besides `location`'s
+    /// segments: writes cut off by a crash or lost in a race. Best effort; only the
+    /// filesystem backend can see such leftovers (S3 expires incomplete uploads itself).
+    pub async fn remove_strays(&self, location: &BlobLocation) {
+        let Some(dir) = self.upload_dir(&location.upload) else {
+            return;
+        };
+        let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
+            return;
+        };
+        while let Ok(Some(e)) = entries.next_entry().await {
+            let name = e.file_name();
+            let keep = location
+                .segments
+                .iter()
+                .any(|s| name.to_str() == Some(s.name.as_str()));
+            if !keep && let Err(err) = tokio::fs::remove_file(e.path()).await {
+                tracing::warn!(path = %e.path().display(), error = %err, "could not remove a stray upload file");
+            }
+        }
     }
 }
 

@@ -150,7 +150,7 @@ impl Registry {
             },
         };
         match self.meta.commit_upload(&s.id, s.len, &record).await? {
-            CommitUpload::Created => {}
+            CommitUpload::Created => self.blobs.remove_strays(&record.location).await,
             CommitUpload::AlreadyStored => {
                 // The same bytes were already stored; this copy is garbage.
                 if let Err(e) = self.blobs.delete_upload(&s.id).await {

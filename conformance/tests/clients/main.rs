@@ -1,1 +1,13 @@
+//! Real clients against the registry under test (`CONFORMANCE_URL`, or a fresh `cairn serve`
+//! per test): docker, podman, skopeo (with OCI layouts built by umoci) and oras-py push what
+//! they made, pull it back and must get the same bytes. No image comes from the internet:
+//! every image is built here from random content. A missing client fails its test with a
+//! message naming `bash .ci/setup`, which installs the clients and starts dockerd.
+//!
+//! Set `CLIENTS_KEEP_TMP=1` to keep each test's working directory for a look afterwards.
 
+mod docker;
+mod helpers;
+mod oras;
+mod podman;
+mod skopeo;

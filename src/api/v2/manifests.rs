@@ -1,8 +1,10 @@
 //! end-3/end-7/end-9: manifest GET, HEAD, PUT and DELETE by tag or digest.
 
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::http::{StatusCode, header};
 use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
 
 use super::{Ctx, respond};
 use crate::error::Error;
@@ -42,25 +44,10 @@ pub async fn put(
     reference: &Reference,
     body: Body,
 ) -> Result<Response, Error> {
-    if let Some(len) = ctx
+    let declared = ctx
         .header(header::CONTENT_LENGTH)
-        .and_then(|l| l.parse::<usize>().ok())
-        && len > MAX_MANIFEST_BYTES
-    {
-        return Err(Error::ManifestTooLarge {
-            limit: MAX_MANIFEST_BYTES,
-        });
-    }
-    let body = to_bytes(body, MAX_MANIFEST_BYTES).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-        {
-            Error::ManifestTooLarge {
-                limit: MAX_MANIFEST_BYTES,
-            }
-        } else {
-            Error::ManifestInvalid(format!("could not read the request body: {e}"))
-        }
-    })?;
+        .and_then(|l| l.parse::<u64>().ok());
+    let body = read_capped(body, declared).await?;
     let extra_tags = ctx
         .q
         .all("tag")
@@ -99,4 +86,38 @@ pub async fn delete(ctx: &Ctx, name: &RepoName, reference: &Reference) -> Result
         &[(header::CONTENT_LENGTH, "0".into())],
         Body::empty(),
     ))
+}
+
+/// How much of an oversize manifest is read (and thrown away) so the client, still
+/// sending, receives the 413 instead of a broken pipe. Larger bodies are cut off.
+const DRAIN_LIMIT: u64 = 64 << 20;
+
+/// Reads a manifest body of at most `MAX_MANIFEST_BYTES`; beyond that, drains the rest
+/// (up to `DRAIN_LIMIT`) and answers 413.
+async fn read_capped(body: Body, declared: Option<u64>) -> Result<Bytes, Error> {
+    let too_large = || Error::ManifestTooLarge {
+        limit: MAX_MANIFEST_BYTES,
+    };
+    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
+        return Err(too_large());
+    }
+    let mut buf = BytesMut::new();
+    let mut seen = 0u64;
+    let mut frames = body.into_data_stream();
+    while let Some(frame) = frames.next().await {
+        let chunk = frame
+            .map_err(|e| Error::ManifestInvalid(format!("could not read the request body: {e}")))?;
+        seen += chunk.len() as u64;
+        if seen > DRAIN_LIMIT {
+            return Err(too_large());
+        }
+        if seen <= MAX_MANIFEST_BYTES as u64 {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    if seen > MAX_MANIFEST_BYTES as u64 {
+        Err(too_large())
+    } else {
+        Ok(buf.freeze())
+    }
 }

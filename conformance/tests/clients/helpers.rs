@@ -1,0 +1,495 @@
+//! Shared plumbing for the real-client round trips: running a client with a time limit and
+//! both of its output streams, failing loudly (naming `bash .ci/setup`) when a client is not
+//! installed, unique repository names, random file content, and reading back what the
+//! registry holds over plain HTTP so that every blob can be hashed against its digest.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn_conformance::Registry;
+use rand::Rng;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// Every manifest media type the real clients push.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
+     application/vnd.oci.image.index.v1+json, \
+     application/vnd.docker.distribution.manifest.v2+json, \
+     application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// What a finished command left behind.
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+}
+
+/// A readable rendering of a command line, for messages.
+pub fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Panics unless `program` is on PATH, telling how to install the real clients.
+pub fn require_tool(program: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{program}` is not installed (not on PATH): the real-client tests need it. \
+         Run `bash .ci/setup` as root to install docker, podman, skopeo, umoci and oras-py \
+         and to start dockerd."
+    );
+}
+
+/// Runs `cmd` (stdin closed) for at most `timeout`, capturing stdout and stderr. Panics if it
+/// cannot start or runs out of time; otherwise returns whatever the exit status was.
+pub fn try_run(cmd: &mut Command, timeout: Duration) -> Output {
+    let what = describe(cmd);
+    let started = Instant::now();
+    let mut child = match cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "cannot run `{what}`: {e}. Run `bash .ci/setup` as root to install the real clients."
+        ),
+        Err(e) => panic!("cannot run `{what}`: {e}"),
+    };
+    let mut out_pipe = child.stdout.take().expect("stdout pipe");
+    let mut err_pipe = child.stderr.take().expect("stderr pipe");
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out_pipe.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = err_pipe.read_to_end(&mut buf);
+        buf
+    });
+    let deadline = started + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Some(st),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("waiting for `{what}`: {e}"),
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned();
+    let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
+    let Some(status) = status else {
+        panic!(
+            "`{what}` did not finish within {timeout:?}; killed.\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            tail(&stdout),
+            tail(&stderr)
+        );
+    };
+    eprintln!(
+        "[clients] {:>6.2}s  {what}  -> {status}",
+        started.elapsed().as_secs_f64()
+    );
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// Like [`try_run`], and panics with both output streams unless the command succeeded.
+pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
+    let out = try_run(cmd, timeout);
+    if !out.success() {
+        panic!(
+            "`{}` failed ({}).\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            describe(cmd),
+            out.status,
+            tail(&out.stdout),
+            tail(&out.stderr)
+        );
+    }
+    out
+}
+
+/// The last 8,000 characters of a long output, so a panic message stays readable.
+fn tail(s: &str) -> &str {
+    const MAX: usize = 8000;
+    if s.len() <= MAX {
+        return s;
+    }
+    let mut start = s.len() - MAX;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// A repository name no other test (or earlier run against the same registry) uses.
+pub fn unique_repo(prefix: &str) -> String {
+    let n: u64 = rand::rng().random();
+    format!("clients/{prefix}-{:012x}", n & 0xffff_ffff_ffff)
+}
+
+/// A short random lowercase hex suffix.
+pub fn unique_suffix() -> String {
+    let n: u32 = rand::rng().random();
+    format!("{n:08x}")
+}
+
+pub fn random_bytes(len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rand::rng().fill(&mut v[..]);
+    v
+}
+
+/// Writes `len` random bytes to `path`, creating parent directories.
+pub fn write_random(path: &Path, len: usize) -> Vec<u8> {
+    let bytes = random_bytes(len);
+    write_file(path, &bytes);
+    bytes
+}
+
+pub fn write_file(path: &Path, bytes: &[u8]) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .unwrap_or_else(|e| panic!("mkdir {}: {e}", parent.display()));
+    }
+    std::fs::write(path, bytes).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+pub fn read_file(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+pub fn read_json(path: &Path) -> Value {
+    let bytes = read_file(path);
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        panic!(
+            "{} is not JSON: {e}: {}",
+            path.display(),
+            String::from_utf8_lossy(&bytes)
+        )
+    })
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// A tar archive of the directory `dir`'s contents (sorted, owned by root), via `tar`.
+pub fn tar_dir(dir: &Path, out: &Path) {
+    run(
+        Command::new("tar")
+            .arg("--sort=name")
+            .arg("--owner=0")
+            .arg("--group=0")
+            .arg("--numeric-owner")
+            .arg("--mtime=2024-01-01 00:00:00")
+            .arg("-C")
+            .arg(dir)
+            .arg("-cf")
+            .arg(out)
+            .arg("."),
+        Duration::from_secs(60),
+    );
+}
+
+/// Unpacks the tar archive `archive` into the (new) directory `dir`.
+pub fn untar(archive: &Path, dir: &Path) {
+    std::fs::create_dir_all(dir).expect("mkdir for untar");
+    run(
+        Command::new("tar")
+            .arg("-C")
+            .arg(dir)
+            .arg("-xf")
+            .arg(archive),
+        Duration::from_secs(60),
+    );
+}
+
+/// The first `sha256:<64 hex>` found after `marker` in `text`.
+pub fn digest_after(text: &str, marker: &str) -> Option<String> {
+    let at = text.find(marker)? + marker.len();
+    let rest = text[at..].trim_start();
+    let d: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == ':')
+        .collect();
+    (d.starts_with("sha256:") && d.len() == 71).then_some(d)
+}
+
+/// The registry's view of one manifest and everything it references, fetched over HTTP and
+/// checked: every body hashes to the digest it was asked by, and sizes match descriptors.
+pub struct Fetched {
+    /// Digest of the manifest the reference resolved to.
+    pub digest: String,
+    /// Its media type as the registry answered it.
+    pub media_type: String,
+    /// Manifest bytes exactly as served.
+    pub manifest: Vec<u8>,
+    /// Every blob and child manifest reachable from it, by digest, as served.
+    pub blobs: BTreeMap<String, Vec<u8>>,
+}
+
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("http client")
+}
+
+/// GETs a manifest by tag or digest and checks `Docker-Content-Digest` against its bytes.
+pub fn get_manifest(reg: &Registry, repo: &str, reference: &str) -> (String, String, Vec<u8>) {
+    let url = format!("{}/v2/{repo}/manifests/{reference}", reg.base);
+    let resp = http()
+        .get(&url)
+        .header("Accept", MANIFEST_ACCEPT)
+        .send()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.bytes().expect("manifest body").to_vec();
+    assert!(
+        status.is_success(),
+        "GET {url}: {status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let digest = sha256_digest(&body);
+    if let Some(h) = headers.get("docker-content-digest") {
+        assert_eq!(
+            h.to_str().unwrap_or(""),
+            digest,
+            "Docker-Content-Digest of GET {url} does not hash its body"
+        );
+    }
+    if reference.starts_with("sha256:") {
+        assert_eq!(
+            reference, digest,
+            "GET {url} served bytes of another digest"
+        );
+    }
+    let media_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (digest, media_type, body)
+}
+
+/// GETs a blob and checks its bytes hash to `digest`.
+pub fn get_blob(reg: &Registry, repo: &str, digest: &str) -> Vec<u8> {
+    let url = format!("{}/v2/{repo}/blobs/{digest}", reg.base);
+    let resp = http()
+        .get(&url)
+        .send()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status();
+    let body = resp.bytes().expect("blob body").to_vec();
+    assert!(
+        status.is_success(),
+        "GET {url}: {status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(
+        sha256_digest(&body),
+        digest,
+        "blob served by GET {url} does not hash to its digest"
+    );
+    body
+}
+
+/// Fetches `repo:reference` and, recursively, every child manifest, config and layer it names,
+/// checking each against its digest and descriptor size.
+pub fn fetch_image(reg: &Registry, repo: &str, reference: &str) -> Fetched {
+    let (digest, media_type, manifest) = get_manifest(reg, repo, reference);
+    let mut blobs = BTreeMap::new();
+    collect_referenced(reg, repo, &manifest, &mut blobs);
+    Fetched {
+        digest,
+        media_type,
+        manifest,
+        blobs,
+    }
+}
+
+fn collect_referenced(
+    reg: &Registry,
+    repo: &str,
+    manifest: &[u8],
+    blobs: &mut BTreeMap<String, Vec<u8>>,
+) {
+    let m: Value = serde_json::from_slice(manifest).expect("manifest JSON");
+    if let Some(children) = m.get("manifests").and_then(Value::as_array) {
+        for d in children {
+            let (digest, size) = descriptor(d);
+            let (got, _, bytes) = get_manifest(reg, repo, &digest);
+            assert_eq!(got, digest);
+            assert_eq!(bytes.len() as u64, size, "size of child manifest {digest}");
+            collect_referenced(reg, repo, &bytes, blobs);
+            blobs.insert(digest, bytes);
+        }
+        return;
+    }
+    let mut descs: Vec<&Value> = Vec::new();
+    if let Some(c) = m.get("config") {
+        descs.push(c);
+    }
+    if let Some(ls) = m.get("layers").and_then(Value::as_array) {
+        descs.extend(ls);
+    }
+    for d in descs {
+        let (digest, size) = descriptor(d);
+        if blobs.contains_key(&digest) {
+            continue;
+        }
+        let bytes = get_blob(reg, repo, &digest);
+        assert_eq!(bytes.len() as u64, size, "size of blob {digest}");
+        blobs.insert(digest, bytes);
+    }
+}
+
+/// `(digest, size)` of an OCI descriptor.
+pub fn descriptor(d: &Value) -> (String, u64) {
+    let digest = d["digest"]
+        .as_str()
+        .unwrap_or_else(|| panic!("descriptor without digest: {d}"));
+    let size = d["size"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("descriptor without size: {d}"));
+    (digest.to_string(), size)
+}
+
+/// Blobs of an OCI image layout: the manifest `tag` names in `index.json`, and every blob it
+/// references, as `(manifest digest, digest -> bytes)`. Checks each file against its name.
+pub fn oci_layout_image(layout: &Path, tag: &str) -> (String, BTreeMap<String, Vec<u8>>) {
+    let index = read_json(&layout.join("index.json"));
+    let entry = index["manifests"]
+        .as_array()
+        .and_then(|ms| {
+            ms.iter().find(|m| {
+                m["annotations"]["org.opencontainers.image.ref.name"].as_str() == Some(tag)
+            })
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: no manifest tagged {tag} in index.json: {index}",
+                layout.display()
+            )
+        });
+    let (digest, _) = descriptor(entry);
+    let mut blobs = BTreeMap::new();
+    // (digest, media type): only manifests and indexes are looked into.
+    let mut todo = vec![(
+        digest.clone(),
+        entry["mediaType"].as_str().unwrap_or("").to_string(),
+    )];
+    while let Some((d, media_type)) = todo.pop() {
+        if blobs.contains_key(&d) {
+            continue;
+        }
+        let bytes = layout_blob(layout, &d);
+        if is_manifest_type(&media_type) {
+            let v: Value =
+                serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("manifest {d}: {e}"));
+            let mut children: Vec<&Value> = Vec::new();
+            if v["config"].is_object() {
+                children.push(&v["config"]);
+            }
+            for key in ["layers", "manifests"] {
+                if let Some(items) = v[key].as_array() {
+                    children.extend(items);
+                }
+            }
+            for c in children {
+                todo.push((
+                    descriptor(c).0,
+                    c["mediaType"].as_str().unwrap_or("").to_string(),
+                ));
+            }
+        }
+        blobs.insert(d, bytes);
+    }
+    (digest, blobs)
+}
+
+/// True for the media types of image manifests and indexes (OCI and Docker).
+pub fn is_manifest_type(media_type: &str) -> bool {
+    matches!(
+        media_type,
+        "application/vnd.oci.image.manifest.v1+json"
+            | "application/vnd.oci.image.index.v1+json"
+            | "application/vnd.docker.distribution.manifest.v2+json"
+            | "application/vnd.docker.distribution.manifest.list.v2+json"
+    )
+}
+
+/// One blob of an OCI layout, checked against its digest.
+pub fn layout_blob(layout: &Path, digest: &str) -> Vec<u8> {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .unwrap_or_else(|| panic!("not a sha256 digest: {digest}"));
+    let bytes = read_file(&layout.join("blobs").join("sha256").join(hex));
+    assert_eq!(
+        sha256_digest(&bytes),
+        digest,
+        "blob file of {digest} in {} is corrupt",
+        layout.display()
+    );
+    bytes
+}
+
+/// Asserts two digest -> bytes maps are identical, naming the first difference.
+pub fn assert_same_blobs(
+    what: &str,
+    left: &BTreeMap<String, Vec<u8>>,
+    right: &BTreeMap<String, Vec<u8>>,
+) {
+    let lk: Vec<&String> = left.keys().collect();
+    let rk: Vec<&String> = right.keys().collect();
+    assert_eq!(lk, rk, "{what}: different sets of blobs");
+    for (d, bytes) in left {
+        assert!(
+            right[d] == *bytes,
+            "{what}: blob {d} differs ({} vs {} bytes)",
+            bytes.len(),
+            right[d].len()
+        );
+    }
+}
+
+/// A temporary directory that is kept (and printed) when `CLIENTS_KEEP_TMP` is set.
+pub fn tempdir(prefix: &str) -> tempfile::TempDir {
+    let keep = std::env::var_os("CLIENTS_KEEP_TMP").is_some();
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("cairn-clients-{prefix}-"))
+        .disable_cleanup(keep)
+        .tempdir()
+        .expect("tempdir");
+    if keep {
+        eprintln!("[clients] keeping {}", dir.path().display());
+    }
+    dir
+}

@@ -1,0 +1,323 @@
+//! `podman push` / `podman pull` round trips, each test with its own vfs image store in a
+//! temporary directory (so they neither need nor touch the machine's podman storage):
+//! a three-layer OCI image built with `podman import` plus a COPY-only `podman build`
+//! (chroot isolation, nothing runs), and a two-architecture Docker manifest list made with
+//! `podman manifest` and pushed with `--all --format v2s2`.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use cairn_conformance::Registry;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+const T: Duration = Duration::from_secs(180);
+
+/// A podman confined to `store` (vfs driver, cgroupfs, file events: no systemd needed).
+fn podman(store: &Path) -> Command {
+    let mut c = Command::new("podman");
+    c.arg("--storage-driver")
+        .arg("vfs")
+        .arg("--root")
+        .arg(store.join("root"))
+        .arg("--runroot")
+        .arg(store.join("run"))
+        .arg("--cgroup-manager=cgroupfs")
+        .arg("--events-backend=file");
+    c
+}
+
+/// Removes every image of the private store at the end, so the temporary directory can go.
+struct Store<'a>(&'a Path);
+
+impl Drop for Store<'_> {
+    fn drop(&mut self) {
+        let _ = try_run(podman(self.0).args(["rmi", "-a", "-f"]), T);
+    }
+}
+
+fn inspect(store: &Path, reference: &str) -> Value {
+    let out = run(podman(store).args(["image", "inspect", reference]), T);
+    let v: Value = serde_json::from_str(&out.stdout).expect("podman image inspect JSON");
+    v[0].clone()
+}
+
+fn diff_ids(image: &Value) -> Vec<String> {
+    image["RootFS"]["Layers"]
+        .as_array()
+        .expect("RootFS.Layers")
+        .iter()
+        .map(|l| l.as_str().expect("diff id").to_string())
+        .collect()
+}
+
+fn image_id(image: &Value) -> String {
+    let id = image["Id"].as_str().expect("Id");
+    if id.starts_with("sha256:") {
+        id.to_string()
+    } else {
+        format!("sha256:{id}")
+    }
+}
+
+/// sha256 of the uncompressed content of a (gzip) layer blob: its diff id.
+fn diff_id_of(blob: &[u8], dir: &Path) -> String {
+    let name = &sha256_digest(blob)[7..23];
+    let gz = dir.join(format!("layer-{name}.gz"));
+    let raw = dir.join(format!("layer-{name}.tar"));
+    write_file(&gz, blob);
+    run(
+        Command::new("sh")
+            .args(["-c", "gzip -dc \"$1\" > \"$2\"", "sh"])
+            .arg(&gz)
+            .arg(&raw),
+        T,
+    );
+    sha256_digest(&read_file(&raw))
+}
+
+#[test]
+fn podman_push_pull_round_trip() {
+    require_tool("podman");
+    let reg = Registry::get();
+    let tmp = tempdir("podman");
+    let t = tmp.path();
+    let store = t.join("store");
+    let _store = Store(&store);
+    let suffix = unique_suffix();
+    let repo = unique_repo("podman");
+    let reference = format!("{}/{repo}:v1", reg.host);
+    let base = format!("localhost/cairn-clients-base-{suffix}:1");
+
+    let rootfs = t.join("rootfs");
+    write_random(&rootfs.join("etc/cairn/seed.bin"), 64 * 1024);
+    write_random(&rootfs.join("usr/lib/cairn/b.bin"), 32 * 1024);
+    tar_dir(&rootfs, &t.join("rootfs.tar"));
+    run(
+        podman(&store)
+            .arg("import")
+            .arg(t.join("rootfs.tar"))
+            .arg(&base),
+        T,
+    );
+
+    let ctx = t.join("ctx");
+    write_random(&ctx.join("l2.bin"), 40 * 1024);
+    write_random(&ctx.join("l3.bin"), 30 * 1024);
+    write_file(
+        &ctx.join("Containerfile"),
+        format!("FROM {base}\nCOPY l2.bin /data/l2.bin\nCOPY l3.bin /data/l3.bin\n").as_bytes(),
+    );
+    run(
+        podman(&store)
+            .args([
+                "build",
+                "--isolation",
+                "chroot",
+                "--pull=never",
+                "-t",
+                &reference,
+                "-f",
+            ])
+            .arg(ctx.join("Containerfile"))
+            .arg(&ctx),
+        T,
+    );
+    let built = inspect(&store, &reference);
+    let built_id = image_id(&built);
+    let built_layers = diff_ids(&built);
+    assert_eq!(
+        built_layers.len(),
+        3,
+        "expected base + two COPY layers: {built_layers:?}"
+    );
+
+    let digest_file = t.join("digest");
+    run(
+        podman(&store)
+            .args(["push", "--tls-verify=false", "--digestfile"])
+            .arg(&digest_file)
+            .arg(&reference),
+        T,
+    );
+    let digest = String::from_utf8(read_file(&digest_file))
+        .expect("digest file")
+        .trim()
+        .to_string();
+
+    let remote = fetch_image(&reg, &repo, "v1");
+    assert_eq!(
+        remote.digest, digest,
+        "GET manifest by tag resolves to another digest than the push"
+    );
+    assert_eq!(
+        remote.media_type,
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    let manifest: Value = serde_json::from_slice(&remote.manifest).expect("manifest JSON");
+    assert_eq!(
+        manifest["config"]["digest"].as_str(),
+        Some(built_id.as_str()),
+        "config digest is the image id"
+    );
+    let remote_diff_ids: Vec<String> = manifest["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| diff_id_of(&remote.blobs[l["digest"].as_str().expect("digest")], t))
+        .collect();
+    assert_eq!(
+        remote_diff_ids, built_layers,
+        "uncompressed layers in the registry differ from the built ones"
+    );
+
+    run(podman(&store).args(["rmi", &reference, &base]), T);
+    let left = run(podman(&store).args(["images", "-q"]), T);
+    assert!(
+        left.stdout.trim().is_empty(),
+        "images left before the pull: {}",
+        left.stdout
+    );
+    run(
+        podman(&store).args(["pull", "--tls-verify=false", &reference]),
+        T,
+    );
+    let pulled = inspect(&store, &reference);
+    assert_eq!(image_id(&pulled), built_id, "image id after pull");
+    assert_eq!(diff_ids(&pulled), built_layers, "layer diff ids after pull");
+    assert_eq!(
+        pulled["Digest"].as_str(),
+        Some(digest.as_str()),
+        "manifest digest after pull"
+    );
+
+    // What podman now holds, saved as an OCI archive, is byte for byte what the registry has.
+    let archive = t.join("saved.tar");
+    run(
+        podman(&store)
+            .args(["save", "--format", "oci-archive", "-o"])
+            .arg(&archive)
+            .arg(&reference),
+        T,
+    );
+    let saved = t.join("saved");
+    untar(&archive, &saved);
+    let (saved_digest, saved_blobs) = oci_layout_image(&saved, &reference);
+    assert_eq!(saved_digest, digest);
+    let mut remote_all = remote.blobs.clone();
+    remote_all.insert(remote.digest.clone(), remote.manifest.clone());
+    assert_same_blobs(
+        "podman save after pull vs registry",
+        &saved_blobs,
+        &remote_all,
+    );
+}
+
+#[test]
+fn podman_manifest_list_round_trip() {
+    require_tool("podman");
+    let reg = Registry::get();
+    let tmp = tempdir("podman-list");
+    let t = tmp.path();
+    let store = t.join("store");
+    let _store = Store(&store);
+    let suffix = unique_suffix();
+    let repo = unique_repo("podman-list");
+    let reference = format!("{}/{repo}:multi", reg.host);
+    let list = format!("localhost/cairn-clients-list-{suffix}:1");
+
+    let mut ids = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let rootfs = t.join(format!("rootfs-{arch}"));
+        write_random(&rootfs.join(format!("opt/{arch}/payload.bin")), 48 * 1024);
+        write_file(&rootfs.join("arch.txt"), arch.as_bytes());
+        let tar = t.join(format!("{arch}.tar"));
+        tar_dir(&rootfs, &tar);
+        let name = format!("localhost/cairn-clients-{arch}-{suffix}:1");
+        run(
+            podman(&store)
+                .args(["import", "--os", "linux", "--arch", arch])
+                .arg(&tar)
+                .arg(&name),
+            T,
+        );
+        ids.push((arch, name.clone(), image_id(&inspect(&store, &name))));
+    }
+    run(podman(&store).args(["manifest", "create", &list]), T);
+    for (_, name, _) in &ids {
+        run(
+            podman(&store).args([
+                "manifest",
+                "add",
+                &list,
+                &format!("containers-storage:{name}"),
+            ]),
+            T,
+        );
+    }
+    let digest_file = t.join("digest");
+    run(
+        podman(&store)
+            .args([
+                "manifest",
+                "push",
+                "--all",
+                "--format",
+                "v2s2",
+                "--tls-verify=false",
+                "--digestfile",
+            ])
+            .arg(&digest_file)
+            .arg(&list)
+            .arg(format!("docker://{reference}")),
+        T,
+    );
+    let digest = String::from_utf8(read_file(&digest_file))
+        .expect("digest file")
+        .trim()
+        .to_string();
+
+    let remote = fetch_image(&reg, &repo, "multi");
+    assert_eq!(
+        remote.digest, digest,
+        "GET manifest list by tag resolves to another digest than the push"
+    );
+    assert_eq!(
+        remote.media_type,
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+    );
+    let index: Value = serde_json::from_slice(&remote.manifest).expect("list JSON");
+    let children = index["manifests"].as_array().expect("manifests");
+    assert_eq!(children.len(), 2, "two platforms: {index}");
+
+    // Pull each platform back into an empty store: the image ids (config digests) match.
+    for (_, name, _) in &ids {
+        run(podman(&store).args(["rmi", "-f", name]), T);
+    }
+    let _ = try_run(podman(&store).args(["manifest", "rm", &list]), T);
+    for (arch, _, id) in &ids {
+        let child = children
+            .iter()
+            .find(|c| c["platform"]["architecture"].as_str() == Some(arch))
+            .unwrap_or_else(|| panic!("no {arch} entry in {index}"));
+        let child_manifest: Value =
+            serde_json::from_slice(&remote.blobs[child["digest"].as_str().expect("digest")])
+                .expect("child JSON");
+        assert_eq!(
+            child_manifest["config"]["digest"].as_str(),
+            Some(id.as_str()),
+            "{arch} config"
+        );
+
+        run(
+            podman(&store).args(["pull", "--tls-verify=false", "--arch", arch, &reference]),
+            T,
+        );
+        let pulled = inspect(&store, &reference);
+        assert_eq!(&image_id(&pulled), id, "{arch} image id after pull");
+        assert_eq!(pulled["Architecture"].as_str(), Some(*arch));
+        run(podman(&store).args(["rmi", "-f", &reference]), T);
+    }
+}

@@ -1,0 +1,219 @@
+//! `skopeo copy` between OCI image layouts and the registry under test. The layout is built
+//! by umoci (a repacked rootfs layer, an inserted file layer, a labelled config), copied up,
+//! copied back into a fresh layout and compared blob for blob; and copied from one repository
+//! of the registry to another, which makes skopeo mount the layers across repositories.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use cairn_conformance::Registry;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+const T: Duration = Duration::from_secs(120);
+
+fn umoci() -> Command {
+    Command::new("umoci")
+}
+
+fn skopeo() -> Command {
+    Command::new("skopeo")
+}
+
+/// Builds an OCI layout at `layout` with one image tagged `tag`: two layers of random content
+/// and a config with a label. Returns its manifest digest and every blob (manifest included).
+fn build_layout(layout: &Path, tag: &str, work: &Path) -> (String, BTreeMap<String, Vec<u8>>) {
+    require_tool("umoci");
+    let image = format!("{}:{tag}", layout.display());
+    run(umoci().args(["init", "--layout"]).arg(layout), T);
+    run(umoci().args(["new", "--image", &image]), T);
+    let bundle = work.join("bundle");
+    run(
+        umoci()
+            .args(["unpack", "--rootless", "--image", &image])
+            .arg(&bundle),
+        T,
+    );
+    write_random(&bundle.join("rootfs/opt/cairn/one.bin"), 64 * 1024);
+    write_file(
+        &bundle.join("rootfs/etc/cairn.conf"),
+        format!("id = {}\n", unique_suffix()).as_bytes(),
+    );
+    run(umoci().args(["repack", "--image", &image]).arg(&bundle), T);
+    let extra = work.join("two.bin");
+    write_random(&extra, 32 * 1024);
+    run(
+        umoci()
+            .args(["insert", "--image", &image])
+            .arg(&extra)
+            .arg("/opt/cairn/two.bin"),
+        T,
+    );
+    run(
+        umoci().args([
+            "config",
+            "--image",
+            &image,
+            "--config.label",
+            "org.opencontainers.image.source=https://example.invalid/cairn-clients",
+        ]),
+        T,
+    );
+    run(umoci().args(["gc", "--layout"]).arg(layout), T);
+    let (digest, blobs) = oci_layout_image(layout, tag);
+    let manifest: Value = serde_json::from_slice(&blobs[&digest]).expect("manifest JSON");
+    assert_eq!(
+        manifest["layers"].as_array().map(Vec::len),
+        Some(2),
+        "umoci built {manifest}"
+    );
+    (digest, blobs)
+}
+
+/// `skopeo copy` with TLS off on both sides; returns the digest skopeo wrote.
+fn copy(src: &str, dest: &str, work: &Path, extra: &[&str]) -> (String, Output) {
+    let digest_file = work.join(format!("digest-{}", unique_suffix()));
+    let out = run(
+        skopeo()
+            .arg("copy")
+            .args(extra)
+            .args([
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+                "--digestfile",
+            ])
+            .arg(&digest_file)
+            .arg(src)
+            .arg(dest),
+        T,
+    );
+    let digest = String::from_utf8(read_file(&digest_file))
+        .expect("digest file")
+        .trim()
+        .to_string();
+    (digest, out)
+}
+
+/// The manifest plus every blob the registry serves for `repo:reference`.
+fn remote_blobs(
+    reg: &Registry,
+    repo: &str,
+    reference: &str,
+) -> (String, BTreeMap<String, Vec<u8>>) {
+    let f = fetch_image(reg, repo, reference);
+    let mut all = f.blobs;
+    all.insert(f.digest.clone(), f.manifest);
+    (f.digest, all)
+}
+
+#[test]
+fn skopeo_oci_layout_round_trip() {
+    require_tool("skopeo");
+    let reg = Registry::get();
+    let tmp = tempdir("skopeo");
+    let t = tmp.path();
+    let repo = unique_repo("skopeo");
+    let layout = t.join("layout");
+    let (digest, blobs) = build_layout(&layout, "v1", t);
+
+    let dest = format!("docker://{}/{repo}:v1", reg.host);
+    let (pushed, _) = copy(&format!("oci:{}:v1", layout.display()), &dest, t, &[]);
+    assert_eq!(
+        pushed, digest,
+        "skopeo pushed another manifest than the layout holds"
+    );
+    let (remote_digest, remote) = remote_blobs(&reg, &repo, "v1");
+    assert_eq!(remote_digest, digest);
+    assert_same_blobs("registry vs source layout", &blobs, &remote);
+
+    let back = t.join("back");
+    let (pulled, _) = copy(&dest, &format!("oci:{}:v1", back.display()), t, &[]);
+    assert_eq!(
+        pulled, digest,
+        "skopeo pulled another manifest than it pushed"
+    );
+    let (back_digest, back_blobs) = oci_layout_image(&back, "v1");
+    assert_eq!(back_digest, digest);
+    assert_same_blobs("layout copied back vs source layout", &blobs, &back_blobs);
+}
+
+#[test]
+fn skopeo_copy_between_repositories_mounts_blobs() {
+    require_tool("skopeo");
+    let reg = Registry::get();
+    let tmp = tempdir("skopeo-mount");
+    let t = tmp.path();
+    let repo_a = unique_repo("skopeo-a");
+    let repo_b = unique_repo("skopeo-b");
+    let layout = t.join("layout");
+    let (digest, blobs) = build_layout(&layout, "v1", t);
+    let manifest: Value = serde_json::from_slice(&blobs[&digest]).expect("manifest JSON");
+
+    let src = format!("docker://{}/{repo_a}:v1", reg.host);
+    let dest = format!("docker://{}/{repo_b}:v1", reg.host);
+    copy(&format!("oci:{}:v1", layout.display()), &src, t, &[]);
+    let (copied, out) = copy(&src, &dest, t, &["--debug"]);
+    assert_eq!(
+        copied, digest,
+        "registry-to-registry copy changed the manifest digest"
+    );
+
+    // skopeo tries a cross-repository mount for every layer it knows to be in repo_a.
+    let from = format!("from={}", repo_a.replace('/', "%2F"));
+    for layer in manifest["layers"].as_array().expect("layers") {
+        let d = layer["digest"]
+            .as_str()
+            .expect("digest")
+            .replace(':', "%3A");
+        let attempt = format!("/v2/{repo_b}/blobs/uploads/?{from}&mount={d}");
+        assert!(
+            out.stderr.contains(&attempt),
+            "skopeo did not try to mount {d} from {repo_a} into {repo_b}:\n{}",
+            out.stderr
+        );
+    }
+    let mounted = out.stderr.matches("mount OK").count();
+    eprintln!("[clients] skopeo: {mounted} blob(s) mounted across repositories");
+    if reg.is_cairn() {
+        assert!(
+            mounted >= manifest["layers"].as_array().map_or(0, Vec::len),
+            "Cairn did not answer the cross-repository mounts with 201:\n{}",
+            out.stderr
+        );
+    }
+
+    let raw = run(
+        skopeo().args(["inspect", "--raw", "--tls-verify=false", &dest]),
+        T,
+    );
+    assert!(
+        raw.stdout.as_bytes() == blobs[&digest].as_slice(),
+        "manifest of {repo_b} differs from {repo_a}'s"
+    );
+    let inspected = run(skopeo().args(["inspect", "--tls-verify=false", &dest]), T);
+    let v: Value = serde_json::from_str(&inspected.stdout).expect("skopeo inspect JSON");
+    assert_eq!(v["Digest"].as_str(), Some(digest.as_str()));
+    assert_eq!(
+        v["Labels"]["org.opencontainers.image.source"].as_str(),
+        Some("https://example.invalid/cairn-clients")
+    );
+    let tags = run(
+        skopeo().args([
+            "list-tags",
+            "--tls-verify=false",
+            &format!("docker://{}/{repo_b}", reg.host),
+        ]),
+        T,
+    );
+    let tags: Value = serde_json::from_str(&tags.stdout).expect("skopeo list-tags JSON");
+    assert_eq!(tags["Tags"], serde_json::json!(["v1"]));
+
+    for repo in [&repo_a, &repo_b] {
+        let (d, remote) = remote_blobs(&reg, repo, "v1");
+        assert_eq!(d, digest, "{repo}:v1");
+        assert_same_blobs(&format!("{repo} vs source layout"), &blobs, &remote);
+    }
+}
