@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::policy::ImmutabilityPolicy;
+use crate::policy::immutability::ImmutabilityConfig;
+
 /// The whole configuration. Every key and default is documented in `config.example.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
@@ -23,6 +26,8 @@ pub struct Config {
     pub uploads: UploadsConfig,
     /// `[log]`
     pub log: LogConfig,
+    /// `[immutability]`: which tags may move.
+    pub immutability: ImmutabilityConfig,
 }
 
 /// `[server]`
@@ -52,9 +57,7 @@ impl fmt::Debug for DatabaseConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A database URL may carry a password.
         let shown = self.url.as_deref().map(redact_url);
-        f.debug_struct("DatabaseConfig")
-            .field("url", &shown)
-            .finish()
+        f.debug_struct("DatabaseConfig").field("url", &shown).finish()
     }
 }
 
@@ -133,28 +136,19 @@ impl Default for ServerConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig {
-            kind: StorageKind::Filesystem,
-            path: None,
-        }
+        StorageConfig { kind: StorageKind::Filesystem, path: None }
     }
 }
 
 impl Default for UploadsConfig {
     fn default() -> Self {
-        UploadsConfig {
-            expire_after: Duration::from_secs(24 * 3600),
-            sweep_interval: Duration::from_secs(600),
-        }
+        UploadsConfig { expire_after: Duration::from_secs(24 * 3600), sweep_interval: Duration::from_secs(600) }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Text,
-            level: "info".into(),
-        }
+        LogConfig { format: LogFormat::Text, level: "info".into() }
     }
 }
 
@@ -205,19 +199,16 @@ impl Config {
     ) -> Result<Config, ConfigErrors> {
         let env: Vec<(String, String)> = env.into_iter().collect();
         let mut problems = Vec::new();
-        let file = sources.file.clone().or_else(|| {
-            env.iter()
-                .find(|(k, _)| k == "CAIRN_CONFIG")
-                .map(|(_, v)| PathBuf::from(v))
-        });
+        let file = sources
+            .file
+            .clone()
+            .or_else(|| env.iter().find(|(k, _)| k == "CAIRN_CONFIG").map(|(_, v)| PathBuf::from(v)));
         let mut root = toml::Table::new();
         if let Some(path) = &file {
             match std::fs::read_to_string(path) {
                 Ok(text) => match text.parse::<toml::Table>() {
                     Ok(t) => root = t,
-                    Err(e) => {
-                        problems.push(format!("{}: {}", path.display(), e.to_string().trim()))
-                    }
+                    Err(e) => problems.push(format!("{}: {}", path.display(), e.to_string().trim())),
                 },
                 Err(e) => problems.push(format!("cannot read config file {}: {e}", path.display())),
             }
@@ -232,12 +223,7 @@ impl Config {
             if let Some((_, section, key)) = ENV_ALIASES.iter().find(|(name, ..)| name == k) {
                 set(&mut root, section, key, toml::Value::String(v.clone()));
             } else if let Some((section, key)) = rest.split_once("__") {
-                set(
-                    &mut root,
-                    &section.to_ascii_lowercase(),
-                    &key.to_ascii_lowercase(),
-                    env_value(v),
-                );
+                set(&mut root, &section.to_ascii_lowercase(), &key.to_ascii_lowercase(), env_value(v));
             } else {
                 problems.push(format!(
                     "environment variable {k} is not recognised: use CAIRN_<SECTION>__<KEY> (for example CAIRN_SERVER__LISTEN)"
@@ -245,20 +231,10 @@ impl Config {
             }
         }
         if let Some(l) = &sources.listen {
-            set(
-                &mut root,
-                "server",
-                "listen",
-                toml::Value::String(l.clone()),
-            );
+            set(&mut root, "server", "listen", toml::Value::String(l.clone()));
         }
         if let Some(d) = &sources.data_dir {
-            set(
-                &mut root,
-                "server",
-                "data_dir",
-                toml::Value::String(d.display().to_string()),
-            );
+            set(&mut root, "server", "data_dir", toml::Value::String(d.display().to_string()));
         }
         problems.extend(key_problems(&root));
         let config = if problems.is_empty() {
@@ -293,9 +269,7 @@ impl Config {
         if let Some(u) = &self.server.public_url {
             match url::Url::parse(u) {
                 Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
-                _ => p.push(format!(
-                    "server.public_url = {u:?} must be an http:// or https:// URL"
-                )),
+                _ => p.push(format!("server.public_url = {u:?} must be an http:// or https:// URL")),
             }
         }
         if self.server.data_dir.as_os_str().is_empty() {
@@ -315,39 +289,31 @@ impl Config {
         if self.uploads.sweep_interval < Duration::from_secs(1) {
             p.push("uploads.sweep_interval must be at least 1s".into());
         }
+        if let Err(errs) = ImmutabilityPolicy::new(&self.immutability) {
+            p.extend(errs);
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            p.push(format!(
-                "log.level = {:?} is not a valid filter (try \"info\" or \"cairn=debug\")",
-                self.log.level
-            ));
+            p.push(format!("log.level = {:?} is not a valid filter (try \"info\" or \"cairn=debug\")", self.log.level));
         }
         p
     }
 
     /// The listen address (validated by `load`).
     pub fn listen_addr(&self) -> SocketAddr {
-        self.server
-            .listen
-            .parse()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 5000)))
+        self.server.listen.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 5000)))
     }
 
     /// The database URL, defaulting to a SQLite file under the data directory.
     pub fn database_url(&self) -> String {
-        self.database.url.clone().unwrap_or_else(|| {
-            format!(
-                "sqlite://{}",
-                self.server.data_dir.join("cairn.db").display()
-            )
-        })
+        self.database
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.server.data_dir.join("cairn.db").display()))
     }
 
     /// The blob directory for the filesystem backend.
     pub fn storage_path(&self) -> PathBuf {
-        self.storage
-            .path
-            .clone()
-            .unwrap_or_else(|| self.server.data_dir.join("blobs"))
+        self.storage.path.clone().unwrap_or_else(|| self.server.data_dir.join("blobs"))
     }
 
     /// A config for tests: everything under `dir`.
@@ -362,11 +328,12 @@ impl Config {
 /// Deserializes `value`, failing on any unknown key; the error names the key.
 fn parse(value: toml::Value) -> Result<Config, String> {
     let mut unknown = Vec::new();
-    let parsed: Result<Config, _> = serde_path_to_error::deserialize(
-        serde_ignored::Deserializer::new(value, &mut |path: serde_ignored::Path<'_>| {
+    let parsed: Result<Config, _> =
+        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(value, &mut |path: serde_ignored::Path<
+            '_,
+        >| {
             unknown.push(path.to_string())
-        }),
-    );
+        }));
     if let Some(key) = unknown.first() {
         return Err(format!("unknown key `{key}`"));
     }
@@ -409,9 +376,7 @@ fn key_problems(root: &toml::Table) -> Vec<String> {
 }
 
 fn set(root: &mut toml::Table, section: &str, key: &str, value: toml::Value) {
-    let entry = root
-        .entry(section.to_string())
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let entry = root.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
     if let toml::Value::Table(t) = entry {
         t.insert(key.to_string(), value);
     }
@@ -433,10 +398,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -451,30 +413,13 @@ mod tests {
     fn env_and_flags_override_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
-        std::fs::write(
-            &f,
-            "[server]\nlisten = \"127.0.0.1:1\"\n[uploads]\nexpire_after = \"2h\"\n",
-        )
-        .unwrap();
-        let src = Sources {
-            file: Some(f.clone()),
-            ..Default::default()
-        };
-        let c = Config::load_from(
-            &src,
-            env(&[
-                ("CAIRN_LISTEN", "127.0.0.1:2"),
-                ("CAIRN_UPLOADS__EXPIRE_AFTER", "3h"),
-            ]),
-        )
-        .unwrap();
+        std::fs::write(&f, "[server]\nlisten = \"127.0.0.1:1\"\n[uploads]\nexpire_after = \"2h\"\n").unwrap();
+        let src = Sources { file: Some(f.clone()), ..Default::default() };
+        let c = Config::load_from(&src, env(&[("CAIRN_LISTEN", "127.0.0.1:2"), ("CAIRN_UPLOADS__EXPIRE_AFTER", "3h")]))
+            .unwrap();
         assert_eq!(c.server.listen, "127.0.0.1:2");
         assert_eq!(c.uploads.expire_after, Duration::from_secs(3 * 3600));
-        let src = Sources {
-            file: Some(f),
-            listen: Some("127.0.0.1:3".into()),
-            ..Default::default()
-        };
+        let src = Sources { file: Some(f), listen: Some("127.0.0.1:3".into()), ..Default::default() };
         let c = Config::load_from(&src, env(&[("CAIRN_LISTEN", "127.0.0.1:2")])).unwrap();
         assert_eq!(c.server.listen, "127.0.0.1:3");
     }
@@ -488,21 +433,10 @@ mod tests {
             "[server]\nlisten = \"nope\"\nlisen = 1\n[storage]\nkind = \"s3\"\nbogus = true\n[log]\nlevel = \"[[\"\n[extra]\nx = 1\n",
         )
         .unwrap();
-        let src = Sources {
-            file: Some(f),
-            ..Default::default()
-        };
-        let errs = Config::load_from(&src, env(&[("CAIRN_NOPE", "1")]))
-            .unwrap_err()
-            .0;
+        let src = Sources { file: Some(f), ..Default::default() };
+        let errs = Config::load_from(&src, env(&[("CAIRN_NOPE", "1")])).unwrap_err().0;
         let all = errs.join("\n");
-        for needle in [
-            "server.lisen",
-            "storage.bogus",
-            "server.listen",
-            "log.level",
-            "CAIRN_NOPE",
-        ] {
+        for needle in ["server.lisen", "storage.bogus", "server.listen", "log.level", "CAIRN_NOPE"] {
             assert!(all.contains(needle), "{needle} not named in:\n{all}");
         }
     }
@@ -510,14 +444,7 @@ mod tests {
     #[test]
     fn example_config_is_valid_and_matches_the_defaults() {
         let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
-        let c = Config::load_from(
-            &Sources {
-                file: Some(example.into()),
-                ..Default::default()
-            },
-            env(&[]),
-        )
-        .unwrap();
+        let c = Config::load_from(&Sources { file: Some(example.into()), ..Default::default() }, env(&[])).unwrap();
         let d = Config::default();
         assert_eq!(c.server.listen, d.server.listen);
         assert_eq!(c.server.data_dir, d.server.data_dir);
@@ -534,15 +461,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
         std::fs::write(&f, "[storage]\nkind = \"s3\"\n").unwrap();
-        let errs = Config::load_from(
-            &Sources {
-                file: Some(f),
-                ..Default::default()
-            },
-            env(&[]),
-        )
-        .unwrap_err()
-        .0;
+        let errs = Config::load_from(&Sources { file: Some(f), ..Default::default() }, env(&[])).unwrap_err().0;
         assert!(errs.join("\n").contains("storage.kind"), "{errs:?}");
     }
 }

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::meta::MetaError;
-use crate::oci::{Digest, DigestError, ManifestError, NameError, RepoName};
+use crate::oci::{Digest, DigestError, ManifestError, NameError, RepoName, Tag};
 
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -19,9 +19,7 @@ pub enum Error {
     #[error("blob upload invalid: {0}")]
     UploadInvalid(String),
     /// A chunk does not start where the upload stands.
-    #[error(
-        "chunk starts at byte {start} but the upload has {offset} bytes; resume from byte {offset}"
-    )]
+    #[error("chunk starts at byte {start} but the upload has {offset} bytes; resume from byte {offset}")]
     UploadOutOfOrder { start: u64, offset: u64 },
     /// No such upload session (never existed, finished, cancelled or expired).
     #[error("upload {0} is unknown: it finished, was cancelled or expired; start a new upload")]
@@ -53,6 +51,12 @@ pub enum Error {
     /// A blob Range that lies outside the blob.
     #[error("range not satisfiable for a blob of {len} bytes")]
     RangeNotSatisfiable { len: u64 },
+    /// An immutable tag would move or be deleted (DESIGN §4): 409 DENIED.
+    #[error("tag {repo}:{tag} is immutable; it points to {current} (rule {rule})")]
+    TagImmutable { repo: RepoName, tag: Tag, current: Digest, attempted: Option<Digest>, rule: String },
+    /// An `If-Match` / `If-None-Match` condition does not hold: 412.
+    #[error("{0}")]
+    PreconditionFailed(String),
     /// A parameter or operation this registry does not support.
     #[error("{0}")]
     Unsupported(String),
@@ -89,6 +93,8 @@ impl Error {
             Error::SizeInvalid(_) => StatusCode::BAD_REQUEST,
             Error::ManifestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            Error::TagImmutable { .. } => StatusCode::CONFLICT,
+            Error::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Error::Unsupported(_) => StatusCode::BAD_REQUEST,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::NotFound => StatusCode::NOT_FOUND,
@@ -112,6 +118,8 @@ impl Error {
             Error::SizeInvalid(_) => Some("SIZE_INVALID"),
             Error::ManifestTooLarge { .. } => Some("SIZE_INVALID"),
             Error::RangeNotSatisfiable { .. } => None,
+            Error::TagImmutable { .. } => Some("DENIED"),
+            Error::PreconditionFailed(_) => Some("DENIED"),
             Error::Unsupported(_) => Some("UNSUPPORTED"),
             Error::MethodNotAllowed => Some("UNSUPPORTED"),
             Error::NotFound => None,
@@ -137,6 +145,13 @@ impl Error {
             Error::SizeInvalid(_) => Value::Null,
             Error::ManifestTooLarge { limit } => json!({ "limit": limit }),
             Error::RangeNotSatisfiable { len } => json!({ "size": len }),
+            Error::TagImmutable { tag, current, attempted, rule, .. } => json!({
+                "tag": tag.as_str(),
+                "current": current.as_str(),
+                "attempted": attempted.as_ref().map(Digest::as_str),
+                "rule": rule,
+            }),
+            Error::PreconditionFailed(_) => Value::Null,
             Error::Unsupported(_) => Value::Null,
             Error::MethodNotAllowed => Value::Null,
             Error::NotFound => Value::Null,
@@ -169,11 +184,7 @@ impl IntoResponse for Error {
                 }
             }
             Error::UploadOutOfOrder { offset, .. } => {
-                let range = if *offset == 0 {
-                    "0-0".to_string()
-                } else {
-                    format!("0-{}", offset - 1)
-                };
+                let range = if *offset == 0 { "0-0".to_string() } else { format!("0-{}", offset - 1) };
                 if let Ok(v) = HeaderValue::from_str(&range) {
                     resp.headers_mut().insert(header::RANGE, v);
                 }

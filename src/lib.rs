@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod meta;
 pub mod oci;
+pub mod policy;
 pub mod service;
 pub mod state;
 pub mod telemetry;
@@ -33,7 +34,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let grace = state.config.server.shutdown_grace;
     let sweeper = tokio::spawn(sweep_uploads(state.clone()));
-    let app = router(state).into_make_service();
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;

@@ -8,11 +8,7 @@ use clap::{Parser, Subcommand};
 use cairn::config::{Config, Sources};
 
 #[derive(Parser)]
-#[command(
-    name = "cairn",
-    version,
-    about = "An OCI registry where a pushed tag never silently moves"
-)]
+#[command(name = "cairn", version, about = "An OCI registry where a pushed tag never silently moves")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -57,16 +53,8 @@ fn load(sources: &Sources) -> Result<Config, ExitCode> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve {
-            config,
-            listen,
-            data_dir,
-        } => {
-            let cfg = match load(&Sources {
-                file: config,
-                listen,
-                data_dir,
-            }) {
+        Command::Serve { config, listen, data_dir } => {
+            let cfg = match load(&Sources { file: config, listen, data_dir }) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -80,29 +68,20 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::CheckConfig { config } => match load(&Sources {
-            file: config,
-            ..Default::default()
-        }) {
+        Command::CheckConfig { config } => match load(&Sources { file: config, ..Default::default() }) {
             Ok(cfg) => {
                 println!("configuration is valid");
                 println!("  listen:   {}", cfg.server.listen);
                 println!("  data dir: {}", cfg.server.data_dir.display());
                 println!("  database: {}", cfg.database_url());
-                println!(
-                    "  storage:  {:?} {}",
-                    cfg.storage.kind,
-                    cfg.storage_path().display()
-                );
+                println!("  storage:  {:?} {}", cfg.storage.kind, cfg.storage_path().display());
+                print_rules(&cfg);
                 ExitCode::SUCCESS
             }
             Err(code) => code,
         },
         Command::Migrate { config } => {
-            let cfg = match load(&Sources {
-                file: config,
-                ..Default::default()
-            }) {
+            let cfg = match load(&Sources { file: config, ..Default::default() }) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -121,12 +100,24 @@ async fn main() -> ExitCode {
     }
 }
 
+fn print_rules(cfg: &Config) {
+    println!("  immutability rules (first match wins; unmatched tags are immutable):");
+    for (i, r) in cfg.immutability.rules.iter().enumerate() {
+        let name = r.name.clone().unwrap_or_else(|| format!("#{}", i + 1));
+        println!("    {name}: repositories {:?} tags {:?} -> {:?}", r.repositories, r.tags, r.mode);
+    }
+    if cfg.immutability.rules.is_empty() {
+        println!("    (none: every tag is immutable)");
+    }
+    let referrer = if cfg.immutability.include_referrer_tags { "follow the rules" } else { "are exempt" };
+    println!("    referrer fallback tags (sha256-<hex>[.sig|.att|.sbom]) {referrer}");
+}
+
 async fn run_server(cfg: Config) -> anyhow::Result<()> {
     let addr = cfg.listen_addr();
     let state = cairn::AppState::from_config(cfg).await?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let bound = listener.local_addr()?;
     let shutdown = cairn::shutdown_signal();
     if bound.ip().is_loopback() {

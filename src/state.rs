@@ -10,6 +10,7 @@ use object_store::memory::InMemory;
 use crate::blob::BlobStore;
 use crate::config::{Config, StorageKind};
 use crate::meta::{MetadataStore, SqliteStore};
+use crate::policy::ImmutabilityPolicy;
 use crate::service::Registry;
 
 /// Shared by every request. Cheap to clone.
@@ -24,26 +25,18 @@ pub struct AppState {
 impl AppState {
     /// Opens the metadata store (running migrations) and the blob store named by `config`.
     pub async fn from_config(config: Config) -> anyhow::Result<AppState> {
-        std::fs::create_dir_all(&config.server.data_dir).with_context(|| {
-            format!(
-                "cannot create data directory {}",
-                config.server.data_dir.display()
-            )
-        })?;
+        std::fs::create_dir_all(&config.server.data_dir)
+            .with_context(|| format!("cannot create data directory {}", config.server.data_dir.display()))?;
         let url = config.database_url();
-        let meta: Arc<dyn MetadataStore> = Arc::new(
-            SqliteStore::open(&url)
-                .await
-                .with_context(|| format!("cannot open database {url}"))?,
-        );
+        let meta: Arc<dyn MetadataStore> =
+            Arc::new(SqliteStore::open(&url).await.with_context(|| format!("cannot open database {url}"))?);
         let blobs = match config.storage.kind {
             StorageKind::Filesystem => {
                 let path = config.storage_path();
                 std::fs::create_dir_all(&path)
                     .with_context(|| format!("cannot create blob directory {}", path.display()))?;
-                let root = path
-                    .canonicalize()
-                    .with_context(|| format!("cannot use blob directory {}", path.display()))?;
+                let root =
+                    path.canonicalize().with_context(|| format!("cannot use blob directory {}", path.display()))?;
                 let store: Arc<dyn ObjectStore> = Arc::new(
                     LocalFileSystem::new_with_prefix(&root)
                         .with_context(|| format!("cannot use blob directory {}", path.display()))?
@@ -53,10 +46,9 @@ impl AppState {
             }
             StorageKind::Memory => BlobStore::new(Arc::new(InMemory::new())),
         };
-        let registry = Registry::new(meta, blobs);
-        Ok(AppState {
-            registry,
-            config: Arc::new(config),
-        })
+        let policy = ImmutabilityPolicy::new(&config.immutability)
+            .map_err(|errs| anyhow::anyhow!("invalid immutability rules: {}", errs.join("; ")))?;
+        let registry = Registry::new(meta, blobs, Arc::new(policy));
+        Ok(AppState { registry, config: Arc::new(config) })
     }
 }

@@ -23,19 +23,11 @@ impl Registry {
             Ok(url) if !url.is_empty() => {
                 let base = url.trim_end_matches('/').to_string();
                 let host = base.split("://").nth(1).unwrap_or(&base).to_string();
-                Registry {
-                    base,
-                    host,
-                    server: None,
-                }
+                Registry { base, host, server: None }
             }
             _ => {
                 let server = Server::start();
-                Registry {
-                    base: server.base.clone(),
-                    host: server.host.clone(),
-                    server: Some(server),
-                }
+                Registry { base: server.base.clone(), host: server.host.clone(), server: Some(server) }
             }
         }
     }
@@ -53,10 +45,7 @@ pub fn cairn_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
     let bin = profile_dir.join("cairn");
     assert!(
         bin.exists(),
@@ -98,10 +87,7 @@ impl Server {
             .arg(data_dir)
             .args(args)
             .env_remove("CAIRN_CONFIG")
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in env {
@@ -118,17 +104,10 @@ impl Server {
                 }
             }
         });
-        let base = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("cairn did not print its listening address within 60 s");
+        let base =
+            rx.recv_timeout(Duration::from_secs(60)).expect("cairn did not print its listening address within 60 s");
         let host = base.trim_start_matches("http://").to_string();
-        Server {
-            child: Some(child),
-            base,
-            host,
-            data_dir: data_dir.to_path_buf(),
-            _tmp: None,
-        }
+        Server { child: Some(child), base, host, data_dir: data_dir.to_path_buf(), _tmp: None }
     }
 
     /// The data directory the server keeps its SQLite file and blobs in.
@@ -147,10 +126,7 @@ impl Server {
     /// Sends SIGTERM and waits (up to 30 s) for a graceful exit.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take()?;
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(st)) = c.try_wait() {

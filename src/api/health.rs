@@ -17,10 +17,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
         Err(e) => {
             tracing::warn!(error = ?e, "not ready");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not ready: database or storage unreachable\n".to_string(),
-            )
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready: database or storage unreachable\n".to_string())
         }
     }
 }

@@ -1,7 +1,8 @@
-//! HTTP only: routing, parsing requests, calling `service`, rendering responses. Handlers
+//! HTTP only (`/v2` OCI API, `/api/v1` REST, health): routing, parsing requests, calling `service`, rendering responses. Handlers
 //! never see SQL, pools or object keys. Calls `service` and `oci`; nothing calls `api`.
 
 mod health;
+mod rest;
 mod route;
 mod v2;
 
@@ -33,6 +34,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/api/v1/policies/immutability", get(rest::immutability_policy))
+        .route("/api/v1/repositories/{*rest}", get(rest::repository))
         .merge(v2)
         .with_state(state)
         .layer(

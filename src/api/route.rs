@@ -13,10 +13,7 @@ pub enum Route {
     /// `/v2/_catalog`
     Catalog,
     /// `/v2/<name>/manifests/<reference>`
-    Manifest {
-        name: RepoName,
-        reference: Reference,
-    },
+    Manifest { name: RepoName, reference: Reference },
     /// `/v2/<name>/blobs/<digest>`
     Blob { name: RepoName, digest: Digest },
     /// `/v2/<name>/blobs/uploads/`
@@ -49,31 +46,19 @@ impl Route {
         Ok(match segs.as_slice() {
             [.., "blobs", "uploads", ""] => Route::UploadStart { name: name(3)? },
             [.., "blobs", "uploads"] => Route::UploadStart { name: name(2)? },
-            [.., "blobs", "uploads", id] if is_upload_id(id) => Route::Upload {
-                name: name(3)?,
-                id: id.to_string(),
-            },
+            [.., "blobs", "uploads", id] if is_upload_id(id) => Route::Upload { name: name(3)?, id: id.to_string() },
             [.., "blobs", d] => {
                 let name = name(2)?;
-                Route::Blob {
-                    name,
-                    digest: Digest::parse(d)?,
-                }
+                Route::Blob { name, digest: Digest::parse(d)? }
             }
             [.., "manifests", r] => {
                 let name = name(2)?;
-                Route::Manifest {
-                    name,
-                    reference: Reference::parse(r)?,
-                }
+                Route::Manifest { name, reference: Reference::parse(r)? }
             }
             [.., "tags", "list"] => Route::Tags { name: name(2)? },
             [.., "referrers", d] => {
                 let name = name(2)?;
-                Route::Referrers {
-                    name,
-                    digest: Digest::parse(d)?,
-                }
+                Route::Referrers { name, digest: Digest::parse(d)? }
             }
             _ => return Err(Error::NotFound),
         })
@@ -101,14 +86,8 @@ mod tests {
         assert!(matches!(r, Route::UploadStart { ref name } if name.as_str() == "x/y"));
         let r = Route::parse("x/blobs/uploads/0a1b-2c").unwrap();
         assert!(matches!(r, Route::Upload { ref id, .. } if id == "0a1b-2c"));
-        assert!(matches!(
-            Route::parse("x/tags/list").unwrap(),
-            Route::Tags { .. }
-        ));
-        assert!(matches!(
-            Route::parse(&format!("x/referrers/{}", d())).unwrap(),
-            Route::Referrers { .. }
-        ));
+        assert!(matches!(Route::parse("x/tags/list").unwrap(), Route::Tags { .. }));
+        assert!(matches!(Route::parse(&format!("x/referrers/{}", d())).unwrap(), Route::Referrers { .. }));
         assert_eq!(Route::parse("").unwrap(), Route::Base);
         assert_eq!(Route::parse("_catalog").unwrap(), Route::Catalog);
     }
@@ -116,21 +95,9 @@ mod tests {
     #[test]
     fn errors() {
         assert!(matches!(Route::parse("x/unknown"), Err(Error::NotFound)));
-        assert!(matches!(
-            Route::parse("manifests/latest"),
-            Err(Error::NotFound)
-        ));
-        assert!(matches!(
-            Route::parse("Bad/manifests/latest"),
-            Err(Error::NameInvalid(_))
-        ));
-        assert!(matches!(
-            Route::parse("x/blobs/sha256:nothex"),
-            Err(Error::DigestInvalid(_))
-        ));
-        assert!(matches!(
-            Route::parse("x/manifests/-bad"),
-            Err(Error::NameInvalid(_))
-        ));
+        assert!(matches!(Route::parse("manifests/latest"), Err(Error::NotFound)));
+        assert!(matches!(Route::parse("Bad/manifests/latest"), Err(Error::NameInvalid(_))));
+        assert!(matches!(Route::parse("x/blobs/sha256:nothex"), Err(Error::DigestInvalid(_))));
+        assert!(matches!(Route::parse("x/manifests/-bad"), Err(Error::NameInvalid(_))));
     }
 }

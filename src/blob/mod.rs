@@ -14,9 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{
-    GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, WriteMultipart,
-};
+use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, WriteMultipart};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::meta::{BlobLocation, Segment};
@@ -56,24 +54,16 @@ fn segment_key(upload: &str, name: &str) -> Path {
 impl BlobStore {
     /// Wraps an object store.
     pub fn new(store: Arc<dyn ObjectStore>) -> BlobStore {
-        BlobStore {
-            store,
-            local_root: None,
-        }
+        BlobStore { store, local_root: None }
     }
 
     /// Wraps a `LocalFileSystem` store rooted at `root`.
     pub fn local(store: Arc<dyn ObjectStore>, root: std::path::PathBuf) -> BlobStore {
-        BlobStore {
-            store,
-            local_root: Some(root),
-        }
+        BlobStore { store, local_root: Some(root) }
     }
 
     fn upload_dir(&self, upload: &str) -> Option<std::path::PathBuf> {
-        self.local_root
-            .as_ref()
-            .map(|r| r.join("uploads").join(upload))
+        self.local_root.as_ref().map(|r| r.join("uploads").join(upload))
     }
 
     /// Checks that the store answers (lists one entry).
@@ -122,10 +112,9 @@ impl BlobStore {
             n += bytes.len() as u64;
             let w = match &mut out {
                 Some(w) => w,
-                None => out.insert(WriteMultipart::new_with_chunk_size(
-                    self.store.put_multipart(&key).await?,
-                    PART_SIZE,
-                )),
+                None => {
+                    out.insert(WriteMultipart::new_with_chunk_size(self.store.put_multipart(&key).await?, PART_SIZE))
+                }
             };
             if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
                 if let Some(w) = out {
@@ -156,10 +145,7 @@ impl BlobStore {
             let end = start + seg.len;
             let (a, b) = (range.start.max(start), range.end.min(end));
             if a < b {
-                parts.push((
-                    segment_key(&location.upload, &seg.name),
-                    (a - start)..(b - start),
-                ));
+                parts.push((segment_key(&location.upload, &seg.name), (a - start)..(b - start)));
             }
             start = end;
         }
@@ -180,19 +166,11 @@ impl BlobStore {
             return match tokio::fs::remove_dir_all(&dir).await {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(object_store::Error::Generic {
-                    store: "LocalFileSystem",
-                    source: Box::new(e),
-                }),
+                Err(e) => Err(object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(e) }),
             };
         }
         let prefix = Path::from(format!("uploads/{upload}"));
-        let keys: Vec<Path> = self
-            .store
-            .list(Some(&prefix))
-            .map_ok(|m| m.location)
-            .try_collect()
-            .await?;
+        let keys: Vec<Path> = self.store.list(Some(&prefix)).map_ok(|m| m.location).try_collect().await?;
         for k in keys {
             match self.store.delete(&k).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -216,10 +194,7 @@ impl BlobStore {
         };
         while let Ok(Some(e)) = entries.next_entry().await {
             let name = e.file_name();
-            let keep = location
-                .segments
-                .iter()
-                .any(|s| name.to_str() == Some(s.name.as_str()));
+            let keep = location.segments.iter().any(|s| name.to_str() == Some(s.name.as_str()));
             if !keep && let Err(err) = tokio::fs::remove_file(e.path()).await {
                 tracing::warn!(path = %e.path().display(), error = %err, "could not remove a stray upload file");
             }
@@ -234,27 +209,15 @@ async fn read_object(
     key: Path,
     r: Range<u64>,
 ) -> Result<BoxStream<'static, Result<Bytes, object_store::Error>>, object_store::Error> {
-    let opts = GetOptions {
-        range: Some(GetRange::Bounded(r.clone())),
-        ..Default::default()
-    };
+    let opts = GetOptions { range: Some(GetRange::Bounded(r.clone())), ..Default::default() };
     let got = store.get_opts(&key, opts).await?;
     match got.payload {
         GetResultPayload::File(file, _) => {
             let mut file = tokio::fs::File::from_std(file);
-            let io = |e: std::io::Error| object_store::Error::Generic {
-                store: "LocalFileSystem",
-                source: Box::new(e),
-            };
-            file.seek(SeekFrom::Start(got.range.start))
-                .await
-                .map_err(io)?;
+            let io = |e: std::io::Error| object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(e) };
+            file.seek(SeekFrom::Start(got.range.start)).await.map_err(io)?;
             let reader = file.take(got.range.end - got.range.start);
-            Ok(
-                tokio_util::io::ReaderStream::with_capacity(reader, READ_BUF)
-                    .map_err(io)
-                    .boxed(),
-            )
+            Ok(tokio_util::io::ReaderStream::with_capacity(reader, READ_BUF).map_err(io).boxed())
         }
         GetResultPayload::Stream(s) => Ok(s),
     }

@@ -91,6 +91,36 @@ pub struct ManifestRecord {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
+/// Who made a change, as recorded in tag history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// A user or robot name, or `anonymous`.
+    pub name: String,
+    /// The client's address, when known.
+    pub address: Option<String>,
+}
+
+/// A tag a manifest PUT points at the manifest.
+#[derive(Debug, Clone)]
+pub struct TagWrite {
+    /// The tag.
+    pub tag: Tag,
+    /// `Some(rule)` when the tag is immutable: it may be created, or re-pointed at the
+    /// digest it already has, but never moved.
+    pub immutable: Option<String>,
+}
+
+/// A conditional-write requirement, checked against every tag of the PUT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// No condition.
+    None,
+    /// `If-None-Match: *`: the tag must not exist.
+    Absent,
+    /// `If-Match: "<digest>"`: the tag must point at this digest now.
+    PointsTo(Digest),
+}
+
 /// What a manifest PUT needs the store to check and write in one transaction.
 #[derive(Debug, Clone)]
 pub struct NewManifest {
@@ -101,16 +131,86 @@ pub struct NewManifest {
     /// Manifests that must exist in the repository.
     pub manifests: Vec<Digest>,
     /// Tags to point at it.
-    pub tags: Vec<Tag>,
+    pub tags: Vec<TagWrite>,
+    /// Condition every tag must meet.
+    pub precondition: Precondition,
+    /// Who is writing.
+    pub actor: Actor,
 }
 
-/// Outcome of `put_manifest`.
+/// Outcome of `put_manifest`. Anything but `Stored` wrote nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PutManifest {
     /// Stored (or already there) and tags applied.
     Stored,
-    /// A referenced blob or manifest is missing; nothing was written.
+    /// A referenced blob or manifest is missing.
     Missing(Digest),
+    /// An immutable tag points elsewhere.
+    Immutable {
+        /// The tag.
+        tag: Tag,
+        /// What it points to.
+        current: Digest,
+        /// The rule that makes it immutable.
+        rule: String,
+    },
+    /// A tag failed the request's precondition.
+    PreconditionFailed {
+        /// The tag.
+        tag: Tag,
+        /// What it points to now, if anything.
+        current: Option<Digest>,
+    },
+}
+
+/// Decides, inside a delete transaction, whether a tag is protected: `Some(rule)` if so.
+pub type TagGuard<'a> = &'a (dyn Fn(&Tag) -> Option<String> + Send + Sync);
+
+/// Outcome of deleting a tag or a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deleted {
+    /// Done.
+    Deleted,
+    /// There was nothing to delete.
+    NotFound,
+    /// A protected tag stands in the way; nothing was deleted.
+    Protected {
+        /// The tag.
+        tag: Tag,
+        /// What it points to.
+        current: Digest,
+        /// The rule protecting it.
+        rule: String,
+    },
+}
+
+/// What happened to a tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TagAction {
+    /// It was created.
+    Create,
+    /// It moved to another digest.
+    Move,
+    /// It was deleted.
+    Delete,
+}
+
+/// One entry of a tag's history.
+#[derive(Debug, Clone)]
+pub struct TagEvent {
+    /// Increasing id, the pagination cursor.
+    pub id: i64,
+    /// When.
+    pub at: SystemTime,
+    /// What.
+    pub action: TagAction,
+    /// The digest before (none for a create).
+    pub from: Option<Digest>,
+    /// The digest after (none for a delete).
+    pub to: Option<Digest>,
+    /// Who.
+    pub actor: Actor,
 }
 
 /// Outcome of `commit_upload`.
@@ -151,16 +251,10 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetaError>;
 
     /// The blob if it is linked to `repo`.
-    async fn blob(&self, repo: &RepoName, digest: &Digest)
-    -> Result<Option<BlobRecord>, MetaError>;
+    async fn blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<BlobRecord>, MetaError>;
     /// Links an already stored blob to `repo`. With `from`, only if `from` has it;
     /// without, if any repository has it. False when not linkable.
-    async fn mount_blob(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        from: Option<&RepoName>,
-    ) -> Result<bool, MetaError>;
+    async fn mount_blob(&self, repo: &RepoName, digest: &Digest, from: Option<&RepoName>) -> Result<bool, MetaError>;
     /// Unlinks a blob from `repo`; false if it was not linked.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
 
@@ -179,40 +273,45 @@ pub trait MetadataStore: Send + Sync + 'static {
     ) -> Result<bool, MetaError>;
     /// Ends the session (only if it still has `expected_len` bytes) and stores the blob
     /// (unless it exists) linked to the session's repository, in one transaction.
-    async fn commit_upload(
-        &self,
-        id: &str,
-        expected_len: u64,
-        blob: &BlobRecord,
-    ) -> Result<CommitUpload, MetaError>;
+    async fn commit_upload(&self, id: &str, expected_len: u64, blob: &BlobRecord) -> Result<CommitUpload, MetaError>;
     /// Deletes a session; returns it if it existed.
     async fn delete_upload(&self, id: &str) -> Result<Option<UploadSession>, MetaError>;
     /// Deletes and returns every session idle since before `cutoff`.
     async fn expire_uploads(&self, cutoff: SystemTime) -> Result<Vec<UploadSession>, MetaError>;
 
     /// A manifest by tag or digest.
-    async fn manifest(
-        &self,
-        repo: &RepoName,
-        reference: &Reference,
-    ) -> Result<Option<ManifestRecord>, MetaError>;
+    async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>, MetaError>;
     /// Checks references and stores the manifest and its tags, all or nothing.
-    async fn put_manifest(
+    async fn put_manifest(&self, repo: &RepoName, m: &NewManifest) -> Result<PutManifest, MetaError>;
+    /// Deletes a manifest and the tags pointing at it, unless `guard` protects one of
+    /// those tags; records each tag deletion.
+    async fn delete_manifest(
         &self,
         repo: &RepoName,
-        m: &NewManifest,
-    ) -> Result<PutManifest, MetaError>;
-    /// Deletes a manifest and the tags pointing at it; false if absent.
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
-    /// Deletes a tag; false if absent.
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError>;
+        digest: &Digest,
+        guard: TagGuard<'_>,
+        actor: &Actor,
+    ) -> Result<Deleted, MetaError>;
+    /// Deletes a tag unless `guard` protects it; records the deletion.
+    async fn delete_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        guard: TagGuard<'_>,
+        actor: &Actor,
+    ) -> Result<Deleted, MetaError>;
+    /// History of one tag, newest first, with ids below `before` (all when `None`).
+    async fn tag_history(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<TagEvent>, MetaError>;
+    /// The last event of a tag at or before `at`.
+    async fn tag_event_at(&self, repo: &RepoName, tag: &Tag, at: SystemTime) -> Result<Option<TagEvent>, MetaError>;
     /// Tags after `last`, sorted, at most `n`.
-    async fn tags(
-        &self,
-        repo: &RepoName,
-        last: Option<&str>,
-        n: u32,
-    ) -> Result<Vec<String>, MetaError>;
+    async fn tags(&self, repo: &RepoName, last: Option<&str>, n: u32) -> Result<Vec<String>, MetaError>;
     /// Manifests whose subject is `subject`, optionally of one artifact type, by digest.
     async fn referrers(
         &self,
@@ -224,9 +323,7 @@ pub trait MetadataStore: Send + Sync + 'static {
 
 /// Milliseconds since the epoch, the time format of every row.
 pub(crate) fn millis(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// The inverse of [`millis`].

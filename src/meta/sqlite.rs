@@ -10,8 +10,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    BlobRecord, CommitUpload, ManifestRecord, MetaError, MetadataStore, NewManifest, PutManifest,
-    Referrer, Segment, UploadSession, from_millis, millis,
+    Actor, BlobRecord, CommitUpload, Deleted, ManifestRecord, MetaError, MetadataStore, NewManifest, Precondition,
+    PutManifest, Referrer, Segment, TagAction, TagEvent, TagGuard, UploadSession, from_millis, millis,
 };
 use crate::oci::{Digest, Reference, RepoName, Tag};
 
@@ -30,18 +30,12 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(opts.clone())
-            .await?;
+        let write = SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
         sqlx::migrate!("migrations/sqlite")
             .run(&write)
             .await
             .map_err(|e| MetaError::Unavailable(format!("migrations failed: {e}")))?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(opts)
-            .await?;
+        let read = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
         Ok(SqliteStore { read, write })
     }
 }
@@ -85,6 +79,59 @@ fn manifest_row(row: sqlx::sqlite::SqliteRow) -> Result<ManifestRecord, MetaErro
     })
 }
 
+#[expect(clippy::too_many_arguments, reason = "one row of tag history")]
+async fn record_tag_event(
+    tx: &mut sqlx::SqliteConnection,
+    repo: &RepoName,
+    tag: &Tag,
+    action: TagAction,
+    from: Option<&Digest>,
+    to: Option<&Digest>,
+    actor: &Actor,
+    at: i64,
+) -> Result<(), MetaError> {
+    let action = match action {
+        TagAction::Create => "create",
+        TagAction::Move => "move",
+        TagAction::Delete => "delete",
+    };
+    sqlx::query(
+        "INSERT INTO tag_history (repo, tag, action, from_digest, to_digest, actor, address, at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(repo.as_str())
+    .bind(tag.as_str())
+    .bind(action)
+    .bind(from.map(Digest::as_str))
+    .bind(to.map(Digest::as_str))
+    .bind(&actor.name)
+    .bind(&actor.address)
+    .bind(at)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+fn tag_event_row(row: sqlx::sqlite::SqliteRow) -> Result<TagEvent, MetaError> {
+    let action: String = row.get("action");
+    let action = match action.as_str() {
+        "create" => TagAction::Create,
+        "move" => TagAction::Move,
+        "delete" => TagAction::Delete,
+        other => return Err(MetaError::Corrupt(format!("unknown tag action {other}"))),
+    };
+    let from: Option<String> = row.get("from_digest");
+    let to: Option<String> = row.get("to_digest");
+    Ok(TagEvent {
+        id: row.get("id"),
+        at: from_millis(row.get("at")),
+        action,
+        from: from.map(digest).transpose()?,
+        to: to.map(digest).transpose()?,
+        actor: Actor { name: row.get("actor"), address: row.get("address") },
+    })
+}
+
 async fn ensure_repo(tx: &mut sqlx::SqliteConnection, repo: &RepoName) -> Result<(), MetaError> {
     sqlx::query("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
         .bind(repo.as_str())
@@ -94,20 +141,14 @@ async fn ensure_repo(tx: &mut sqlx::SqliteConnection, repo: &RepoName) -> Result
     Ok(())
 }
 
-async fn link(
-    tx: &mut sqlx::SqliteConnection,
-    repo: &RepoName,
-    digest: &Digest,
-) -> Result<(), MetaError> {
+async fn link(tx: &mut sqlx::SqliteConnection, repo: &RepoName, digest: &Digest) -> Result<(), MetaError> {
     ensure_repo(tx, repo).await?;
-    sqlx::query(
-        "INSERT INTO repo_blobs (repo, digest, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-    )
-    .bind(repo.as_str())
-    .bind(digest.as_str())
-    .bind(now())
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query("INSERT INTO repo_blobs (repo, digest, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 
@@ -154,21 +195,12 @@ impl MetadataStore for SqliteStore {
         .await?;
         row.map(|r| {
             let location: String = r.get("location");
-            Ok(BlobRecord {
-                digest: d.clone(),
-                size: r.get::<i64, _>("size") as u64,
-                location: json(&location)?,
-            })
+            Ok(BlobRecord { digest: d.clone(), size: r.get::<i64, _>("size") as u64, location: json(&location)? })
         })
         .transpose()
     }
 
-    async fn mount_blob(
-        &self,
-        repo: &RepoName,
-        d: &Digest,
-        from: Option<&RepoName>,
-    ) -> Result<bool, MetaError> {
+    async fn mount_blob(&self, repo: &RepoName, d: &Digest, from: Option<&RepoName>) -> Result<bool, MetaError> {
         let mut tx = self.write.begin().await?;
         let found: Option<i64> = match from {
             Some(from) => {
@@ -255,25 +287,18 @@ impl MetadataStore for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn commit_upload(
-        &self,
-        id: &str,
-        expected_len: u64,
-        blob: &BlobRecord,
-    ) -> Result<CommitUpload, MetaError> {
+    async fn commit_upload(&self, id: &str, expected_len: u64, blob: &BlobRecord) -> Result<CommitUpload, MetaError> {
         let mut tx = self.write.begin().await?;
-        let repo: Option<String> =
-            sqlx::query_scalar("DELETE FROM uploads WHERE id = ? AND len = ? RETURNING repo")
-                .bind(id)
-                .bind(expected_len as i64)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let repo: Option<String> = sqlx::query_scalar("DELETE FROM uploads WHERE id = ? AND len = ? RETURNING repo")
+            .bind(id)
+            .bind(expected_len as i64)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(repo) = repo else {
             return Ok(CommitUpload::UploadGone);
         };
         let repo = RepoName::parse(&repo).map_err(|e| MetaError::Corrupt(e.to_string()))?;
-        let location =
-            serde_json::to_string(&blob.location).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        let location = serde_json::to_string(&blob.location).map_err(|e| MetaError::Corrupt(e.to_string()))?;
         let inserted = sqlx::query(
             "INSERT INTO blobs (digest, size, location, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
         )
@@ -286,18 +311,12 @@ impl MetadataStore for SqliteStore {
         .rows_affected();
         link(&mut tx, &repo, &blob.digest).await?;
         tx.commit().await?;
-        Ok(if inserted == 1 {
-            CommitUpload::Created
-        } else {
-            CommitUpload::AlreadyStored
-        })
+        Ok(if inserted == 1 { CommitUpload::Created } else { CommitUpload::AlreadyStored })
     }
 
     async fn delete_upload(&self, id: &str) -> Result<Option<UploadSession>, MetaError> {
-        let row = sqlx::query("DELETE FROM uploads WHERE id = ? RETURNING *")
-            .bind(id)
-            .fetch_optional(&self.write)
-            .await?;
+        let row =
+            sqlx::query("DELETE FROM uploads WHERE id = ? RETURNING *").bind(id).fetch_optional(&self.write).await?;
         row.map(upload_row).transpose()
     }
 
@@ -309,11 +328,7 @@ impl MetadataStore for SqliteStore {
         rows.into_iter().map(upload_row).collect()
     }
 
-    async fn manifest(
-        &self,
-        repo: &RepoName,
-        reference: &Reference,
-    ) -> Result<Option<ManifestRecord>, MetaError> {
+    async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>, MetaError> {
         let row = match reference {
             Reference::Digest(d) => {
                 sqlx::query("SELECT * FROM manifests WHERE repo = ? AND digest = ?")
@@ -322,52 +337,45 @@ impl MetadataStore for SqliteStore {
                     .fetch_optional(&self.read)
                     .await?
             }
-            Reference::Tag(t) => sqlx::query(
-                "SELECT m.* FROM tags t JOIN manifests m ON m.repo = t.repo AND m.digest = t.digest
+            Reference::Tag(t) => {
+                sqlx::query(
+                    "SELECT m.* FROM tags t JOIN manifests m ON m.repo = t.repo AND m.digest = t.digest
                      WHERE t.repo = ? AND t.name = ?",
-            )
-            .bind(repo.as_str())
-            .bind(t.as_str())
-            .fetch_optional(&self.read)
-            .await?,
+                )
+                .bind(repo.as_str())
+                .bind(t.as_str())
+                .fetch_optional(&self.read)
+                .await?
+            }
         };
         row.map(manifest_row).transpose()
     }
 
-    async fn put_manifest(
-        &self,
-        repo: &RepoName,
-        m: &NewManifest,
-    ) -> Result<PutManifest, MetaError> {
+    async fn put_manifest(&self, repo: &RepoName, m: &NewManifest) -> Result<PutManifest, MetaError> {
         let mut tx = self.write.begin().await?;
         for b in &m.blobs {
-            let found: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM repo_blobs WHERE repo = ? AND digest = ?")
-                    .bind(repo.as_str())
-                    .bind(b.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM repo_blobs WHERE repo = ? AND digest = ?")
+                .bind(repo.as_str())
+                .bind(b.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
             if found.is_none() {
                 return Ok(PutManifest::Missing(b.clone()));
             }
         }
         for c in &m.manifests {
-            let found: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM manifests WHERE repo = ? AND digest = ?")
-                    .bind(repo.as_str())
-                    .bind(c.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM manifests WHERE repo = ? AND digest = ?")
+                .bind(repo.as_str())
+                .bind(c.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
             if found.is_none() {
                 return Ok(PutManifest::Missing(c.clone()));
             }
         }
         ensure_repo(&mut tx, repo).await?;
         let r = &m.record;
-        let annotations = r
-            .annotations
-            .as_ref()
-            .map(|a| serde_json::to_string(a).unwrap_or_default());
+        let annotations = r.annotations.as_ref().map(|a| serde_json::to_string(a).unwrap_or_default());
         let t = now();
         let inserted = sqlx::query(
             "INSERT INTO manifests (repo, digest, media_type, size, body, artifact_type, subject, annotations, created_at)
@@ -386,11 +394,7 @@ impl MetadataStore for SqliteStore {
         .await?
         .rows_affected();
         if inserted == 1 {
-            let children = m
-                .blobs
-                .iter()
-                .map(|d| (d, "blob"))
-                .chain(m.manifests.iter().map(|d| (d, "manifest")));
+            let children = m.blobs.iter().map(|d| (d, "blob")).chain(m.manifests.iter().map(|d| (d, "manifest")));
             for (child, kind) in children {
                 sqlx::query(
                     "INSERT INTO manifest_refs (repo, manifest, child, kind) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -403,54 +407,164 @@ impl MetadataStore for SqliteStore {
                 .await?;
             }
         }
-        for tag in &m.tags {
-            sqlx::query(
-                "INSERT INTO tags (repo, name, digest, updated_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (repo, name) DO UPDATE SET digest = ?3, updated_at = ?4 WHERE digest <> ?3",
-            )
-            .bind(repo.as_str())
-            .bind(tag.as_str())
-            .bind(r.digest.as_str())
-            .bind(t)
-            .execute(&mut *tx)
-            .await?;
+        for w in &m.tags {
+            let current: Option<String> = sqlx::query_scalar("SELECT digest FROM tags WHERE repo = ? AND name = ?")
+                .bind(repo.as_str())
+                .bind(w.tag.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            let current = current.map(digest).transpose()?;
+            let failed = match (&m.precondition, &current) {
+                (Precondition::Absent, Some(_)) => true,
+                (Precondition::PointsTo(want), cur) => cur.as_ref() != Some(want),
+                _ => false,
+            };
+            if failed {
+                return Ok(PutManifest::PreconditionFailed { tag: w.tag.clone(), current });
+            }
+            match current {
+                Some(cur) if cur == r.digest => {}
+                Some(cur) => {
+                    if let Some(rule) = &w.immutable {
+                        return Ok(PutManifest::Immutable { tag: w.tag.clone(), current: cur, rule: rule.clone() });
+                    }
+                    sqlx::query("UPDATE tags SET digest = ?, updated_at = ? WHERE repo = ? AND name = ?")
+                        .bind(r.digest.as_str())
+                        .bind(t)
+                        .bind(repo.as_str())
+                        .bind(w.tag.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    record_tag_event(&mut tx, repo, &w.tag, TagAction::Move, Some(&cur), Some(&r.digest), &m.actor, t)
+                        .await?;
+                }
+                None => {
+                    sqlx::query("INSERT INTO tags (repo, name, digest, updated_at) VALUES (?, ?, ?, ?)")
+                        .bind(repo.as_str())
+                        .bind(w.tag.as_str())
+                        .bind(r.digest.as_str())
+                        .bind(t)
+                        .execute(&mut *tx)
+                        .await?;
+                    record_tag_event(&mut tx, repo, &w.tag, TagAction::Create, None, Some(&r.digest), &m.actor, t)
+                        .await?;
+                }
+            }
         }
         tx.commit().await?;
         Ok(PutManifest::Stored)
     }
 
-    async fn delete_manifest(&self, repo: &RepoName, d: &Digest) -> Result<bool, MetaError> {
-        let done = sqlx::query("DELETE FROM manifests WHERE repo = ? AND digest = ?")
-            .bind(repo.as_str())
-            .bind(d.as_str())
-            .execute(&self.write)
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
-        let done = sqlx::query("DELETE FROM tags WHERE repo = ? AND name = ?")
-            .bind(repo.as_str())
-            .bind(tag.as_str())
-            .execute(&self.write)
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn tags(
+    async fn delete_manifest(
         &self,
         repo: &RepoName,
-        last: Option<&str>,
-        n: u32,
-    ) -> Result<Vec<String>, MetaError> {
-        let rows = sqlx::query_scalar(
-            "SELECT name FROM tags WHERE repo = ? AND name > ? ORDER BY name LIMIT ?",
+        d: &Digest,
+        guard: TagGuard<'_>,
+        actor: &Actor,
+    ) -> Result<Deleted, MetaError> {
+        let mut tx = self.write.begin().await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM manifests WHERE repo = ? AND digest = ?")
+            .bind(repo.as_str())
+            .bind(d.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Ok(Deleted::NotFound);
+        }
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM tags WHERE repo = ? AND digest = ? ORDER BY name")
+                .bind(repo.as_str())
+                .bind(d.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+        let tags = names
+            .iter()
+            .map(|n| Tag::parse(n).map_err(|e| MetaError::Corrupt(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        for tag in &tags {
+            if let Some(rule) = guard(tag) {
+                return Ok(Deleted::Protected { tag: tag.clone(), current: d.clone(), rule });
+            }
+        }
+        let t = now();
+        for tag in &tags {
+            record_tag_event(&mut tx, repo, tag, TagAction::Delete, Some(d), None, actor, t).await?;
+        }
+        sqlx::query("DELETE FROM manifests WHERE repo = ? AND digest = ?")
+            .bind(repo.as_str())
+            .bind(d.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Deleted::Deleted)
+    }
+
+    async fn delete_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        guard: TagGuard<'_>,
+        actor: &Actor,
+    ) -> Result<Deleted, MetaError> {
+        let mut tx = self.write.begin().await?;
+        let current: Option<String> = sqlx::query_scalar("SELECT digest FROM tags WHERE repo = ? AND name = ?")
+            .bind(repo.as_str())
+            .bind(tag.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(current) = current.map(digest).transpose()? else {
+            return Ok(Deleted::NotFound);
+        };
+        if let Some(rule) = guard(tag) {
+            return Ok(Deleted::Protected { tag: tag.clone(), current, rule });
+        }
+        sqlx::query("DELETE FROM tags WHERE repo = ? AND name = ?")
+            .bind(repo.as_str())
+            .bind(tag.as_str())
+            .execute(&mut *tx)
+            .await?;
+        record_tag_event(&mut tx, repo, tag, TagAction::Delete, Some(&current), None, actor, now()).await?;
+        tx.commit().await?;
+        Ok(Deleted::Deleted)
+    }
+
+    async fn tag_history(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<TagEvent>, MetaError> {
+        let rows =
+            sqlx::query("SELECT * FROM tag_history WHERE repo = ? AND tag = ? AND id < ? ORDER BY id DESC LIMIT ?")
+                .bind(repo.as_str())
+                .bind(tag.as_str())
+                .bind(before.unwrap_or(i64::MAX))
+                .bind(limit as i64)
+                .fetch_all(&self.read)
+                .await?;
+        rows.into_iter().map(tag_event_row).collect()
+    }
+
+    async fn tag_event_at(&self, repo: &RepoName, tag: &Tag, at: SystemTime) -> Result<Option<TagEvent>, MetaError> {
+        let row = sqlx::query(
+            "SELECT * FROM tag_history WHERE repo = ? AND tag = ? AND at <= ? ORDER BY at DESC, id DESC LIMIT 1",
         )
         .bind(repo.as_str())
-        .bind(last.unwrap_or(""))
-        .bind(n as i64)
-        .fetch_all(&self.read)
+        .bind(tag.as_str())
+        .bind(millis(at))
+        .fetch_optional(&self.read)
         .await?;
+        row.map(tag_event_row).transpose()
+    }
+
+    async fn tags(&self, repo: &RepoName, last: Option<&str>, n: u32) -> Result<Vec<String>, MetaError> {
+        let rows = sqlx::query_scalar("SELECT name FROM tags WHERE repo = ? AND name > ? ORDER BY name LIMIT ?")
+            .bind(repo.as_str())
+            .bind(last.unwrap_or(""))
+            .bind(n as i64)
+            .fetch_all(&self.read)
+            .await?;
         Ok(rows)
     }
 

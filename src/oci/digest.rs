@@ -29,24 +29,15 @@ impl Digest {
             return Err(DigestError::Malformed(s.to_string()));
         };
         let alg_ok = !alg.is_empty()
-            && alg
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b));
-        let enc_ok = !enc.is_empty()
-            && enc
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"=_-".contains(&b));
+            && alg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b));
+        let enc_ok = !enc.is_empty() && enc.bytes().all(|b| b.is_ascii_alphanumeric() || b"=_-".contains(&b));
         if !alg_ok || !enc_ok {
             return Err(DigestError::Malformed(s.to_string()));
         }
         if alg != "sha256" {
             return Err(DigestError::Unsupported(alg.to_string()));
         }
-        if enc.len() != 64
-            || !enc
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if enc.len() != 64 || !enc.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             return Err(DigestError::Malformed(s.to_string()));
         }
         Ok(Digest(s.to_string()))
@@ -128,10 +119,7 @@ mod tests {
     fn parses_and_rejects() {
         let hex = "a".repeat(64);
         assert!(Digest::parse(&format!("sha256:{hex}")).is_ok());
-        assert!(matches!(
-            Digest::parse(&format!("sha512:{}", "a".repeat(128))),
-            Err(DigestError::Unsupported(_))
-        ));
+        assert!(matches!(Digest::parse(&format!("sha512:{}", "a".repeat(128))), Err(DigestError::Unsupported(_))));
         for bad in [
             "",
             "sha256",

@@ -7,9 +7,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::digest::Digest;
-use super::media_types::{
-    self, DOCKER_MANIFEST, DOCKER_SCHEMA1, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST,
-};
+use super::media_types::{self, DOCKER_MANIFEST, DOCKER_SCHEMA1, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST};
 
 /// Why a manifest body was refused (`MANIFEST_INVALID`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,21 +65,11 @@ impl ParsedManifest {
         let raw: Raw = serde_json::from_slice(body)
             .map_err(|e| ManifestError(format!("manifest is not valid JSON of a manifest: {e}")))?;
         let header = content_type
-            .map(|c| {
-                c.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            })
-            .filter(|c| {
-                !c.is_empty() && c != "application/json" && c != "application/octet-stream"
-            });
+            .map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .filter(|c| !c.is_empty() && c != "application/json" && c != "application/octet-stream");
         let media_type = match (header, raw.media_type.clone()) {
             (Some(h), Some(b)) if h != b => {
-                return Err(ManifestError(format!(
-                    "Content-Type {h} does not match the manifest's mediaType {b}"
-                )));
+                return Err(ManifestError(format!("Content-Type {h} does not match the manifest's mediaType {b}")));
             }
             (Some(h), _) => h,
             (None, Some(b)) => b,
@@ -102,41 +90,30 @@ impl ParsedManifest {
         if raw.schema_version != Some(2) {
             return Err(ManifestError("schemaVersion must be 2".into()));
         }
-        let digest = |d: &Descriptor, what: &str| {
-            Digest::parse(&d.digest).map_err(|e| ManifestError(format!("{what}: {e}")))
-        };
+        let digest =
+            |d: &Descriptor, what: &str| Digest::parse(&d.digest).map_err(|e| ManifestError(format!("{what}: {e}")));
         let mut blobs = Vec::new();
         let mut manifests = Vec::new();
         if media_types::is_index(&media_type) {
             if raw.config.is_some() || raw.layers.is_some() {
-                return Err(ManifestError(
-                    "an index has `manifests`, not `config` or `layers`".into(),
-                ));
+                return Err(ManifestError("an index has `manifests`, not `config` or `layers`".into()));
             }
             let Some(children) = &raw.manifests else {
-                return Err(ManifestError(
-                    "an index must have a `manifests` array".into(),
-                ));
+                return Err(ManifestError("an index must have a `manifests` array".into()));
             };
             for (i, m) in children.iter().enumerate() {
                 manifests.push(digest(m, &format!("manifests[{i}]"))?);
             }
         } else {
             if raw.manifests.is_some() {
-                return Err(ManifestError(format!(
-                    "{media_type} has `config` and `layers`, not `manifests`"
-                )));
+                return Err(ManifestError(format!("{media_type} has `config` and `layers`, not `manifests`")));
             }
             let Some(config) = &raw.config else {
-                return Err(ManifestError(
-                    "an image manifest must have a `config` descriptor".into(),
-                ));
+                return Err(ManifestError("an image manifest must have a `config` descriptor".into()));
             };
             blobs.push(digest(config, "config")?);
             let Some(layers) = &raw.layers else {
-                return Err(ManifestError(
-                    "an image manifest must have a `layers` array".into(),
-                ));
+                return Err(ManifestError("an image manifest must have a `layers` array".into()));
             };
             for (i, l) in layers.iter().enumerate() {
                 let d = digest(l, &format!("layers[{i}]"))?;
@@ -145,17 +122,9 @@ impl ParsedManifest {
                 }
             }
         }
-        for d in raw
-            .config
-            .iter()
-            .chain(raw.layers.iter().flatten())
-            .chain(raw.manifests.iter().flatten())
-        {
+        for d in raw.config.iter().chain(raw.layers.iter().flatten()).chain(raw.manifests.iter().flatten()) {
             if d.size < 0 {
-                return Err(ManifestError(format!(
-                    "descriptor {} has a negative size",
-                    d.digest
-                )));
+                return Err(ManifestError(format!("descriptor {} has a negative size", d.digest)));
             }
         }
         let subject = match &raw.subject {
@@ -171,14 +140,7 @@ impl ParsedManifest {
         blobs.dedup();
         manifests.sort();
         manifests.dedup();
-        Ok(ParsedManifest {
-            media_type,
-            artifact_type,
-            subject,
-            blobs,
-            manifests,
-            annotations: raw.annotations,
-        })
+        Ok(ParsedManifest { media_type, artifact_type, subject, blobs, manifests, annotations: raw.annotations })
     }
 }
 
@@ -221,25 +183,17 @@ mod tests {
                     d(1)
                 ),
             ),
-            (
-                Some(DOCKER_SCHEMA1[1]),
-                r#"{"schemaVersion":1}"#.to_string(),
-            ),
+            (Some(DOCKER_SCHEMA1[1]), r#"{"schemaVersion":1}"#.to_string()),
             (None, r#"{"schemaVersion":2,"layers":[]}"#.to_string()),
             (
                 None,
-                r#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:12","size":1},"layers":[]}"#.to_string(),
+                r#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:12","size":1},"layers":[]}"#
+                    .to_string(),
             ),
-            (
-                Some("text/plain"),
-                r#"{"schemaVersion":2,"manifests":[]}"#.to_string(),
-            ),
+            (Some("text/plain"), r#"{"schemaVersion":2,"manifests":[]}"#.to_string()),
         ];
         for (ct, body) in cases {
-            assert!(
-                ParsedManifest::parse(ct, body.as_bytes()).is_err(),
-                "{ct:?} {body} accepted"
-            );
+            assert!(ParsedManifest::parse(ct, body.as_bytes()).is_err(), "{ct:?} {body} accepted");
         }
     }
 

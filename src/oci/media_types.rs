@@ -15,12 +15,7 @@ pub const DOCKER_SCHEMA1: [&str; 2] = [
 ];
 
 /// The manifest media types Cairn stores.
-pub const MANIFEST_TYPES: [&str; 4] = [
-    OCI_MANIFEST,
-    OCI_INDEX,
-    DOCKER_MANIFEST,
-    DOCKER_MANIFEST_LIST,
-];
+pub const MANIFEST_TYPES: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST];
 
 /// True for the two index types, whose children are manifests rather than blobs.
 pub fn is_index(media_type: &str) -> bool {

@@ -13,9 +13,7 @@ pub enum NameError {
     )]
     Repo(String),
     /// The tag breaks `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`.
-    #[error(
-        "invalid tag {0:?}: a tag is 1 to 128 characters of [A-Za-z0-9_.-] and must not start with '.' or '-'"
-    )]
+    #[error("invalid tag {0:?}: a tag is 1 to 128 characters of [A-Za-z0-9_.-] and must not start with '.' or '-'")]
     Tag(String),
     /// The reference looked like a digest but is not a valid one.
     #[error(transparent)]
@@ -89,13 +87,8 @@ impl Tag {
         let ok = !b.is_empty()
             && b.len() <= 128
             && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-            && b.iter()
-                .all(|&x| x.is_ascii_alphanumeric() || b"._-".contains(&x));
-        if ok {
-            Ok(Tag(s.to_string()))
-        } else {
-            Err(NameError::Tag(s.to_string()))
-        }
+            && b.iter().all(|&x| x.is_ascii_alphanumeric() || b"._-".contains(&x));
+        if ok { Ok(Tag(s.to_string())) } else { Err(NameError::Tag(s.to_string())) }
     }
 
     /// The tag as a string.
@@ -128,11 +121,7 @@ pub enum Reference {
 impl Reference {
     /// A reference containing ':' is a digest; anything else must be a tag.
     pub fn parse(s: &str) -> Result<Reference, NameError> {
-        if s.contains(':') {
-            Ok(Reference::Digest(Digest::parse(s)?))
-        } else {
-            Ok(Reference::Tag(Tag::parse(s)?))
-        }
+        if s.contains(':') { Ok(Reference::Digest(Digest::parse(s)?)) } else { Ok(Reference::Tag(Tag::parse(s)?)) }
     }
 }
 
@@ -151,33 +140,12 @@ mod tests {
 
     #[test]
     fn repo_names() {
-        for ok in [
-            "a",
-            "library/alpine",
-            "a-b/c__d/e.f",
-            "a---b",
-            "x/blobs/y",
-            "0/1",
-        ] {
+        for ok in ["a", "library/alpine", "a-b/c__d/e.f", "a---b", "x/blobs/y", "0/1"] {
             assert!(RepoName::parse(ok).is_ok(), "{ok} refused");
         }
         let long = "a".repeat(256);
-        for bad in [
-            "",
-            "A",
-            "a/",
-            "/a",
-            "a//b",
-            "a..b",
-            "a___b",
-            "-a",
-            "a-",
-            "a_",
-            "a b",
-            "a/B",
-            "a:b",
-            long.as_str(),
-        ] {
+        for bad in ["", "A", "a/", "/a", "a//b", "a..b", "a___b", "-a", "a-", "a_", "a b", "a/B", "a:b", long.as_str()]
+        {
             assert!(RepoName::parse(bad).is_err(), "{bad} accepted");
         }
     }
@@ -191,10 +159,7 @@ mod tests {
             assert!(Tag::parse(bad).is_err(), "{bad} accepted");
         }
         assert!(matches!(Reference::parse("latest"), Ok(Reference::Tag(_))));
-        assert!(matches!(
-            Reference::parse(&format!("sha256:{}", "0".repeat(64))),
-            Ok(Reference::Digest(_))
-        ));
+        assert!(matches!(Reference::parse(&format!("sha256:{}", "0".repeat(64))), Ok(Reference::Digest(_))));
         assert!(Reference::parse("sha256:zz").is_err());
     }
 }

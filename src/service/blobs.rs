@@ -26,40 +26,21 @@ impl Registry {
         pick: impl FnOnce(u64) -> Result<Option<std::ops::Range<u64>>, Error>,
         with_body: bool,
     ) -> Result<(BlobRead, bool), Error> {
-        let blob = self
-            .meta
-            .blob(repo, digest)
-            .await?
-            .ok_or_else(|| Error::BlobUnknown(digest.clone()))?;
+        let blob = self.meta.blob(repo, digest).await?.ok_or_else(|| Error::BlobUnknown(digest.clone()))?;
         let picked = pick(blob.size)?;
         let partial = picked.is_some();
         let range = picked.unwrap_or(0..blob.size);
         let body = with_body.then(|| {
-            let s: ByteStream = self
-                .blobs
-                .read(&blob.location, range.clone())
-                .map_err(std::io::Error::other)
-                .boxed();
+            let s: ByteStream = self.blobs.read(&blob.location, range.clone()).map_err(std::io::Error::other).boxed();
             s
         });
-        Ok((
-            BlobRead {
-                size: blob.size,
-                range,
-                body,
-            },
-            partial,
-        ))
+        Ok((BlobRead { size: blob.size, range, body }, partial))
     }
 
     /// end-10: removes a blob from `repo`. The bytes stay until garbage collection, since
     /// other repositories may share them.
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), Error> {
-        if self.meta.unlink_blob(repo, digest).await? {
-            Ok(())
-        } else {
-            Err(Error::BlobUnknown(digest.clone()))
-        }
+        if self.meta.unlink_blob(repo, digest).await? { Ok(()) } else { Err(Error::BlobUnknown(digest.clone())) }
     }
 }
 

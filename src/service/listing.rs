@@ -33,22 +33,13 @@ fn to_page(mut items: Vec<String>, n: u32) -> Page {
 
 impl Registry {
     /// end-8a/8b: tags of `repo` after `last`, lexically sorted.
-    pub async fn tags(
-        &self,
-        repo: &RepoName,
-        n: Option<u32>,
-        last: Option<&str>,
-    ) -> Result<Page, Error> {
+    pub async fn tags(&self, repo: &RepoName, n: Option<u32>, last: Option<&str>) -> Result<Page, Error> {
         if !self.meta.repository_exists(repo).await? {
             return Err(Error::NameUnknown(repo.clone()));
         }
         let n = page_size(n);
         if n == 0 {
-            return Ok(Page {
-                items: vec![],
-                more: false,
-                n,
-            });
+            return Ok(Page { items: vec![], more: false, n });
         }
         Ok(to_page(self.meta.tags(repo, last, n + 1).await?, n))
     }
@@ -57,11 +48,7 @@ impl Registry {
     pub async fn catalog(&self, n: Option<u32>, last: Option<&str>) -> Result<Page, Error> {
         let n = page_size(n);
         if n == 0 {
-            return Ok(Page {
-                items: vec![],
-                more: false,
-                n,
-            });
+            return Ok(Page { items: vec![], more: false, n });
         }
         Ok(to_page(self.meta.repositories(last, n + 1).await?, n))
     }

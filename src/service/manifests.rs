@@ -5,8 +5,9 @@ use bytes::Bytes;
 
 use super::Registry;
 use crate::error::Error;
-use crate::meta::{ManifestRecord, NewManifest, PutManifest};
+use crate::meta::{Actor, Deleted, ManifestRecord, NewManifest, Precondition, PutManifest, TagWrite};
 use crate::oci::{Digest, ParsedManifest, Reference, RepoName, Tag};
+use crate::policy::Mode;
 
 /// A manifest PUT as the handler parsed it.
 pub struct ManifestPut<'a> {
@@ -20,6 +21,10 @@ pub struct ManifestPut<'a> {
     pub content_type: Option<&'a str>,
     /// The body (already capped by the handler).
     pub body: Bytes,
+    /// `If-None-Match: *` or `If-Match: "<digest>"`, applied to every tag.
+    pub precondition: Precondition,
+    /// Who is pushing.
+    pub actor: Actor,
 }
 
 /// What a successful PUT stored.
@@ -56,47 +61,61 @@ impl Registry {
             subject: parsed.subject.clone(),
             annotations: parsed.annotations,
         };
+        if put.precondition != Precondition::None && tags.is_empty() {
+            return Err(Error::PreconditionFailed(
+                "If-Match and If-None-Match apply to tags; this request names none".into(),
+            ));
+        }
+        let tags = tags
+            .into_iter()
+            .map(|tag| {
+                let d = self.immutability.decide(put.repo, &tag);
+                TagWrite { immutable: (d.mode == Mode::Immutable).then_some(d.rule), tag }
+            })
+            .collect();
         let new = NewManifest {
             record,
             blobs: parsed.blobs,
             manifests: parsed.manifests,
             tags,
+            precondition: put.precondition,
+            actor: put.actor,
         };
         match self.meta.put_manifest(put.repo, &new).await? {
-            PutManifest::Stored => Ok(PutOutcome {
-                digest,
-                subject: parsed.subject,
-            }),
+            PutManifest::Stored => Ok(PutOutcome { digest, subject: parsed.subject }),
             PutManifest::Missing(d) => Err(Error::ManifestBlobUnknown(d)),
+            PutManifest::Immutable { tag, current, rule } => {
+                Err(Error::TagImmutable { repo: put.repo.clone(), tag, current, attempted: Some(digest), rule })
+            }
+            PutManifest::PreconditionFailed { tag, current } => Err(Error::PreconditionFailed(match current {
+                Some(c) => format!("tag {}:{tag} points to {c}; the request's precondition does not hold", put.repo),
+                None => format!("tag {}:{tag} does not exist; the request's precondition does not hold", put.repo),
+            })),
         }
     }
 
     /// end-3: a manifest by tag or digest.
-    pub async fn manifest(
-        &self,
-        repo: &RepoName,
-        reference: &Reference,
-    ) -> Result<ManifestRecord, Error> {
-        self.meta
-            .manifest(repo, reference)
-            .await?
-            .ok_or_else(|| Error::ManifestUnknown(reference.to_string()))
+    pub async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<ManifestRecord, Error> {
+        self.meta.manifest(repo, reference).await?.ok_or_else(|| Error::ManifestUnknown(reference.to_string()))
     }
 
-    /// end-9: deletes a manifest (by digest, with every tag on it) or only a tag.
-    pub async fn delete_manifest(
-        &self,
-        repo: &RepoName,
-        reference: &Reference,
-    ) -> Result<(), Error> {
-        let found = match reference {
-            Reference::Digest(d) => self.meta.delete_manifest(repo, d).await?,
-            Reference::Tag(t) => self.meta.delete_tag(repo, t).await?,
+    /// end-9: deletes a manifest (by digest, with every tag on it) or only a tag. An
+    /// immutable tag, or a manifest an immutable tag points to, is refused with 409.
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference, actor: &Actor) -> Result<(), Error> {
+        let guard = |tag: &Tag| {
+            let d = self.immutability.decide(repo, tag);
+            (d.mode == Mode::Immutable).then_some(d.rule)
         };
-        if found {
-            Ok(())
-        } else {
-            Err(Error::ManifestUnknown(reference.to_string()))
+        let outcome = match reference {
+            Reference::Digest(d) => self.meta.delete_manifest(repo, d, &guard, actor).await?,
+            Reference::Tag(t) => self.meta.delete_tag(repo, t, &guard, actor).await?,
+        };
+        match outcome {
+            Deleted::Deleted => Ok(()),
+            Deleted::NotFound => Err(Error::ManifestUnknown(reference.to_string())),
+            Deleted::Protected { tag, current, rule } => {
+                Err(Error::TagImmutable { repo: repo.clone(), tag, current, attempted: None, rule })
+            }
         }
     }
 }

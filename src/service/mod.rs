@@ -2,6 +2,7 @@
 //! types here; handlers in `api/` translate. Calls `meta`, `blob` and `oci`; never `api`.
 
 mod blobs;
+mod history;
 mod listing;
 mod manifests;
 mod uploads;
@@ -14,8 +15,10 @@ use futures::stream::BoxStream;
 use crate::blob::BlobStore;
 use crate::error::Error;
 use crate::meta::MetadataStore;
+use crate::policy::ImmutabilityPolicy;
 
 pub use blobs::BlobRead;
+pub use history::HistoryPage;
 pub use listing::Page;
 pub use manifests::{ManifestPut, PutOutcome};
 pub use uploads::{BlobCommitted, UploadState};
@@ -31,12 +34,13 @@ pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
 pub struct Registry {
     meta: Arc<dyn MetadataStore>,
     blobs: BlobStore,
+    immutability: Arc<ImmutabilityPolicy>,
 }
 
 impl Registry {
-    /// Builds the service over a metadata store and a blob store.
-    pub fn new(meta: Arc<dyn MetadataStore>, blobs: BlobStore) -> Registry {
-        Registry { meta, blobs }
+    /// Builds the service over a metadata store, a blob store and the tag rules.
+    pub fn new(meta: Arc<dyn MetadataStore>, blobs: BlobStore, immutability: Arc<ImmutabilityPolicy>) -> Registry {
+        Registry { meta, blobs, immutability }
     }
 
     /// Checks that the database and the object store answer (for `/readyz`).

@@ -31,10 +31,7 @@ impl Registry {
     pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadState, Error> {
         let id = uuid::Uuid::new_v4().to_string();
         let s = self.meta.create_upload(repo, &id).await?;
-        Ok(UploadState {
-            id: s.id,
-            len: s.len,
-        })
+        Ok(UploadState { id: s.id, len: s.len })
     }
 
     /// end-11: links a blob already stored in `from` (or, without `from`, anywhere in the
@@ -47,25 +44,17 @@ impl Registry {
         from: Option<&RepoName>,
     ) -> Result<Option<BlobCommitted>, Error> {
         let mounted = self.meta.mount_blob(repo, digest, from).await?;
-        Ok(mounted.then(|| BlobCommitted {
-            digest: digest.clone(),
-        }))
+        Ok(mounted.then(|| BlobCommitted { digest: digest.clone() }))
     }
 
     async fn session(&self, repo: &RepoName, id: &str) -> Result<UploadSession, Error> {
-        self.meta
-            .upload(repo, id)
-            .await?
-            .ok_or_else(|| Error::UploadUnknown(id.to_string()))
+        self.meta.upload(repo, id).await?.ok_or_else(|| Error::UploadUnknown(id.to_string()))
     }
 
     /// end-13: where upload `id` stands.
     pub async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadState, Error> {
         let s = self.session(repo, id).await?;
-        Ok(UploadState {
-            id: s.id,
-            len: s.len,
-        })
+        Ok(UploadState { id: s.id, len: s.len })
     }
 
     /// end-5: appends one chunk. `start` is the first byte of a `Content-Range`, which must
@@ -83,17 +72,11 @@ impl Registry {
         if let Some(start) = start
             && start != s.len
         {
-            return Err(Error::UploadOutOfOrder {
-                start,
-                offset: s.len,
-            });
+            return Err(Error::UploadOutOfOrder { start, offset: s.len });
         }
         let (segment, hasher) = self.write_chunk(&s, body).await?;
         let Some(segment) = segment else {
-            return Ok(UploadState {
-                id: s.id,
-                len: s.len,
-            });
+            return Ok(UploadState { id: s.id, len: s.len });
         };
         if let Some(want) = expect_len
             && want != segment.len
@@ -104,20 +87,10 @@ impl Registry {
                 segment.len
             )));
         }
-        if !self
-            .meta
-            .record_segment(&s.id, s.len, &segment, &hasher.save())
-            .await?
-        {
-            return Err(Error::UploadOutOfOrder {
-                start: s.len,
-                offset: self.session(repo, id).await?.len,
-            });
+        if !self.meta.record_segment(&s.id, s.len, &segment, &hasher.save()).await? {
+            return Err(Error::UploadOutOfOrder { start: s.len, offset: self.session(repo, id).await?.len });
         }
-        Ok(UploadState {
-            id: s.id,
-            len: s.len + segment.len,
-        })
+        Ok(UploadState { id: s.id, len: s.len + segment.len })
     }
 
     /// end-6: appends the optional last chunk, checks the digest and, if it matches,
@@ -141,14 +114,8 @@ impl Registry {
                 "digest {digest} does not match the uploaded content ({size} bytes with digest {actual}); the upload was cancelled"
             )));
         }
-        let record = BlobRecord {
-            digest: digest.clone(),
-            size,
-            location: BlobLocation {
-                upload: s.id.clone(),
-                segments,
-            },
-        };
+        let record =
+            BlobRecord { digest: digest.clone(), size, location: BlobLocation { upload: s.id.clone(), segments } };
         match self.meta.commit_upload(&s.id, s.len, &record).await? {
             CommitUpload::Created => self.blobs.remove_strays(&record.location).await,
             CommitUpload::AlreadyStored => {
@@ -159,9 +126,7 @@ impl Registry {
             }
             CommitUpload::UploadGone => return Err(Error::UploadUnknown(s.id)),
         }
-        Ok(BlobCommitted {
-            digest: digest.clone(),
-        })
+        Ok(BlobCommitted { digest: digest.clone() })
     }
 
     /// end-4b: a single POST carrying the whole blob with `?digest=`.
@@ -195,27 +160,15 @@ impl Registry {
         Ok(expired.len())
     }
 
-    async fn write_chunk(
-        &self,
-        s: &UploadSession,
-        body: ByteStream,
-    ) -> Result<(Option<Segment>, Sha256Hasher), Error> {
-        let mut hasher = Sha256Hasher::restore(s.hash_state.as_deref()).ok_or_else(|| {
-            Error::internal(anyhow::anyhow!(
-                "upload {} has an unreadable hash state",
-                s.id
-            ))
-        })?;
-        let segment = self
-            .blobs
-            .write_segment(&s.id, s.segments.len(), body, |b| hasher.update(b))
-            .await
-            .map_err(|e| match e {
-                WriteError::Body(m) => {
-                    Error::UploadInvalid(format!("{m}; resume from byte {}", s.len))
-                }
+    async fn write_chunk(&self, s: &UploadSession, body: ByteStream) -> Result<(Option<Segment>, Sha256Hasher), Error> {
+        let mut hasher = Sha256Hasher::restore(s.hash_state.as_deref())
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("upload {} has an unreadable hash state", s.id)))?;
+        let segment = self.blobs.write_segment(&s.id, s.segments.len(), body, |b| hasher.update(b)).await.map_err(
+            |e| match e {
+                WriteError::Body(m) => Error::UploadInvalid(format!("{m}; resume from byte {}", s.len)),
                 WriteError::Store(e) => e.into(),
-            })?;
+            },
+        )?;
         Ok((segment, hasher))
     }
 

@@ -12,14 +12,8 @@ async fn head_and_get_carry_size_and_digest() {
     let h = app.head(&format!("/v2/b/blobs/{d}")).await;
     assert_eq!(h.status(), StatusCode::OK);
     assert_eq!(header(&h, "content-length").as_deref(), Some("12345"));
-    assert_eq!(
-        header(&h, "docker-content-digest").as_deref(),
-        Some(d.as_str())
-    );
-    assert_eq!(
-        header(&h, "docker-distribution-api-version").as_deref(),
-        Some("registry/2.0")
-    );
+    assert_eq!(header(&h, "docker-content-digest").as_deref(), Some(d.as_str()));
+    assert_eq!(header(&h, "docker-distribution-api-version").as_deref(), Some("registry/2.0"));
     assert!(h.bytes().await.unwrap().is_empty());
     let g = app.get(&format!("/v2/b/blobs/{d}")).await;
     assert_eq!(digest(&g.bytes().await.unwrap()), d);
@@ -36,18 +30,9 @@ async fn ranges_give_206_and_the_right_bytes() {
         ("bytes=-10", 9990..10_000),
         ("bytes=5000-20000", 5000..10_000),
     ] {
-        let r = app
-            .http
-            .get(app.url(&format!("/v2/r/blobs/{d}")))
-            .header("Range", range)
-            .send()
-            .await
-            .unwrap();
+        let r = app.http.get(app.url(&format!("/v2/r/blobs/{d}"))).header("Range", range).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT, "{range}");
-        assert_eq!(
-            header(&r, "content-range").unwrap(),
-            format!("bytes {}-{}/10000", want.start, want.end - 1)
-        );
+        assert_eq!(header(&r, "content-range").unwrap(), format!("bytes {}-{}/10000", want.start, want.end - 1));
         assert_eq!(r.bytes().await.unwrap().as_ref(), &data[want]);
     }
 }
@@ -63,28 +48,12 @@ async fn ranges_across_chunk_boundaries() {
         loc = location(&r);
     }
     let d = digest(&data);
-    assert_eq!(
-        app.finish_upload(&loc, &d, &[]).await.status(),
-        StatusCode::CREATED
-    );
-    let r = app
-        .http
-        .get(app.url(&format!("/v2/seg/blobs/{d}")))
-        .header("Range", "bytes=6990-21010")
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(app.finish_upload(&loc, &d, &[]).await.status(), StatusCode::CREATED);
+    let r =
+        app.http.get(app.url(&format!("/v2/seg/blobs/{d}"))).header("Range", "bytes=6990-21010").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(r.bytes().await.unwrap().as_ref(), &data[6990..21011]);
-    assert_eq!(
-        app.get(&format!("/v2/seg/blobs/{d}"))
-            .await
-            .bytes()
-            .await
-            .unwrap()
-            .as_ref(),
-        data.as_slice()
-    );
+    assert_eq!(app.get(&format!("/v2/seg/blobs/{d}")).await.bytes().await.unwrap().as_ref(), data.as_slice());
 }
 
 #[tokio::test]
@@ -92,13 +61,7 @@ async fn unsatisfiable_range_is_416() {
     let app = spawn_app().await;
     let d = app.push_blob("r416", &random_bytes(100)).await;
     for range in ["bytes=100-", "bytes=50-10", "bytes=-0"] {
-        let r = app
-            .http
-            .get(app.url(&format!("/v2/r416/blobs/{d}")))
-            .header("Range", range)
-            .send()
-            .await
-            .unwrap();
+        let r = app.http.get(app.url(&format!("/v2/r416/blobs/{d}"))).header("Range", range).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE, "{range}");
         assert_eq!(header(&r, "content-range").as_deref(), Some("bytes */100"));
     }
@@ -108,36 +71,14 @@ async fn unsatisfiable_range_is_416() {
 async fn unknown_blob_and_bad_digest() {
     let app = spawn_app().await;
     let d = app.push_blob("here", b"content").await;
-    assert_error(
-        app.get(&format!("/v2/elsewhere/blobs/{d}")).await,
-        StatusCode::NOT_FOUND,
-        "BLOB_UNKNOWN",
-    )
-    .await;
-    assert_eq!(
-        app.head(&format!("/v2/elsewhere/blobs/{d}")).await.status(),
-        StatusCode::NOT_FOUND
-    );
+    assert_error(app.get(&format!("/v2/elsewhere/blobs/{d}")).await, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
+    assert_eq!(app.head(&format!("/v2/elsewhere/blobs/{d}")).await.status(), StatusCode::NOT_FOUND);
     let missing = digest(b"missing");
-    let body = assert_error(
-        app.get(&format!("/v2/here/blobs/{missing}")).await,
-        StatusCode::NOT_FOUND,
-        "BLOB_UNKNOWN",
-    )
-    .await;
+    let body =
+        assert_error(app.get(&format!("/v2/here/blobs/{missing}")).await, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
     assert_eq!(body["errors"][0]["detail"]["digest"], missing);
-    assert_error(
-        app.get("/v2/here/blobs/sha256:abc").await,
-        StatusCode::BAD_REQUEST,
-        "DIGEST_INVALID",
-    )
-    .await;
-    assert_error(
-        app.get("/v2/here/blobs/md5:abc").await,
-        StatusCode::BAD_REQUEST,
-        "UNSUPPORTED",
-    )
-    .await;
+    assert_error(app.get("/v2/here/blobs/sha256:abc").await, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+    assert_error(app.get("/v2/here/blobs/md5:abc").await, StatusCode::BAD_REQUEST, "UNSUPPORTED").await;
 }
 
 #[tokio::test]
@@ -148,39 +89,16 @@ async fn delete_blob_unlinks_it_from_one_repository() {
     app.push_blob("del/b", &data).await;
     let r = app.delete(&format!("/v2/del/a/blobs/{d}")).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    assert_error(
-        app.get(&format!("/v2/del/a/blobs/{d}")).await,
-        StatusCode::NOT_FOUND,
-        "BLOB_UNKNOWN",
-    )
-    .await;
-    assert_eq!(
-        app.get(&format!("/v2/del/b/blobs/{d}"))
-            .await
-            .bytes()
-            .await
-            .unwrap()
-            .as_ref(),
-        data.as_slice()
-    );
-    assert_error(
-        app.delete(&format!("/v2/del/a/blobs/{d}")).await,
-        StatusCode::NOT_FOUND,
-        "BLOB_UNKNOWN",
-    )
-    .await;
+    assert_error(app.get(&format!("/v2/del/a/blobs/{d}")).await, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
+    assert_eq!(app.get(&format!("/v2/del/b/blobs/{d}")).await.bytes().await.unwrap().as_ref(), data.as_slice());
+    assert_error(app.delete(&format!("/v2/del/a/blobs/{d}")).await, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
 }
 
 #[tokio::test]
 async fn unsupported_methods_and_unknown_paths() {
     let app = spawn_app().await;
     let d = app.push_blob("m", b"x").await;
-    let r = app
-        .http
-        .post(app.url(&format!("/v2/m/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.post(app.url(&format!("/v2/m/blobs/{d}"))).send().await.unwrap();
     assert_error(r, StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED").await;
     let r = app.get("/v2/m/nothing/here").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
@@ -188,8 +106,5 @@ async fn unsupported_methods_and_unknown_paths() {
     assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
     let base = app.get("/v2/").await;
     assert_eq!(base.status(), StatusCode::OK);
-    assert_eq!(
-        header(&base, "docker-distribution-api-version").as_deref(),
-        Some("registry/2.0")
-    );
+    assert_eq!(header(&base, "docker-distribution-api-version").as_deref(), Some("registry/2.0"));
 }

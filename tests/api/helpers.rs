@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+use cairn::policy::Mode;
+use cairn::policy::immutability::RuleConfig;
 use cairn::{AppState, Config};
 use rand::RngCore;
 use reqwest::{Response, StatusCode};
@@ -26,6 +28,22 @@ pub async fn spawn_app() -> TestApp {
     spawn_with(|_| {}).await
 }
 
+/// A server whose tags are all mutable (rule `**` / `*`), for tests about moving or
+/// deleting tags rather than about immutability.
+pub async fn spawn_mutable() -> TestApp {
+    spawn_with(|c| c.immutability.rules = vec![rule(None, "**", &["*"], Mode::Mutable)]).await
+}
+
+/// An immutability rule.
+pub fn rule(name: Option<&str>, repos: &str, tags: &[&str], mode: Mode) -> RuleConfig {
+    RuleConfig {
+        name: name.map(str::to_string),
+        repositories: repos.to_string(),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        mode,
+    }
+}
+
 pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::for_dir(dir.path());
@@ -37,17 +55,8 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     tokio::spawn(cairn::serve(listener, state.clone(), async {
         stopped.await.ok();
     }));
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    TestApp {
-        base,
-        http,
-        state,
-        dir,
-        _stop: stop,
-    }
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    TestApp { base, http, state, dir, _stop: stop }
 }
 
 pub fn digest(bytes: &[u8]) -> String {
@@ -67,29 +76,17 @@ pub fn uniq() -> String {
 
 /// Asserts an OCI error response: status, code, a non-empty message; returns the body.
 pub async fn assert_error(resp: Response, status: StatusCode, code: &str) -> Value {
-    assert_eq!(
-        resp.status(),
-        status,
-        "unexpected status for {}",
-        resp.url()
-    );
+    assert_eq!(resp.status(), status, "unexpected status for {}", resp.url());
     let body: Value = resp.json().await.expect("error body is JSON");
     let err = &body["errors"][0];
     assert_eq!(err["code"], code, "body: {body}");
-    assert!(
-        err["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "empty message: {body}"
-    );
+    assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "empty message: {body}");
     body
 }
 
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
-        if path.starts_with("http") {
-            path.to_string()
-        } else {
-            format!("{}{}", self.base, path)
-        }
+        if path.starts_with("http") { path.to_string() } else { format!("{}{}", self.base, path) }
     }
 
     pub async fn get(&self, path: &str) -> Response {
@@ -149,13 +146,7 @@ impl TestApp {
         d
     }
 
-    pub async fn put_manifest(
-        &self,
-        repo: &str,
-        reference: &str,
-        media_type: &str,
-        body: &[u8],
-    ) -> Response {
+    pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Response {
         self.http
             .put(self.url(&format!("/v2/{repo}/manifests/{reference}")))
             .header("Content-Type", media_type)
@@ -168,9 +159,7 @@ impl TestApp {
     /// Pushes a config and a layer, then an OCI image manifest under `reference`;
     /// returns (manifest bytes, manifest digest).
     pub async fn push_image(&self, repo: &str, reference: &str) -> (Vec<u8>, String) {
-        let config = self
-            .push_blob(repo, br#"{"architecture":"amd64","os":"linux"}"#)
-            .await;
+        let config = self.push_blob(repo, br#"{"architecture":"amd64","os":"linux"}"#).await;
         let layer_bytes = random_bytes(1000);
         let layer = self.push_blob(repo, &layer_bytes).await;
         let m = image_manifest(&config, 37, &[(&layer, 1000)], None);
@@ -186,37 +175,20 @@ impl TestApp {
             return vec![];
         }
         let v: Value = r.json().await.unwrap();
-        v["tags"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t.as_str().unwrap().to_string())
-            .collect()
+        v["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect()
     }
 }
 
 pub fn location(r: &Response) -> String {
-    r.headers()
-        .get("location")
-        .expect("Location header")
-        .to_str()
-        .unwrap()
-        .to_string()
+    r.headers().get("location").expect("Location header").to_str().unwrap().to_string()
 }
 
 pub fn header(r: &Response, name: &str) -> Option<String> {
-    r.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_string())
+    r.headers().get(name).map(|v| v.to_str().unwrap().to_string())
 }
 
 /// An OCI image manifest body.
-pub fn image_manifest(
-    config: &str,
-    config_size: u64,
-    layers: &[(&str, u64)],
-    subject: Option<&str>,
-) -> Vec<u8> {
+pub fn image_manifest(config: &str, config_size: u64, layers: &[(&str, u64)], subject: Option<&str>) -> Vec<u8> {
     let mut m = json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,

@@ -4,6 +4,8 @@
 
 mod blobs;
 mod helpers;
+mod history;
+mod immutability;
 mod listing;
 mod manifests;
 mod uploads;

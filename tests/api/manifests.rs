@@ -14,21 +14,13 @@ async fn put_by_tag_then_get_and_head_by_tag_and_digest() {
         let r = app.get(&format!("/v2/img/app/manifests/{reference}")).await;
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(header(&r, "content-type").as_deref(), Some(OCI_MANIFEST));
-        assert_eq!(
-            header(&r, "docker-content-digest").as_deref(),
-            Some(d.as_str())
-        );
+        assert_eq!(header(&r, "docker-content-digest").as_deref(), Some(d.as_str()));
         assert_eq!(header(&r, "etag"), Some(format!("\"{d}\"")));
         assert_eq!(r.bytes().await.unwrap().as_ref(), m.as_slice());
-        let h = app
-            .head(&format!("/v2/img/app/manifests/{reference}"))
-            .await;
+        let h = app.head(&format!("/v2/img/app/manifests/{reference}")).await;
         assert_eq!(h.status(), StatusCode::OK);
         assert_eq!(header(&h, "content-length"), Some(m.len().to_string()));
-        assert_eq!(
-            header(&h, "docker-content-digest").as_deref(),
-            Some(d.as_str())
-        );
+        assert_eq!(header(&h, "docker-content-digest").as_deref(), Some(d.as_str()));
     }
 }
 
@@ -41,10 +33,7 @@ async fn put_by_digest_returns_location_and_digest() {
     let r = app.put_manifest("bd", &d, OCI_MANIFEST, &m).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(location(&r), format!("/v2/bd/manifests/{d}"));
-    assert_eq!(
-        header(&r, "docker-content-digest").as_deref(),
-        Some(d.as_str())
-    );
+    assert_eq!(header(&r, "docker-content-digest").as_deref(), Some(d.as_str()));
     assert!(app.tags("bd").await.is_empty());
 }
 
@@ -61,14 +50,8 @@ async fn every_supported_media_type_round_trips() {
     }))
     .unwrap();
     let oci = image_manifest(&cfg, 15, &[(&layer, 64)], None);
-    for (tag, mt, body) in [
-        ("docker", DOCKER_MANIFEST, &docker),
-        ("oci", OCI_MANIFEST, &oci),
-    ] {
-        assert_eq!(
-            app.put_manifest(repo, tag, mt, body).await.status(),
-            StatusCode::CREATED
-        );
+    for (tag, mt, body) in [("docker", DOCKER_MANIFEST, &docker), ("oci", OCI_MANIFEST, &oci)] {
+        assert_eq!(app.put_manifest(repo, tag, mt, body).await.status(), StatusCode::CREATED);
     }
     let list = serde_json::to_vec(&json!({
         "schemaVersion": 2, "mediaType": DOCKER_LIST,
@@ -83,10 +66,7 @@ async fn every_supported_media_type_round_trips() {
     }))
     .unwrap();
     for (tag, mt, body) in [("list", DOCKER_LIST, &list), ("index", OCI_INDEX, &index)] {
-        assert_eq!(
-            app.put_manifest(repo, tag, mt, body).await.status(),
-            StatusCode::CREATED
-        );
+        assert_eq!(app.put_manifest(repo, tag, mt, body).await.status(), StatusCode::CREATED);
     }
     for (tag, mt, body) in [
         ("docker", DOCKER_MANIFEST, &docker),
@@ -113,12 +93,7 @@ async fn missing_blob_is_manifest_blob_unknown_and_nothing_is_stored() {
     )
     .await;
     assert_eq!(body["errors"][0]["detail"]["digest"], missing);
-    assert_error(
-        app.get("/v2/mbu/manifests/v1").await,
-        StatusCode::NOT_FOUND,
-        "MANIFEST_UNKNOWN",
-    )
-    .await;
+    assert_error(app.get("/v2/mbu/manifests/v1").await, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
     assert_error(
         app.get(&format!("/v2/mbu/manifests/{}", digest(&m))).await,
         StatusCode::NOT_FOUND,
@@ -180,26 +155,17 @@ async fn digest_in_url_must_match_the_body() {
     let cfg = app.push_blob("dm", b"{}").await;
     let m = image_manifest(&cfg, 2, &[], None);
     let wrong = digest(b"other");
-    assert_error(
-        app.put_manifest("dm", &wrong, OCI_MANIFEST, &m).await,
-        StatusCode::BAD_REQUEST,
-        "DIGEST_INVALID",
-    )
-    .await;
-    assert_error(
-        app.get(&format!("/v2/dm/manifests/{}", digest(&m))).await,
-        StatusCode::NOT_FOUND,
-        "MANIFEST_UNKNOWN",
-    )
-    .await;
+    assert_error(app.put_manifest("dm", &wrong, OCI_MANIFEST, &m).await, StatusCode::BAD_REQUEST, "DIGEST_INVALID")
+        .await;
+    assert_error(app.get(&format!("/v2/dm/manifests/{}", digest(&m))).await, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN")
+        .await;
 }
 
 #[tokio::test]
 async fn oversize_manifest_is_413_and_not_stored() {
     let app = spawn_app().await;
     let cfg = app.push_blob("big", b"{}").await;
-    let mut m: serde_json::Value =
-        serde_json::from_slice(&image_manifest(&cfg, 2, &[], None)).unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&image_manifest(&cfg, 2, &[], None)).unwrap();
     m["annotations"] = json!({ "pad": "x".repeat(4 * 1024 * 1024) });
     let body = serde_json::to_vec(&m).unwrap();
     let r = app.put_manifest("big", "huge", OCI_MANIFEST, &body).await;
@@ -209,12 +175,7 @@ async fn oversize_manifest_is_413_and_not_stored() {
     m["annotations"] = json!({ "pad": "x".repeat(4 * 1024 * 1024 - 400) });
     let body = serde_json::to_vec(&m).unwrap();
     assert!(body.len() <= 4 << 20);
-    assert_eq!(
-        app.put_manifest("big", "almost", OCI_MANIFEST, &body)
-            .await
-            .status(),
-        StatusCode::CREATED
-    );
+    assert_eq!(app.put_manifest("big", "almost", OCI_MANIFEST, &body).await.status(), StatusCode::CREATED);
 }
 
 #[tokio::test]
@@ -252,99 +213,42 @@ async fn subject_gives_oci_subject_even_when_absent() {
     let cfg = app.push_blob("subj", b"{}").await;
     let absent = digest(b"subject not pushed yet");
     let m = image_manifest(&cfg, 2, &[], Some(&absent));
-    let r = app
-        .put_manifest("subj", &digest(&m), OCI_MANIFEST, &m)
-        .await;
+    let r = app.put_manifest("subj", &digest(&m), OCI_MANIFEST, &m).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(header(&r, "oci-subject").as_deref(), Some(absent.as_str()));
 }
 
 #[tokio::test]
 async fn delete_by_digest_removes_its_tags_and_by_tag_only_the_tag() {
-    let app = spawn_app().await;
+    let app = spawn_mutable().await;
     let (_, d) = app.push_image("del", "one").await;
     let r = app
         .http
         .put(app.url(&format!("/v2/del/manifests/{d}?tag=two")))
         .header("Content-Type", OCI_MANIFEST)
-        .body(
-            app.get(&format!("/v2/del/manifests/{d}"))
-                .await
-                .bytes()
-                .await
-                .unwrap(),
-        )
+        .body(app.get(&format!("/v2/del/manifests/{d}")).await.bytes().await.unwrap())
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(app.tags("del").await, ["one", "two"]);
-    assert_eq!(
-        app.delete("/v2/del/manifests/one").await.status(),
-        StatusCode::ACCEPTED
-    );
+    assert_eq!(app.delete("/v2/del/manifests/one").await.status(), StatusCode::ACCEPTED);
     assert_eq!(app.tags("del").await, ["two"]);
-    assert_eq!(
-        app.get(&format!("/v2/del/manifests/{d}")).await.status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        app.delete(&format!("/v2/del/manifests/{d}")).await.status(),
-        StatusCode::ACCEPTED
-    );
-    assert_error(
-        app.get(&format!("/v2/del/manifests/{d}")).await,
-        StatusCode::NOT_FOUND,
-        "MANIFEST_UNKNOWN",
-    )
-    .await;
-    assert_error(
-        app.get("/v2/del/manifests/two").await,
-        StatusCode::NOT_FOUND,
-        "MANIFEST_UNKNOWN",
-    )
-    .await;
-    assert_error(
-        app.delete(&format!("/v2/del/manifests/{d}")).await,
-        StatusCode::NOT_FOUND,
-        "MANIFEST_UNKNOWN",
-    )
-    .await;
-    assert_error(
-        app.delete("/v2/del/manifests/nope").await,
-        StatusCode::NOT_FOUND,
-        "MANIFEST_UNKNOWN",
-    )
-    .await;
+    assert_eq!(app.get(&format!("/v2/del/manifests/{d}")).await.status(), StatusCode::OK);
+    assert_eq!(app.delete(&format!("/v2/del/manifests/{d}")).await.status(), StatusCode::ACCEPTED);
+    assert_error(app.get(&format!("/v2/del/manifests/{d}")).await, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+    assert_error(app.get("/v2/del/manifests/two").await, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+    assert_error(app.delete(&format!("/v2/del/manifests/{d}")).await, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+    assert_error(app.delete("/v2/del/manifests/nope").await, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
 }
 
 #[tokio::test]
 async fn bad_references_in_the_url() {
     let app = spawn_app().await;
-    assert_error(
-        app.get("/v2/r/manifests/-x").await,
-        StatusCode::BAD_REQUEST,
-        "NAME_INVALID",
-    )
-    .await;
-    assert_error(
-        app.get("/v2/r/manifests/sha256:12").await,
-        StatusCode::BAD_REQUEST,
-        "DIGEST_INVALID",
-    )
-    .await;
-    assert_error(
-        app.get("/v2/R/manifests/latest").await,
-        StatusCode::BAD_REQUEST,
-        "NAME_INVALID",
-    )
-    .await;
-    assert_error(
-        app.get("/v2/r/manifests/latest").await,
-        StatusCode::NOT_FOUND,
-        "MANIFEST_UNKNOWN",
-    )
-    .await;
+    assert_error(app.get("/v2/r/manifests/-x").await, StatusCode::BAD_REQUEST, "NAME_INVALID").await;
+    assert_error(app.get("/v2/r/manifests/sha256:12").await, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+    assert_error(app.get("/v2/R/manifests/latest").await, StatusCode::BAD_REQUEST, "NAME_INVALID").await;
+    assert_error(app.get("/v2/r/manifests/latest").await, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
 }
 
 #[tokio::test]
@@ -353,8 +257,5 @@ async fn identical_repush_is_accepted() {
     let (m, d) = app.push_image("again", "v1").await;
     let r = app.put_manifest("again", "v1", OCI_MANIFEST, &m).await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    assert_eq!(
-        header(&r, "docker-content-digest").as_deref(),
-        Some(d.as_str())
-    );
+    assert_eq!(header(&r, "docker-content-digest").as_deref(), Some(d.as_str()));
 }

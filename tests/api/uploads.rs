@@ -16,10 +16,7 @@ async fn monolithic_post_then_put_round_trips() {
     assert!(loc.starts_with("/v2/mono/repo/blobs/uploads/"), "{loc}");
     let r = app.finish_upload(&loc, &d, &data).await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    assert_eq!(
-        header(&r, "docker-content-digest").as_deref(),
-        Some(d.as_str())
-    );
+    assert_eq!(header(&r, "docker-content-digest").as_deref(), Some(d.as_str()));
     assert_eq!(location(&r), format!("/v2/mono/repo/blobs/{d}"));
     let got = app.get(&format!("/v2/mono/repo/blobs/{d}")).await;
     assert_eq!(got.status(), StatusCode::OK);
@@ -31,24 +28,11 @@ async fn single_post_with_digest() {
     let app = spawn_app().await;
     let data = random_bytes(5000);
     let d = digest(&data);
-    let r = app
-        .http
-        .post(app.url(&format!("/v2/one/blobs/uploads/?digest={d}")))
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
+    let r =
+        app.http.post(app.url(&format!("/v2/one/blobs/uploads/?digest={d}"))).body(data.clone()).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(location(&r), format!("/v2/one/blobs/{d}"));
-    assert_eq!(
-        app.get(&format!("/v2/one/blobs/{d}"))
-            .await
-            .bytes()
-            .await
-            .unwrap()
-            .as_ref(),
-        data.as_slice()
-    );
+    assert_eq!(app.get(&format!("/v2/one/blobs/{d}")).await.bytes().await.unwrap().as_ref(), data.as_slice());
 }
 
 #[tokio::test]
@@ -56,24 +40,11 @@ async fn single_post_with_wrong_digest_stores_nothing() {
     let app = spawn_app().await;
     let data = random_bytes(5000);
     let wrong = digest(b"something else");
-    let r = app
-        .http
-        .post(app.url(&format!("/v2/one/blobs/uploads/?digest={wrong}")))
-        .body(data)
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.post(app.url(&format!("/v2/one/blobs/uploads/?digest={wrong}"))).body(data).send().await.unwrap();
     assert_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+    assert_eq!(app.head(&format!("/v2/one/blobs/{wrong}")).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(
-        app.head(&format!("/v2/one/blobs/{wrong}")).await.status(),
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        app.get("/v2/_catalog")
-            .await
-            .json::<serde_json::Value>()
-            .await
-            .unwrap()["repositories"],
+        app.get("/v2/_catalog").await.json::<serde_json::Value>().await.unwrap()["repositories"],
         serde_json::json!([])
     );
 }
@@ -98,12 +69,7 @@ async fn chunked_upload_with_status_and_final_put() {
     }
     let r = app.finish_upload(&loc, &d, &[]).await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let got = app
-        .get(&format!("/v2/chunked/blobs/{d}"))
-        .await
-        .bytes()
-        .await
-        .unwrap();
+    let got = app.get(&format!("/v2/chunked/blobs/{d}")).await.bytes().await.unwrap();
     assert_eq!(got.as_ref(), data.as_slice());
 }
 
@@ -113,26 +79,12 @@ async fn streamed_patch_without_content_range_then_put_with_last_chunk() {
     let data = random_bytes(70_000);
     let d = digest(&data);
     let loc = app.start_upload("stream").await;
-    let r = app
-        .http
-        .patch(app.url(&loc))
-        .body(data[..50_000].to_vec())
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.patch(app.url(&loc)).body(data[..50_000].to_vec()).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     assert_eq!(header(&r, "range").unwrap(), "0-49999");
     let r = app.finish_upload(&location(&r), &d, &data[50_000..]).await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    assert_eq!(
-        app.get(&format!("/v2/stream/blobs/{d}"))
-            .await
-            .bytes()
-            .await
-            .unwrap()
-            .as_ref(),
-        data.as_slice()
-    );
+    assert_eq!(app.get(&format!("/v2/stream/blobs/{d}")).await.bytes().await.unwrap().as_ref(), data.as_slice());
 }
 
 #[tokio::test]
@@ -140,10 +92,7 @@ async fn out_of_order_chunk_is_416_and_changes_nothing() {
     let app = spawn_app().await;
     let data = random_bytes(2000);
     let loc = app.start_upload("ooo").await;
-    assert_eq!(
-        app.patch_chunk(&loc, 0, &data[..1000]).await.status(),
-        StatusCode::ACCEPTED
-    );
+    assert_eq!(app.patch_chunk(&loc, 0, &data[..1000]).await.status(), StatusCode::ACCEPTED);
     for start in [0u64, 500, 1500] {
         let r = app.patch_chunk(&loc, start, &data[1000..]).await;
         assert_eq!(header(&r, "range").as_deref(), Some("0-999"));
@@ -154,48 +103,23 @@ async fn out_of_order_chunk_is_416_and_changes_nothing() {
     assert_eq!(header(&s, "range").as_deref(), Some("0-999"));
     let r = app.patch_chunk(&loc, 1000, &data[1000..]).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    assert_eq!(
-        app.finish_upload(&loc, &digest(&data), &[]).await.status(),
-        StatusCode::CREATED
-    );
+    assert_eq!(app.finish_upload(&loc, &digest(&data), &[]).await.status(), StatusCode::CREATED);
 }
 
 #[tokio::test]
 async fn content_range_that_disagrees_with_the_body_is_refused() {
     let app = spawn_app().await;
     let loc = app.start_upload("cr").await;
-    let r = app
-        .http
-        .patch(app.url(&loc))
-        .header("Content-Range", "0-99")
-        .body(vec![1u8; 50])
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.patch(app.url(&loc)).header("Content-Range", "0-99").body(vec![1u8; 50]).send().await.unwrap();
     assert_error(r, StatusCode::BAD_REQUEST, "SIZE_INVALID").await;
     // The refusal cancelled the upload, so nothing half-written can be finished.
-    assert_error(
-        app.get(&loc).await,
-        StatusCode::NOT_FOUND,
-        "BLOB_UPLOAD_UNKNOWN",
-    )
-    .await;
+    assert_error(app.get(&loc).await, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
     let loc = app.start_upload("cr").await;
     for bad in ["bytes=x", "9-3", "12"] {
-        let r = app
-            .http
-            .patch(app.url(&loc))
-            .header("Content-Range", bad)
-            .body(vec![1u8; 5])
-            .send()
-            .await
-            .unwrap();
+        let r = app.http.patch(app.url(&loc)).header("Content-Range", bad).body(vec![1u8; 5]).send().await.unwrap();
         assert_error(r, StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID").await;
     }
-    assert_eq!(
-        header(&app.get(&loc).await, "range").as_deref(),
-        Some("0-0")
-    );
+    assert_eq!(header(&app.get(&loc).await, "range").as_deref(), Some("0-0"));
 }
 
 #[tokio::test]
@@ -206,97 +130,41 @@ async fn wrong_digest_on_finish_cancels_and_stores_nothing() {
     let loc = app.start_upload("wrong").await;
     let r = app.finish_upload(&loc, &wrong, &data).await;
     let body = assert_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
-    assert!(
-        body.to_string().contains(&digest(&data)),
-        "names the actual digest: {body}"
-    );
-    assert_eq!(
-        app.head(&format!("/v2/wrong/blobs/{wrong}")).await.status(),
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        app.head(&format!("/v2/wrong/blobs/{}", digest(&data)))
-            .await
-            .status(),
-        StatusCode::NOT_FOUND
-    );
-    assert_error(
-        app.get(&loc).await,
-        StatusCode::NOT_FOUND,
-        "BLOB_UPLOAD_UNKNOWN",
-    )
-    .await;
+    assert!(body.to_string().contains(&digest(&data)), "names the actual digest: {body}");
+    assert_eq!(app.head(&format!("/v2/wrong/blobs/{wrong}")).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(app.head(&format!("/v2/wrong/blobs/{}", digest(&data))).await.status(), StatusCode::NOT_FOUND);
+    assert_error(app.get(&loc).await, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
     let id = loc.rsplit('/').next().unwrap();
-    assert!(
-        !app.dir.path().join("blobs/uploads").join(id).exists(),
-        "segments left behind"
-    );
+    assert!(!app.dir.path().join("blobs/uploads").join(id).exists(), "segments left behind");
 }
 
 #[tokio::test]
 async fn finish_without_or_with_bad_digest_param() {
     let app = spawn_app().await;
     let loc = app.start_upload("nodigest").await;
-    let r = app
-        .http
-        .put(app.url(&loc))
-        .body("abc")
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.put(app.url(&loc)).body("abc").send().await.unwrap();
     assert_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
     let r = app.finish_upload(&loc, "sha256:1234", b"abc").await;
     assert_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
-    let r = app
-        .finish_upload(&loc, &format!("sha512:{}", "a".repeat(128)), b"abc")
-        .await;
+    let r = app.finish_upload(&loc, &format!("sha512:{}", "a".repeat(128)), b"abc").await;
     assert_error(r, StatusCode::BAD_REQUEST, "UNSUPPORTED").await;
     // The session survived the refusals: it still finishes.
-    assert_eq!(
-        app.finish_upload(&loc, &digest(b"abc"), b"abc")
-            .await
-            .status(),
-        StatusCode::CREATED
-    );
+    assert_eq!(app.finish_upload(&loc, &digest(b"abc"), b"abc").await.status(), StatusCode::CREATED);
 }
 
 #[tokio::test]
 async fn unknown_upload_ids_are_404_on_every_verb() {
     let app = spawn_app().await;
     let bogus = "/v2/x/blobs/uploads/00000000-0000-0000-0000-000000000000";
-    assert_error(
-        app.get(bogus).await,
-        StatusCode::NOT_FOUND,
-        "BLOB_UPLOAD_UNKNOWN",
-    )
-    .await;
-    assert_error(
-        app.patch_chunk(bogus, 0, b"x").await,
-        StatusCode::NOT_FOUND,
-        "BLOB_UPLOAD_UNKNOWN",
-    )
-    .await;
-    assert_error(
-        app.finish_upload(bogus, &digest(b"x"), b"x").await,
-        StatusCode::NOT_FOUND,
-        "BLOB_UPLOAD_UNKNOWN",
-    )
-    .await;
-    assert_error(
-        app.delete(bogus).await,
-        StatusCode::NOT_FOUND,
-        "BLOB_UPLOAD_UNKNOWN",
-    )
-    .await;
+    assert_error(app.get(bogus).await, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+    assert_error(app.patch_chunk(bogus, 0, b"x").await, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+    assert_error(app.finish_upload(bogus, &digest(b"x"), b"x").await, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN")
+        .await;
+    assert_error(app.delete(bogus).await, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
     // An upload of one repository is not reachable through another.
     let loc = app.start_upload("owner").await;
     let other = loc.replace("/v2/owner/", "/v2/intruder/");
-    assert_error(
-        app.get(&other).await,
-        StatusCode::NOT_FOUND,
-        "BLOB_UPLOAD_UNKNOWN",
-    )
-    .await;
+    assert_error(app.get(&other).await, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
     assert_eq!(app.get(&loc).await.status(), StatusCode::NO_CONTENT);
 }
 
@@ -304,58 +172,28 @@ async fn unknown_upload_ids_are_404_on_every_verb() {
 async fn cancel_upload_removes_its_bytes() {
     let app = spawn_app().await;
     let loc = app.start_upload("cancel").await;
-    assert_eq!(
-        app.patch_chunk(&loc, 0, &random_bytes(1000)).await.status(),
-        StatusCode::ACCEPTED
-    );
+    assert_eq!(app.patch_chunk(&loc, 0, &random_bytes(1000)).await.status(), StatusCode::ACCEPTED);
     let id = loc.rsplit('/').next().unwrap().to_string();
     let dir = app.dir.path().join("blobs/uploads").join(&id);
     assert!(dir.exists() && std::fs::read_dir(&dir).unwrap().count() == 1);
     assert_eq!(app.delete(&loc).await.status(), StatusCode::NO_CONTENT);
-    assert!(
-        !dir.exists() || std::fs::read_dir(&dir).unwrap().count() == 0,
-        "segment left behind"
-    );
-    assert_error(
-        app.get(&loc).await,
-        StatusCode::NOT_FOUND,
-        "BLOB_UPLOAD_UNKNOWN",
-    )
-    .await;
+    assert!(!dir.exists() || std::fs::read_dir(&dir).unwrap().count() == 0, "segment left behind");
+    assert_error(app.get(&loc).await, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
 }
 
 #[tokio::test]
 async fn idle_uploads_expire_with_their_bytes() {
     let app = spawn_app().await;
     let loc = app.start_upload("expire").await;
-    assert_eq!(
-        app.patch_chunk(&loc, 0, &random_bytes(1000)).await.status(),
-        StatusCode::ACCEPTED
-    );
+    assert_eq!(app.patch_chunk(&loc, 0, &random_bytes(1000)).await.status(), StatusCode::ACCEPTED);
     let fresh = app.start_upload("expire").await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(
-        app.patch_chunk(&fresh, 0, b"abc").await.status(),
-        StatusCode::ACCEPTED
-    );
+    assert_eq!(app.patch_chunk(&fresh, 0, b"abc").await.status(), StatusCode::ACCEPTED);
     let id = loc.rsplit('/').next().unwrap().to_string();
-    let expired = app
-        .state
-        .registry
-        .expire_uploads(Duration::from_millis(40))
-        .await
-        .unwrap();
+    let expired = app.state.registry.expire_uploads(Duration::from_millis(40)).await.unwrap();
     assert_eq!(expired, 1, "only the idle upload expires");
-    assert_error(
-        app.get(&loc).await,
-        StatusCode::NOT_FOUND,
-        "BLOB_UPLOAD_UNKNOWN",
-    )
-    .await;
-    assert!(
-        !app.dir.path().join("blobs/uploads").join(&id).exists(),
-        "expired bytes left behind"
-    );
+    assert_error(app.get(&loc).await, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+    assert!(!app.dir.path().join("blobs/uploads").join(&id).exists(), "expired bytes left behind");
     assert_eq!(app.get(&fresh).await.status(), StatusCode::NO_CONTENT);
 }
 
@@ -376,19 +214,9 @@ async fn duplicate_upload_keeps_one_copy() {
     let d = app.push_blob("dup/a", &data).await;
     assert_eq!(app.push_blob("dup/b", &data).await, d);
     for repo in ["dup/a", "dup/b"] {
-        assert_eq!(
-            app.get(&format!("/v2/{repo}/blobs/{d}"))
-                .await
-                .bytes()
-                .await
-                .unwrap()
-                .as_ref(),
-            data.as_slice()
-        );
+        assert_eq!(app.get(&format!("/v2/{repo}/blobs/{d}")).await.bytes().await.unwrap().as_ref(), data.as_slice());
     }
-    let uploads = std::fs::read_dir(app.dir.path().join("blobs/uploads"))
-        .unwrap()
-        .count();
+    let uploads = std::fs::read_dir(app.dir.path().join("blobs/uploads")).unwrap().count();
     assert_eq!(uploads, 1, "the second copy's segments were not removed");
 }
 
@@ -397,42 +225,23 @@ async fn cross_repository_mount() {
     let app = spawn_app().await;
     let data = random_bytes(3000);
     let d = app.push_blob("src/repo", &data).await;
-    let r = app
-        .post(&format!(
-            "/v2/dst/repo/blobs/uploads/?mount={d}&from=src/repo"
-        ))
-        .await;
+    let r = app.post(&format!("/v2/dst/repo/blobs/uploads/?mount={d}&from=src/repo")).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(location(&r), format!("/v2/dst/repo/blobs/{d}"));
     assert_eq!(header(&r, "docker-content-digest").unwrap(), d);
-    assert_eq!(
-        app.get(&format!("/v2/dst/repo/blobs/{d}"))
-            .await
-            .bytes()
-            .await
-            .unwrap()
-            .as_ref(),
-        data.as_slice()
-    );
+    assert_eq!(app.get(&format!("/v2/dst/repo/blobs/{d}")).await.bytes().await.unwrap().as_ref(), data.as_slice());
 }
 
 #[tokio::test]
 async fn mount_falls_back_to_an_upload_when_the_source_lacks_the_blob() {
     let app = spawn_app().await;
     let d = app.push_blob("has", &random_bytes(100)).await;
-    let r = app
-        .post(&format!("/v2/dst/blobs/uploads/?mount={d}&from=lacks"))
-        .await;
+    let r = app.post(&format!("/v2/dst/blobs/uploads/?mount={d}&from=lacks")).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     assert!(location(&r).starts_with("/v2/dst/blobs/uploads/"));
-    assert_eq!(
-        app.head(&format!("/v2/dst/blobs/{d}")).await.status(),
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(app.head(&format!("/v2/dst/blobs/{d}")).await.status(), StatusCode::NOT_FOUND);
     let unknown = digest(b"never pushed");
-    let r = app
-        .post(&format!("/v2/dst/blobs/uploads/?mount={unknown}"))
-        .await;
+    let r = app.post(&format!("/v2/dst/blobs/uploads/?mount={unknown}")).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
 }
 
@@ -441,34 +250,19 @@ async fn automatic_mount_without_from() {
     let app = spawn_app().await;
     let data = random_bytes(3000);
     let d = app.push_blob("auto/src", &data).await;
-    let r = app
-        .post(&format!("/v2/auto/dst/blobs/uploads/?mount={d}"))
-        .await;
+    let r = app.post(&format!("/v2/auto/dst/blobs/uploads/?mount={d}")).await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    assert_eq!(
-        app.get(&format!("/v2/auto/dst/blobs/{d}"))
-            .await
-            .bytes()
-            .await
-            .unwrap()
-            .as_ref(),
-        data.as_slice()
-    );
+    assert_eq!(app.get(&format!("/v2/auto/dst/blobs/{d}")).await.bytes().await.unwrap().as_ref(), data.as_slice());
 }
 
 #[tokio::test]
 async fn mount_with_bad_parameters() {
     let app = spawn_app().await;
-    assert_error(
-        app.post("/v2/m/blobs/uploads/?mount=sha256:zz").await,
-        StatusCode::BAD_REQUEST,
-        "DIGEST_INVALID",
-    )
-    .await;
+    assert_error(app.post("/v2/m/blobs/uploads/?mount=sha256:zz").await, StatusCode::BAD_REQUEST, "DIGEST_INVALID")
+        .await;
     let d = digest(b"x");
     assert_error(
-        app.post(&format!("/v2/m/blobs/uploads/?mount={d}&from=Bad..Name"))
-            .await,
+        app.post(&format!("/v2/m/blobs/uploads/?mount={d}&from=Bad..Name")).await,
         StatusCode::BAD_REQUEST,
         "NAME_INVALID",
     )
@@ -483,10 +277,5 @@ async fn invalid_repository_names_are_refused() {
         assert_error(r, StatusCode::BAD_REQUEST, "NAME_INVALID").await;
     }
     let long = vec!["a"; 130].join("/");
-    assert_error(
-        app.post(&format!("/v2/{long}/blobs/uploads/")).await,
-        StatusCode::BAD_REQUEST,
-        "NAME_INVALID",
-    )
-    .await;
+    assert_error(app.post(&format!("/v2/{long}/blobs/uploads/")).await, StatusCode::BAD_REQUEST, "NAME_INVALID").await;
 }

@@ -53,17 +53,9 @@ level = "info,cairn=debug"
 /// Asserts exit code 2 and that stderr names every needle.
 fn assert_problems(out: &Output, needles: &[&str]) {
     let err = text(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "stdout: {}\nstderr: {err}",
-        text(&out.stdout)
-    );
+    assert_eq!(out.status.code(), Some(2), "stdout: {}\nstderr: {err}", text(&out.stdout));
     let missing: Vec<&&str> = needles.iter().filter(|n| !err.contains(**n)).collect();
-    assert!(
-        missing.is_empty(),
-        "stderr does not name {missing:?}; it was:\n{err}"
-    );
+    assert!(missing.is_empty(), "stderr does not name {missing:?}; it was:\n{err}");
 }
 
 #[test]
@@ -88,16 +80,7 @@ level = "[[nope"
 "#,
     );
     let out = run(&["check-config", "--config", &f], &[], dir.path());
-    assert_problems(
-        &out,
-        &[
-            "server.colour",
-            "uploads.expire_sooner",
-            "server.listen",
-            "storage.kind",
-            "log.level",
-        ],
-    );
+    assert_problems(&out, &["server.colour", "uploads.expire_sooner", "server.listen", "storage.kind", "log.level"]);
 }
 
 #[test]
@@ -123,13 +106,7 @@ level = "[[nope"
     let out = run(&["check-config", "--config", &f], &[], dir.path());
     assert_problems(
         &out,
-        &[
-            "server.colour",
-            "uploads.expire_sooner",
-            "server.listen",
-            "uploads.expire_after",
-            "log.level",
-        ],
+        &["server.colour", "uploads.expire_sooner", "server.listen", "uploads.expire_after", "log.level"],
     );
 }
 
@@ -139,30 +116,18 @@ fn check_config_accepts_a_valid_file() {
     let f = write(dir.path(), "ok.toml", VALID);
     let out = run(&["check-config", "--config", &f], &[], dir.path());
     let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout: {stdout}\nstderr: {}",
-        text(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "stdout: {stdout}\nstderr: {}", text(&out.stderr));
     assert!(stdout.contains("configuration is valid"), "{stdout}");
     assert!(stdout.contains("127.0.0.1:5123"), "{stdout}");
     assert!(stdout.contains("/var/lib/cairn-test"), "{stdout}");
-    assert!(
-        stdout.contains("sqlite:///var/lib/cairn-test/meta.db"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("sqlite:///var/lib/cairn-test/meta.db"), "{stdout}");
 }
 
 #[test]
 fn env_overrides_take_effect() {
     let dir = tempfile::tempdir().unwrap();
     let f = write(dir.path(), "ok.toml", VALID);
-    let out = run(
-        &["check-config", "--config", &f],
-        &[("CAIRN_SERVER__LISTEN", "127.0.0.1:7001")],
-        dir.path(),
-    );
+    let out = run(&["check-config", "--config", &f], &[("CAIRN_SERVER__LISTEN", "127.0.0.1:7001")], dir.path());
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(stdout.contains("listen:   127.0.0.1:7001"), "{stdout}");
@@ -170,11 +135,7 @@ fn env_overrides_take_effect() {
     // Aliases, and CAIRN_CONFIG instead of --config.
     let out = run(
         &["check-config"],
-        &[
-            ("CAIRN_CONFIG", &f),
-            ("CAIRN_LISTEN", "127.0.0.1:7002"),
-            ("CAIRN_DATA_DIR", "/srv/other"),
-        ],
+        &[("CAIRN_CONFIG", &f), ("CAIRN_LISTEN", "127.0.0.1:7002"), ("CAIRN_DATA_DIR", "/srv/other")],
         dir.path(),
     );
     let stdout = text(&out.stdout);
@@ -183,43 +144,24 @@ fn env_overrides_take_effect() {
     assert!(stdout.contains("data dir: /srv/other"), "{stdout}");
 
     // An override that is itself invalid is reported under its key.
-    let out = run(
-        &["check-config", "--config", &f],
-        &[("CAIRN_SERVER__LISTEN", "nowhere")],
-        dir.path(),
-    );
+    let out = run(&["check-config", "--config", &f], &[("CAIRN_SERVER__LISTEN", "nowhere")], dir.path());
     assert_problems(&out, &["server.listen", "nowhere"]);
 }
 
 #[test]
 fn unknown_environment_variables_are_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(
-        &["check-config"],
-        &[("CAIRN_FOO", "1"), ("CAIRN_BOGUS__KEY", "x")],
-        dir.path(),
-    );
+    let out = run(&["check-config"], &[("CAIRN_FOO", "1"), ("CAIRN_BOGUS__KEY", "x")], dir.path());
     assert_problems(&out, &["CAIRN_FOO", "bogus"]);
 }
 
 #[test]
 fn serve_with_a_bad_config_exits_without_listening() {
     let dir = tempfile::tempdir().unwrap();
-    let f = write(
-        dir.path(),
-        "bad.toml",
-        "[server]\ncolour = \"blue\"\n[log]\nlevel = \"[[nope\"\n",
-    );
+    let f = write(dir.path(), "bad.toml", "[server]\ncolour = \"blue\"\n[log]\nlevel = \"[[nope\"\n");
     let data = dir.path().join("data");
     let mut child = cairn()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            &f,
-            "--data-dir",
-        ])
+        .args(["serve", "--listen", "127.0.0.1:0", "--config", &f, "--data-dir"])
         .arg(&data)
         .current_dir(dir.path())
         .stdout(std::process::Stdio::piped())
@@ -237,16 +179,9 @@ fn serve_with_a_bad_config_exits_without_listening() {
     }
     let out = child.wait_with_output().unwrap();
     assert_ne!(out.status.code(), Some(0));
-    assert!(
-        !text(&out.stdout).contains("listening"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert!(!text(&out.stdout).contains("listening"), "{}", text(&out.stdout));
     assert_problems(&out, &["server.colour", "log.level"]);
-    assert!(
-        !data.exists(),
-        "serve created the data directory before rejecting its config"
-    );
+    assert!(!data.exists(), "serve created the data directory before rejecting its config");
 }
 
 #[test]
@@ -285,8 +220,5 @@ async fn serve_takes_its_data_dir_from_the_environment() {
     let http = client();
     let digest = push_blob(&http, &srv, "env/app", b"hello").await;
     assert_blob(&http, &srv, "env/app", &digest, b"hello").await;
-    assert!(
-        data.join("cairn.db").exists(),
-        "--data-dir did not win over CAIRN_DATA_DIR"
-    );
+    assert!(data.join("cairn.db").exists(), "--data-dir did not win over CAIRN_DATA_DIR");
 }

@@ -31,17 +31,9 @@ impl Committed {
         d
     }
 
-    async fn manifest(
-        &mut self,
-        http: &Client,
-        srv: &Server,
-        repo: &str,
-        reference: &str,
-        body: Vec<u8>,
-    ) -> String {
+    async fn manifest(&mut self, http: &Client, srv: &Server, repo: &str, reference: &str, body: Vec<u8>) -> String {
         let d = put_manifest(http, srv, repo, reference, &body).await;
-        self.manifests
-            .push((repo.into(), reference.into(), body.clone()));
+        self.manifests.push((repo.into(), reference.into(), body.clone()));
         self.manifests.push((repo.into(), d.clone(), body));
         d
     }
@@ -49,11 +41,7 @@ impl Committed {
     /// Every committed blob and manifest reads back byte-identical.
     async fn verify(&self, http: &Client, srv: &Server) {
         for (repo, d, bytes) in &self.blobs {
-            let r = http
-                .head(srv.url(&format!("/v2/{repo}/blobs/{d}")))
-                .send()
-                .await
-                .unwrap();
+            let r = http.head(srv.url(&format!("/v2/{repo}/blobs/{d}"))).send().await.unwrap();
             assert_eq!(r.status(), StatusCode::OK, "HEAD {repo}@{d}");
             assert_eq!(header(&r, "content-length"), bytes.len().to_string());
             assert_blob(http, srv, repo, d, bytes).await;
@@ -64,8 +52,7 @@ impl Committed {
     }
 }
 
-const CONFIG: &[u8] =
-    br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+const CONFIG: &[u8] = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
 
 /// The state before any kill: two repositories, layers pushed monolithic and chunked,
 /// manifests by tag and by digest.
@@ -118,22 +105,13 @@ async fn kill_mid_body(http: &Client, srv: &mut Server, round: usize, partial: u
     let tail = 100_000;
     let uploads = srv.data_dir.join("blobs").join("uploads");
     // Staging files left by an earlier kill are not this round's.
-    let old: Vec<_> = staging_files(&uploads)
-        .into_iter()
-        .map(|(p, _)| p)
-        .collect();
-    let staged_now = || {
-        staging_files(&uploads)
-            .into_iter()
-            .filter(|(p, _)| !old.contains(p))
-            .collect::<Vec<_>>()
-    };
+    let old: Vec<_> = staging_files(&uploads).into_iter().map(|(p, _)| p).collect();
+    let staged_now = || staging_files(&uploads).into_iter().filter(|(p, _)| !old.contains(p)).collect::<Vec<_>>();
 
     let a_loc = start_upload(http, srv, APP).await;
     let a_data = random_bytes(partial + tail);
     let a = Stalled::start(
-        http.patch(srv.url(&a_loc))
-            .header("content-type", "application/octet-stream"),
+        http.patch(srv.url(&a_loc)).header("content-type", "application/octet-stream"),
         &a_data[..partial],
     );
 
@@ -142,8 +120,7 @@ async fn kill_mid_body(http: &Client, srv: &mut Server, round: usize, partial: u
     let b_loc = start_upload(http, srv, APP).await;
     let b_loc = patch_chunk(http, srv, &b_loc, 0, &b_data[..b_done]).await;
     let b = Stalled::start(
-        http.patch(srv.url(&b_loc))
-            .headers(chunk_headers(b_done as u64, (b_data.len() - b_done) as u64)),
+        http.patch(srv.url(&b_loc)).headers(chunk_headers(b_done as u64, (b_data.len() - b_done) as u64)),
         &b_data[b_done..b_done + partial],
     );
 
@@ -161,22 +138,16 @@ async fn kill_mid_body(http: &Client, srv: &mut Server, round: usize, partial: u
     let d_loc = start_upload(http, srv, APP).await;
     let d_loc = patch_chunk(http, srv, &d_loc, 0, &d_data[..d_done]).await;
     let d = Stalled::start(
-        http.put(srv.url(&with_digest(&d_loc, &sha256(&d_data))))
-            .header("content-type", "application/octet-stream"),
+        http.put(srv.url(&with_digest(&d_loc, &sha256(&d_data)))).header("content-type", "application/octet-stream"),
         &d_data[d_done..d_done + partial],
     );
 
     // Wait until the server is streaming every body into storage.
-    let known: Vec<String> = [&a_loc, &b_loc, &d_loc]
-        .iter()
-        .map(|l| upload_id(l))
-        .collect();
+    let known: Vec<String> = [&a_loc, &b_loc, &d_loc].iter().map(|l| upload_id(l)).collect();
     let writing = || {
         let staged = staged_now();
         let in_dir = |id: &str| staged.iter().any(|(p, _)| p.starts_with(uploads.join(id)));
-        let others = staged
-            .iter()
-            .any(|(p, _)| !known.iter().any(|id| p.starts_with(uploads.join(id))));
+        let others = staged.iter().any(|(p, _)| !known.iter().any(|id| p.starts_with(uploads.join(id))));
         known.iter().all(|id| in_dir(id)) && others
     };
     assert!(
@@ -194,35 +165,14 @@ async fn kill_mid_body(http: &Client, srv: &mut Server, round: usize, partial: u
     for s in [a, b, c, d] {
         s.expect_failure(Duration::from_secs(10)).await;
     }
-    InFlight {
-        a_loc,
-        a_data,
-        b_loc,
-        b_data,
-        b_done,
-        c_repo,
-        c_digest,
-        d_loc,
-        d_data,
-        d_done,
-    }
+    InFlight { a_loc, a_data, b_loc, b_data, b_done, c_repo, c_digest, d_loc, d_data, d_done }
 }
 
 /// After the restart: nothing in flight is visible, sessions show their recorded offsets
 /// and can be finished; the finished blobs join the committed set.
-async fn check_and_resume(
-    http: &Client,
-    srv: &Server,
-    f: InFlight,
-    round: usize,
-    c: &mut Committed,
-) {
+async fn check_and_resume(http: &Client, srv: &Server, f: InFlight, round: usize, c: &mut Committed) {
     assert_no_blob(http, srv, &f.c_repo, &f.c_digest).await;
-    let r = http
-        .get(srv.url(&format!("/v2/{}/tags/list", f.c_repo)))
-        .send()
-        .await
-        .unwrap();
+    let r = http.get(srv.url(&format!("/v2/{}/tags/list", f.c_repo))).send().await.unwrap();
     assert_error(r, StatusCode::NOT_FOUND, "NAME_UNKNOWN").await;
     let d_digest = sha256(&f.d_data);
     assert_no_blob(http, srv, APP, &d_digest).await;
@@ -231,14 +181,8 @@ async fn check_and_resume(
     }
 
     assert_eq!(upload_range(http, srv, &f.a_loc).await, "0-0");
-    assert_eq!(
-        upload_range(http, srv, &f.b_loc).await,
-        format!("0-{}", f.b_done - 1)
-    );
-    assert_eq!(
-        upload_range(http, srv, &f.d_loc).await,
-        format!("0-{}", f.d_done - 1)
-    );
+    assert_eq!(upload_range(http, srv, &f.b_loc).await, format!("0-{}", f.b_done - 1));
+    assert_eq!(upload_range(http, srv, &f.d_loc).await, format!("0-{}", f.d_done - 1));
 
     // Resume each from its recorded offset.
     let a = sha256(&f.a_data);
@@ -252,11 +196,7 @@ async fn check_and_resume(
     let cfg = sha256(CONFIG);
     let m = image_manifest(
         (&cfg, CONFIG.len()),
-        &[
-            (&a, f.a_data.len()),
-            (&b, f.b_data.len()),
-            (&d_digest, f.d_data.len()),
-        ],
+        &[(&a, f.a_data.len()), (&b, f.b_data.len()), (&d_digest, f.d_data.len())],
     );
     c.blobs.push((APP.into(), a, f.a_data));
     c.blobs.push((APP.into(), b, f.b_data));
@@ -291,11 +231,7 @@ async fn sigkill_mid_push_loses_only_uploads_in_flight() {
             tags_before,
             "round {round}: tags changed across the kill"
         );
-        assert_eq!(
-            catalog(&http, &srv).await,
-            catalog_before,
-            "round {round}: the catalog changed across the kill"
-        );
+        assert_eq!(catalog(&http, &srv).await, catalog_before, "round {round}: the catalog changed across the kill");
         check_and_resume(&http, &srv, in_flight, round, &mut committed).await;
         committed.verify(&http, &srv).await;
     }

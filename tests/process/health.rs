@@ -20,8 +20,5 @@ async fn healthz_and_readyz_answer_200() {
 
     let r = http.get(srv.url("/v2/")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(
-        header(&r, "docker-distribution-api-version"),
-        "registry/2.0"
-    );
+    assert_eq!(header(&r, "docker-distribution-api-version"), "registry/2.0");
 }

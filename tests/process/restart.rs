@@ -32,24 +32,12 @@ async fn chunked_upload_survives_sigkill_and_restart() {
     );
 
     // A chunk that does not start at the recorded offset is refused and changes nothing.
-    let r = http
-        .patch(srv2.url(&loc))
-        .headers(chunk_headers(0, 10))
-        .body(blob[..10].to_vec())
-        .send()
-        .await
-        .unwrap();
+    let r = http.patch(srv2.url(&loc)).headers(chunk_headers(0, 10)).body(blob[..10].to_vec()).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
-    assert_eq!(
-        upload_range(&http, &srv2, &loc).await,
-        format!("0-{}", split - 1)
-    );
+    assert_eq!(upload_range(&http, &srv2, &loc).await, format!("0-{}", split - 1));
 
     let loc = patch_chunk(&http, &srv2, &loc, split as u64, &blob[split..]).await;
-    assert_eq!(
-        upload_range(&http, &srv2, &loc).await,
-        format!("0-{}", blob.len() - 1)
-    );
+    assert_eq!(upload_range(&http, &srv2, &loc).await, format!("0-{}", blob.len() - 1));
     finish_upload(&http, &srv2, repo, &loc, &digest, &[]).await;
     assert_blob(&http, &srv2, repo, &digest, &blob).await;
 

@@ -27,8 +27,7 @@ async fn sigterm_lets_a_running_upload_finish_then_exits_0() {
     let loc = start_upload(&http, &srv, repo).await;
     let id = upload_id(&loc);
     let mut put = Stalled::start(
-        http.put(srv.url(&with_digest(&loc, &digest)))
-            .header("content-type", "application/octet-stream"),
+        http.put(srv.url(&with_digest(&loc, &digest))).header("content-type", "application/octet-stream"),
         pieces[0],
     );
     put.send(pieces[1]);
@@ -57,10 +56,7 @@ async fn sigterm_lets_a_running_upload_finish_then_exits_0() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         put.send(p);
     }
-    let r = put
-        .finish(Duration::from_secs(20))
-        .await
-        .expect("the running upload failed during graceful shutdown");
+    let r = put.finish(Duration::from_secs(20)).await.expect("the running upload failed during graceful shutdown");
     assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.headers());
     assert_eq!(header(&r, "docker-content-digest"), digest);
     assert_eq!(header(&r, "location"), format!("/v2/{repo}/blobs/{digest}"));
@@ -69,12 +65,7 @@ async fn sigterm_lets_a_running_upload_finish_then_exits_0() {
         .wait_exit(Duration::from_secs(10))
         .await
         .unwrap_or_else(|| panic!("still running 10 s after the last request finished"));
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "exit status {status:?}\n{}",
-        srv.stderr()
-    );
+    assert_eq!(status.code(), Some(0), "exit status {status:?}\n{}", srv.stderr());
     assert!(
         sent_at.elapsed() < Duration::from_secs(20),
         "shutdown waited for the grace period instead of the running request"
@@ -93,9 +84,7 @@ async fn sigterm_on_an_idle_server_exits_0_promptly() {
     let r = http.get(srv.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     srv.terminate();
-    let status = srv
-        .wait_exit(Duration::from_secs(10))
-        .await
-        .expect("an idle server did not exit within 10 s of SIGTERM");
+    let status =
+        srv.wait_exit(Duration::from_secs(10)).await.expect("an idle server did not exit within 10 s of SIGTERM");
     assert_eq!(status.code(), Some(0), "{}", srv.stderr());
 }

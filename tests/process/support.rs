@@ -69,32 +69,19 @@ impl Server {
     }
 
     /// Same, with a config file and extra environment variables.
-    pub async fn start_with(
-        data_dir: &Path,
-        config: Option<&Path>,
-        env: &[(&str, &str)],
-    ) -> Server {
+    pub async fn start_with(data_dir: &Path, config: Option<&Path>, env: &[(&str, &str)]) -> Server {
         let n = LAUNCHES.fetch_add(1, Ordering::Relaxed);
-        let log = data_dir
-            .parent()
-            .unwrap_or(data_dir)
-            .join(format!("cairn-{}-{n}.log", std::process::id()));
+        let log = data_dir.parent().unwrap_or(data_dir).join(format!("cairn-{}-{n}.log", std::process::id()));
         let log_file = std::fs::File::create(&log).expect("create server log");
         let mut cmd = cairn();
-        cmd.arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir);
+        cmd.arg("serve").args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir);
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file))
-            .spawn()
-            .expect("spawn cairn serve");
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::from(log_file)).spawn().expect("spawn cairn serve");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel::<Option<String>>();
         // Reads the address line, then keeps draining stdout so the server never gets EPIPE.
@@ -141,21 +128,12 @@ impl Server {
             }
         };
         let addr: SocketAddr = addr.parse().expect("address line");
-        Server {
-            child,
-            base: format!("http://{addr}"),
-            addr,
-            data_dir: data_dir.to_path_buf(),
-            log,
-        }
+        Server { child, base: format!("http://{addr}"), addr, data_dir: data_dir.to_path_buf(), log }
     }
 
     /// An absolute URL for a path such as `/v2/` or a `Location` header.
     pub fn url(&self, path: &str) -> String {
-        assert!(
-            path.starts_with('/'),
-            "expected a relative Location, got {path}"
-        );
+        assert!(path.starts_with('/'), "expected a relative Location, got {path}");
         format!("{}{path}", self.base)
     }
 
@@ -172,11 +150,7 @@ impl Server {
 
     /// SIGTERM (graceful shutdown); does not wait.
     pub fn terminate(&self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .expect("run kill")
-            .success();
+        let ok = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("run kill").success();
         assert!(ok, "kill -TERM {} failed", self.pid());
     }
 
@@ -241,11 +215,7 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
 
 /// A header as a string ("" when absent).
 pub fn header(r: &Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
+    r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
 }
 
 /// Appends `?digest=` (or `&digest=`) to a Location.
@@ -259,51 +229,28 @@ pub async fn assert_error(resp: Response, status: StatusCode, code: &str) {
     let got = resp.status();
     let body = resp.text().await.unwrap_or_default();
     assert_eq!(got, status, "body: {body}");
-    let v: Value = serde_json::from_str(&body)
-        .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {body:?}"));
-    let codes: Vec<&str> = v["errors"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|e| e["code"].as_str()).collect())
-        .unwrap_or_default();
+    let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("error body is not JSON ({e}): {body:?}"));
+    let codes: Vec<&str> =
+        v["errors"].as_array().map(|a| a.iter().filter_map(|e| e["code"].as_str()).collect()).unwrap_or_default();
     assert!(codes.contains(&code), "expected {code} in {body}");
 }
 
 /// POST an upload session; returns its relative Location.
 pub async fn start_upload(http: &Client, srv: &Server, repo: &str) -> String {
-    let r = http
-        .post(srv.url(&format!("/v2/{repo}/blobs/uploads/")))
-        .send()
-        .await
-        .unwrap();
+    let r = http.post(srv.url(&format!("/v2/{repo}/blobs/uploads/"))).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED, "POST upload");
     let loc = header(&r, "location");
-    assert!(
-        loc.starts_with(&format!("/v2/{repo}/blobs/uploads/")),
-        "{loc}"
-    );
+    assert!(loc.starts_with(&format!("/v2/{repo}/blobs/uploads/")), "{loc}");
     loc
 }
 
 /// The upload id at the end of a Location.
 pub fn upload_id(location: &str) -> String {
-    location
-        .split('?')
-        .next()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string()
+    location.split('?').next().unwrap().rsplit('/').next().unwrap().to_string()
 }
 
 /// PATCH one chunk with `Content-Range` starting at `start`; returns the next Location.
-pub async fn patch_chunk(
-    http: &Client,
-    srv: &Server,
-    location: &str,
-    start: u64,
-    chunk: &[u8],
-) -> String {
+pub async fn patch_chunk(http: &Client, srv: &Server, location: &str, start: u64, chunk: &[u8]) -> String {
     let end = start + chunk.len() as u64 - 1;
     let r = http
         .patch(srv.url(location))
@@ -321,23 +268,12 @@ pub async fn patch_chunk(
 /// `GET` upload status: asserts 204 and returns the `Range` header.
 pub async fn upload_range(http: &Client, srv: &Server, location: &str) -> String {
     let r = http.get(srv.url(location)).send().await.unwrap();
-    assert_eq!(
-        r.status(),
-        StatusCode::NO_CONTENT,
-        "upload status {location}"
-    );
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "upload status {location}");
     header(&r, "range")
 }
 
 /// PUT `?digest=` with an optional last chunk; asserts 201 and the blob's Location.
-pub async fn finish_upload(
-    http: &Client,
-    srv: &Server,
-    repo: &str,
-    location: &str,
-    digest: &str,
-    last: &[u8],
-) {
+pub async fn finish_upload(http: &Client, srv: &Server, repo: &str, location: &str, digest: &str, last: &[u8]) {
     let r = http
         .put(srv.url(&with_digest(location, digest)))
         .header("content-type", "application/octet-stream")
@@ -362,13 +298,7 @@ pub async fn push_blob(http: &Client, srv: &Server, repo: &str, bytes: &[u8]) ->
 }
 
 /// Pushes a blob in PATCH chunks of `chunk` bytes and an empty PUT; returns its digest.
-pub async fn push_blob_chunked(
-    http: &Client,
-    srv: &Server,
-    repo: &str,
-    bytes: &[u8],
-    chunk: usize,
-) -> String {
+pub async fn push_blob_chunked(http: &Client, srv: &Server, repo: &str, bytes: &[u8], chunk: usize) -> String {
     let d = sha256(bytes);
     let mut loc = start_upload(http, srv, repo).await;
     let mut start = 0;
@@ -382,11 +312,7 @@ pub async fn push_blob_chunked(
 
 /// GETs a blob, asserting 200 and the exact bytes.
 pub async fn assert_blob(http: &Client, srv: &Server, repo: &str, digest: &str, want: &[u8]) {
-    let r = http
-        .get(srv.url(&format!("/v2/{repo}/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
+    let r = http.get(srv.url(&format!("/v2/{repo}/blobs/{digest}"))).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK, "GET blob {repo}@{digest}");
     assert_eq!(header(&r, "docker-content-digest"), digest);
     let body = r.bytes().await.unwrap();
@@ -406,10 +332,8 @@ pub async fn assert_no_blob(http: &Client, srv: &Server, repo: &str, digest: &st
 
 /// An OCI image manifest over a config and layers (digest, bytes).
 pub fn image_manifest(config: (&str, usize), layers: &[(&str, usize)]) -> Vec<u8> {
-    let layers: Vec<Value> = layers
-        .iter()
-        .map(|(d, n)| json!({"mediaType": OCI_LAYER, "digest": d, "size": n}))
-        .collect();
+    let layers: Vec<Value> =
+        layers.iter().map(|(d, n)| json!({"mediaType": OCI_LAYER, "digest": d, "size": n})).collect();
     serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -420,13 +344,7 @@ pub fn image_manifest(config: (&str, usize), layers: &[(&str, usize)]) -> Vec<u8
 }
 
 /// PUTs a manifest under `reference` (tag or digest); asserts 201 and returns its digest.
-pub async fn put_manifest(
-    http: &Client,
-    srv: &Server,
-    repo: &str,
-    reference: &str,
-    body: &[u8],
-) -> String {
+pub async fn put_manifest(http: &Client, srv: &Server, repo: &str, reference: &str, body: &[u8]) -> String {
     let r = http
         .put(srv.url(&format!("/v2/{repo}/manifests/{reference}")))
         .header("content-type", OCI_MANIFEST)
@@ -442,39 +360,22 @@ pub async fn put_manifest(
 }
 
 /// GETs a manifest by tag or digest, asserting 200 and the exact bytes.
-pub async fn assert_manifest(
-    http: &Client,
-    srv: &Server,
-    repo: &str,
-    reference: &str,
-    want: &[u8],
-) {
+pub async fn assert_manifest(http: &Client, srv: &Server, repo: &str, reference: &str, want: &[u8]) {
     let r = http
         .get(srv.url(&format!("/v2/{repo}/manifests/{reference}")))
         .header("accept", OCI_MANIFEST)
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        r.status(),
-        StatusCode::OK,
-        "GET manifest {repo}:{reference}"
-    );
+    assert_eq!(r.status(), StatusCode::OK, "GET manifest {repo}:{reference}");
     assert_eq!(header(&r, "docker-content-digest"), sha256(want));
     let body = r.bytes().await.unwrap();
-    assert!(
-        body[..] == want[..],
-        "manifest {repo}:{reference} bytes differ"
-    );
+    assert!(body[..] == want[..], "manifest {repo}:{reference} bytes differ");
 }
 
 /// The JSON of `tags/list`.
 pub async fn tags(http: &Client, srv: &Server, repo: &str) -> Value {
-    let r = http
-        .get(srv.url(&format!("/v2/{repo}/tags/list")))
-        .send()
-        .await
-        .unwrap();
+    let r = http.get(srv.url(&format!("/v2/{repo}/tags/list"))).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK, "tags/list {repo}");
     r.json().await.unwrap()
 }
@@ -490,10 +391,7 @@ impl Stalled {
     /// Starts `req` with a streaming body and sends `first` as its first bytes.
     pub fn start(req: reqwest::RequestBuilder, first: &[u8]) -> Stalled {
         let (tx, rx) = mpsc::unbounded::<Result<Bytes, std::io::Error>>();
-        let mut s = Stalled {
-            tx: Some(tx),
-            task: tokio::spawn(req.body(reqwest::Body::wrap_stream(rx)).send()),
-        };
+        let mut s = Stalled { tx: Some(tx), task: tokio::spawn(req.body(reqwest::Body::wrap_stream(rx)).send()) };
         if !first.is_empty() {
             s.send(first);
         }
@@ -503,11 +401,7 @@ impl Stalled {
     /// Sends more body bytes.
     pub fn send(&mut self, bytes: &[u8]) {
         // The receiver is gone once the request failed; the caller checks the outcome.
-        let _ = self
-            .tx
-            .as_ref()
-            .expect("body already finished")
-            .unbounded_send(Ok(Bytes::copy_from_slice(bytes)));
+        let _ = self.tx.as_ref().expect("body already finished").unbounded_send(Ok(Bytes::copy_from_slice(bytes)));
     }
 
     /// Ends the body and waits for the response.
@@ -526,11 +420,7 @@ impl Stalled {
             .expect("request neither failed nor finished after the kill")
             .expect("request task panicked");
         if let Ok(r) = out {
-            panic!(
-                "an upload meant to be in flight got a response: {} {:?}",
-                r.status(),
-                r.headers()
-            );
+            panic!("an upload meant to be in flight got a response: {} {:?}", r.status(), r.headers());
         }
     }
 }
@@ -560,11 +450,7 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 pub fn staging_files(dir: &Path) -> Vec<(PathBuf, u64)> {
     files_under(dir)
         .into_iter()
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.contains('#'))
-        })
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains('#')))
         .map(|p| {
             let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
             (p, len)
@@ -589,13 +475,7 @@ pub async fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bo
 /// Headers for a chunk PATCH.
 pub fn chunk_headers(start: u64, len: u64) -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert(
-        "content-type",
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    h.insert(
-        "content-range",
-        HeaderValue::from_str(&format!("{start}-{}", start + len - 1)).unwrap(),
-    );
+    h.insert("content-type", HeaderValue::from_static("application/octet-stream"));
+    h.insert("content-range", HeaderValue::from_str(&format!("{start}-{}", start + len - 1)).unwrap());
     h
 }

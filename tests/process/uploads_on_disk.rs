@@ -12,21 +12,14 @@ use reqwest::StatusCode;
 use crate::support::*;
 
 fn file_bytes(dir: &std::path::Path) -> u64 {
-    files_under(dir)
-        .iter()
-        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-        .sum()
+    files_under(dir).iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum()
 }
 
 #[tokio::test]
 async fn cancelled_upload_removes_its_segment_files() {
     let (root, data) = workdir();
     let cfg = root.path().join("cairn.toml");
-    std::fs::write(
-        &cfg,
-        "[uploads]\nexpire_after = \"1m\"\nsweep_interval = \"1s\"\n",
-    )
-    .unwrap();
+    std::fs::write(&cfg, "[uploads]\nexpire_after = \"1m\"\nsweep_interval = \"1s\"\n").unwrap();
     let srv = Server::start_with(&data, Some(&cfg), &[]).await;
     let http = client();
     let repo = "disk/app";
@@ -48,20 +41,10 @@ async fn cancelled_upload_removes_its_segment_files() {
 
     let r = http.delete(srv.url(&loc)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(
-        files_under(&dir),
-        Vec::<std::path::PathBuf>::new(),
-        "cancelled upload left bytes on disk"
-    );
+    assert_eq!(files_under(&dir), Vec::<std::path::PathBuf>::new(), "cancelled upload left bytes on disk");
     let r = http.get(srv.url(&loc)).send().await.unwrap();
     assert_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
-    let r = http
-        .patch(srv.url(&loc))
-        .headers(chunk_headers(120_000, 10))
-        .body(vec![0u8; 10])
-        .send()
-        .await
-        .unwrap();
+    let r = http.patch(srv.url(&loc)).headers(chunk_headers(120_000, 10)).body(vec![0u8; 10]).send().await.unwrap();
     assert_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
     let r = http.delete(srv.url(&loc)).send().await.unwrap();
     assert_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
@@ -99,11 +82,8 @@ async fn cancelling_after_a_crash_removes_the_cut_off_bytes() {
     let loc = start_upload(&http, &srv, "disk/crash").await;
     let id = upload_id(&loc);
     let loc = patch_chunk(&http, &srv, &loc, 0, &bytes[..100_000]).await;
-    let stalled = Stalled::start(
-        http.patch(srv.url(&loc))
-            .headers(chunk_headers(100_000, 100_000)),
-        &bytes[100_000..150_000],
-    );
+    let stalled =
+        Stalled::start(http.patch(srv.url(&loc)).headers(chunk_headers(100_000, 100_000)), &bytes[100_000..150_000]);
     let dir = srv.upload_dir(&id);
     assert!(
         wait_until(Duration::from_secs(10), || !staging_files(&dir).is_empty()).await,

@@ -26,13 +26,7 @@ fn docker() -> Command {
 /// Panics, naming `.ci/setup`, unless the docker client is installed and dockerd answers.
 fn require_dockerd() {
     require_tool("docker");
-    let out = try_run(
-        docker()
-            .arg("info")
-            .arg("--format")
-            .arg("{{.ServerVersion}}"),
-        Duration::from_secs(30),
-    );
+    let out = try_run(docker().arg("info").arg("--format").arg("{{.ServerVersion}}"), Duration::from_secs(30));
     assert!(
         out.success() && !out.stdout.trim().is_empty(),
         "dockerd does not answer `docker info`: run `bash .ci/setup` as root (it starts dockerd \
@@ -71,10 +65,7 @@ fn inspect(reference: &str) -> (String, Vec<String>) {
 /// `docker save` of `reference`, unpacked: `(config bytes, layer tar bytes in order)`.
 fn saved(reference: &str, dir: &Path) -> (Vec<u8>, Vec<Vec<u8>>) {
     let archive = dir.with_extension("tar");
-    run(
-        docker().arg("save").arg("-o").arg(&archive).arg(reference),
-        T,
-    );
+    run(docker().arg("save").arg("-o").arg(&archive).arg(reference), T);
     untar(&archive, dir);
     let manifest = read_json(&dir.join("manifest.json"));
     let entry = &manifest[0];
@@ -104,15 +95,9 @@ fn docker_push_pull_round_trip() {
     let rootfs = t.join("rootfs");
     write_random(&rootfs.join("etc/cairn/seed.bin"), 64 * 1024);
     write_random(&rootfs.join("usr/share/cairn/a.bin"), 48 * 1024);
-    write_file(
-        &rootfs.join("hello.txt"),
-        format!("hello from {suffix}\n").as_bytes(),
-    );
+    write_file(&rootfs.join("hello.txt"), format!("hello from {suffix}\n").as_bytes());
     tar_dir(&rootfs, &t.join("rootfs.tar"));
-    run(
-        docker().arg("import").arg(t.join("rootfs.tar")).arg(&base),
-        T,
-    );
+    run(docker().arg("import").arg(t.join("rootfs.tar")).arg(&base), T);
 
     // Layers 2 and 3: COPY only.
     let ctx = t.join("ctx");
@@ -124,11 +109,7 @@ fn docker_push_pull_round_trip() {
     );
     run(docker().arg("build").arg("-t").arg(&reference).arg(&ctx), T);
     let (built_id, built_layers) = inspect(&reference);
-    assert_eq!(
-        built_layers.len(),
-        3,
-        "expected base + two COPY layers: {built_layers:?}"
-    );
+    assert_eq!(built_layers.len(), 3, "expected base + two COPY layers: {built_layers:?}");
     let (built_config, built_tars) = saved(&reference, &t.join("save-built"));
 
     // Push, and push again as a re-run CI job would: both succeed with one digest.
@@ -146,20 +127,10 @@ fn docker_push_pull_round_trip() {
     // What the registry holds: a manifest that hashes to the pushed digest and blobs that
     // hash to theirs; the config is the image id.
     let remote = fetch_image(&reg, &repo, "v1");
-    assert_eq!(
-        remote.digest, digest,
-        "GET manifest by tag resolves to another digest than the push"
-    );
-    assert_eq!(
-        remote.media_type,
-        "application/vnd.docker.distribution.manifest.v2+json"
-    );
+    assert_eq!(remote.digest, digest, "GET manifest by tag resolves to another digest than the push");
+    assert_eq!(remote.media_type, "application/vnd.docker.distribution.manifest.v2+json");
     assert_eq!(remote.blobs.len(), 4, "config + 3 layers");
-    assert_eq!(
-        remote.blobs.get(&built_id),
-        Some(&built_config),
-        "config blob differs from the built image's"
-    );
+    assert_eq!(remote.blobs.get(&built_id), Some(&built_config), "config blob differs from the built image's");
 
     // Remove everything local (the base too, so every layer comes over the wire) and pull.
     run(docker().arg("rmi").arg(&reference).arg(&base), T);
@@ -171,32 +142,16 @@ fn docker_push_pull_round_trip() {
         "`docker pull` reports another digest than `docker push`:\n{}",
         pulled.stdout
     );
-    assert!(
-        !pulled.stdout.contains("Already exists"),
-        "some layer did not come from the registry:\n{}",
-        pulled.stdout
-    );
+    assert!(!pulled.stdout.contains("Already exists"), "some layer did not come from the registry:\n{}", pulled.stdout);
     let (pulled_id, pulled_layers) = inspect(&reference);
     assert_eq!(pulled_id, built_id, "image id after pull");
     assert_eq!(pulled_layers, built_layers, "layer diff ids after pull");
     let (pulled_config, pulled_tars) = saved(&reference, &t.join("save-pulled"));
-    assert!(
-        pulled_config == built_config,
-        "config bytes in `docker save` differ after the round trip"
-    );
+    assert!(pulled_config == built_config, "config bytes in `docker save` differ after the round trip");
     assert_eq!(pulled_tars.len(), built_tars.len());
     for (i, (a, b)) in built_tars.iter().zip(&pulled_tars).enumerate() {
-        assert!(
-            a == b,
-            "layer {i} tar differs after the round trip ({} vs {} bytes)",
-            a.len(),
-            b.len()
-        );
-        assert_eq!(
-            sha256_digest(a),
-            built_layers[i],
-            "layer {i} tar does not hash to its diff id"
-        );
+        assert!(a == b, "layer {i} tar differs after the round trip ({} vs {} bytes)", a.len(), b.len());
+        assert_eq!(sha256_digest(a), built_layers[i], "layer {i} tar does not hash to its diff id");
     }
 
     // Pull by digest, as a CD system does.
@@ -214,10 +169,7 @@ fn docker_push_to_an_immutable_tag_is_denied() {
     require_dockerd();
     let reg = Registry::get();
     if !reg.is_cairn() {
-        eprintln!(
-            "[clients] NOTE: {} is not Cairn; tag immutability is not checked",
-            reg.base
-        );
+        eprintln!("[clients] NOTE: {} is not Cairn; tag immutability is not checked", reg.base);
         return;
     }
     let tmp = tempdir("docker-immutable");
@@ -234,13 +186,7 @@ fn docker_push_to_an_immutable_tag_is_denied() {
         let rootfs = t.join(format!("rootfs-{}", ids.len()));
         write_random(&rootfs.join("payload.bin"), 32 * 1024);
         tar_dir(&rootfs, &rootfs.with_extension("tar"));
-        run(
-            docker()
-                .arg("import")
-                .arg(rootfs.with_extension("tar"))
-                .arg(name),
-            T,
-        );
+        run(docker().arg("import").arg(rootfs.with_extension("tar")).arg(name), T);
         ids.push(inspect(name).0);
         // By id too: a tag moved by the test would otherwise leave a dangling image behind.
         cleanup.0.push(ids.last().expect("id").clone());
@@ -253,10 +199,7 @@ fn docker_push_to_an_immutable_tag_is_denied() {
     run(docker().args(["tag", &second, &reference]), T);
     let refused = try_run(docker().arg("push").arg(&reference), T);
     let said = format!("{}\n{}", refused.stdout, refused.stderr);
-    assert!(
-        !refused.success(),
-        "pushing another image to an immutable tag succeeded:\n{said}"
-    );
+    assert!(!refused.success(), "pushing another image to an immutable tag succeeded:\n{said}");
     assert!(
         said.contains("denied") && said.contains("immutable") && said.contains(&digest),
         "docker should show `denied: tag ... is immutable; it points to {digest} ...`, it said:\n{said}"

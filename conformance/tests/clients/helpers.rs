@@ -45,9 +45,8 @@ pub fn describe(cmd: &Command) -> String {
 
 /// Panics unless `program` is on PATH, telling how to install the real clients.
 pub fn require_tool(program: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false);
+    let found =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file())).unwrap_or(false);
     assert!(
         found,
         "`{program}` is not installed (not on PATH): the real-client tests need it. \
@@ -61,16 +60,11 @@ pub fn require_tool(program: &str) {
 pub fn try_run(cmd: &mut Command, timeout: Duration) -> Output {
     let what = describe(cmd);
     let started = Instant::now();
-    let mut child = match cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
+    let mut child = match cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
         Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "cannot run `{what}`: {e}. Run `bash .ci/setup` as root to install the real clients."
-        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            panic!("cannot run `{what}`: {e}. Run `bash .ci/setup` as root to install the real clients.")
+        }
         Err(e) => panic!("cannot run `{what}`: {e}"),
     };
     let mut out_pipe = child.stdout.take().expect("stdout pipe");
@@ -107,15 +101,8 @@ pub fn try_run(cmd: &mut Command, timeout: Duration) -> Output {
             tail(&stderr)
         );
     };
-    eprintln!(
-        "[clients] {:>6.2}s  {what}  -> {status}",
-        started.elapsed().as_secs_f64()
-    );
-    Output {
-        status,
-        stdout,
-        stderr,
-    }
+    eprintln!("[clients] {:>6.2}s  {what}  -> {status}", started.elapsed().as_secs_f64());
+    Output { status, stdout, stderr }
 }
 
 /// Like [`try_run`], and panics with both output streams unless the command succeeded.
@@ -173,8 +160,7 @@ pub fn write_random(path: &Path, len: usize) -> Vec<u8> {
 
 pub fn write_file(path: &Path, bytes: &[u8]) {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .unwrap_or_else(|e| panic!("mkdir {}: {e}", parent.display()));
+        std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("mkdir {}: {e}", parent.display()));
     }
     std::fs::write(path, bytes).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
@@ -185,13 +171,8 @@ pub fn read_file(path: &Path) -> Vec<u8> {
 
 pub fn read_json(path: &Path) -> Value {
     let bytes = read_file(path);
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-        panic!(
-            "{} is not JSON: {e}: {}",
-            path.display(),
-            String::from_utf8_lossy(&bytes)
-        )
-    })
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{} is not JSON: {e}: {}", path.display(), String::from_utf8_lossy(&bytes)))
 }
 
 /// `sha256:<hex>` of `bytes`.
@@ -220,24 +201,14 @@ pub fn tar_dir(dir: &Path, out: &Path) {
 /// Unpacks the tar archive `archive` into the (new) directory `dir`.
 pub fn untar(archive: &Path, dir: &Path) {
     std::fs::create_dir_all(dir).expect("mkdir for untar");
-    run(
-        Command::new("tar")
-            .arg("-C")
-            .arg(dir)
-            .arg("-xf")
-            .arg(archive),
-        Duration::from_secs(60),
-    );
+    run(Command::new("tar").arg("-C").arg(dir).arg("-xf").arg(archive), Duration::from_secs(60));
 }
 
 /// The first `sha256:<64 hex>` found after `marker` in `text`.
 pub fn digest_after(text: &str, marker: &str) -> Option<String> {
     let at = text.find(marker)? + marker.len();
     let rest = text[at..].trim_start();
-    let d: String = rest
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == ':')
-        .collect();
+    let d: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == ':').collect();
     (d.starts_with("sha256:") && d.len() == 71).then_some(d)
 }
 
@@ -255,69 +226,36 @@ pub struct Fetched {
 }
 
 pub fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("http client")
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().expect("http client")
 }
 
 /// GETs a manifest by tag or digest and checks `Docker-Content-Digest` against its bytes.
 pub fn get_manifest(reg: &Registry, repo: &str, reference: &str) -> (String, String, Vec<u8>) {
     let url = format!("{}/v2/{repo}/manifests/{reference}", reg.base);
-    let resp = http()
-        .get(&url)
-        .header("Accept", MANIFEST_ACCEPT)
-        .send()
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let resp = http().get(&url).header("Accept", MANIFEST_ACCEPT).send().unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = resp.bytes().expect("manifest body").to_vec();
-    assert!(
-        status.is_success(),
-        "GET {url}: {status}: {}",
-        String::from_utf8_lossy(&body)
-    );
+    assert!(status.is_success(), "GET {url}: {status}: {}", String::from_utf8_lossy(&body));
     let digest = sha256_digest(&body);
     if let Some(h) = headers.get("docker-content-digest") {
-        assert_eq!(
-            h.to_str().unwrap_or(""),
-            digest,
-            "Docker-Content-Digest of GET {url} does not hash its body"
-        );
+        assert_eq!(h.to_str().unwrap_or(""), digest, "Docker-Content-Digest of GET {url} does not hash its body");
     }
     if reference.starts_with("sha256:") {
-        assert_eq!(
-            reference, digest,
-            "GET {url} served bytes of another digest"
-        );
+        assert_eq!(reference, digest, "GET {url} served bytes of another digest");
     }
-    let media_type = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let media_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     (digest, media_type, body)
 }
 
 /// GETs a blob and checks its bytes hash to `digest`.
 pub fn get_blob(reg: &Registry, repo: &str, digest: &str) -> Vec<u8> {
     let url = format!("{}/v2/{repo}/blobs/{digest}", reg.base);
-    let resp = http()
-        .get(&url)
-        .send()
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let resp = http().get(&url).send().unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = resp.status();
     let body = resp.bytes().expect("blob body").to_vec();
-    assert!(
-        status.is_success(),
-        "GET {url}: {status}: {}",
-        String::from_utf8_lossy(&body)
-    );
-    assert_eq!(
-        sha256_digest(&body),
-        digest,
-        "blob served by GET {url} does not hash to its digest"
-    );
+    assert!(status.is_success(), "GET {url}: {status}: {}", String::from_utf8_lossy(&body));
+    assert_eq!(sha256_digest(&body), digest, "blob served by GET {url} does not hash to its digest");
     body
 }
 
@@ -327,20 +265,10 @@ pub fn fetch_image(reg: &Registry, repo: &str, reference: &str) -> Fetched {
     let (digest, media_type, manifest) = get_manifest(reg, repo, reference);
     let mut blobs = BTreeMap::new();
     collect_referenced(reg, repo, &manifest, &mut blobs);
-    Fetched {
-        digest,
-        media_type,
-        manifest,
-        blobs,
-    }
+    Fetched { digest, media_type, manifest, blobs }
 }
 
-fn collect_referenced(
-    reg: &Registry,
-    repo: &str,
-    manifest: &[u8],
-    blobs: &mut BTreeMap<String, Vec<u8>>,
-) {
+fn collect_referenced(reg: &Registry, repo: &str, manifest: &[u8], blobs: &mut BTreeMap<String, Vec<u8>>) {
     let m: Value = serde_json::from_slice(manifest).expect("manifest JSON");
     if let Some(children) = m.get("manifests").and_then(Value::as_array) {
         for d in children {
@@ -373,12 +301,8 @@ fn collect_referenced(
 
 /// `(digest, size)` of an OCI descriptor.
 pub fn descriptor(d: &Value) -> (String, u64) {
-    let digest = d["digest"]
-        .as_str()
-        .unwrap_or_else(|| panic!("descriptor without digest: {d}"));
-    let size = d["size"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("descriptor without size: {d}"));
+    let digest = d["digest"].as_str().unwrap_or_else(|| panic!("descriptor without digest: {d}"));
+    let size = d["size"].as_u64().unwrap_or_else(|| panic!("descriptor without size: {d}"));
     (digest.to_string(), size)
 }
 
@@ -388,32 +312,19 @@ pub fn oci_layout_image(layout: &Path, tag: &str) -> (String, BTreeMap<String, V
     let index = read_json(&layout.join("index.json"));
     let entry = index["manifests"]
         .as_array()
-        .and_then(|ms| {
-            ms.iter().find(|m| {
-                m["annotations"]["org.opencontainers.image.ref.name"].as_str() == Some(tag)
-            })
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "{}: no manifest tagged {tag} in index.json: {index}",
-                layout.display()
-            )
-        });
+        .and_then(|ms| ms.iter().find(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str() == Some(tag)))
+        .unwrap_or_else(|| panic!("{}: no manifest tagged {tag} in index.json: {index}", layout.display()));
     let (digest, _) = descriptor(entry);
     let mut blobs = BTreeMap::new();
     // (digest, media type): only manifests and indexes are looked into.
-    let mut todo = vec![(
-        digest.clone(),
-        entry["mediaType"].as_str().unwrap_or("").to_string(),
-    )];
+    let mut todo = vec![(digest.clone(), entry["mediaType"].as_str().unwrap_or("").to_string())];
     while let Some((d, media_type)) = todo.pop() {
         if blobs.contains_key(&d) {
             continue;
         }
         let bytes = layout_blob(layout, &d);
         if is_manifest_type(&media_type) {
-            let v: Value =
-                serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("manifest {d}: {e}"));
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("manifest {d}: {e}"));
             let mut children: Vec<&Value> = Vec::new();
             if v["config"].is_object() {
                 children.push(&v["config"]);
@@ -424,10 +335,7 @@ pub fn oci_layout_image(layout: &Path, tag: &str) -> (String, BTreeMap<String, V
                 }
             }
             for c in children {
-                todo.push((
-                    descriptor(c).0,
-                    c["mediaType"].as_str().unwrap_or("").to_string(),
-                ));
+                todo.push((descriptor(c).0, c["mediaType"].as_str().unwrap_or("").to_string()));
             }
         }
         blobs.insert(d, bytes);
@@ -448,35 +356,19 @@ pub fn is_manifest_type(media_type: &str) -> bool {
 
 /// One blob of an OCI layout, checked against its digest.
 pub fn layout_blob(layout: &Path, digest: &str) -> Vec<u8> {
-    let hex = digest
-        .strip_prefix("sha256:")
-        .unwrap_or_else(|| panic!("not a sha256 digest: {digest}"));
+    let hex = digest.strip_prefix("sha256:").unwrap_or_else(|| panic!("not a sha256 digest: {digest}"));
     let bytes = read_file(&layout.join("blobs").join("sha256").join(hex));
-    assert_eq!(
-        sha256_digest(&bytes),
-        digest,
-        "blob file of {digest} in {} is corrupt",
-        layout.display()
-    );
+    assert_eq!(sha256_digest(&bytes), digest, "blob file of {digest} in {} is corrupt", layout.display());
     bytes
 }
 
 /// Asserts two digest -> bytes maps are identical, naming the first difference.
-pub fn assert_same_blobs(
-    what: &str,
-    left: &BTreeMap<String, Vec<u8>>,
-    right: &BTreeMap<String, Vec<u8>>,
-) {
+pub fn assert_same_blobs(what: &str, left: &BTreeMap<String, Vec<u8>>, right: &BTreeMap<String, Vec<u8>>) {
     let lk: Vec<&String> = left.keys().collect();
     let rk: Vec<&String> = right.keys().collect();
     assert_eq!(lk, rk, "{what}: different sets of blobs");
     for (d, bytes) in left {
-        assert!(
-            right[d] == *bytes,
-            "{what}: blob {d} differs ({} vs {} bytes)",
-            bytes.len(),
-            right[d].len()
-        );
+        assert!(right[d] == *bytes, "{what}: blob {d} differs ({} vs {} bytes)", bytes.len(), right[d].len());
     }
 }
 

@@ -67,10 +67,7 @@ json.dump(result, open(sys.argv[2], "w"))
 fn require_oras() {
     require_tool("python3");
     let out = try_run(
-        Command::new("python3").args([
-            "-c",
-            "import oras.client, oras.oci; print(oras.__version__)",
-        ]),
+        Command::new("python3").args(["-c", "import oras.client, oras.oci; print(oras.__version__)"]),
         Duration::from_secs(60),
     );
     assert!(
@@ -90,13 +87,7 @@ fn oras(work: &Path, req: Value) -> Value {
     let req_file = work.join(format!("req-{n}.json"));
     let res_file = work.join(format!("res-{n}.json"));
     write_file(&req_file, req.to_string().as_bytes());
-    run(
-        Command::new("python3")
-            .arg(&script)
-            .arg(&req_file)
-            .arg(&res_file),
-        T,
-    );
+    run(Command::new("python3").arg(&script).arg(&req_file).arg(&res_file), T);
     read_json(&res_file)
 }
 
@@ -115,16 +106,8 @@ fn push(reg: &Registry, work: &Path, mut req: Value) -> (String, Value) {
 }
 
 fn pull(reg: &Registry, work: &Path, target: &str, outdir: &Path) -> Vec<String> {
-    let res = oras(
-        work,
-        json!({"op": "pull", "host": reg.host, "target": target, "outdir": outdir}),
-    );
-    res["files"]
-        .as_array()
-        .expect("files")
-        .iter()
-        .map(|f| f.as_str().expect("path").to_string())
-        .collect()
+    let res = oras(work, json!({"op": "pull", "host": reg.host, "target": target, "outdir": outdir}));
+    res["files"].as_array().expect("files").iter().map(|f| f.as_str().expect("path").to_string()).collect()
 }
 
 #[test]
@@ -164,10 +147,7 @@ fn oras_artifact_round_trip() {
     assert_eq!(remote.media_type, OCI_MANIFEST);
     let m: Value = serde_json::from_slice(&remote.manifest).expect("manifest JSON");
     assert_eq!(m["config"]["mediaType"], json!(CONFIG_TYPE));
-    assert_eq!(
-        remote.blobs[m["config"]["digest"].as_str().expect("config digest")],
-        config.as_bytes()
-    );
+    assert_eq!(remote.blobs[m["config"]["digest"].as_str().expect("config digest")], config.as_bytes());
     let layers = m["layers"].as_array().expect("layers");
     assert_eq!(layers.len(), 3, "{m}");
     let by_title = |title: &str| {
@@ -176,32 +156,17 @@ fn oras_artifact_round_trip() {
             .find(|l| l["annotations"]["org.opencontainers.image.title"] == json!(title))
             .unwrap_or_else(|| panic!("no layer titled {title}: {m}"))
     };
-    assert_eq!(
-        remote.blobs[by_title("model.bin")["digest"].as_str().expect("digest")],
-        model
-    );
+    assert_eq!(remote.blobs[by_title("model.bin")["digest"].as_str().expect("digest")], model);
     assert_eq!(by_title("notes.txt")["mediaType"], json!("text/plain"));
-    assert_eq!(
-        remote.blobs[by_title("notes.txt")["digest"].as_str().expect("digest")],
-        notes.as_bytes()
-    );
+    assert_eq!(remote.blobs[by_title("notes.txt")["digest"].as_str().expect("digest")], notes.as_bytes());
 
     let out = t.join("out");
     let files = pull(&reg, t, &target, &out);
     assert_eq!(files.len(), 3, "pulled {files:?}");
-    assert!(
-        read_file(&out.join("model.bin")) == model,
-        "model.bin differs after the round trip"
-    );
+    assert!(read_file(&out.join("model.bin")) == model, "model.bin differs after the round trip");
     assert_eq!(read_file(&out.join("notes.txt")), notes.as_bytes());
-    assert!(
-        read_file(&out.join("bundle/a.bin")) == d1,
-        "bundle/a.bin differs after the round trip"
-    );
-    assert!(
-        read_file(&out.join("bundle/sub/b.bin")) == d2,
-        "bundle/sub/b.bin differs after the round trip"
-    );
+    assert!(read_file(&out.join("bundle/a.bin")) == d1, "bundle/a.bin differs after the round trip");
+    assert!(read_file(&out.join("bundle/sub/b.bin")) == d2, "bundle/sub/b.bin differs after the round trip");
 }
 
 #[test]
@@ -213,8 +178,7 @@ fn oras_referrers_are_listed() {
     let repo = unique_repo("oras-ref");
     let src = t.join("src");
     write_random(&src.join("app.bin"), 50 * 1024);
-    let sbom =
-        json!({"spdxVersion": "SPDX-2.3", "name": format!("app-{}", unique_suffix())}).to_string();
+    let sbom = json!({"spdxVersion": "SPDX-2.3", "name": format!("app-{}", unique_suffix())}).to_string();
     write_file(&src.join("sbom.spdx.json"), sbom.as_bytes());
     let sig = random_bytes(256);
     write_file(&src.join("app.sig"), &sig);
@@ -227,8 +191,7 @@ fn oras_referrers_are_listed() {
                "manifest_config": format!("absent-config:{CONFIG_TYPE}")}),
     );
     let (_, _, subject_bytes) = get_manifest(&reg, &repo, &subject_digest);
-    let subject =
-        json!({"mediaType": OCI_MANIFEST, "digest": subject_digest, "size": subject_bytes.len()});
+    let subject = json!({"mediaType": OCI_MANIFEST, "digest": subject_digest, "size": subject_bytes.len()});
 
     // Referrer 1: oras-py as it is; its artifact type is its config media type.
     let (sbom_digest, sbom_headers) = push(
@@ -249,11 +212,7 @@ fn oras_referrers_are_listed() {
     );
     if reg.is_cairn() {
         for h in [&sbom_headers, &sig_headers] {
-            assert_eq!(
-                h["oci-subject"],
-                json!(subject_digest),
-                "OCI-Subject on a PUT with subject: {h}"
-            );
+            assert_eq!(h["oci-subject"], json!(subject_digest), "OCI-Subject on a PUT with subject: {h}");
         }
     }
 
@@ -262,16 +221,10 @@ fn oras_referrers_are_listed() {
     pull(&reg, t, &format!("{}/{repo}:sbom", reg.host), &out);
     assert_eq!(read_file(&out.join("sbom.spdx.json")), sbom.as_bytes());
     pull(&reg, t, &format!("{}/{repo}:sig", reg.host), &out);
-    assert!(
-        read_file(&out.join("app.sig")) == sig,
-        "app.sig differs after the round trip"
-    );
+    assert!(read_file(&out.join("app.sig")) == sig, "app.sig differs after the round trip");
 
     let url = format!("{}/v2/{repo}/referrers/{subject_digest}", reg.base);
-    let resp = http()
-        .get(&url)
-        .send()
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let resp = http().get(&url).send().unwrap_or_else(|e| panic!("GET {url}: {e}"));
     if resp.status() == reqwest::StatusCode::NOT_FOUND && !reg.is_cairn() {
         eprintln!(
             "[clients] NOTE: {} has no referrers API (404 on {url}); the listing check is skipped for it",
@@ -280,35 +233,18 @@ fn oras_referrers_are_listed() {
         return;
     }
     assert_eq!(resp.status(), reqwest::StatusCode::OK, "GET {url}");
-    let ctype = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    assert!(
-        ctype.starts_with(OCI_INDEX),
-        "referrers Content-Type {ctype}"
-    );
+    let ctype = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    assert!(ctype.starts_with(OCI_INDEX), "referrers Content-Type {ctype}");
     let index: Value = resp.json().expect("referrers JSON");
-    let listed = index["manifests"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no manifests in {index}"));
+    let listed = index["manifests"].as_array().unwrap_or_else(|| panic!("no manifests in {index}"));
     assert_eq!(listed.len(), 2, "two referrers expected: {index}");
     let entry = |d: &str| {
-        listed
-            .iter()
-            .find(|e| e["digest"] == json!(d))
-            .unwrap_or_else(|| panic!("referrer {d} not listed: {index}"))
+        listed.iter().find(|e| e["digest"] == json!(d)).unwrap_or_else(|| panic!("referrer {d} not listed: {index}"))
     };
     let (_, _, sbom_bytes) = get_manifest(&reg, &repo, &sbom_digest);
     let (_, _, sig_bytes) = get_manifest(&reg, &repo, &sig_digest);
     let e1 = entry(&sbom_digest);
-    assert_eq!(
-        e1["artifactType"],
-        json!(SBOM_TYPE),
-        "artifactType falls back to the config media type"
-    );
+    assert_eq!(e1["artifactType"], json!(SBOM_TYPE), "artifactType falls back to the config media type");
     assert_eq!(e1["mediaType"], json!(OCI_MANIFEST));
     assert_eq!(e1["size"], json!(sbom_bytes.len()));
     let e2 = entry(&sig_digest);
@@ -320,32 +256,16 @@ fn oras_referrers_are_listed() {
     // may leave filtering to the client, and then says nothing in OCI-Filters-Applied; Cairn
     // filters.
     let filtered_url = format!("{url}?artifactType={}", SBOM_TYPE.replace('+', "%2B"));
-    let resp = http()
-        .get(&filtered_url)
-        .send()
-        .expect("GET referrers?artifactType");
+    let resp = http().get(&filtered_url).send().expect("GET referrers?artifactType");
     assert_eq!(resp.status(), reqwest::StatusCode::OK, "GET {filtered_url}");
-    let applied = resp
-        .headers()
-        .get("oci-filters-applied")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let applied = resp.headers().get("oci-filters-applied").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let filtered: Value = resp.json().expect("filtered referrers JSON");
     if reg.is_cairn() {
         assert_eq!(applied, "artifactType", "OCI-Filters-Applied");
     }
     if applied.contains("artifactType") {
-        let digests: Vec<&Value> = filtered["manifests"]
-            .as_array()
-            .expect("manifests")
-            .iter()
-            .map(|e| &e["digest"])
-            .collect();
-        assert_eq!(
-            digests,
-            vec![&json!(sbom_digest)],
-            "filtered referrers: {filtered}"
-        );
+        let digests: Vec<&Value> =
+            filtered["manifests"].as_array().expect("manifests").iter().map(|e| &e["digest"]).collect();
+        assert_eq!(digests, vec![&json!(sbom_digest)], "filtered referrers: {filtered}");
     }
 }

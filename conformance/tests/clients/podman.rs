@@ -55,11 +55,7 @@ fn diff_ids(image: &Value) -> Vec<String> {
 
 fn image_id(image: &Value) -> String {
     let id = image["Id"].as_str().expect("Id");
-    if id.starts_with("sha256:") {
-        id.to_string()
-    } else {
-        format!("sha256:{id}")
-    }
+    if id.starts_with("sha256:") { id.to_string() } else { format!("sha256:{id}") }
 }
 
 /// sha256 of the uncompressed content of a (gzip) layer blob: its diff id.
@@ -68,13 +64,7 @@ fn diff_id_of(blob: &[u8], dir: &Path) -> String {
     let gz = dir.join(format!("layer-{name}.gz"));
     let raw = dir.join(format!("layer-{name}.tar"));
     write_file(&gz, blob);
-    run(
-        Command::new("sh")
-            .args(["-c", "gzip -dc \"$1\" > \"$2\"", "sh"])
-            .arg(&gz)
-            .arg(&raw),
-        T,
-    );
+    run(Command::new("sh").args(["-c", "gzip -dc \"$1\" > \"$2\"", "sh"]).arg(&gz).arg(&raw), T);
     sha256_digest(&read_file(&raw))
 }
 
@@ -95,13 +85,7 @@ fn podman_push_pull_round_trip() {
     write_random(&rootfs.join("etc/cairn/seed.bin"), 64 * 1024);
     write_random(&rootfs.join("usr/lib/cairn/b.bin"), 32 * 1024);
     tar_dir(&rootfs, &t.join("rootfs.tar"));
-    run(
-        podman(&store)
-            .arg("import")
-            .arg(t.join("rootfs.tar"))
-            .arg(&base),
-        T,
-    );
+    run(podman(&store).arg("import").arg(t.join("rootfs.tar")).arg(&base), T);
 
     let ctx = t.join("ctx");
     write_random(&ctx.join("l2.bin"), 40 * 1024);
@@ -112,15 +96,7 @@ fn podman_push_pull_round_trip() {
     );
     run(
         podman(&store)
-            .args([
-                "build",
-                "--isolation",
-                "chroot",
-                "--pull=never",
-                "-t",
-                &reference,
-                "-f",
-            ])
+            .args(["build", "--isolation", "chroot", "--pull=never", "-t", &reference, "-f"])
             .arg(ctx.join("Containerfile"))
             .arg(&ctx),
         T,
@@ -128,91 +104,44 @@ fn podman_push_pull_round_trip() {
     let built = inspect(&store, &reference);
     let built_id = image_id(&built);
     let built_layers = diff_ids(&built);
-    assert_eq!(
-        built_layers.len(),
-        3,
-        "expected base + two COPY layers: {built_layers:?}"
-    );
+    assert_eq!(built_layers.len(), 3, "expected base + two COPY layers: {built_layers:?}");
 
     let digest_file = t.join("digest");
-    run(
-        podman(&store)
-            .args(["push", "--tls-verify=false", "--digestfile"])
-            .arg(&digest_file)
-            .arg(&reference),
-        T,
-    );
-    let digest = String::from_utf8(read_file(&digest_file))
-        .expect("digest file")
-        .trim()
-        .to_string();
+    run(podman(&store).args(["push", "--tls-verify=false", "--digestfile"]).arg(&digest_file).arg(&reference), T);
+    let digest = String::from_utf8(read_file(&digest_file)).expect("digest file").trim().to_string();
 
     let remote = fetch_image(&reg, &repo, "v1");
-    assert_eq!(
-        remote.digest, digest,
-        "GET manifest by tag resolves to another digest than the push"
-    );
-    assert_eq!(
-        remote.media_type,
-        "application/vnd.oci.image.manifest.v1+json"
-    );
+    assert_eq!(remote.digest, digest, "GET manifest by tag resolves to another digest than the push");
+    assert_eq!(remote.media_type, "application/vnd.oci.image.manifest.v1+json");
     let manifest: Value = serde_json::from_slice(&remote.manifest).expect("manifest JSON");
-    assert_eq!(
-        manifest["config"]["digest"].as_str(),
-        Some(built_id.as_str()),
-        "config digest is the image id"
-    );
+    assert_eq!(manifest["config"]["digest"].as_str(), Some(built_id.as_str()), "config digest is the image id");
     let remote_diff_ids: Vec<String> = manifest["layers"]
         .as_array()
         .expect("layers")
         .iter()
         .map(|l| diff_id_of(&remote.blobs[l["digest"].as_str().expect("digest")], t))
         .collect();
-    assert_eq!(
-        remote_diff_ids, built_layers,
-        "uncompressed layers in the registry differ from the built ones"
-    );
+    assert_eq!(remote_diff_ids, built_layers, "uncompressed layers in the registry differ from the built ones");
 
     run(podman(&store).args(["rmi", &reference, &base]), T);
     let left = run(podman(&store).args(["images", "-q"]), T);
-    assert!(
-        left.stdout.trim().is_empty(),
-        "images left before the pull: {}",
-        left.stdout
-    );
-    run(
-        podman(&store).args(["pull", "--tls-verify=false", &reference]),
-        T,
-    );
+    assert!(left.stdout.trim().is_empty(), "images left before the pull: {}", left.stdout);
+    run(podman(&store).args(["pull", "--tls-verify=false", &reference]), T);
     let pulled = inspect(&store, &reference);
     assert_eq!(image_id(&pulled), built_id, "image id after pull");
     assert_eq!(diff_ids(&pulled), built_layers, "layer diff ids after pull");
-    assert_eq!(
-        pulled["Digest"].as_str(),
-        Some(digest.as_str()),
-        "manifest digest after pull"
-    );
+    assert_eq!(pulled["Digest"].as_str(), Some(digest.as_str()), "manifest digest after pull");
 
     // What podman now holds, saved as an OCI archive, is byte for byte what the registry has.
     let archive = t.join("saved.tar");
-    run(
-        podman(&store)
-            .args(["save", "--format", "oci-archive", "-o"])
-            .arg(&archive)
-            .arg(&reference),
-        T,
-    );
+    run(podman(&store).args(["save", "--format", "oci-archive", "-o"]).arg(&archive).arg(&reference), T);
     let saved = t.join("saved");
     untar(&archive, &saved);
     let (saved_digest, saved_blobs) = oci_layout_image(&saved, &reference);
     assert_eq!(saved_digest, digest);
     let mut remote_all = remote.blobs.clone();
     remote_all.insert(remote.digest.clone(), remote.manifest.clone());
-    assert_same_blobs(
-        "podman save after pull vs registry",
-        &saved_blobs,
-        &remote_all,
-    );
+    assert_same_blobs("podman save after pull vs registry", &saved_blobs, &remote_all);
 }
 
 #[test]
@@ -236,58 +165,27 @@ fn podman_manifest_list_round_trip() {
         let tar = t.join(format!("{arch}.tar"));
         tar_dir(&rootfs, &tar);
         let name = format!("localhost/cairn-clients-{arch}-{suffix}:1");
-        run(
-            podman(&store)
-                .args(["import", "--os", "linux", "--arch", arch])
-                .arg(&tar)
-                .arg(&name),
-            T,
-        );
+        run(podman(&store).args(["import", "--os", "linux", "--arch", arch]).arg(&tar).arg(&name), T);
         ids.push((arch, name.clone(), image_id(&inspect(&store, &name))));
     }
     run(podman(&store).args(["manifest", "create", &list]), T);
     for (_, name, _) in &ids {
-        run(
-            podman(&store).args([
-                "manifest",
-                "add",
-                &list,
-                &format!("containers-storage:{name}"),
-            ]),
-            T,
-        );
+        run(podman(&store).args(["manifest", "add", &list, &format!("containers-storage:{name}")]), T);
     }
     let digest_file = t.join("digest");
     run(
         podman(&store)
-            .args([
-                "manifest",
-                "push",
-                "--all",
-                "--format",
-                "v2s2",
-                "--tls-verify=false",
-                "--digestfile",
-            ])
+            .args(["manifest", "push", "--all", "--format", "v2s2", "--tls-verify=false", "--digestfile"])
             .arg(&digest_file)
             .arg(&list)
             .arg(format!("docker://{reference}")),
         T,
     );
-    let digest = String::from_utf8(read_file(&digest_file))
-        .expect("digest file")
-        .trim()
-        .to_string();
+    let digest = String::from_utf8(read_file(&digest_file)).expect("digest file").trim().to_string();
 
     let remote = fetch_image(&reg, &repo, "multi");
-    assert_eq!(
-        remote.digest, digest,
-        "GET manifest list by tag resolves to another digest than the push"
-    );
-    assert_eq!(
-        remote.media_type,
-        "application/vnd.docker.distribution.manifest.list.v2+json"
-    );
+    assert_eq!(remote.digest, digest, "GET manifest list by tag resolves to another digest than the push");
+    assert_eq!(remote.media_type, "application/vnd.docker.distribution.manifest.list.v2+json");
     let index: Value = serde_json::from_slice(&remote.manifest).expect("list JSON");
     let children = index["manifests"].as_array().expect("manifests");
     assert_eq!(children.len(), 2, "two platforms: {index}");
@@ -303,18 +201,10 @@ fn podman_manifest_list_round_trip() {
             .find(|c| c["platform"]["architecture"].as_str() == Some(arch))
             .unwrap_or_else(|| panic!("no {arch} entry in {index}"));
         let child_manifest: Value =
-            serde_json::from_slice(&remote.blobs[child["digest"].as_str().expect("digest")])
-                .expect("child JSON");
-        assert_eq!(
-            child_manifest["config"]["digest"].as_str(),
-            Some(id.as_str()),
-            "{arch} config"
-        );
+            serde_json::from_slice(&remote.blobs[child["digest"].as_str().expect("digest")]).expect("child JSON");
+        assert_eq!(child_manifest["config"]["digest"].as_str(), Some(id.as_str()), "{arch} config");
 
-        run(
-            podman(&store).args(["pull", "--tls-verify=false", "--arch", arch, &reference]),
-            T,
-        );
+        run(podman(&store).args(["pull", "--tls-verify=false", "--arch", arch, &reference]), T);
         let pulled = inspect(&store, &reference);
         assert_eq!(&image_id(&pulled), id, "{arch} image id after pull");
         assert_eq!(pulled["Architecture"].as_str(), Some(*arch));

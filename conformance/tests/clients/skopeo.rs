@@ -31,27 +31,13 @@ fn build_layout(layout: &Path, tag: &str, work: &Path) -> (String, BTreeMap<Stri
     run(umoci().args(["init", "--layout"]).arg(layout), T);
     run(umoci().args(["new", "--image", &image]), T);
     let bundle = work.join("bundle");
-    run(
-        umoci()
-            .args(["unpack", "--rootless", "--image", &image])
-            .arg(&bundle),
-        T,
-    );
+    run(umoci().args(["unpack", "--rootless", "--image", &image]).arg(&bundle), T);
     write_random(&bundle.join("rootfs/opt/cairn/one.bin"), 64 * 1024);
-    write_file(
-        &bundle.join("rootfs/etc/cairn.conf"),
-        format!("id = {}\n", unique_suffix()).as_bytes(),
-    );
+    write_file(&bundle.join("rootfs/etc/cairn.conf"), format!("id = {}\n", unique_suffix()).as_bytes());
     run(umoci().args(["repack", "--image", &image]).arg(&bundle), T);
     let extra = work.join("two.bin");
     write_random(&extra, 32 * 1024);
-    run(
-        umoci()
-            .args(["insert", "--image", &image])
-            .arg(&extra)
-            .arg("/opt/cairn/two.bin"),
-        T,
-    );
+    run(umoci().args(["insert", "--image", &image]).arg(&extra).arg("/opt/cairn/two.bin"), T);
     run(
         umoci().args([
             "config",
@@ -65,11 +51,7 @@ fn build_layout(layout: &Path, tag: &str, work: &Path) -> (String, BTreeMap<Stri
     run(umoci().args(["gc", "--layout"]).arg(layout), T);
     let (digest, blobs) = oci_layout_image(layout, tag);
     let manifest: Value = serde_json::from_slice(&blobs[&digest]).expect("manifest JSON");
-    assert_eq!(
-        manifest["layers"].as_array().map(Vec::len),
-        Some(2),
-        "umoci built {manifest}"
-    );
+    assert_eq!(manifest["layers"].as_array().map(Vec::len), Some(2), "umoci built {manifest}");
     (digest, blobs)
 }
 
@@ -80,29 +62,18 @@ fn copy(src: &str, dest: &str, work: &Path, extra: &[&str]) -> (String, Output) 
         skopeo()
             .arg("copy")
             .args(extra)
-            .args([
-                "--src-tls-verify=false",
-                "--dest-tls-verify=false",
-                "--digestfile",
-            ])
+            .args(["--src-tls-verify=false", "--dest-tls-verify=false", "--digestfile"])
             .arg(&digest_file)
             .arg(src)
             .arg(dest),
         T,
     );
-    let digest = String::from_utf8(read_file(&digest_file))
-        .expect("digest file")
-        .trim()
-        .to_string();
+    let digest = String::from_utf8(read_file(&digest_file)).expect("digest file").trim().to_string();
     (digest, out)
 }
 
 /// The manifest plus every blob the registry serves for `repo:reference`.
-fn remote_blobs(
-    reg: &Registry,
-    repo: &str,
-    reference: &str,
-) -> (String, BTreeMap<String, Vec<u8>>) {
+fn remote_blobs(reg: &Registry, repo: &str, reference: &str) -> (String, BTreeMap<String, Vec<u8>>) {
     let f = fetch_image(reg, repo, reference);
     let mut all = f.blobs;
     all.insert(f.digest.clone(), f.manifest);
@@ -121,20 +92,14 @@ fn skopeo_oci_layout_round_trip() {
 
     let dest = format!("docker://{}/{repo}:v1", reg.host);
     let (pushed, _) = copy(&format!("oci:{}:v1", layout.display()), &dest, t, &[]);
-    assert_eq!(
-        pushed, digest,
-        "skopeo pushed another manifest than the layout holds"
-    );
+    assert_eq!(pushed, digest, "skopeo pushed another manifest than the layout holds");
     let (remote_digest, remote) = remote_blobs(&reg, &repo, "v1");
     assert_eq!(remote_digest, digest);
     assert_same_blobs("registry vs source layout", &blobs, &remote);
 
     let back = t.join("back");
     let (pulled, _) = copy(&dest, &format!("oci:{}:v1", back.display()), t, &[]);
-    assert_eq!(
-        pulled, digest,
-        "skopeo pulled another manifest than it pushed"
-    );
+    assert_eq!(pulled, digest, "skopeo pulled another manifest than it pushed");
     let (back_digest, back_blobs) = oci_layout_image(&back, "v1");
     assert_eq!(back_digest, digest);
     assert_same_blobs("layout copied back vs source layout", &blobs, &back_blobs);
@@ -156,18 +121,12 @@ fn skopeo_copy_between_repositories_mounts_blobs() {
     let dest = format!("docker://{}/{repo_b}:v1", reg.host);
     copy(&format!("oci:{}:v1", layout.display()), &src, t, &[]);
     let (copied, out) = copy(&src, &dest, t, &["--debug"]);
-    assert_eq!(
-        copied, digest,
-        "registry-to-registry copy changed the manifest digest"
-    );
+    assert_eq!(copied, digest, "registry-to-registry copy changed the manifest digest");
 
     // skopeo tries a cross-repository mount for every layer it knows to be in repo_a.
     let from = format!("from={}", repo_a.replace('/', "%2F"));
     for layer in manifest["layers"].as_array().expect("layers") {
-        let d = layer["digest"]
-            .as_str()
-            .expect("digest")
-            .replace(':', "%3A");
+        let d = layer["digest"].as_str().expect("digest").replace(':', "%3A");
         let attempt = format!("/v2/{repo_b}/blobs/uploads/?{from}&mount={d}");
         assert!(
             out.stderr.contains(&attempt),
@@ -185,29 +144,13 @@ fn skopeo_copy_between_repositories_mounts_blobs() {
         );
     }
 
-    let raw = run(
-        skopeo().args(["inspect", "--raw", "--tls-verify=false", &dest]),
-        T,
-    );
-    assert!(
-        raw.stdout.as_bytes() == blobs[&digest].as_slice(),
-        "manifest of {repo_b} differs from {repo_a}'s"
-    );
+    let raw = run(skopeo().args(["inspect", "--raw", "--tls-verify=false", &dest]), T);
+    assert!(raw.stdout.as_bytes() == blobs[&digest].as_slice(), "manifest of {repo_b} differs from {repo_a}'s");
     let inspected = run(skopeo().args(["inspect", "--tls-verify=false", &dest]), T);
     let v: Value = serde_json::from_str(&inspected.stdout).expect("skopeo inspect JSON");
     assert_eq!(v["Digest"].as_str(), Some(digest.as_str()));
-    assert_eq!(
-        v["Labels"]["org.opencontainers.image.source"].as_str(),
-        Some("https://example.invalid/cairn-clients")
-    );
-    let tags = run(
-        skopeo().args([
-            "list-tags",
-            "--tls-verify=false",
-            &format!("docker://{}/{repo_b}", reg.host),
-        ]),
-        T,
-    );
+    assert_eq!(v["Labels"]["org.opencontainers.image.source"].as_str(), Some("https://example.invalid/cairn-clients"));
+    let tags = run(skopeo().args(["list-tags", "--tls-verify=false", &format!("docker://{}/{repo_b}", reg.host)]), T);
     let tags: Value = serde_json::from_str(&tags.stdout).expect("skopeo list-tags JSON");
     assert_eq!(tags["Tags"], serde_json::json!(["v1"]));
 

@@ -13,8 +13,7 @@ use crate::helpers::*;
 async fn push_tags(r: &Reg, repo: &str, tags: &[&str]) {
     let img = r.push_image(repo, None).await;
     for tag in tags {
-        r.push_manifest(repo, Some(tag), img.media_type, &img.body)
-            .await;
+        r.push_manifest(repo, Some(tag), img.media_type, &img.body).await;
     }
 }
 
@@ -35,11 +34,7 @@ async fn tags_list_returns_every_tag_in_lexical_order() {
     let repo = unique_repo("discovery");
     push_tags(&r, &repo, &TAGS).await;
 
-    let resp = r
-        .req(Method::GET, &format!("/v2/{repo}/tags/list"))
-        .send()
-        .await
-        .unwrap();
+    let resp = r.req(Method::GET, &format!("/v2/{repo}/tags/list")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let body = json_body(resp).await;
     assert_eq!(body["name"], json!(repo));
@@ -57,11 +52,7 @@ async fn tags_list_n_limits_results_and_link_leads_to_the_rest() {
     let mut all = page;
     let mut next = link.expect("Link rel=\"next\" on a partial page");
     for _ in 0..SORTED.len() {
-        let resp = r
-            .req_url(Method::GET, r.resolve(&next))
-            .send()
-            .await
-            .unwrap();
+        let resp = r.req_url(Method::GET, r.resolve(&next)).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "GET {next}");
         let link = link_next(&resp);
         let page = tag_list(&json_body(resp).await);
@@ -105,11 +96,7 @@ async fn tags_list_with_n_zero_returns_empty_list_without_link() {
 async fn tags_list_of_unknown_repository_returns_404_name_unknown() {
     let r = Reg::start();
     let repo = unique_repo("discovery-missing");
-    let resp = r
-        .req(Method::GET, &format!("/v2/{repo}/tags/list"))
-        .send()
-        .await
-        .unwrap();
+    let resp = r.req(Method::GET, &format!("/v2/{repo}/tags/list")).send().await.unwrap();
     assert_error(resp, StatusCode::NOT_FOUND, &["NAME_UNKNOWN"]).await;
 }
 
@@ -117,71 +104,41 @@ async fn tags_list_of_unknown_repository_returns_404_name_unknown() {
 async fn catalog_lists_repositories_with_n_last_and_link() {
     let r = Reg::start();
     let prefix = unique_repo("catalog");
-    let repos: Vec<String> = ["a", "b", "c"]
-        .iter()
-        .map(|s| format!("{prefix}/{s}"))
-        .collect();
+    let repos: Vec<String> = ["a", "b", "c"].iter().map(|s| format!("{prefix}/{s}")).collect();
     for repo in &repos {
         r.push_image(repo, Some("v1")).await;
     }
 
     // `prefix` sorts right before `prefix/a`; other repositories of a shared registry sort
     // outside this run's random prefix.
-    let resp = r
-        .req_url(
-            Method::GET,
-            with_query(r.url("/v2/_catalog?n=2"), "last", &prefix),
-        )
-        .send()
-        .await
-        .unwrap();
+    let resp = r.req_url(Method::GET, with_query(r.url("/v2/_catalog?n=2"), "last", &prefix)).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let next = link_next(&resp).expect("Link on a partial catalog page");
     let page = json_body(resp).await;
     assert_eq!(page["repositories"], json!(repos[..2]));
 
-    let resp = r
-        .req_url(Method::GET, r.resolve(&next))
-        .send()
-        .await
-        .unwrap();
+    let resp = r.req_url(Method::GET, r.resolve(&next)).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK, "GET {next}");
     let page = json_body(resp).await;
     let names = page["repositories"].as_array().expect("repositories list");
-    assert_eq!(
-        names.first(),
-        Some(&json!(repos[2])),
-        "page after the Link: {page}"
-    );
+    assert_eq!(names.first(), Some(&json!(repos[2])), "page after the Link: {page}");
 
     let resp = r.req(Method::GET, "/v2/_catalog").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let all = json_body(resp).await;
-    let all: Vec<&str> = all["repositories"]
-        .as_array()
-        .expect("repositories list")
-        .iter()
-        .map(|v| v.as_str().expect("name"))
-        .collect();
+    let all: Vec<&str> =
+        all["repositories"].as_array().expect("repositories list").iter().map(|v| v.as_str().expect("name")).collect();
     let mut sorted = all.clone();
     sorted.sort_unstable();
     assert_eq!(all, sorted, "catalog not in lexical order");
     for repo in &repos {
-        assert!(
-            all.contains(&repo.as_str()),
-            "{repo} missing from the catalog"
-        );
+        assert!(all.contains(&repo.as_str()), "{repo} missing from the catalog");
     }
 }
 
 /// GET referrers of `digest`, asserting 200 with an OCI index; returns the filter header and
 /// the `manifests` list.
-async fn referrers(
-    r: &Reg,
-    repo: &str,
-    digest: &str,
-    artifact_type: Option<&str>,
-) -> (Option<String>, Vec<Value>) {
+async fn referrers(r: &Reg, repo: &str, digest: &str, artifact_type: Option<&str>) -> (Option<String>, Vec<Value>) {
     let mut url = r.url(&format!("/v2/{repo}/referrers/{digest}"));
     if let Some(t) = artifact_type {
         url = with_query(url, "artifactType", t);
@@ -193,9 +150,7 @@ async fn referrers(
     let index = json_body(resp).await;
     assert_eq!(index["schemaVersion"], json!(2), "{index}");
     assert_eq!(index["mediaType"], json!(OCI_INDEX), "{index}");
-    let manifests = index["manifests"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no manifests list: {index}"));
+    let manifests = index["manifests"].as_array().unwrap_or_else(|| panic!("no manifests list: {index}"));
     (filters, manifests.clone())
 }
 
@@ -226,33 +181,18 @@ async fn push_subject_with_referrers(r: &Reg, repo: &str) -> (String, Vec<Value>
 
     let ann = json!({ "org.example.kind": "sbom", "org.example.nonce": random_suffix() });
     let layer = r.push_blob_desc(repo, SBOM, &random_bytes(128)).await;
-    let body = image_manifest(
-        &empty,
-        &[layer],
-        json!({ "artifactType": SBOM, "subject": subject_desc, "annotations": ann }),
-    );
-    let resp = r
-        .put_manifest(repo, &digest_of(&body), OCI_MANIFEST, &body)
-        .await;
+    let body =
+        image_manifest(&empty, &[layer], json!({ "artifactType": SBOM, "subject": subject_desc, "annotations": ann }));
+    let resp = r.put_manifest(repo, &digest_of(&body), OCI_MANIFEST, &body).await;
     assert_eq!(resp.status(), StatusCode::CREATED, "PUT sbom referrer");
     assert_eq!(header(&resp, "oci-subject"), Some(subject.digest.clone()));
     expect.push(expected(OCI_MANIFEST, &body, SBOM, &ann));
 
     let ann = json!({ "org.example.kind": "signature", "org.example.nonce": random_suffix() });
-    let config = r
-        .push_blob_desc(repo, SIG_CONFIG, br#"{"signed":true}"#)
-        .await;
-    let layer = r
-        .push_blob_desc(repo, "application/octet-stream", &random_bytes(64))
-        .await;
-    let body = image_manifest(
-        &config,
-        &[layer],
-        json!({ "subject": subject_desc, "annotations": ann }),
-    );
-    let resp = r
-        .put_manifest(repo, &digest_of(&body), OCI_MANIFEST, &body)
-        .await;
+    let config = r.push_blob_desc(repo, SIG_CONFIG, br#"{"signed":true}"#).await;
+    let layer = r.push_blob_desc(repo, "application/octet-stream", &random_bytes(64)).await;
+    let body = image_manifest(&config, &[layer], json!({ "subject": subject_desc, "annotations": ann }));
+    let resp = r.put_manifest(repo, &digest_of(&body), OCI_MANIFEST, &body).await;
     assert_eq!(resp.status(), StatusCode::CREATED, "PUT signature referrer");
     assert_eq!(header(&resp, "oci-subject"), Some(subject.digest.clone()));
     expect.push(expected(OCI_MANIFEST, &body, SIG_CONFIG, &ann));
@@ -264,9 +204,7 @@ async fn push_subject_with_referrers(r: &Reg, repo: &str) -> (String, Vec<Value>
         &[descriptor(OCI_MANIFEST, &child.body)],
         json!({ "artifactType": BUNDLE, "subject": subject_desc, "annotations": ann }),
     );
-    let resp = r
-        .put_manifest(repo, &digest_of(&body), OCI_INDEX, &body)
-        .await;
+    let resp = r.put_manifest(repo, &digest_of(&body), OCI_INDEX, &body).await;
     assert_eq!(resp.status(), StatusCode::CREATED, "PUT index referrer");
     assert_eq!(header(&resp, "oci-subject"), Some(subject.digest.clone()));
     expect.push(expected(OCI_INDEX, &body, BUNDLE, &ann));
@@ -292,26 +230,15 @@ async fn referrers_filtered_by_artifact_type_sets_oci_filters_applied() {
 
     let (filters, manifests) = referrers(&r, &repo, &subject, Some(SBOM)).await;
     if r.is_cairn() || filters.is_some() {
-        assert_eq!(
-            filters.as_deref(),
-            Some("artifactType"),
-            "OCI-Filters-Applied"
-        );
+        assert_eq!(filters.as_deref(), Some("artifactType"), "OCI-Filters-Applied");
         assert_eq!(manifests, vec![expect[0].clone()]);
     } else {
         // Filtering is optional; unfiltered, the client filters and gets everything.
-        assert_eq!(
-            sorted_by_digest(manifests),
-            sorted_by_digest(expect.clone())
-        );
+        assert_eq!(sorted_by_digest(manifests), sorted_by_digest(expect.clone()));
     }
     let (filters, manifests) = referrers(&r, &repo, &subject, Some(SIG_CONFIG)).await;
     if filters.is_some() {
-        assert_eq!(
-            manifests,
-            vec![expect[1].clone()],
-            "filter on the config media type"
-        );
+        assert_eq!(manifests, vec![expect[1].clone()], "filter on the config media type");
     }
 }
 
@@ -362,26 +289,16 @@ async fn referrer_pushed_before_its_subject_is_accepted_and_listed() {
             "annotations": ann,
         }),
     );
-    let resp = r
-        .put_manifest(&repo, &digest_of(&body), OCI_MANIFEST, &body)
-        .await;
-    assert_eq!(
-        resp.status(),
-        StatusCode::CREATED,
-        "referrer of a missing subject"
-    );
+    let resp = r.put_manifest(&repo, &digest_of(&body), OCI_MANIFEST, &body).await;
+    assert_eq!(resp.status(), StatusCode::CREATED, "referrer of a missing subject");
     assert_eq!(header(&resp, "oci-subject"), Some(subject_digest.clone()));
-    assert_eq!(
-        r.head_manifest(&repo, &subject_digest).await,
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(r.head_manifest(&repo, &subject_digest).await, StatusCode::NOT_FOUND);
 
     let (_, manifests) = referrers(&r, &repo, &subject_digest, None).await;
     assert_eq!(manifests, vec![expected(OCI_MANIFEST, &body, SBOM, &ann)]);
 
     // Pushing the subject afterwards keeps the referrer.
-    r.push_manifest(&repo, Some("late-subject"), OCI_MANIFEST, &subject_body)
-        .await;
+    r.push_manifest(&repo, Some("late-subject"), OCI_MANIFEST, &subject_body).await;
     let (_, manifests) = referrers(&r, &repo, &subject_digest, None).await;
     assert_eq!(manifests.len(), 1, "{manifests:?}");
 }

@@ -14,61 +14,30 @@ async fn delete_manifest_by_digest_returns_202_then_manifest_is_unknown() {
     // Untagged, so that no (immutable) tag protects it.
     let img = r.push_image(&repo, None).await;
 
-    let resp = r
-        .req(
-            Method::DELETE,
-            &format!("/v2/{repo}/manifests/{}", img.digest),
-        )
-        .send()
-        .await
-        .unwrap();
+    let resp = r.req(Method::DELETE, &format!("/v2/{repo}/manifests/{}", img.digest)).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let resp = r.get_manifest(&repo, &img.digest).await;
     assert_error(resp, StatusCode::NOT_FOUND, &["MANIFEST_UNKNOWN"]).await;
-    assert_eq!(
-        r.head_manifest(&repo, &img.digest).await,
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        r.head_manifest(&repo, "kept").await,
-        StatusCode::OK,
-        "other manifest"
-    );
+    assert_eq!(r.head_manifest(&repo, &img.digest).await, StatusCode::NOT_FOUND);
+    assert_eq!(r.head_manifest(&repo, "kept").await, StatusCode::OK, "other manifest");
 }
 
 #[tokio::test]
 async fn delete_tag_returns_202_and_removes_only_the_tag() {
-    // Cairn's tags become immutable by default with issue 3; this check will then start
-    // Cairn with a rule making the tag mutable (DESIGN §4).
-    let r = Reg::start();
+    // Cairn's tags are immutable by default (DESIGN §4): this check runs it with a rule
+    // making every tag mutable.
+    let r = Reg::start_with_mutable_tags();
     let repo = unique_repo("manage");
     let img = r.push_image(&repo, Some("keep")).await;
-    r.push_manifest(&repo, Some("drop"), img.media_type, &img.body)
-        .await;
+    r.push_manifest(&repo, Some("drop"), img.media_type, &img.body).await;
 
-    let resp = r
-        .req(Method::DELETE, &format!("/v2/{repo}/manifests/drop"))
-        .send()
-        .await
-        .unwrap();
+    let resp = r.req(Method::DELETE, &format!("/v2/{repo}/manifests/drop")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let resp = r.get_manifest(&repo, "drop").await;
     assert_error(resp, StatusCode::NOT_FOUND, &["MANIFEST_UNKNOWN"]).await;
-    assert_eq!(
-        r.tags(&repo).await,
-        Some(vec!["keep".to_string()]),
-        "tags/list"
-    );
-    assert_eq!(
-        r.head_manifest(&repo, &img.digest).await,
-        StatusCode::OK,
-        "manifest by digest"
-    );
-    assert_eq!(
-        r.head_manifest(&repo, "keep").await,
-        StatusCode::OK,
-        "other tag"
-    );
+    assert_eq!(r.tags(&repo).await, Some(vec!["keep".to_string()]), "tags/list");
+    assert_eq!(r.head_manifest(&repo, &img.digest).await, StatusCode::OK, "manifest by digest");
+    assert_eq!(r.head_manifest(&repo, "keep").await, StatusCode::OK, "other tag");
 }
 
 #[tokio::test]
@@ -78,24 +47,12 @@ async fn delete_blob_returns_202_then_blob_is_unknown() {
     let kept = r.push_blob(&repo, &random_bytes(100)).await;
     let digest = r.push_blob(&repo, &random_bytes(1_000)).await;
 
-    let resp = r
-        .req(Method::DELETE, &format!("/v2/{repo}/blobs/{digest}"))
-        .send()
-        .await
-        .unwrap();
+    let resp = r.req(Method::DELETE, &format!("/v2/{repo}/blobs/{digest}")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    let resp = r
-        .req(Method::GET, &format!("/v2/{repo}/blobs/{digest}"))
-        .send()
-        .await
-        .unwrap();
+    let resp = r.req(Method::GET, &format!("/v2/{repo}/blobs/{digest}")).send().await.unwrap();
     assert_error(resp, StatusCode::NOT_FOUND, &["BLOB_UNKNOWN"]).await;
     assert_eq!(r.head_blob(&repo, &digest).await, StatusCode::NOT_FOUND);
-    assert_eq!(
-        r.head_blob(&repo, &kept).await,
-        StatusCode::OK,
-        "other blob"
-    );
+    assert_eq!(r.head_blob(&repo, &kept).await, StatusCode::OK, "other blob");
 }
 
 #[tokio::test]
@@ -105,11 +62,7 @@ async fn delete_unknown_manifest_returns_404_manifest_unknown() {
     r.push_image(&repo, Some("present")).await;
 
     let missing = unknown_digest();
-    let resp = r
-        .req(Method::DELETE, &format!("/v2/{repo}/manifests/{missing}"))
-        .send()
-        .await
-        .unwrap();
+    let resp = r.req(Method::DELETE, &format!("/v2/{repo}/manifests/{missing}")).send().await.unwrap();
     assert_error(resp, StatusCode::NOT_FOUND, &["MANIFEST_UNKNOWN"]).await;
 }
 
@@ -120,10 +73,6 @@ async fn delete_unknown_blob_returns_404_blob_unknown() {
     r.push_blob(&repo, &random_bytes(10)).await;
 
     let missing = unknown_digest();
-    let resp = r
-        .req(Method::DELETE, &format!("/v2/{repo}/blobs/{missing}"))
-        .send()
-        .await
-        .unwrap();
+    let resp = r.req(Method::DELETE, &format!("/v2/{repo}/blobs/{missing}")).send().await.unwrap();
     assert_error(resp, StatusCode::NOT_FOUND, &["BLOB_UNKNOWN"]).await;
 }

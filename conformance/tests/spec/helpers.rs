@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use cairn_conformance::Registry;
+use cairn_conformance::{Registry, Server};
 use rand::RngCore;
 use reqwest::{Client, Method, RequestBuilder, Response, StatusCode, Url};
 use serde_json::{Value, json};
@@ -73,6 +73,25 @@ impl Reg {
         Reg::wrap(Registry::get(), None)
     }
 
+    /// Like [`Reg::start`], but a spawned Cairn gets a config that makes every tag mutable,
+    /// so that tag deletion (which Cairn refuses for its default immutable tags) can be
+    /// checked. An external registry is used as is.
+    pub fn start_with_mutable_tags() -> Reg {
+        if std::env::var("CONFORMANCE_URL").is_ok_and(|u| !u.is_empty()) {
+            return Reg::start();
+        }
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let config = tmp.path().join("cairn.toml");
+        std::fs::write(&config, "[[immutability.rules]]\nrepositories = \"**\"\ntags = [\"*\"]\nmode = \"mutable\"\n")
+            .expect("write config");
+        let data = tmp.path().join("data");
+        std::fs::create_dir_all(&data).expect("data dir");
+        let config = config.to_str().expect("utf-8 path");
+        let server = Server::start_in(&data, &["--config", config], &[]);
+        let registry = Registry { base: server.base.clone(), host: server.host.clone(), server: Some(server) };
+        Reg::wrap(registry, Some(tmp))
+    }
+
     fn wrap(registry: Registry, tmp: Option<tempfile::TempDir>) -> Reg {
         let http = Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -80,12 +99,7 @@ impl Reg {
             .build()
             .expect("http client");
         let base = Url::parse(&format!("{}/", registry.base)).expect("registry base URL");
-        Reg {
-            registry,
-            http,
-            base,
-            _tmp: tmp,
-        }
+        Reg { registry, http, base, _tmp: tmp }
     }
 
     /// True when the registry under test is a Cairn started by this test.
@@ -100,9 +114,7 @@ impl Reg {
 
     /// A `Location` header value, absolute or relative, resolved against the registry.
     pub fn resolve(&self, location: &str) -> Url {
-        self.base
-            .join(location)
-            .unwrap_or_else(|e| panic!("bad Location {location:?}: {e}"))
+        self.base.join(location).unwrap_or_else(|e| panic!("bad Location {location:?}: {e}"))
     }
 
     /// A request to `path` on the registry.
@@ -130,11 +142,7 @@ impl Reg {
             .send()
             .await
             .expect("POST upload");
-        assert_eq!(
-            resp.status(),
-            StatusCode::ACCEPTED,
-            "POST /v2/{repo}/blobs/uploads/"
-        );
+        assert_eq!(resp.status(), StatusCode::ACCEPTED, "POST /v2/{repo}/blobs/uploads/");
         self.location(&resp)
     }
 
@@ -153,11 +161,7 @@ impl Reg {
         let digest = digest_of(data);
         let location = self.start_upload(repo).await;
         let resp = self.finish_upload(location, &digest, data).await;
-        assert_eq!(
-            resp.status(),
-            StatusCode::CREATED,
-            "PUT blob {digest} to {repo}"
-        );
+        assert_eq!(resp.status(), StatusCode::CREATED, "PUT blob {digest} to {repo}");
         digest
     }
 
@@ -168,13 +172,7 @@ impl Reg {
     }
 
     /// PUT `/v2/<repo>/manifests/<reference>` (end-7) without asserting the outcome.
-    pub async fn put_manifest(
-        &self,
-        repo: &str,
-        reference: &str,
-        media_type: &str,
-        body: &[u8],
-    ) -> Response {
+    pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Response {
         self.req(Method::PUT, &format!("/v2/{repo}/manifests/{reference}"))
             .header("content-type", media_type)
             .body(body.to_vec())
@@ -185,51 +183,29 @@ impl Reg {
 
     /// Pushes a manifest under `reference` (a tag, or `None` for its digest); asserts 201 and
     /// returns the digest.
-    pub async fn push_manifest(
-        &self,
-        repo: &str,
-        reference: Option<&str>,
-        media_type: &str,
-        body: &[u8],
-    ) -> String {
+    pub async fn push_manifest(&self, repo: &str, reference: Option<&str>, media_type: &str, body: &[u8]) -> String {
         let digest = digest_of(body);
         let reference = reference.unwrap_or(&digest);
         let resp = self.put_manifest(repo, reference, media_type, body).await;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
-        assert_eq!(
-            status,
-            StatusCode::CREATED,
-            "PUT manifest {repo}:{reference}: {text}"
-        );
+        assert_eq!(status, StatusCode::CREATED, "PUT manifest {repo}:{reference}: {text}");
         digest
     }
 
     /// Pushes a random config and layer and an OCI image manifest over them, under `tag`
     /// (or by digest).
     pub async fn push_image(&self, repo: &str, tag: Option<&str>) -> Pushed {
-        let config = self
-            .push_blob_desc(repo, OCI_CONFIG, &random_config())
-            .await;
-        let layer = self
-            .push_blob_desc(repo, OCI_LAYER, &random_bytes(512))
-            .await;
+        let config = self.push_blob_desc(repo, OCI_CONFIG, &random_config()).await;
+        let layer = self.push_blob_desc(repo, OCI_LAYER, &random_bytes(512)).await;
         let body = image_manifest(&config, &[layer], json!({}));
         let digest = self.push_manifest(repo, tag, OCI_MANIFEST, &body).await;
-        Pushed {
-            digest,
-            body,
-            media_type: OCI_MANIFEST,
-        }
+        Pushed { digest, body, media_type: OCI_MANIFEST }
     }
 
     /// Status of HEAD `/v2/<repo>/blobs/<digest>`.
     pub async fn head_blob(&self, repo: &str, digest: &str) -> StatusCode {
-        self.req(Method::HEAD, &format!("/v2/{repo}/blobs/{digest}"))
-            .send()
-            .await
-            .expect("HEAD blob")
-            .status()
+        self.req(Method::HEAD, &format!("/v2/{repo}/blobs/{digest}")).send().await.expect("HEAD blob").status()
     }
 
     /// Status of HEAD `/v2/<repo>/manifests/<reference>`.
@@ -253,11 +229,7 @@ impl Reg {
 
     /// The tags of `repo` from `tags/list`, or `None` when the repository is unknown (404).
     pub async fn tags(&self, repo: &str) -> Option<Vec<String>> {
-        let resp = self
-            .req(Method::GET, &format!("/v2/{repo}/tags/list"))
-            .send()
-            .await
-            .expect("GET tags/list");
+        let resp = self.req(Method::GET, &format!("/v2/{repo}/tags/list")).send().await.expect("GET tags/list");
         if resp.status() == StatusCode::NOT_FOUND {
             assert_error(resp, StatusCode::NOT_FOUND, &["NAME_UNKNOWN"]).await;
             return None;
@@ -268,16 +240,9 @@ impl Reg {
 
     /// Asserts that `tag` is not visible in `repo`: HEAD 404 and absent from `tags/list`.
     pub async fn assert_tag_absent(&self, repo: &str, tag: &str) {
-        assert_eq!(
-            self.head_manifest(repo, tag).await,
-            StatusCode::NOT_FOUND,
-            "HEAD {repo}:{tag}"
-        );
+        assert_eq!(self.head_manifest(repo, tag).await, StatusCode::NOT_FOUND, "HEAD {repo}:{tag}");
         if let Some(tags) = self.tags(repo).await {
-            assert!(
-                !tags.iter().any(|t| t == tag),
-                "{tag} listed in {repo}: {tags:?}"
-            );
+            assert!(!tags.iter().any(|t| t == tag), "{tag} listed in {repo}: {tags:?}");
         }
     }
 }
@@ -370,18 +335,13 @@ pub fn with_query(mut url: Url, key: &str, value: &str) -> Url {
 
 /// A response header as a string.
 pub fn header(resp: &Response, name: &str) -> Option<String> {
-    resp.headers()
-        .get(name)
-        .map(|v| v.to_str().expect("ASCII header").to_string())
+    resp.headers().get(name).map(|v| v.to_str().expect("ASCII header").to_string())
 }
 
 /// The target of a `Link: <url>; rel="next"` header.
 pub fn link_next(resp: &Response) -> Option<String> {
     let link = header(resp, "link")?;
-    assert!(
-        link.contains("rel=\"next\""),
-        "Link without rel=\"next\": {link}"
-    );
+    assert!(link.contains("rel=\"next\""), "Link without rel=\"next\": {link}");
     let start = link.find('<').expect("Link has <url>") + 1;
     let end = link.find('>').expect("Link has <url>");
     Some(link[start..end].to_string())
@@ -391,22 +351,15 @@ pub fn link_next(resp: &Response) -> Option<String> {
 pub async fn json_body(resp: Response) -> Value {
     let url = resp.url().clone();
     let bytes = resp.bytes().await.expect("body");
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-        panic!(
-            "{url}: body is not JSON ({e}): {}",
-            String::from_utf8_lossy(&bytes)
-        )
-    })
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{url}: body is not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
 }
 
 /// The `tags` of a tags/list body (`null` counts as empty).
 pub fn tag_list(body: &Value) -> Vec<String> {
     match &body["tags"] {
         Value::Null => Vec::new(),
-        Value::Array(a) => a
-            .iter()
-            .map(|t| t.as_str().expect("tag string").to_string())
-            .collect(),
+        Value::Array(a) => a.iter().map(|t| t.as_str().expect("tag string").to_string()).collect(),
         other => panic!("tags is not a list: {other}"),
     }
 }
@@ -420,30 +373,17 @@ pub async fn assert_error(resp: Response, status: StatusCode, codes: &[&str]) ->
     let bytes = resp.bytes().await.expect("error body");
     let text = String::from_utf8_lossy(&bytes);
     assert_eq!(got, status, "{what}: status (body: {text})");
-    let body: Value = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|e| panic!("{what}: error body is not JSON ({e}): {text}"));
-    let errors = body["errors"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{what}: no \"errors\" list in {text}"));
+    let body: Value =
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{what}: error body is not JSON ({e}): {text}"));
+    let errors = body["errors"].as_array().unwrap_or_else(|| panic!("{what}: no \"errors\" list in {text}"));
     assert!(!errors.is_empty(), "{what}: empty errors list");
     for e in errors {
-        let code = e["code"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{what}: error without code: {e}"));
-        assert!(
-            SPEC_ERROR_CODES.contains(&code),
-            "{what}: {code} is not in the spec's table"
-        );
+        let code = e["code"].as_str().unwrap_or_else(|| panic!("{what}: error without code: {e}"));
+        assert!(SPEC_ERROR_CODES.contains(&code), "{what}: {code} is not in the spec's table");
         let message = e["message"].as_str().unwrap_or_default();
-        assert!(
-            !message.trim().is_empty(),
-            "{what}: error {code} has no message: {e}"
-        );
+        assert!(!message.trim().is_empty(), "{what}: error {code} has no message: {e}");
     }
     let code = errors[0]["code"].as_str().unwrap_or_default().to_string();
-    assert!(
-        codes.contains(&code.as_str()),
-        "{what}: code {code}, expected one of {codes:?}: {text}"
-    );
+    assert!(codes.contains(&code.as_str()), "{what}: code {code}, expected one of {codes:?}: {text}");
     code
 }

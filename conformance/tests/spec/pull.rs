@@ -13,10 +13,7 @@ async fn api_version_check_returns_200() {
     let resp = r.req(Method::GET, "/v2/").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     if r.is_cairn() {
-        assert_eq!(
-            header(&resp, "docker-distribution-api-version").as_deref(),
-            Some("registry/2.0")
-        );
+        assert_eq!(header(&resp, "docker-distribution-api-version").as_deref(), Some("registry/2.0"));
     }
 }
 
@@ -27,16 +24,9 @@ async fn get_blob_returns_200_with_exact_bytes_length_and_digest() {
     let data = random_bytes(70_000);
     let digest = r.push_blob(&repo, &data).await;
 
-    let resp = r
-        .req(Method::GET, &format!("/v2/{repo}/blobs/{digest}"))
-        .send()
-        .await
-        .unwrap();
+    let resp = r.req(Method::GET, &format!("/v2/{repo}/blobs/{digest}")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(
-        header(&resp, "content-length"),
-        Some(data.len().to_string())
-    );
+    assert_eq!(header(&resp, "content-length"), Some(data.len().to_string()));
     assert_eq!(header(&resp, "docker-content-digest"), Some(digest.clone()));
     let body = resp.bytes().await.unwrap();
     assert_eq!(digest_of(&body), digest, "body digest");
@@ -50,21 +40,11 @@ async fn head_blob_returns_200_with_length_and_digest_and_no_body() {
     let data = random_bytes(3_000);
     let digest = r.push_blob(&repo, &data).await;
 
-    let resp = r
-        .req(Method::HEAD, &format!("/v2/{repo}/blobs/{digest}"))
-        .send()
-        .await
-        .unwrap();
+    let resp = r.req(Method::HEAD, &format!("/v2/{repo}/blobs/{digest}")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(
-        header(&resp, "content-length"),
-        Some(data.len().to_string())
-    );
+    assert_eq!(header(&resp, "content-length"), Some(data.len().to_string()));
     assert_eq!(header(&resp, "docker-content-digest"), Some(digest));
-    assert!(
-        resp.bytes().await.unwrap().is_empty(),
-        "HEAD carried a body"
-    );
+    assert!(resp.bytes().await.unwrap().is_empty(), "HEAD carried a body");
 }
 
 #[tokio::test]
@@ -81,33 +61,16 @@ async fn get_blob_with_range_returns_206_with_content_range() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
-    assert_eq!(
-        header(&resp, "content-range").as_deref(),
-        Some("bytes 100-1099/10000")
-    );
+    assert_eq!(header(&resp, "content-range").as_deref(), Some("bytes 100-1099/10000"));
     assert_eq!(header(&resp, "content-length").as_deref(), Some("1000"));
     let body = resp.bytes().await.unwrap();
     assert!(body[..] == data[100..1100], "range body differs");
 
-    let resp = r
-        .req(Method::GET, &format!("/v2/{repo}/blobs/{digest}"))
-        .header("range", "bytes=9000-")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        resp.status(),
-        StatusCode::PARTIAL_CONTENT,
-        "open-ended range"
-    );
-    assert_eq!(
-        header(&resp, "content-range").as_deref(),
-        Some("bytes 9000-9999/10000")
-    );
-    assert!(
-        resp.bytes().await.unwrap()[..] == data[9000..],
-        "open-ended range body differs"
-    );
+    let resp =
+        r.req(Method::GET, &format!("/v2/{repo}/blobs/{digest}")).header("range", "bytes=9000-").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT, "open-ended range");
+    assert_eq!(header(&resp, "content-range").as_deref(), Some("bytes 9000-9999/10000"));
+    assert!(resp.bytes().await.unwrap()[..] == data[9000..], "open-ended range body differs");
 }
 
 #[tokio::test]
@@ -133,17 +96,9 @@ async fn get_unknown_blob_returns_404_blob_unknown() {
     r.push_blob(&repo, &random_bytes(10)).await;
     let missing = unknown_digest();
 
-    let resp = r
-        .req(Method::GET, &format!("/v2/{repo}/blobs/{missing}"))
-        .send()
-        .await
-        .unwrap();
+    let resp = r.req(Method::GET, &format!("/v2/{repo}/blobs/{missing}")).send().await.unwrap();
     assert_error(resp, StatusCode::NOT_FOUND, &["BLOB_UNKNOWN"]).await;
-    assert_eq!(
-        r.head_blob(&repo, &missing).await,
-        StatusCode::NOT_FOUND,
-        "HEAD"
-    );
+    assert_eq!(r.head_blob(&repo, &missing).await, StatusCode::NOT_FOUND, "HEAD");
 }
 
 #[tokio::test]
@@ -154,18 +109,9 @@ async fn get_manifest_by_tag_returns_pushed_bytes_type_and_digest() {
 
     let resp = r.get_manifest(&repo, "v1").await;
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(
-        header(&resp, "content-type").as_deref(),
-        Some(img.media_type)
-    );
-    assert_eq!(
-        header(&resp, "docker-content-digest"),
-        Some(img.digest.clone())
-    );
-    assert!(
-        resp.bytes().await.unwrap()[..] == img.body[..],
-        "manifest body differs"
-    );
+    assert_eq!(header(&resp, "content-type").as_deref(), Some(img.media_type));
+    assert_eq!(header(&resp, "docker-content-digest"), Some(img.digest.clone()));
+    assert!(resp.bytes().await.unwrap()[..] == img.body[..], "manifest body differs");
 }
 
 #[tokio::test]
@@ -176,18 +122,9 @@ async fn get_manifest_by_digest_returns_pushed_bytes_type_and_digest() {
 
     let resp = r.get_manifest(&repo, &img.digest).await;
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(
-        header(&resp, "content-type").as_deref(),
-        Some(img.media_type)
-    );
-    assert_eq!(
-        header(&resp, "docker-content-digest"),
-        Some(img.digest.clone())
-    );
-    assert!(
-        resp.bytes().await.unwrap()[..] == img.body[..],
-        "manifest body differs"
-    );
+    assert_eq!(header(&resp, "content-type").as_deref(), Some(img.media_type));
+    assert_eq!(header(&resp, "docker-content-digest"), Some(img.digest.clone()));
+    assert!(resp.bytes().await.unwrap()[..] == img.body[..], "manifest body differs");
 }
 
 #[tokio::test]
@@ -204,25 +141,10 @@ async fn head_manifest_by_tag_and_digest_returns_200_with_digest_type_and_length
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "HEAD {reference}");
-        assert_eq!(
-            header(&resp, "docker-content-digest"),
-            Some(img.digest.clone()),
-            "{reference}"
-        );
-        assert_eq!(
-            header(&resp, "content-type").as_deref(),
-            Some(img.media_type),
-            "{reference}"
-        );
-        assert_eq!(
-            header(&resp, "content-length"),
-            Some(img.body.len().to_string()),
-            "{reference}"
-        );
-        assert!(
-            resp.bytes().await.unwrap().is_empty(),
-            "HEAD {reference} carried a body"
-        );
+        assert_eq!(header(&resp, "docker-content-digest"), Some(img.digest.clone()), "{reference}");
+        assert_eq!(header(&resp, "content-type").as_deref(), Some(img.media_type), "{reference}");
+        assert_eq!(header(&resp, "content-length"), Some(img.body.len().to_string()), "{reference}");
+        assert!(resp.bytes().await.unwrap().is_empty(), "HEAD {reference} carried a body");
     }
 }
 
@@ -236,11 +158,7 @@ async fn get_unknown_manifest_returns_404_manifest_unknown() {
     for reference in ["absent", missing.as_str()] {
         let resp = r.get_manifest(&repo, reference).await;
         assert_error(resp, StatusCode::NOT_FOUND, &["MANIFEST_UNKNOWN"]).await;
-        assert_eq!(
-            r.head_manifest(&repo, reference).await,
-            StatusCode::NOT_FOUND,
-            "HEAD"
-        );
+        assert_eq!(r.head_manifest(&repo, reference).await, StatusCode::NOT_FOUND, "HEAD");
     }
 }
 
@@ -251,11 +169,7 @@ async fn get_blob_with_invalid_digest_returns_400_digest_invalid() {
     r.push_blob(&repo, &random_bytes(10)).await;
 
     // A sha256 digest must have 64 hex characters.
-    let resp = r
-        .req(Method::GET, &format!("/v2/{repo}/blobs/sha256:abc123"))
-        .send()
-        .await
-        .unwrap();
+    let resp = r.req(Method::GET, &format!("/v2/{repo}/blobs/sha256:abc123")).send().await.unwrap();
     assert_error(resp, StatusCode::BAD_REQUEST, &["DIGEST_INVALID"]).await;
 }
 
@@ -274,18 +188,10 @@ async fn invalid_repository_name_returns_name_invalid() {
     // Upper case is outside `[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*`.
     let name = format!("Conformance/Bad-{}", random_suffix());
     assert_name_refused(r.get_manifest(&name, "latest").await).await;
-    let resp = r
-        .req(Method::POST, &format!("/v2/{name}/blobs/uploads/"))
-        .header("content-length", "0")
-        .send()
-        .await
-        .unwrap();
+    let resp =
+        r.req(Method::POST, &format!("/v2/{name}/blobs/uploads/")).header("content-length", "0").send().await.unwrap();
     assert_name_refused(resp).await;
-    let resp = r
-        .req(Method::GET, &format!("/v2/{name}/tags/list"))
-        .send()
-        .await
-        .unwrap();
+    let resp = r.req(Method::GET, &format!("/v2/{name}/tags/list")).send().await.unwrap();
     assert_name_refused(resp).await;
 }
 
@@ -293,25 +199,10 @@ async fn assert_round_trip(r: &Reg, repo: &str, tag: &str, media_type: &str, bod
     let digest = r.push_manifest(repo, Some(tag), media_type, body).await;
     for reference in [tag, digest.as_str()] {
         let resp = r.get_manifest(repo, reference).await;
-        assert_eq!(
-            resp.status(),
-            StatusCode::OK,
-            "GET {media_type} by {reference}"
-        );
-        assert_eq!(
-            header(&resp, "content-type").as_deref(),
-            Some(media_type),
-            "{reference}"
-        );
-        assert_eq!(
-            header(&resp, "docker-content-digest"),
-            Some(digest.clone()),
-            "{reference}"
-        );
-        assert!(
-            resp.bytes().await.unwrap()[..] == body[..],
-            "{media_type} body changed"
-        );
+        assert_eq!(resp.status(), StatusCode::OK, "GET {media_type} by {reference}");
+        assert_eq!(header(&resp, "content-type").as_deref(), Some(media_type), "{reference}");
+        assert_eq!(header(&resp, "docker-content-digest"), Some(digest.clone()), "{reference}");
+        assert!(resp.bytes().await.unwrap()[..] == body[..], "{media_type} body changed");
     }
 }
 
@@ -346,12 +237,8 @@ async fn oci_image_index_round_trips() {
 }
 
 async fn push_docker_manifest(r: &Reg, repo: &str) -> Vec<u8> {
-    let config = r
-        .push_blob_desc(repo, DOCKER_CONFIG, &random_config())
-        .await;
-    let layer = r
-        .push_blob_desc(repo, DOCKER_LAYER, &random_bytes(300))
-        .await;
+    let config = r.push_blob_desc(repo, DOCKER_CONFIG, &random_config()).await;
+    let layer = r.push_blob_desc(repo, DOCKER_LAYER, &random_bytes(300)).await;
     serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": DOCKER_MANIFEST,

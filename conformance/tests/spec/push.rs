@@ -25,10 +25,7 @@ async fn patch_chunk(r: &Reg, location: Url, start: usize, chunk: &[u8]) -> Resp
 async fn assert_blob_at(r: &Reg, url: Url, data: &[u8]) {
     let resp = r.req_url(Method::GET, url.clone()).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK, "GET {url}");
-    assert!(
-        resp.bytes().await.unwrap()[..] == data[..],
-        "blob at {url} differs"
-    );
+    assert!(resp.bytes().await.unwrap()[..] == data[..], "blob at {url} differs");
 }
 
 #[tokio::test]
@@ -54,18 +51,9 @@ async fn single_post_with_digest_returns_201_with_location() {
     let data = random_bytes(20_000);
     let digest = digest_of(&data);
 
-    let url = with_query(
-        r.url(&format!("/v2/{repo}/blobs/uploads/")),
-        "digest",
-        &digest,
-    );
-    let resp = r
-        .req_url(Method::POST, url)
-        .header("content-type", OCTET_STREAM)
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
+    let url = with_query(r.url(&format!("/v2/{repo}/blobs/uploads/")), "digest", &digest);
+    let resp =
+        r.req_url(Method::POST, url).header("content-type", OCTET_STREAM).body(data.clone()).send().await.unwrap();
     if r.is_cairn() || resp.status() != StatusCode::ACCEPTED {
         assert_eq!(resp.status(), StatusCode::CREATED);
         let blob_url = r.location(&resp);
@@ -74,11 +62,7 @@ async fn single_post_with_digest_returns_201_with_location() {
         // A registry without single-POST uploads answers 202 and the client PUTs.
         let location = r.location(&resp);
         let resp = r.finish_upload(location, &digest, &data).await;
-        assert_eq!(
-            resp.status(),
-            StatusCode::CREATED,
-            "PUT after 202 single POST"
-        );
+        assert_eq!(resp.status(), StatusCode::CREATED, "PUT after 202 single POST");
     }
     assert_eq!(r.head_blob(&repo, &digest).await, StatusCode::OK);
 }
@@ -108,11 +92,7 @@ async fn chunked_upload_of_several_chunks_then_put_creates_the_blob() {
         let resp = patch_chunk(&r, location, offset, &data[offset..offset + size]).await;
         assert_eq!(resp.status(), StatusCode::ACCEPTED, "PATCH at {offset}");
         offset += size;
-        assert_eq!(
-            header(&resp, "range"),
-            Some(format!("0-{}", offset - 1)),
-            "Range"
-        );
+        assert_eq!(header(&resp, "range"), Some(format!("0-{}", offset - 1)), "Range");
         location = r.location(&resp);
     }
     let resp = r
@@ -137,14 +117,8 @@ async fn chunked_upload_final_chunk_in_closing_put_creates_the_blob() {
     let location = r.start_upload(&repo).await;
     let resp = patch_chunk(&r, location, 0, &data[..2_500]).await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    let resp = r
-        .finish_upload(r.location(&resp), &digest, &data[2_500..])
-        .await;
-    assert_eq!(
-        resp.status(),
-        StatusCode::CREATED,
-        "closing PUT with the last chunk"
-    );
+    let resp = r.finish_upload(r.location(&resp), &digest, &data[2_500..]).await;
+    assert_eq!(resp.status(), StatusCode::CREATED, "closing PUT with the last chunk");
     assert_blob_at(&r, r.url(&format!("/v2/{repo}/blobs/{digest}")), &data).await;
 }
 
@@ -204,11 +178,7 @@ async fn get_upload_status_returns_204_with_range_and_location() {
 
     // The status location continues the same upload.
     let resp = patch_chunk(&r, location, 1_234, &random_bytes(10)).await;
-    assert_eq!(
-        resp.status(),
-        StatusCode::ACCEPTED,
-        "PATCH at the reported offset"
-    );
+    assert_eq!(resp.status(), StatusCode::ACCEPTED, "PATCH at the reported offset");
     assert_eq!(header(&resp, "range").as_deref(), Some("0-1243"));
 }
 
@@ -221,11 +191,7 @@ async fn delete_upload_returns_204_then_status_is_404_blob_upload_unknown() {
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let location = r.location(&resp);
 
-    let resp = r
-        .req_url(Method::DELETE, location.clone())
-        .send()
-        .await
-        .unwrap();
+    let resp = r.req_url(Method::DELETE, location.clone()).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     let resp = r.req_url(Method::GET, location).send().await.unwrap();
     assert_error(resp, StatusCode::NOT_FOUND, &["BLOB_UPLOAD_UNKNOWN"]).await;
@@ -240,21 +206,15 @@ async fn unknown_upload_returns_404_blob_upload_unknown() {
     let url = r.url(&format!("/v2/{repo}/blobs/uploads/{id}"));
 
     // The code is a MAY in the spec's table; Cairn uses BLOB_UPLOAD_UNKNOWN.
-    let codes: &[&str] = if r.is_cairn() {
-        &["BLOB_UPLOAD_UNKNOWN"]
-    } else {
-        &["BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID"]
-    };
+    let codes: &[&str] =
+        if r.is_cairn() { &["BLOB_UPLOAD_UNKNOWN"] } else { &["BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID"] };
     let resp = r.req_url(Method::GET, url.clone()).send().await.unwrap();
     assert_error(resp, StatusCode::NOT_FOUND, codes).await;
     let resp = patch_chunk(&r, url.clone(), 0, b"abc").await;
     assert_error(resp, StatusCode::NOT_FOUND, codes).await;
     let resp = r.finish_upload(url, &digest_of(b"abc"), b"abc").await;
     assert_error(resp, StatusCode::NOT_FOUND, codes).await;
-    assert_eq!(
-        r.head_blob(&repo, &digest_of(b"abc")).await,
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(r.head_blob(&repo, &digest_of(b"abc")).await, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -268,16 +228,8 @@ async fn put_with_wrong_digest_returns_400_digest_invalid_and_stores_nothing() {
     let location = r.start_upload(&repo).await;
     let resp = r.finish_upload(location, &claimed, &data).await;
     assert_error(resp, StatusCode::BAD_REQUEST, &["DIGEST_INVALID"]).await;
-    assert_eq!(
-        r.head_blob(&repo, &claimed).await,
-        StatusCode::NOT_FOUND,
-        "claimed digest"
-    );
-    assert_eq!(
-        r.head_blob(&repo, &digest_of(&data)).await,
-        StatusCode::NOT_FOUND,
-        "real digest"
-    );
+    assert_eq!(r.head_blob(&repo, &claimed).await, StatusCode::NOT_FOUND, "claimed digest");
+    assert_eq!(r.head_blob(&repo, &digest_of(&data)).await, StatusCode::NOT_FOUND, "real digest");
 }
 
 #[tokio::test]
@@ -288,17 +240,8 @@ async fn cross_repository_mount_returns_201_with_location_and_digest() {
     let data = random_bytes(5_000);
     let digest = r.push_blob(&from, &data).await;
 
-    let url = with_query(
-        with_query(r.url(&format!("/v2/{to}/blobs/uploads/")), "mount", &digest),
-        "from",
-        &from,
-    );
-    let resp = r
-        .req_url(Method::POST, url)
-        .header("content-length", "0")
-        .send()
-        .await
-        .unwrap();
+    let url = with_query(with_query(r.url(&format!("/v2/{to}/blobs/uploads/")), "mount", &digest), "from", &from);
+    let resp = r.req_url(Method::POST, url).header("content-length", "0").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert_eq!(header(&resp, "docker-content-digest"), Some(digest.clone()));
     let blob_url = r.location(&resp);
@@ -315,25 +258,12 @@ async fn mount_of_unknown_blob_returns_202_and_starts_an_upload() {
     let data = random_bytes(700);
     let digest = digest_of(&data);
 
-    let url = with_query(
-        with_query(r.url(&format!("/v2/{to}/blobs/uploads/")), "mount", &digest),
-        "from",
-        &from,
-    );
-    let resp = r
-        .req_url(Method::POST, url)
-        .header("content-length", "0")
-        .send()
-        .await
-        .unwrap();
+    let url = with_query(with_query(r.url(&format!("/v2/{to}/blobs/uploads/")), "mount", &digest), "from", &from);
+    let resp = r.req_url(Method::POST, url).header("content-length", "0").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let location = r.location(&resp);
     let resp = r.finish_upload(location, &digest, &data).await;
-    assert_eq!(
-        resp.status(),
-        StatusCode::CREATED,
-        "PUT to the fallback upload"
-    );
+    assert_eq!(resp.status(), StatusCode::CREATED, "PUT to the fallback upload");
     assert_eq!(r.head_blob(&to, &digest).await, StatusCode::OK);
 }
 
@@ -346,18 +276,9 @@ async fn mount_without_from_of_a_known_blob_returns_201() {
     let digest = r.push_blob(&from, &data).await;
 
     let url = with_query(r.url(&format!("/v2/{to}/blobs/uploads/")), "mount", &digest);
-    let resp = r
-        .req_url(Method::POST, url)
-        .header("content-length", "0")
-        .send()
-        .await
-        .unwrap();
+    let resp = r.req_url(Method::POST, url).header("content-length", "0").send().await.unwrap();
     if r.is_cairn() {
-        assert_eq!(
-            resp.status(),
-            StatusCode::CREATED,
-            "Cairn mounts automatically"
-        );
+        assert_eq!(resp.status(), StatusCode::CREATED, "Cairn mounts automatically");
     }
     // The spec leaves automatic mounting to the registry (MAY): 201, or 202 with an upload.
     match resp.status() {
@@ -369,11 +290,7 @@ async fn mount_without_from_of_a_known_blob_returns_201() {
         StatusCode::ACCEPTED => {
             let location = r.location(&resp);
             let resp = r.finish_upload(location, &digest, &data).await;
-            assert_eq!(
-                resp.status(),
-                StatusCode::CREATED,
-                "PUT to the fallback upload"
-            );
+            assert_eq!(resp.status(), StatusCode::CREATED, "PUT to the fallback upload");
         }
         other => panic!("mount without from: {other}"),
     }
@@ -385,16 +302,9 @@ async fn zero_length_blob_push_and_pull() {
     let r = Reg::start();
     let repo = unique_repo("push");
     let digest = r.push_blob(&repo, b"").await;
-    assert_eq!(
-        digest,
-        "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-    );
+    assert_eq!(digest, "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 
-    let resp = r
-        .req(Method::GET, &format!("/v2/{repo}/blobs/{digest}"))
-        .send()
-        .await
-        .unwrap();
+    let resp = r.req(Method::GET, &format!("/v2/{repo}/blobs/{digest}")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(header(&resp, "content-length").as_deref(), Some("0"));
     assert!(resp.bytes().await.unwrap().is_empty());
@@ -409,14 +319,8 @@ async fn pushing_the_same_blob_and_manifest_again_succeeds() {
     assert_eq!(r.push_blob(&repo, &data).await, digest);
 
     let img = r.push_image(&repo, Some("again")).await;
-    let resp = r
-        .put_manifest(&repo, "again", img.media_type, &img.body)
-        .await;
-    assert_eq!(
-        resp.status(),
-        StatusCode::CREATED,
-        "same manifest to the same tag"
-    );
+    let resp = r.put_manifest(&repo, "again", img.media_type, &img.body).await;
+    assert_eq!(resp.status(), StatusCode::CREATED, "same manifest to the same tag");
     assert_eq!(header(&resp, "docker-content-digest"), Some(img.digest));
 }
 
@@ -425,10 +329,7 @@ async fn names_and_tags_of_the_spec_grammar_are_accepted() {
     let r = Reg::start();
     // `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*` components, several of them.
     let repo = format!("conformance/a--b__c.d_e-f/x9-{}", random_suffix());
-    let long_tag = format!("T{}", "a_.-".repeat(32))
-        .chars()
-        .take(128)
-        .collect::<String>();
+    let long_tag = format!("T{}", "a_.-".repeat(32)).chars().take(128).collect::<String>();
     for tag in ["V1.0_rc-1", "_private", long_tag.as_str()] {
         let img = r.push_image(&repo, Some(tag)).await;
         let resp = r.get_manifest(&repo, tag).await;
@@ -436,10 +337,7 @@ async fn names_and_tags_of_the_spec_grammar_are_accepted() {
         assert_eq!(header(&resp, "docker-content-digest"), Some(img.digest));
     }
     let tags = r.tags(&repo).await.expect("tags of the repository");
-    assert!(
-        tags.contains(&long_tag),
-        "128-character tag missing: {tags:?}"
-    );
+    assert!(tags.contains(&long_tag), "128-character tag missing: {tags:?}");
 }
 
 async fn assert_manifest_created(r: &Reg, resp: Response, repo: &str, body: &[u8]) {
@@ -447,17 +345,9 @@ async fn assert_manifest_created(r: &Reg, resp: Response, repo: &str, body: &[u8
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert_eq!(header(&resp, "docker-content-digest"), Some(digest.clone()));
     let location = r.location(&resp);
-    let resp = r
-        .req_url(Method::GET, location.clone())
-        .header("accept", ACCEPT_MANIFESTS)
-        .send()
-        .await
-        .unwrap();
+    let resp = r.req_url(Method::GET, location.clone()).header("accept", ACCEPT_MANIFESTS).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK, "GET Location {location}");
-    assert!(
-        resp.bytes().await.unwrap()[..] == body[..],
-        "manifest at Location differs"
-    );
+    assert!(resp.bytes().await.unwrap()[..] == body[..], "manifest at Location differs");
     assert_eq!(r.head_manifest(repo, &digest).await, StatusCode::OK);
 }
 
@@ -472,12 +362,7 @@ async fn put_manifest_by_tag_returns_201_with_location_and_digest() {
     let resp = r.put_manifest(&repo, "v1.0", OCI_MANIFEST, &body).await;
     assert_manifest_created(&r, resp, &repo, &body).await;
     assert_eq!(r.head_manifest(&repo, "v1.0").await, StatusCode::OK);
-    assert!(
-        r.tags(&repo)
-            .await
-            .unwrap_or_default()
-            .contains(&"v1.0".to_string())
-    );
+    assert!(r.tags(&repo).await.unwrap_or_default().contains(&"v1.0".to_string()));
 }
 
 #[tokio::test]
@@ -488,9 +373,7 @@ async fn put_manifest_by_digest_returns_201_with_location_and_digest() {
     let layer = r.push_blob_desc(&repo, OCI_LAYER, &random_bytes(100)).await;
     let body = image_manifest(&config, &[layer], json!({}));
 
-    let resp = r
-        .put_manifest(&repo, &digest_of(&body), OCI_MANIFEST, &body)
-        .await;
+    let resp = r.put_manifest(&repo, &digest_of(&body), OCI_MANIFEST, &body).await;
     assert_manifest_created(&r, resp, &repo, &body).await;
 }
 
@@ -506,10 +389,7 @@ async fn put_manifest_referencing_missing_blob_returns_400_manifest_blob_unknown
 
     let resp = r.put_manifest(&repo, "broken", OCI_MANIFEST, &body).await;
     assert_error(resp, StatusCode::BAD_REQUEST, &["MANIFEST_BLOB_UNKNOWN"]).await;
-    assert_eq!(
-        r.head_manifest(&repo, &digest_of(&body)).await,
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(r.head_manifest(&repo, &digest_of(&body)).await, StatusCode::NOT_FOUND);
     r.assert_tag_absent(&repo, "broken").await;
     assert_eq!(r.tags(&repo).await, tags_before, "tags/list changed");
 }
@@ -532,10 +412,7 @@ async fn put_invalid_manifest_returns_400_manifest_invalid() {
     for (tag, body) in [("not-json", not_json), ("wrong-shape", wrong_shape)] {
         let resp = r.put_manifest(&repo, tag, OCI_MANIFEST, &body).await;
         assert_error(resp, StatusCode::BAD_REQUEST, &["MANIFEST_INVALID"]).await;
-        assert_eq!(
-            r.head_manifest(&repo, &digest_of(&body)).await,
-            StatusCode::NOT_FOUND
-        );
+        assert_eq!(r.head_manifest(&repo, &digest_of(&body)).await, StatusCode::NOT_FOUND);
         r.assert_tag_absent(&repo, tag).await;
     }
     assert_eq!(r.tags(&repo).await, tags_before, "tags/list changed");
@@ -555,10 +432,7 @@ async fn put_manifest_under_mismatched_digest_returns_400_digest_invalid() {
     assert_error(resp, StatusCode::BAD_REQUEST, &["DIGEST_INVALID"]).await;
     assert_eq!(r.tags(&repo).await, tags_before, "tags/list changed");
     assert_eq!(r.head_manifest(&repo, &wrong).await, StatusCode::NOT_FOUND);
-    assert_eq!(
-        r.head_manifest(&repo, &digest_of(&body)).await,
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(r.head_manifest(&repo, &digest_of(&body)).await, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -567,9 +441,7 @@ async fn put_manifest_with_subject_returns_201_with_oci_subject() {
     let repo = unique_repo("push");
     let subject = r.push_image(&repo, Some("subject")).await;
     let config = r.push_blob_desc(&repo, OCI_EMPTY, b"{}").await;
-    let layer = r
-        .push_blob_desc(&repo, "application/vnd.example.sig", &random_bytes(64))
-        .await;
+    let layer = r.push_blob_desc(&repo, "application/vnd.example.sig", &random_bytes(64)).await;
     let body = image_manifest(
         &config,
         &[layer],
@@ -579,9 +451,7 @@ async fn put_manifest_with_subject_returns_201_with_oci_subject() {
         }),
     );
 
-    let resp = r
-        .put_manifest(&repo, &digest_of(&body), OCI_MANIFEST, &body)
-        .await;
+    let resp = r.put_manifest(&repo, &digest_of(&body), OCI_MANIFEST, &body).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert_eq!(header(&resp, "oci-subject"), Some(subject.digest));
 }
@@ -595,22 +465,9 @@ async fn put_manifest_by_digest_with_tag_query_creates_every_tag() {
     let body = image_manifest(&config, &[layer], json!({}));
     let digest = digest_of(&body);
 
-    let url = with_query(
-        with_query(
-            r.url(&format!("/v2/{repo}/manifests/{digest}")),
-            "tag",
-            "t1",
-        ),
-        "tag",
-        "t2",
-    );
-    let resp = r
-        .req_url(Method::PUT, url)
-        .header("content-type", OCI_MANIFEST)
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let url = with_query(with_query(r.url(&format!("/v2/{repo}/manifests/{digest}")), "tag", "t1"), "tag", "t2");
+    let resp =
+        r.req_url(Method::PUT, url).header("content-type", OCI_MANIFEST).body(body.clone()).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert_eq!(header(&resp, "docker-content-digest"), Some(digest.clone()));
     assert_eq!(r.head_manifest(&repo, &digest).await, StatusCode::OK);
@@ -619,16 +476,9 @@ async fn put_manifest_by_digest_with_tag_query_creates_every_tag() {
         for tag in ["t1", "t2"] {
             let resp = r.get_manifest(&repo, tag).await;
             assert_eq!(resp.status(), StatusCode::OK, "GET {tag}");
-            assert_eq!(
-                header(&resp, "docker-content-digest"),
-                Some(digest.clone()),
-                "{tag}"
-            );
+            assert_eq!(header(&resp, "docker-content-digest"), Some(digest.clone()), "{tag}");
         }
-        assert_eq!(
-            r.tags(&repo).await,
-            Some(vec!["t1".to_string(), "t2".to_string()])
-        );
+        assert_eq!(r.tags(&repo).await, Some(vec!["t1".to_string(), "t2".to_string()]));
     }
 }
 
@@ -644,22 +494,9 @@ async fn put_manifest_with_an_invalid_tag_query_stores_nothing() {
     let digest = digest_of(&body);
 
     // A tag may not start with '-'.
-    let url = with_query(
-        with_query(
-            r.url(&format!("/v2/{repo}/manifests/{digest}")),
-            "tag",
-            "good",
-        ),
-        "tag",
-        "-bad",
-    );
-    let resp = r
-        .req_url(Method::PUT, url)
-        .header("content-type", OCI_MANIFEST)
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let url = with_query(with_query(r.url(&format!("/v2/{repo}/manifests/{digest}")), "tag", "good"), "tag", "-bad");
+    let resp =
+        r.req_url(Method::PUT, url).header("content-type", OCI_MANIFEST).body(body.clone()).send().await.unwrap();
     if !r.is_cairn() && resp.status() == StatusCode::CREATED {
         // A registry without `?tag=` support ignores it.
         return;
@@ -692,15 +529,10 @@ async fn put_manifest_of_4_megabytes_is_accepted() {
     let r = Reg::start();
     let repo = unique_repo("push");
     let body = manifest_of_size(&r, &repo, 4_000_000).await;
-    let digest = r
-        .push_manifest(&repo, Some("large"), OCI_MANIFEST, &body)
-        .await;
+    let digest = r.push_manifest(&repo, Some("large"), OCI_MANIFEST, &body).await;
     let resp = r.get_manifest(&repo, &digest).await;
     assert_eq!(resp.status(), StatusCode::OK);
-    assert!(
-        resp.bytes().await.unwrap()[..] == body[..],
-        "large manifest differs"
-    );
+    assert!(resp.bytes().await.unwrap()[..] == body[..], "large manifest differs");
 }
 
 #[tokio::test]
@@ -728,16 +560,8 @@ async fn put_manifest_larger_than_4_mib_returns_413_and_stores_nothing() {
         // Accepting more than the minimum is allowed by the spec; Cairn caps at 4 MiB.
         return;
     }
-    assert_error(
-        resp,
-        StatusCode::PAYLOAD_TOO_LARGE,
-        &["SIZE_INVALID", "MANIFEST_INVALID"],
-    )
-    .await;
-    assert_eq!(
-        r.head_manifest(&repo, &digest_of(&body)).await,
-        StatusCode::NOT_FOUND
-    );
+    assert_error(resp, StatusCode::PAYLOAD_TOO_LARGE, &["SIZE_INVALID", "MANIFEST_INVALID"]).await;
+    assert_eq!(r.head_manifest(&repo, &digest_of(&body)).await, StatusCode::NOT_FOUND);
     r.assert_tag_absent(&repo, "oversize").await;
     assert_eq!(r.tags(&repo).await, tags_before, "tags/list changed");
 }

@@ -13,12 +13,7 @@ fn docker_digest() -> header::HeaderName {
 }
 
 /// GET or HEAD of a blob; a satisfiable `Range` gives 206, an unsatisfiable one 416.
-pub async fn get(
-    ctx: &Ctx,
-    name: &RepoName,
-    digest: &Digest,
-    with_body: bool,
-) -> Result<Response, Error> {
+pub async fn get(ctx: &Ctx, name: &RepoName, digest: &Digest, with_body: bool) -> Result<Response, Error> {
     let range = ctx.header(header::RANGE).map(str::to_string);
     let (read, partial) = ctx
         .state
@@ -26,21 +21,12 @@ pub async fn get(
         .read_blob(
             name,
             digest,
-            |size| {
-                range
-                    .as_deref()
-                    .map(|r| parse_range(r, size))
-                    .transpose()
-                    .map(Option::flatten)
-            },
+            |size| range.as_deref().map(|r| parse_range(r, size)).transpose().map(Option::flatten),
             with_body,
         )
         .await?;
     let mut headers = vec![
-        (
-            header::CONTENT_LENGTH,
-            (read.range.end - read.range.start).to_string(),
-        ),
+        (header::CONTENT_LENGTH, (read.range.end - read.range.start).to_string()),
         (header::CONTENT_TYPE, "application/octet-stream".to_string()),
         (docker_digest(), digest.to_string()),
         (header::ETAG, format!("\"{digest}\"")),
@@ -48,15 +34,8 @@ pub async fn get(
         (header::CACHE_CONTROL, "max-age=31536000".to_string()),
     ];
     let status = if partial {
-        headers.push((
-            header::CONTENT_RANGE,
-            format!(
-                "bytes {}-{}/{}",
-                read.range.start,
-                read.range.end - 1,
-                read.size
-            ),
-        ));
+        headers
+            .push((header::CONTENT_RANGE, format!("bytes {}-{}/{}", read.range.start, read.range.end - 1, read.size)));
         StatusCode::PARTIAL_CONTENT
     } else {
         StatusCode::OK
@@ -71,11 +50,7 @@ pub async fn get(
 /// DELETE of a blob from a repository: 202.
 pub async fn delete(ctx: &Ctx, name: &RepoName, digest: &Digest) -> Result<Response, Error> {
     ctx.state.registry.delete_blob(name, digest).await?;
-    Ok(respond(
-        StatusCode::ACCEPTED,
-        &[(header::CONTENT_LENGTH, "0".into())],
-        Body::empty(),
-    ))
+    Ok(respond(StatusCode::ACCEPTED, &[(header::CONTENT_LENGTH, "0".into())], Body::empty()))
 }
 
 /// Resolves a `Range: bytes=...` header against `size`. `Ok(None)` means "ignore the
@@ -93,22 +68,17 @@ fn parse_range(h: &str, size: u64) -> Result<Option<std::ops::Range<u64>>, Error
     };
     let (a, b) = (a.trim(), b.trim());
     let range = if a.is_empty() {
-        let n: u64 = b
-            .parse()
-            .map_err(|_| Error::RangeNotSatisfiable { len: size })?;
+        let n: u64 = b.parse().map_err(|_| Error::RangeNotSatisfiable { len: size })?;
         if n == 0 {
             return Err(unsatisfiable);
         }
         size.saturating_sub(n)..size
     } else {
-        let start: u64 = a
-            .parse()
-            .map_err(|_| Error::RangeNotSatisfiable { len: size })?;
+        let start: u64 = a.parse().map_err(|_| Error::RangeNotSatisfiable { len: size })?;
         let end = if b.is_empty() {
             size.saturating_sub(1)
         } else {
-            b.parse::<u64>()
-                .map_err(|_| Error::RangeNotSatisfiable { len: size })?
+            b.parse::<u64>().map_err(|_| Error::RangeNotSatisfiable { len: size })?
         };
         if start >= size || end < start {
             return Err(unsatisfiable);
@@ -131,13 +101,7 @@ mod tests {
         assert_eq!(parse_range("bytes=-200", 100).unwrap(), Some(0..100));
         assert_eq!(parse_range("bytes=0-1,5-6", 100).unwrap(), None);
         assert_eq!(parse_range("items=0-1", 100).unwrap(), None);
-        for bad in [
-            "bytes=100-",
-            "bytes=5-4",
-            "bytes=x-1",
-            "bytes=-0",
-            "bytes=0-",
-        ] {
+        for bad in ["bytes=100-", "bytes=5-4", "bytes=x-1", "bytes=-0", "bytes=0-"] {
             let size = if bad == "bytes=0-" { 0 } else { 100 };
             assert!(parse_range(bad, size).is_err(), "{bad}");
         }

@@ -17,41 +17,21 @@ fn page_response(ctx: &Ctx, path: &str, body: Value, page: &Page) -> Response {
         && let Some(last) = page.items.last()
     {
         let last = url::form_urlencoded::byte_serialize(last.as_bytes()).collect::<String>();
-        headers.push((
-            header::LINK,
-            format!(
-                "<{}?n={}&last={last}>; rel=\"next\"",
-                ctx.location(path),
-                page.n
-            ),
-        ));
+        headers.push((header::LINK, format!("<{}?n={}&last={last}>; rel=\"next\"", ctx.location(path), page.n)));
     }
     respond(StatusCode::OK, &headers, Body::from(body.to_string()))
 }
 
 /// GET `/v2/<name>/tags/list?n=&last=`: sorted, paginated with `Link`.
 pub async fn tags(ctx: &Ctx, name: &RepoName) -> Result<Response, Error> {
-    let page = ctx
-        .state
-        .registry
-        .tags(name, ctx.q.page_size()?, ctx.q.get("last"))
-        .await?;
+    let page = ctx.state.registry.tags(name, ctx.q.page_size()?, ctx.q.get("last")).await?;
     let body = json!({ "name": name.as_str(), "tags": page.items });
-    Ok(page_response(
-        ctx,
-        &format!("/v2/{name}/tags/list"),
-        body,
-        &page,
-    ))
+    Ok(page_response(ctx, &format!("/v2/{name}/tags/list"), body, &page))
 }
 
 /// GET `/v2/_catalog?n=&last=`.
 pub async fn catalog(ctx: &Ctx) -> Result<Response, Error> {
-    let page = ctx
-        .state
-        .registry
-        .catalog(ctx.q.page_size()?, ctx.q.get("last"))
-        .await?;
+    let page = ctx.state.registry.catalog(ctx.q.page_size()?, ctx.q.get("last")).await?;
     let body = json!({ "repositories": page.items });
     Ok(page_response(ctx, "/v2/_catalog", body, &page))
 }
@@ -79,14 +59,7 @@ pub async fn referrers(ctx: &Ctx, name: &RepoName, digest: &Digest) -> Result<Re
     let body = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
     let mut headers = vec![(header::CONTENT_TYPE, OCI_INDEX.to_string())];
     if filter.is_some() {
-        headers.push((
-            header::HeaderName::from_static("oci-filters-applied"),
-            "artifactType".into(),
-        ));
+        headers.push((header::HeaderName::from_static("oci-filters-applied"), "artifactType".into()));
     }
-    Ok(respond(
-        StatusCode::OK,
-        &headers,
-        Body::from(body.to_string()),
-    ))
+    Ok(respond(StatusCode::OK, &headers, Body::from(body.to_string())))
 }

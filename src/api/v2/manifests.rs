@@ -8,6 +8,8 @@ use futures::StreamExt;
 
 use super::{Ctx, respond};
 use crate::error::Error;
+use crate::meta::Precondition;
+use crate::oci::Digest;
 use crate::oci::{Reference, RepoName, Tag};
 use crate::service::{MAX_MANIFEST_BYTES, ManifestPut};
 
@@ -16,12 +18,7 @@ fn h(name: &'static str) -> header::HeaderName {
 }
 
 /// GET or HEAD: the stored bytes with their media type, digest and ETag.
-pub async fn get(
-    ctx: &Ctx,
-    name: &RepoName,
-    reference: &Reference,
-    with_body: bool,
-) -> Result<Response, Error> {
+pub async fn get(ctx: &Ctx, name: &RepoName, reference: &Reference, with_body: bool) -> Result<Response, Error> {
     let m = ctx.state.registry.manifest(name, reference).await?;
     let headers = [
         (header::CONTENT_TYPE, m.media_type.clone()),
@@ -29,30 +26,15 @@ pub async fn get(
         (h("docker-content-digest"), m.digest.to_string()),
         (header::ETAG, format!("\"{}\"", m.digest)),
     ];
-    let body = if with_body {
-        Body::from(m.body)
-    } else {
-        Body::empty()
-    };
+    let body = if with_body { Body::from(m.body) } else { Body::empty() };
     Ok(respond(StatusCode::OK, &headers, body))
 }
 
 /// PUT: validates and stores; `?tag=` adds tags (all or none); 413 over 4 MiB.
-pub async fn put(
-    ctx: &Ctx,
-    name: &RepoName,
-    reference: &Reference,
-    body: Body,
-) -> Result<Response, Error> {
-    let declared = ctx
-        .header(header::CONTENT_LENGTH)
-        .and_then(|l| l.parse::<u64>().ok());
+pub async fn put(ctx: &Ctx, name: &RepoName, reference: &Reference, body: Body) -> Result<Response, Error> {
+    let declared = ctx.header(header::CONTENT_LENGTH).and_then(|l| l.parse::<u64>().ok());
     let body = read_capped(body, declared).await?;
-    let extra_tags = ctx
-        .q
-        .all("tag")
-        .map(Tag::parse)
-        .collect::<Result<Vec<_>, _>>()?;
+    let extra_tags = ctx.q.all("tag").map(Tag::parse).collect::<Result<Vec<_>, _>>()?;
     let out = ctx
         .state
         .registry
@@ -62,13 +44,12 @@ pub async fn put(
             extra_tags,
             content_type: ctx.header(header::CONTENT_TYPE),
             body,
+            precondition: precondition(ctx)?,
+            actor: ctx.actor.clone(),
         })
         .await?;
     let mut headers = vec![
-        (
-            header::LOCATION,
-            ctx.location(&format!("/v2/{name}/manifests/{}", out.digest)),
-        ),
+        (header::LOCATION, ctx.location(&format!("/v2/{name}/manifests/{}", out.digest))),
         (h("docker-content-digest"), out.digest.to_string()),
         (header::CONTENT_LENGTH, "0".into()),
     ];
@@ -80,12 +61,8 @@ pub async fn put(
 
 /// DELETE by digest (the manifest and its tags) or by tag (the tag only): 202.
 pub async fn delete(ctx: &Ctx, name: &RepoName, reference: &Reference) -> Result<Response, Error> {
-    ctx.state.registry.delete_manifest(name, reference).await?;
-    Ok(respond(
-        StatusCode::ACCEPTED,
-        &[(header::CONTENT_LENGTH, "0".into())],
-        Body::empty(),
-    ))
+    ctx.state.registry.delete_manifest(name, reference, &ctx.actor).await?;
+    Ok(respond(StatusCode::ACCEPTED, &[(header::CONTENT_LENGTH, "0".into())], Body::empty()))
 }
 
 /// How much of an oversize manifest is read (and thrown away) so the client, still
@@ -95,9 +72,7 @@ const DRAIN_LIMIT: u64 = 64 << 20;
 /// Reads a manifest body of at most `MAX_MANIFEST_BYTES`; beyond that, drains the rest
 /// (up to `DRAIN_LIMIT`) and answers 413.
 async fn read_capped(body: Body, declared: Option<u64>) -> Result<Bytes, Error> {
-    let too_large = || Error::ManifestTooLarge {
-        limit: MAX_MANIFEST_BYTES,
-    };
+    let too_large = || Error::ManifestTooLarge { limit: MAX_MANIFEST_BYTES };
     if declared.is_some_and(|n| n > DRAIN_LIMIT) {
         return Err(too_large());
     }
@@ -105,8 +80,7 @@ async fn read_capped(body: Body, declared: Option<u64>) -> Result<Bytes, Error> 
     let mut seen = 0u64;
     let mut frames = body.into_data_stream();
     while let Some(frame) = frames.next().await {
-        let chunk = frame
-            .map_err(|e| Error::ManifestInvalid(format!("could not read the request body: {e}")))?;
+        let chunk = frame.map_err(|e| Error::ManifestInvalid(format!("could not read the request body: {e}")))?;
         seen += chunk.len() as u64;
         if seen > DRAIN_LIMIT {
             return Err(too_large());
@@ -115,9 +89,26 @@ async fn read_capped(body: Body, declared: Option<u64>) -> Result<Bytes, Error> 
             buf.extend_from_slice(&chunk);
         }
     }
-    if seen > MAX_MANIFEST_BYTES as u64 {
-        Err(too_large())
-    } else {
-        Ok(buf.freeze())
+    if seen > MAX_MANIFEST_BYTES as u64 { Err(too_large()) } else { Ok(buf.freeze()) }
+}
+
+/// `If-None-Match: *` (create only) or `If-Match: "<digest>"` (compare and swap).
+fn precondition(ctx: &Ctx) -> Result<Precondition, Error> {
+    let none_match = ctx.header(header::IF_NONE_MATCH).map(str::trim);
+    let if_match = ctx.header(header::IF_MATCH).map(str::trim);
+    match (none_match, if_match) {
+        (Some(_), Some(_)) => Err(Error::Unsupported("send either If-None-Match or If-Match, not both".into())),
+        (Some("*"), None) => Ok(Precondition::Absent),
+        (Some(other), None) => {
+            Err(Error::Unsupported(format!("If-None-Match {other:?} is not supported on manifest PUT; use \"*\"")))
+        }
+        (None, Some(etag)) => {
+            let bare = etag.trim_start_matches("W/").trim_matches('"');
+            let d = Digest::parse(bare).map_err(|e| {
+                Error::DigestInvalid(format!("If-Match must be a manifest ETag such as \"sha256:<hex>\": {e}"))
+            })?;
+            Ok(Precondition::PointsTo(d))
+        }
+        (None, None) => Ok(Precondition::None),
     }
 }

@@ -7,25 +7,23 @@ mod manifests;
 mod uploads;
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 
 use super::route::Route;
 use crate::error::Error;
+use crate::meta::Actor;
 use crate::service::ByteStream;
 use crate::state::AppState;
 
 /// end-1: `GET /v2/` answers 200 so clients know this is a v2 registry.
 pub async fn base(method: Method) -> Response {
     match method {
-        Method::GET | Method::HEAD => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            "{}",
-        )
-            .into_response(),
+        Method::GET | Method::HEAD => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}").into_response()
+        }
         _ => Error::MethodNotAllowed.into_response(),
     }
 }
@@ -33,6 +31,7 @@ pub async fn base(method: Method) -> Response {
 /// Every `/v2/<...>` request.
 pub async fn dispatch(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     method: Method,
     Path(rest): Path<String>,
     RawQuery(query): RawQuery,
@@ -40,7 +39,8 @@ pub async fn dispatch(
     body: Body,
 ) -> Response {
     let q = Query::parse(query.as_deref());
-    let ctx = Ctx { state, headers, q };
+    let actor = Actor { name: "anonymous".into(), address: Some(peer.ip().to_string()) };
+    let ctx = Ctx { state, headers, q, actor };
     let result = match Route::parse(&rest) {
         Ok(route) => route_request(&ctx, method, route, body).await,
         Err(e) => Err(e),
@@ -48,30 +48,17 @@ pub async fn dispatch(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn route_request(
-    ctx: &Ctx,
-    method: Method,
-    route: Route,
-    body: Body,
-) -> Result<Response, Error> {
+async fn route_request(ctx: &Ctx, method: Method, route: Route, body: Body) -> Result<Response, Error> {
     use Route::*;
     match (method, route) {
         (Method::GET | Method::HEAD, Base) => Ok(base(Method::GET).await),
         (Method::GET, Catalog) => listing::catalog(ctx).await,
         (Method::GET, Tags { name }) => listing::tags(ctx, &name).await,
         (Method::GET, Referrers { name, digest }) => listing::referrers(ctx, &name, &digest).await,
-        (Method::GET, Manifest { name, reference }) => {
-            manifests::get(ctx, &name, &reference, true).await
-        }
-        (Method::HEAD, Manifest { name, reference }) => {
-            manifests::get(ctx, &name, &reference, false).await
-        }
-        (Method::PUT, Manifest { name, reference }) => {
-            manifests::put(ctx, &name, &reference, body).await
-        }
-        (Method::DELETE, Manifest { name, reference }) => {
-            manifests::delete(ctx, &name, &reference).await
-        }
+        (Method::GET, Manifest { name, reference }) => manifests::get(ctx, &name, &reference, true).await,
+        (Method::HEAD, Manifest { name, reference }) => manifests::get(ctx, &name, &reference, false).await,
+        (Method::PUT, Manifest { name, reference }) => manifests::put(ctx, &name, &reference, body).await,
+        (Method::DELETE, Manifest { name, reference }) => manifests::delete(ctx, &name, &reference).await,
         (Method::GET, Blob { name, digest }) => blobs::get(ctx, &name, &digest, true).await,
         (Method::HEAD, Blob { name, digest }) => blobs::get(ctx, &name, &digest, false).await,
         (Method::DELETE, Blob { name, digest }) => blobs::delete(ctx, &name, &digest).await,
@@ -89,6 +76,7 @@ pub(crate) struct Ctx {
     state: AppState,
     headers: HeaderMap,
     q: Query,
+    actor: Actor,
 }
 
 impl Ctx {
@@ -109,37 +97,26 @@ impl Ctx {
 pub(crate) struct Query(Vec<(String, String)>);
 
 impl Query {
-    fn parse(raw: Option<&str>) -> Query {
-        Query(
-            url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
-                .into_owned()
-                .collect(),
-        )
+    /// Decodes a raw query string.
+    pub(crate) fn parse(raw: Option<&str>) -> Query {
+        Query(url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()).into_owned().collect())
     }
 
     /// The first value of `key`.
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// Every value of `key`.
     fn all(&self, key: &str) -> impl Iterator<Item = &str> {
-        self.0
-            .iter()
-            .filter(move |(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// `n` as a page size.
     fn page_size(&self) -> Result<Option<u32>, Error> {
         self.get("n")
             .map(|n| {
-                n.parse::<u32>().map_err(|_| {
-                    Error::Unsupported(format!("n={n:?} is not a page size (a whole number)"))
-                })
+                n.parse::<u32>().map_err(|_| Error::Unsupported(format!("n={n:?} is not a page size (a whole number)")))
             })
             .transpose()
     }

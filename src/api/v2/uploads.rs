@@ -18,10 +18,7 @@ fn created(ctx: &Ctx, name: &RepoName, c: &BlobCommitted) -> Response {
     respond(
         StatusCode::CREATED,
         &[
-            (
-                header::LOCATION,
-                ctx.location(&format!("/v2/{name}/blobs/{}", c.digest)),
-            ),
+            (header::LOCATION, ctx.location(&format!("/v2/{name}/blobs/{}", c.digest))),
             (h("docker-content-digest"), c.digest.to_string()),
             (header::CONTENT_LENGTH, "0".into()),
         ],
@@ -34,10 +31,7 @@ fn in_progress(ctx: &Ctx, name: &RepoName, s: &UploadState, status: StatusCode) 
     respond(
         status,
         &[
-            (
-                header::LOCATION,
-                ctx.location(&format!("/v2/{name}/blobs/uploads/{}", s.id)),
-            ),
+            (header::LOCATION, ctx.location(&format!("/v2/{name}/blobs/uploads/{}", s.id))),
             (header::RANGE, format!("0-{end}")),
             (h("docker-upload-uuid"), s.id.clone()),
             (header::CONTENT_LENGTH, "0".into()),
@@ -47,10 +41,7 @@ fn in_progress(ctx: &Ctx, name: &RepoName, s: &UploadState, status: StatusCode) 
 }
 
 fn digest_param(ctx: &Ctx) -> Result<Option<Digest>, Error> {
-    ctx.q
-        .get("digest")
-        .map(|d| Digest::parse(d).map_err(Error::from))
-        .transpose()
+    ctx.q.get("digest").map(|d| Digest::parse(d).map_err(Error::from)).transpose()
 }
 
 /// POST `/v2/<name>/blobs/uploads/`: mount (`?mount=&from=`), single-request upload
@@ -67,9 +58,7 @@ pub async fn start(ctx: &Ctx, name: &RepoName, body: Body) -> Result<Response, E
         return Ok(in_progress(ctx, name, &s, StatusCode::ACCEPTED));
     }
     if let Some(digest) = digest_param(ctx)? {
-        let c = reg
-            .upload_monolithic(name, &digest, body_stream(body))
-            .await?;
+        let c = reg.upload_monolithic(name, &digest, body_stream(body)).await?;
         return Ok(created(ctx, name, &c));
     }
     let s = reg.start_upload(name).await?;
@@ -92,27 +81,16 @@ pub async fn patch(ctx: &Ctx, name: &RepoName, id: &str, body: Body) -> Result<R
         }
         None => (None, None),
     };
-    let s = ctx
-        .state
-        .registry
-        .append_chunk(name, id, start, expect, body_stream(body))
-        .await?;
+    let s = ctx.state.registry.append_chunk(name, id, start, expect, body_stream(body)).await?;
     Ok(in_progress(ctx, name, &s, StatusCode::ACCEPTED))
 }
 
 /// PUT `/v2/<name>/blobs/uploads/<id>?digest=`: the optional last chunk, then commit.
 pub async fn finish(ctx: &Ctx, name: &RepoName, id: &str, body: Body) -> Result<Response, Error> {
     let digest = digest_param(ctx)?.ok_or_else(|| {
-        Error::DigestInvalid(
-            "the digest query parameter is required to finish an upload (?digest=sha256:...)"
-                .into(),
-        )
+        Error::DigestInvalid("the digest query parameter is required to finish an upload (?digest=sha256:...)".into())
     })?;
-    let c = ctx
-        .state
-        .registry
-        .finish_upload(name, id, &digest, body_stream(body))
-        .await?;
+    let c = ctx.state.registry.finish_upload(name, id, &digest, body_stream(body)).await?;
     Ok(created(ctx, name, &c))
 }
 
@@ -124,22 +102,11 @@ pub async fn cancel(ctx: &Ctx, name: &RepoName, id: &str) -> Result<Response, Er
 
 /// `Content-Range: <start>-<end>` (inclusive), also accepting `bytes <start>-<end>[/<total>]`.
 fn parse_content_range(h: &str) -> Result<(u64, u64), Error> {
-    let bad = || {
-        Error::UploadInvalid(format!(
-            "Content-Range {h:?} must look like <start>-<end>, for example 0-1023"
-        ))
-    };
-    let spec = h
-        .trim()
-        .trim_start_matches("bytes")
-        .trim_start_matches('=')
-        .trim();
+    let bad = || Error::UploadInvalid(format!("Content-Range {h:?} must look like <start>-<end>, for example 0-1023"));
+    let spec = h.trim().trim_start_matches("bytes").trim_start_matches('=').trim();
     let spec = spec.split('/').next().unwrap_or("");
     let (a, b) = spec.split_once('-').ok_or_else(bad)?;
-    let (a, b): (u64, u64) = (
-        a.trim().parse().map_err(|_| bad())?,
-        b.trim().parse().map_err(|_| bad())?,
-    );
+    let (a, b): (u64, u64) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
     if b < a {
         return Err(bad());
     }
