@@ -28,6 +28,81 @@ pub struct Config {
     pub log: LogConfig,
     /// `[immutability]`: which tags may move.
     pub immutability: ImmutabilityConfig,
+    /// `[auth]`: users, grants, tokens.
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// Allow starting on a non-loopback address with no users (anonymous push and pull).
+    pub allow_anonymous_write: bool,
+    /// The token service name (the JWT audience and the challenge's `service`).
+    pub service: String,
+    /// Lifetime of issued bearer tokens.
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+    /// PKCS#8 ECDSA P-256 key that signs tokens; created on first start if missing.
+    /// Defaults to `<data_dir>/token-signing-key.p8`. Nodes sharing a database share it.
+    pub key_file: Option<PathBuf>,
+    /// Failed logins allowed per client address and per user within `failure_window`.
+    pub max_failed_logins: u32,
+    /// The window for `max_failed_logins`; a blocked client waits until it passes.
+    #[serde(with = "humantime_serde")]
+    pub failure_window: Duration,
+    /// Users.
+    pub users: Vec<UserConfig>,
+    /// Grants.
+    pub grants: Vec<GrantConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            allow_anonymous_write: false,
+            service: "cairn".into(),
+            token_ttl: Duration::from_secs(300),
+            key_file: None,
+            max_failed_logins: 5,
+            failure_window: Duration::from_secs(60),
+            users: vec![],
+            grants: vec![],
+        }
+    }
+}
+
+/// `[[auth.users]]`
+#[derive(Clone, Deserialize)]
+pub struct UserConfig {
+    /// Login name.
+    pub name: String,
+    /// argon2id PHC string from `cairn hash-password`.
+    pub password_hash: String,
+    /// `admin`, `writer`, `reader`, `auditor`.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+impl fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserConfig")
+            .field("name", &self.name)
+            .field("password_hash", &"<redacted>")
+            .field("roles", &self.roles)
+            .finish()
+    }
+}
+
+/// `[[auth.grants]]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct GrantConfig {
+    /// User names, robot names, or `anonymous`.
+    pub subjects: Vec<String>,
+    /// Repository glob (`*` within a path component, `**` across).
+    pub repositories: String,
+    /// `pull`, `push`, `delete`.
+    pub actions: Vec<String>,
 }
 
 /// `[server]`
@@ -292,10 +367,63 @@ impl Config {
         if let Err(errs) = ImmutabilityPolicy::new(&self.immutability) {
             p.extend(errs);
         }
+        p.extend(self.auth_problems());
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             p.push(format!("log.level = {:?} is not a valid filter (try \"info\" or \"cairn=debug\")", self.log.level));
         }
         p
+    }
+
+    fn auth_problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let a = &self.auth;
+        if a.service.trim().is_empty() {
+            p.push("auth.service must not be empty".into());
+        }
+        if a.token_ttl < Duration::from_secs(10) || a.token_ttl > Duration::from_secs(24 * 3600) {
+            p.push("auth.token_ttl must be between 10s and 24h".into());
+        }
+        if a.max_failed_logins == 0 {
+            p.push("auth.max_failed_logins must be at least 1".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, u) in a.users.iter().enumerate() {
+            let at = format!("auth.users[{i}]");
+            if u.name.is_empty() || u.name == "anonymous" || u.name.contains(':') {
+                p.push(format!("{at}.name = {:?}: a name must be non-empty, not \"anonymous\", without ':'", u.name));
+            }
+            if !names.insert(u.name.clone()) {
+                p.push(format!("{at}.name = {:?} is defined twice", u.name));
+            }
+            if argon2::PasswordHash::new(&u.password_hash).is_err() || !u.password_hash.starts_with("$argon2id$") {
+                p.push(format!("{at}.password_hash is not an argon2id hash: make one with `cairn hash-password`"));
+            }
+            for (j, r) in u.roles.iter().enumerate() {
+                if crate::policy::Role::parse(r).is_none() {
+                    p.push(format!("{at}.roles[{j}] = {r:?}: use admin, writer, reader or auditor"));
+                }
+            }
+        }
+        for (i, g) in a.grants.iter().enumerate() {
+            let at = format!("auth.grants[{i}]");
+            if g.subjects.is_empty() {
+                p.push(format!("{at}.subjects is empty: name users, robots or \"anonymous\""));
+            }
+            if let Err(e) = crate::policy::access::repo_glob(&g.repositories) {
+                p.push(format!("{at}.repositories = {:?}: {}", g.repositories, e.kind()));
+            }
+            for (j, act) in g.actions.iter().enumerate() {
+                if crate::policy::Action::parse(act).is_none() {
+                    p.push(format!("{at}.actions[{j}] = {act:?}: use pull, push or delete"));
+                }
+            }
+        }
+        p
+    }
+
+    /// Where the token signing key lives.
+    pub fn token_key_path(&self) -> PathBuf {
+        self.auth.key_file.clone().unwrap_or_else(|| self.server.data_dir.join("token-signing-key.p8"))
     }
 
     /// The listen address (validated by `load`).

@@ -57,6 +57,15 @@ pub enum Error {
     /// An `If-Match` / `If-None-Match` condition does not hold: 412.
     #[error("{0}")]
     PreconditionFailed(String),
+    /// No (valid) credentials for something that needs them: 401 with a challenge.
+    #[error("{message}")]
+    Unauthorized { message: String, challenge: String },
+    /// Authenticated, but not allowed: 403.
+    #[error("{0}")]
+    Denied(String),
+    /// Too many failed logins: 429 with Retry-After.
+    #[error("too many failed logins; retry in {retry_after} seconds")]
+    TooManyRequests { retry_after: u64 },
     /// A parameter or operation this registry does not support.
     #[error("{0}")]
     Unsupported(String),
@@ -95,6 +104,9 @@ impl Error {
             Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Error::TagImmutable { .. } => StatusCode::CONFLICT,
             Error::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Error::Denied(_) => StatusCode::FORBIDDEN,
+            Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unsupported(_) => StatusCode::BAD_REQUEST,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::NotFound => StatusCode::NOT_FOUND,
@@ -120,6 +132,9 @@ impl Error {
             Error::RangeNotSatisfiable { .. } => None,
             Error::TagImmutable { .. } => Some("DENIED"),
             Error::PreconditionFailed(_) => Some("DENIED"),
+            Error::Unauthorized { .. } => Some("UNAUTHORIZED"),
+            Error::Denied(_) => Some("DENIED"),
+            Error::TooManyRequests { .. } => Some("TOOMANYREQUESTS"),
             Error::Unsupported(_) => Some("UNSUPPORTED"),
             Error::MethodNotAllowed => Some("UNSUPPORTED"),
             Error::NotFound => None,
@@ -152,6 +167,9 @@ impl Error {
                 "rule": rule,
             }),
             Error::PreconditionFailed(_) => Value::Null,
+            Error::Unauthorized { .. } => Value::Null,
+            Error::Denied(_) => Value::Null,
+            Error::TooManyRequests { retry_after } => json!({ "retry_after": retry_after }),
             Error::Unsupported(_) => Value::Null,
             Error::MethodNotAllowed => Value::Null,
             Error::NotFound => Value::Null,
@@ -182,6 +200,14 @@ impl IntoResponse for Error {
                 if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
                     resp.headers_mut().insert(header::CONTENT_RANGE, v);
                 }
+            }
+            Error::Unauthorized { challenge, .. } => {
+                if let Ok(v) = HeaderValue::from_str(challenge) {
+                    resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            Error::TooManyRequests { retry_after } => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             Error::UploadOutOfOrder { offset, .. } => {
                 let range = if *offset == 0 { "0-0".to_string() } else { format!("0-{}", offset - 1) };

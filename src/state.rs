@@ -7,6 +7,7 @@ use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 
+use crate::auth::Auth;
 use crate::blob::BlobStore;
 use crate::config::{Config, StorageKind};
 use crate::meta::{MetadataStore, SqliteStore};
@@ -18,6 +19,10 @@ use crate::service::Registry;
 pub struct AppState {
     /// The registry's rules over the two seams.
     pub registry: Registry,
+    /// Access control.
+    pub auth: Arc<Auth>,
+    /// The metadata store (for the CLI's robot commands).
+    pub meta: Arc<dyn MetadataStore>,
     /// The loaded configuration.
     pub config: Arc<Config>,
 }
@@ -48,7 +53,8 @@ impl AppState {
         };
         let policy = ImmutabilityPolicy::new(&config.immutability)
             .map_err(|errs| anyhow::anyhow!("invalid immutability rules: {}", errs.join("; ")))?;
-        let registry = Registry::new(meta, blobs, Arc::new(policy));
-        Ok(AppState { registry, config: Arc::new(config) })
+        let auth = Arc::new(Auth::new(&config, meta.clone())?);
+        let registry = Registry::new(meta.clone(), blobs, Arc::new(policy));
+        Ok(AppState { registry, auth, meta, config: Arc::new(config) })
     }
 }

@@ -1,9 +1,11 @@
 //! HTTP only (`/v2` OCI API, `/api/v1` REST, health): routing, parsing requests, calling `service`, rendering responses. Handlers
 //! never see SQL, pools or object keys. Calls `service` and `oci`; nothing calls `api`.
 
+mod access;
 mod health;
 mod rest;
 mod route;
+mod token;
 mod v2;
 
 use std::time::Duration;
@@ -34,6 +36,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/token", get(token::get_token).post(token::post_token))
         .route("/api/v1/policies/immutability", get(rest::immutability_policy))
         .route("/api/v1/repositories/{*rest}", get(rest::repository))
         .merge(v2)

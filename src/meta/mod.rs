@@ -239,6 +239,46 @@ pub struct Referrer {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
+/// A robot's own grant: actions on a repository glob.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RobotGrant {
+    /// Repository glob.
+    pub repositories: String,
+    /// Action names.
+    pub actions: Vec<String>,
+}
+
+/// A robot token as stored (the secret only as a hash).
+#[derive(Clone)]
+pub struct RobotRecord {
+    /// Its login name.
+    pub name: String,
+    /// SHA-256 of the secret.
+    pub secret_sha256: Vec<u8>,
+    /// Role names.
+    pub roles: Vec<String>,
+    /// Its own grants.
+    pub grants: Vec<RobotGrant>,
+    /// When it was created.
+    pub created_at: SystemTime,
+    /// When it stops working, if ever.
+    pub expires_at: Option<SystemTime>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<SystemTime>,
+}
+
+impl std::fmt::Debug for RobotRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RobotRecord")
+            .field("name", &self.name)
+            .field("roles", &self.roles)
+            .field("grants", &self.grants)
+            .field("expires_at", &self.expires_at)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The metadata operations Cairn needs, each one transaction.
 #[async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
@@ -308,6 +348,14 @@ pub trait MetadataStore: Send + Sync + 'static {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<TagEvent>, MetaError>;
+    /// Stores a new robot; false if the name is taken.
+    async fn create_robot(&self, robot: &RobotRecord) -> Result<bool, MetaError>;
+    /// A robot by name (revoked and expired ones included).
+    async fn robot(&self, name: &str) -> Result<Option<RobotRecord>, MetaError>;
+    /// Every robot, by name.
+    async fn robots(&self) -> Result<Vec<RobotRecord>, MetaError>;
+    /// Marks a robot revoked; false if there is no such (unrevoked) robot.
+    async fn revoke_robot(&self, name: &str) -> Result<bool, MetaError>;
     /// The last event of a tag at or before `at`.
     async fn tag_event_at(&self, repo: &RepoName, tag: &Tag, at: SystemTime) -> Result<Option<TagEvent>, MetaError>;
     /// Tags after `last`, sorted, at most `n`.

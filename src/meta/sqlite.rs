@@ -11,7 +11,7 @@ use sqlx::{Row, SqlitePool};
 
 use super::{
     Actor, BlobRecord, CommitUpload, Deleted, ManifestRecord, MetaError, MetadataStore, NewManifest, Precondition,
-    PutManifest, Referrer, Segment, TagAction, TagEvent, TagGuard, UploadSession, from_millis, millis,
+    PutManifest, Referrer, RobotRecord, Segment, TagAction, TagEvent, TagGuard, UploadSession, from_millis, millis,
 };
 use crate::oci::{Digest, Reference, RepoName, Tag};
 
@@ -110,6 +110,22 @@ async fn record_tag_event(
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+fn robot_row(row: sqlx::sqlite::SqliteRow) -> Result<RobotRecord, MetaError> {
+    let roles: String = row.get("roles");
+    let grants: String = row.get("grants");
+    let expires: Option<i64> = row.get("expires_at");
+    let revoked: Option<i64> = row.get("revoked_at");
+    Ok(RobotRecord {
+        name: row.get("name"),
+        secret_sha256: row.get("secret_sha256"),
+        roles: json(&roles)?,
+        grants: json(&grants)?,
+        created_at: from_millis(row.get("created_at")),
+        expires_at: expires.map(from_millis),
+        revoked_at: revoked.map(from_millis),
+    })
 }
 
 fn tag_event_row(row: sqlx::sqlite::SqliteRow) -> Result<TagEvent, MetaError> {
@@ -544,6 +560,41 @@ impl MetadataStore for SqliteStore {
                 .fetch_all(&self.read)
                 .await?;
         rows.into_iter().map(tag_event_row).collect()
+    }
+
+    async fn create_robot(&self, r: &RobotRecord) -> Result<bool, MetaError> {
+        let done = sqlx::query(
+            "INSERT INTO robots (name, secret_sha256, roles, grants, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&r.name)
+        .bind(&r.secret_sha256)
+        .bind(serde_json::to_string(&r.roles).map_err(|e| MetaError::Corrupt(e.to_string()))?)
+        .bind(serde_json::to_string(&r.grants).map_err(|e| MetaError::Corrupt(e.to_string()))?)
+        .bind(millis(r.created_at))
+        .bind(r.expires_at.map(millis))
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn robot(&self, name: &str) -> Result<Option<RobotRecord>, MetaError> {
+        let row = sqlx::query("SELECT * FROM robots WHERE name = ?").bind(name).fetch_optional(&self.read).await?;
+        row.map(robot_row).transpose()
+    }
+
+    async fn robots(&self) -> Result<Vec<RobotRecord>, MetaError> {
+        let rows = sqlx::query("SELECT * FROM robots ORDER BY name").fetch_all(&self.read).await?;
+        rows.into_iter().map(robot_row).collect()
+    }
+
+    async fn revoke_robot(&self, name: &str) -> Result<bool, MetaError> {
+        let done = sqlx::query("UPDATE robots SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL")
+            .bind(now())
+            .bind(name)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn tag_event_at(&self, repo: &RepoName, tag: &Tag, at: SystemTime) -> Result<Option<TagEvent>, MetaError> {

@@ -1,6 +1,8 @@
-//! Pure decisions over data: which tags are immutable. No I/O; depends only on `oci` and
+//! Pure decisions over data: which tags are immutable, who may do what. No I/O; depends only on `oci` and
 //! the config types it is built from. Called by `service`.
 
+pub mod access;
 pub mod immutability;
 
+pub use access::{AccessPolicy, Action, Role, Subject};
 pub use immutability::{Decision, ImmutabilityPolicy, Mode};

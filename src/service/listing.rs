@@ -44,13 +44,29 @@ impl Registry {
         Ok(to_page(self.meta.tags(repo, last, n + 1).await?, n))
     }
 
-    /// `/v2/_catalog`: repositories after `last`, sorted.
-    pub async fn catalog(&self, n: Option<u32>, last: Option<&str>) -> Result<Page, Error> {
+    /// `/v2/_catalog`: repositories after `last` for which `visible` holds, sorted.
+    pub async fn catalog(
+        &self,
+        n: Option<u32>,
+        last: Option<&str>,
+        visible: impl Fn(&str) -> bool,
+    ) -> Result<Page, Error> {
         let n = page_size(n);
         if n == 0 {
             return Ok(Page { items: vec![], more: false, n });
         }
-        Ok(to_page(self.meta.repositories(last, n + 1).await?, n))
+        let mut items = Vec::new();
+        let mut cursor = last.map(str::to_string);
+        loop {
+            let batch = self.meta.repositories(cursor.as_deref(), n + 1).await?;
+            let exhausted = batch.len() <= n as usize;
+            cursor = batch.last().cloned();
+            items.extend(batch.into_iter().filter(|r| visible(r)));
+            if exhausted || items.len() > n as usize {
+                break;
+            }
+        }
+        Ok(to_page(items, n))
     }
 
     /// end-12a/12b: manifests in `repo` whose subject is `subject`.

@@ -4,13 +4,16 @@
 use std::time::SystemTime;
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::header;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::access::require_api_read;
 use super::v2::Query;
 use crate::error::Error;
 use crate::meta::TagEvent;
@@ -22,7 +25,14 @@ const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
 
 /// GET `/api/v1/policies/immutability`: the rules in force, read-only.
-pub async fn immutability_policy(State(state): State<AppState>) -> Response {
+pub async fn immutability_policy(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = require_api_read(&state, &headers, addr.ip()).await {
+        return e.into_response();
+    }
     let cfg = &state.config.immutability;
     let rules: Vec<Value> = cfg
         .rules
@@ -49,9 +59,14 @@ pub async fn immutability_policy(State(state): State<AppState>) -> Response {
 /// GET `/api/v1/repositories/<name>/tags/<tag>[/history]`.
 pub async fn repository(
     State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(rest): Path<String>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
 ) -> Response {
+    if let Err(e) = require_api_read(&state, &headers, addr.ip()).await {
+        return e.into_response();
+    }
     let q = Query::parse(query.as_deref());
     let result = match rest.rsplit_once("/tags/") {
         Some((name, tail)) => match tail.split_once('/') {

@@ -9,6 +9,7 @@ use super::{Ctx, respond};
 use crate::error::Error;
 use crate::oci::media_types::OCI_INDEX;
 use crate::oci::{Digest, RepoName};
+use crate::policy::Action;
 use crate::service::Page;
 
 fn page_response(ctx: &Ctx, path: &str, body: Value, page: &Page) -> Response {
@@ -31,7 +32,9 @@ pub async fn tags(ctx: &Ctx, name: &RepoName) -> Result<Response, Error> {
 
 /// GET `/v2/_catalog?n=&last=`.
 pub async fn catalog(ctx: &Ctx) -> Result<Response, Error> {
-    let page = ctx.state.registry.catalog(ctx.q.page_size()?, ctx.q.get("last")).await?;
+    let (auth, who) = (&ctx.state.auth, &ctx.who.subject);
+    let visible = |repo: &str| auth.allows(who, repo, Action::Pull);
+    let page = ctx.state.registry.catalog(ctx.q.page_size()?, ctx.q.get("last"), visible).await?;
     let body = json!({ "repositories": page.items });
     Ok(page_response(ctx, "/v2/_catalog", body, &page))
 }

@@ -12,7 +12,9 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 
+use super::access;
 use super::route::Route;
+use crate::auth::Identity;
 use crate::error::Error;
 use crate::meta::Actor;
 use crate::service::ByteStream;
@@ -39,12 +41,24 @@ pub async fn dispatch(
     body: Body,
 ) -> Response {
     let q = Query::parse(query.as_deref());
-    let actor = Actor { name: "anonymous".into(), address: Some(peer.ip().to_string()) };
-    let ctx = Ctx { state, headers, q, actor };
-    let result = match Route::parse(&rest) {
-        Ok(route) => route_request(&ctx, method, route, body).await,
-        Err(e) => Err(e),
-    };
+    let result = async {
+        let route = Route::parse(&rest)?;
+        let who = access::identify(&state, &headers, peer.ip()).await?;
+        match access::required(&method, &route) {
+            Some((repo, action)) => access::authorize(&state, &headers, &who, &repo, action)?,
+            None if matches!(route, Route::Base) && !state.auth.is_open() && who.subject.is_anonymous() => {
+                return Err(Error::Unauthorized {
+                    message: "authentication required".into(),
+                    challenge: access::challenge(&state, &headers, None),
+                });
+            }
+            None => {}
+        }
+        let actor = Actor { name: who.subject.name.clone(), address: Some(peer.ip().to_string()) };
+        let ctx = Ctx { state, headers, q, actor, who };
+        route_request(&ctx, method, route, body).await
+    }
+    .await;
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
@@ -77,6 +91,7 @@ pub(crate) struct Ctx {
     headers: HeaderMap,
     q: Query,
     actor: Actor,
+    who: Identity,
 }
 
 impl Ctx {
@@ -108,7 +123,7 @@ impl Query {
     }
 
     /// Every value of `key`.
-    fn all(&self, key: &str) -> impl Iterator<Item = &str> {
+    pub(crate) fn all(&self, key: &str) -> impl Iterator<Item = &str> {
         self.0.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 

@@ -8,6 +8,7 @@ use axum::response::Response;
 use super::{Ctx, body_stream, respond};
 use crate::error::Error;
 use crate::oci::{Digest, RepoName};
+use crate::policy::Action;
 use crate::service::{BlobCommitted, UploadState};
 
 fn h(name: &'static str) -> header::HeaderName {
@@ -51,7 +52,10 @@ pub async fn start(ctx: &Ctx, name: &RepoName, body: Body) -> Result<Response, E
     if let Some(mount) = ctx.q.get("mount") {
         let digest = Digest::parse(mount)?;
         let from = ctx.q.get("from").map(RepoName::parse).transpose()?;
-        if let Some(c) = reg.mount_blob(name, &digest, from.as_ref()).await? {
+        // Mounting from a repository the caller may not pull would leak its content.
+        let may_read_from =
+            from.as_ref().is_none_or(|f| ctx.state.auth.allows(&ctx.who.subject, f.as_str(), Action::Pull));
+        if may_read_from && let Some(c) = reg.mount_blob(name, &digest, from.as_ref()).await? {
             return Ok(created(ctx, name, &c));
         }
         let s = reg.start_upload(name).await?;

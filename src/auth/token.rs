@@ -1,0 +1,140 @@
+//! Bearer tokens: ES256 JWTs signed with a P-256 key kept as PKCS#8 in the data directory
+//! (created with ring on first start), verified for signature, audience, issuer and expiry.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use serde::{Deserialize, Serialize};
+
+const ISSUER: &str = "cairn";
+
+/// One entry of a token's `access` claim (the Docker token format).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessEntry {
+    /// `repository`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Repository name.
+    pub name: String,
+    /// Granted actions.
+    pub actions: Vec<String>,
+}
+
+/// The claims Cairn puts in its tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// `cairn`.
+    pub iss: String,
+    /// User or robot name, or `anonymous`.
+    pub sub: String,
+    /// The service (audience).
+    pub aud: String,
+    /// Expiry (seconds since the epoch).
+    pub exp: u64,
+    /// Not before.
+    pub nbf: u64,
+    /// Issued at.
+    pub iat: u64,
+    /// Unique id.
+    pub jti: String,
+    /// What the token allows.
+    pub access: Vec<AccessEntry>,
+}
+
+/// Signs and verifies tokens.
+pub struct TokenSigner {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl TokenSigner {
+    /// Loads the PKCS#8 key at `path`, creating it (mode 0600) if it does not exist.
+    pub fn load_or_create(path: &Path) -> anyhow::Result<TokenSigner> {
+        use anyhow::Context;
+        let rng = SystemRandom::new();
+        let pkcs8 = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .map_err(|_| anyhow::anyhow!("could not generate a token signing key"))?;
+                write_private(path, doc.as_ref())
+                    .with_context(|| format!("cannot write token signing key {}", path.display()))?;
+                doc.as_ref().to_vec()
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read token signing key {}", path.display())),
+        };
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng)
+            .map_err(|e| anyhow::anyhow!("{} is not a PKCS#8 ECDSA P-256 key: {e}", path.display()))?;
+        Ok(TokenSigner {
+            encoding: EncodingKey::from_ec_der(&pkcs8),
+            decoding: DecodingKey::from_ec_der(pair.public_key().as_ref()),
+        })
+    }
+
+    /// A token for `sub` valid for `ttl`.
+    pub fn sign(&self, sub: &str, aud: &str, ttl: Duration, access: Vec<AccessEntry>) -> Result<String, String> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let claims = Claims {
+            iss: ISSUER.into(),
+            sub: sub.into(),
+            aud: aud.into(),
+            exp: now + ttl.as_secs(),
+            nbf: now.saturating_sub(5),
+            iat: now,
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+            access,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &self.encoding).map_err(|e| e.to_string())
+    }
+
+    /// Verifies signature, issuer, audience, expiry and not-before.
+    pub fn verify(&self, token: &str, aud: &str) -> Result<Claims, String> {
+        let mut v = Validation::new(Algorithm::ES256);
+        v.set_audience(&[aud]);
+        v.set_issuer(&[ISSUER]);
+        v.validate_nbf = true;
+        v.leeway = 5;
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &v).map(|d| d.claims).map_err(|e| e.to_string())
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_verify_and_refuse() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = TokenSigner::load_or_create(&dir.path().join("k.p8")).unwrap();
+        let again = TokenSigner::load_or_create(&dir.path().join("k.p8")).unwrap();
+        let entry = AccessEntry { kind: "repository".into(), name: "a/b".into(), actions: vec!["pull".into()] };
+        let t = s.sign("ci", "cairn", Duration::from_secs(60), vec![entry.clone()]).unwrap();
+        let c = again.verify(&t, "cairn").unwrap();
+        assert_eq!(c.sub, "ci");
+        assert_eq!(c.access, vec![entry]);
+        assert!(s.verify(&t, "other").is_err(), "audience");
+        let other = TokenSigner::load_or_create(&dir.path().join("other.p8")).unwrap();
+        assert!(other.verify(&t, "cairn").is_err(), "signature");
+        assert!(s.verify("a.b.c", "cairn").is_err());
+    }
+}

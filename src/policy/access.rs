@@ -1,0 +1,204 @@
+//! Who may do what: roles (global shorthands) and grants (actions on a repository glob for
+//! named subjects). Pure decisions; identities are established in `auth`.
+
+use globset::GlobMatcher;
+use serde::{Deserialize, Serialize};
+
+/// An action on a repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Read manifests, blobs, tags and referrers.
+    Pull,
+    /// Upload blobs and push manifests.
+    Push,
+    /// Delete manifests, tags and blobs.
+    Delete,
+}
+
+impl Action {
+    /// The spelling used in token scopes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Pull => "pull",
+            Action::Push => "push",
+            Action::Delete => "delete",
+        }
+    }
+
+    /// Parses a scope action (`*` is handled by the caller).
+    pub fn parse(s: &str) -> Option<Action> {
+        match s {
+            "pull" => Some(Action::Pull),
+            "push" => Some(Action::Push),
+            "delete" => Some(Action::Delete),
+            _ => None,
+        }
+    }
+
+    /// Every action.
+    pub const ALL: [Action; 3] = [Action::Pull, Action::Push, Action::Delete];
+}
+
+/// Global shorthands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything, including forced deletes and tokens.
+    Admin,
+    /// Pull and push everywhere.
+    Writer,
+    /// Pull everywhere.
+    Reader,
+    /// `/api/v1` reads only.
+    Auditor,
+}
+
+impl Role {
+    /// Parses a role name.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "writer" => Some(Role::Writer),
+            "reader" => Some(Role::Reader),
+            "auditor" => Some(Role::Auditor),
+            _ => None,
+        }
+    }
+
+    fn allows(self, action: Action) -> bool {
+        match self {
+            Role::Admin => true,
+            Role::Writer => matches!(action, Action::Pull | Action::Push),
+            Role::Reader => action == Action::Pull,
+            Role::Auditor => false,
+        }
+    }
+}
+
+/// A compiled grant.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// Who it is for (user or robot names, `anonymous`); empty for a robot's own grants.
+    pub subjects: Vec<String>,
+    /// The repository glob as written.
+    pub pattern: String,
+    /// The compiled glob.
+    pub repositories: GlobMatcher,
+    /// What it allows.
+    pub actions: Vec<Action>,
+}
+
+/// Compiles a repository glob the way immutability rules do: `*` within a component.
+pub fn repo_glob(pattern: &str) -> Result<GlobMatcher, globset::Error> {
+    Ok(globset::GlobBuilder::new(pattern).literal_separator(true).build()?.compile_matcher())
+}
+
+/// A subject whose rights are being decided.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    /// User or robot name, or `anonymous`.
+    pub name: String,
+    /// Its roles.
+    pub roles: Vec<Role>,
+    /// Grants that belong to it alone (a robot's scope).
+    pub own_grants: Vec<Grant>,
+}
+
+impl Subject {
+    /// The anonymous subject.
+    pub fn anonymous() -> Subject {
+        Subject { name: "anonymous".into(), roles: vec![], own_grants: vec![] }
+    }
+
+    /// True for the anonymous subject.
+    pub fn is_anonymous(&self) -> bool {
+        self.name == "anonymous"
+    }
+}
+
+/// The access rules in force.
+#[derive(Debug, Clone)]
+pub struct AccessPolicy {
+    /// True when no user and no grant is configured: anonymous may do everything.
+    pub open: bool,
+    /// Grants from the config.
+    pub grants: Vec<Grant>,
+}
+
+impl AccessPolicy {
+    /// May `who` do `action` on `repo`?
+    pub fn allows(&self, who: &Subject, repo: &str, action: Action) -> bool {
+        if self.open {
+            return true;
+        }
+        if who.roles.iter().any(|r| r.allows(action)) {
+            return true;
+        }
+        let named = self.grants.iter().filter(|g| g.subjects.iter().any(|s| s == &who.name));
+        named.chain(who.own_grants.iter()).any(|g| g.actions.contains(&action) && g.repositories.is_match(repo))
+    }
+
+    /// May `who` read `/api/v1`?
+    pub fn allows_api_read(&self, who: &Subject) -> bool {
+        self.open || who.roles.iter().any(|r| matches!(r, Role::Admin | Role::Reader | Role::Auditor))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(subjects: &[&str], repos: &str, actions: &[Action]) -> Grant {
+        Grant {
+            subjects: subjects.iter().map(|s| s.to_string()).collect(),
+            pattern: repos.into(),
+            repositories: repo_glob(repos).unwrap(),
+            actions: actions.to_vec(),
+        }
+    }
+
+    fn user(name: &str, roles: &[Role]) -> Subject {
+        Subject { name: name.into(), roles: roles.to_vec(), own_grants: vec![] }
+    }
+
+    #[test]
+    fn roles_and_grants() {
+        let p = AccessPolicy {
+            open: false,
+            grants: vec![
+                grant(&["ci"], "apps/**", &[Action::Pull, Action::Push]),
+                grant(&["anonymous"], "public/*", &[Action::Pull]),
+            ],
+        };
+        let table = [
+            (user("root", &[Role::Admin]), "x", Action::Delete, true),
+            (user("w", &[Role::Writer]), "x", Action::Push, true),
+            (user("w", &[Role::Writer]), "x", Action::Delete, false),
+            (user("r", &[Role::Reader]), "x", Action::Pull, true),
+            (user("r", &[Role::Reader]), "x", Action::Push, false),
+            (user("a", &[Role::Auditor]), "x", Action::Pull, false),
+            (user("ci", &[]), "apps/a/b", Action::Push, true),
+            (user("ci", &[]), "other", Action::Pull, false),
+            (Subject::anonymous(), "public/x", Action::Pull, true),
+            (Subject::anonymous(), "public/x/y", Action::Pull, false),
+            (Subject::anonymous(), "public/x", Action::Push, false),
+        ];
+        for (who, repo, action, want) in table {
+            assert_eq!(p.allows(&who, repo, action), want, "{} {action:?} {repo}", who.name);
+        }
+        assert!(p.allows_api_read(&user("a", &[Role::Auditor])));
+        assert!(!p.allows_api_read(&user("w", &[Role::Writer])));
+        let robot =
+            Subject { name: "bot".into(), roles: vec![], own_grants: vec![grant(&[], "apps/*", &[Action::Pull])] };
+        assert!(p.allows(&robot, "apps/x", Action::Pull));
+        assert!(!p.allows(&robot, "apps/x", Action::Push));
+    }
+
+    #[test]
+    fn open_mode_allows_everything() {
+        let p = AccessPolicy { open: true, grants: vec![] };
+        assert!(p.allows(&Subject::anonymous(), "x", Action::Delete));
+        assert!(p.allows_api_read(&Subject::anonymous()));
+    }
+}
