@@ -7,10 +7,10 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cairn_conformance::Registry;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 
@@ -160,52 +160,141 @@ fn docker_push_pull_round_trip() {
     assert_eq!(inspect(&by_digest).0, built_id, "image pulled by digest");
 }
 
+/// Two single-layer images of random content, `docker import`ed as `names` (each also kept
+/// for removal by id in `cleanup`); returns their image ids.
+fn import_random_images(t: &Path, names: &[&str], cleanup: &mut LocalImages) -> Vec<String> {
+    let mut ids = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let rootfs = t.join(format!("rootfs-{i}"));
+        write_random(&rootfs.join("payload.bin"), 32 * 1024);
+        tar_dir(&rootfs, &rootfs.with_extension("tar"));
+        run(docker().arg("import").arg(rootfs.with_extension("tar")).arg(name), T);
+        let id = inspect(name).0;
+        // By id too: a tag moved by the test would otherwise leave a dangling image behind.
+        cleanup.0.push(id.clone());
+        ids.push(id);
+    }
+    ids
+}
+
+/// `docker push`, returning the digest it reports.
+fn push(reference: &str) -> String {
+    let out = run(docker().arg("push").arg(reference), T);
+    digest_after(&out.stdout, "digest:").unwrap_or_else(|| panic!("no digest in `docker push` output:\n{}", out.stdout))
+}
+
+/// `docker pull`, returning the digest it reports and the local image id.
+fn pull(reference: &str) -> (String, String) {
+    let out = run(docker().arg("pull").arg(reference), T);
+    let digest = digest_after(&out.stdout, "Digest:")
+        .unwrap_or_else(|| panic!("no digest in `docker pull` output:\n{}", out.stdout));
+    (digest, inspect(reference).0)
+}
+
 /// DESIGN §4 through the docker client: a tag, once pushed, stays. Pushing another image to
-/// it fails with `denied: ... is immutable ...` and the tag still pulls the first image.
+/// it fails with `denied: tag ... is immutable ...`; pushing the same image again (a retried
+/// CI job) succeeds; and the tag still pulls the first image.
 /// Only Cairn promises this (distribution moves tags), so another registry is not checked.
 #[test]
-#[ignore = "needs Cairn's tag immutability (DESIGN §4), not built yet: run with --ignored"]
 fn docker_push_to_an_immutable_tag_is_denied() {
     require_dockerd();
-    let reg = Registry::get();
-    if !reg.is_cairn() {
-        eprintln!("[clients] NOTE: {} is not Cairn; tag immutability is not checked", reg.base);
-        return;
-    }
+    let Some(reg) = cairn_only("tag immutability") else { return };
     let tmp = tempdir("docker-immutable");
     let t = tmp.path();
     let suffix = unique_suffix();
     let repo = unique_repo("docker-immutable");
-    let reference = format!("{}/{repo}:release", reg.host);
+    let reference = format!("{}/{repo}:v1", reg.host);
     let first = format!("cairn-clients-first-{suffix}:1");
     let second = format!("cairn-clients-second-{suffix}:1");
     let mut cleanup = LocalImages(vec![reference.clone(), first.clone(), second.clone()]);
-
-    let mut ids = Vec::new();
-    for name in [&first, &second] {
-        let rootfs = t.join(format!("rootfs-{}", ids.len()));
-        write_random(&rootfs.join("payload.bin"), 32 * 1024);
-        tar_dir(&rootfs, &rootfs.with_extension("tar"));
-        run(docker().arg("import").arg(rootfs.with_extension("tar")).arg(name), T);
-        ids.push(inspect(name).0);
-        // By id too: a tag moved by the test would otherwise leave a dangling image behind.
-        cleanup.0.push(ids.last().expect("id").clone());
-    }
+    let ids = import_random_images(t, &[&first, &second], &mut cleanup);
 
     run(docker().args(["tag", &first, &reference]), T);
-    let pushed = run(docker().arg("push").arg(&reference), T);
-    let digest = digest_after(&pushed.stdout, "digest:").expect("digest in `docker push` output");
+    let digest = push(&reference);
 
     run(docker().args(["tag", &second, &reference]), T);
     let refused = try_run(docker().arg("push").arg(&reference), T);
-    let said = format!("{}\n{}", refused.stdout, refused.stderr);
-    assert!(!refused.success(), "pushing another image to an immutable tag succeeded:\n{said}");
-    assert!(
-        said.contains("denied") && said.contains("immutable") && said.contains(&digest),
-        "docker should show `denied: tag ... is immutable; it points to {digest} ...`, it said:\n{said}"
-    );
+    assert_immutable_refusal("docker push", &refused, "denied:", &format!("{repo}:v1"), &digest);
 
+    run(docker().args(["tag", &first, &reference]), T);
+    assert_eq!(push(&reference), digest, "pushing the first image again reports another digest");
+
+    assert_eq!(get_manifest(&reg, &repo, "v1").0, digest, "the immutable tag moved");
     run(docker().args(["rmi", "-f", &reference, &first, &second]), T);
-    run(docker().arg("pull").arg(&reference), T);
-    assert_eq!(inspect(&reference).0, ids[0], "the immutable tag moved");
+    let (pulled, id) = pull(&reference);
+    assert_eq!(pulled, digest, "`docker pull` of the immutable tag reports another digest");
+    assert_eq!(id, ids[0], "the immutable tag pulls another image");
+}
+
+/// A Cairn config that makes `latest` mutable in every repository (DESIGN §4): pushing
+/// another image to it moves it, and the tag history records the create and the move, and
+/// answers what the tag pointed to at a moment between the two pushes.
+#[test]
+fn docker_push_moves_a_mutable_latest_and_records_history() {
+    require_dockerd();
+    let config = "[[immutability.rules]]\nname = \"latest-moves\"\nrepositories = \"**\"\ntags = [\"latest\"]\n\
+                  mode = \"mutable\"\n";
+    let Some(cairn) = cairn_with_config(config, "a mutable `latest` and its tag history") else { return };
+    let reg = &cairn.reg;
+    let tmp = tempdir("docker-mutable");
+    let t = tmp.path();
+    let suffix = unique_suffix();
+    let repo = unique_repo("docker-mutable");
+    let reference = format!("{}/{repo}:latest", reg.host);
+    let first = format!("cairn-clients-first-{suffix}:1");
+    let second = format!("cairn-clients-second-{suffix}:1");
+    let mut cleanup = LocalImages(vec![reference.clone(), first.clone(), second.clone()]);
+    let ids = import_random_images(t, &[&first, &second], &mut cleanup);
+
+    let pause = Duration::from_millis(30);
+    let before = SystemTime::now();
+    std::thread::sleep(pause);
+    run(docker().args(["tag", &first, &reference]), T);
+    let digest_a = push(&reference);
+    std::thread::sleep(pause);
+    let between = SystemTime::now();
+    std::thread::sleep(pause);
+    run(docker().args(["tag", &second, &reference]), T);
+    let digest_b = push(&reference);
+    assert_ne!(digest_a, digest_b, "two different images");
+
+    assert_eq!(get_manifest(reg, &repo, "latest").0, digest_b, "the mutable tag did not move");
+    run(docker().args(["rmi", "-f", &reference, &first, &second]), T);
+    let (pulled, id) = pull(&reference);
+    assert_eq!(pulled, digest_b, "`docker pull` of the moved tag reports another digest");
+    assert_eq!(id, ids[1], "the moved tag pulls another image than the second one pushed");
+
+    // History, newest first: the move from A to B, then the create of A.
+    let history = get_api_json(reg, &format!("/api/v1/repositories/{repo}/tags/latest/history"));
+    assert_eq!(history["repository"], json!(repo), "{history}");
+    assert_eq!(history["tag"], json!("latest"), "{history}");
+    eprintln!("[clients] tag history: {history}");
+    let events = history["events"].as_array().unwrap_or_else(|| panic!("no events: {history}"));
+    assert_eq!(events.len(), 2, "one create and one move: {history}");
+    let (moved, created) = (&events[0], &events[1]);
+    assert_eq!(moved["action"], json!("move"), "newest event: {history}");
+    assert_eq!((&moved["from"], &moved["to"]), (&json!(digest_a), &json!(digest_b)), "move: {history}");
+    assert_eq!(created["action"], json!("create"), "oldest event: {history}");
+    assert_eq!((&created["from"], &created["to"]), (&Value::Null, &json!(digest_a)), "create: {history}");
+    assert!(history["next_cursor"].is_null(), "one page holds both: {history}");
+    let ms = |e: &Value| rfc3339_millis(e["time"].as_str().unwrap_or_else(|| panic!("event without time: {e}")));
+    let ms_of = |t: SystemTime| t.duration_since(UNIX_EPOCH).expect("after 1970").as_millis() as i64;
+    assert!(
+        ms_of(before) <= ms(created) && ms(created) <= ms_of(between) && ms_of(between) <= ms(moved),
+        "event times out of order with the pushes (before {}, between {}): {history}",
+        rfc3339_utc(before),
+        rfc3339_utc(between)
+    );
+    assert!(created["id"].is_i64() && moved["id"].is_i64(), "event ids: {history}");
+
+    // What the tag pointed to: nothing before the first push, A between the pushes, B now.
+    let at = |time: SystemTime| {
+        get_api_json(reg, &format!("/api/v1/repositories/{repo}/tags/latest?at={}", rfc3339_utc(time)))
+    };
+    let then = at(between);
+    assert_eq!(then["digest"], json!(digest_a), "?at= between the pushes: {then}");
+    assert_eq!(then["mode"], json!("mutable"), "{then}");
+    assert_eq!(then["rule"], json!("latest-moves"), "{then}");
+    assert_eq!(at(before)["digest"], Value::Null, "?at= before the first push");
+    assert_eq!(at(SystemTime::now())["digest"], json!(digest_b), "?at= now");
 }

@@ -385,3 +385,121 @@ pub fn tempdir(prefix: &str) -> tempfile::TempDir {
     }
     dir
 }
+
+/// The registry for a check of Cairn's own behaviour (DESIGN §4: immutable tags, tag history):
+/// a fresh Cairn, or `None` after a NOTE when `CONFORMANCE_URL` names another registry.
+pub fn cairn_only(what: &str) -> Option<Registry> {
+    match std::env::var("CONFORMANCE_URL") {
+        Ok(url) if !url.is_empty() => {
+            eprintln!("[clients] NOTE: {url} is not Cairn; {what} is Cairn's behaviour (DESIGN §4) and is not checked");
+            None
+        }
+        _ => Some(Registry::get()),
+    }
+}
+
+/// A Cairn started with the TOML `config` (`cairn serve --config FILE`) on its own data
+/// directory; dropping it stops the server, then removes the directory.
+pub struct ConfiguredCairn {
+    pub reg: Registry,
+    _tmp: tempfile::TempDir,
+}
+
+/// [`ConfiguredCairn`] with `config`, or `None` after a NOTE when `CONFORMANCE_URL` is set:
+/// the config is Cairn's, and another registry cannot be started with it.
+pub fn cairn_with_config(config: &str, what: &str) -> Option<ConfiguredCairn> {
+    if let Ok(url) = std::env::var("CONFORMANCE_URL")
+        && !url.is_empty()
+    {
+        eprintln!("[clients] NOTE: {url} is not Cairn; {what} needs a Cairn config (DESIGN §4) and is not checked");
+        return None;
+    }
+    let tmp = tempdir("cairn");
+    let file = tmp.path().join("cairn.toml");
+    write_file(&file, config.as_bytes());
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let server = cairn_conformance::Server::start_in(&data, &["--config", file.to_str().expect("utf-8 path")], &[]);
+    let reg = Registry { base: server.base.clone(), host: server.host.clone(), server: Some(server) };
+    Some(ConfiguredCairn { reg, _tmp: tmp })
+}
+
+/// Asserts a client's push of another image to the immutable tag `tag` failed, and that what it
+/// printed carries Cairn's refusal: `denied_marker` (`denied:` for docker), `immutable`, and
+/// the digest the tag keeps.
+pub fn assert_immutable_refusal(client: &str, out: &Output, denied_marker: &str, tag: &str, current: &str) {
+    let said = format!("{}\n{}", out.stdout, out.stderr);
+    assert!(!out.success(), "{client}: pushing another image to the immutable tag {tag} succeeded:\n{said}");
+    assert!(
+        said.contains(denied_marker) && said.contains("immutable") && said.contains(current),
+        "{client} should show `{denied_marker} tag {tag} is immutable; it points to {current} ...`; it said:\n{said}"
+    );
+    let line = said.lines().find(|l| l.contains("is immutable")).unwrap_or_default();
+    eprintln!("[clients] {client} refused as expected: {}", line.trim());
+}
+
+/// GETs a JSON document of the REST API (`path` starting with `/api/v1/`), expecting 200.
+pub fn get_api_json(reg: &Registry, path: &str) -> Value {
+    let url = format!("{}{path}", reg.base);
+    let resp = http().get(&url).send().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status();
+    let body = resp.text().unwrap_or_default();
+    assert_eq!(status, reqwest::StatusCode::OK, "GET {url}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}: {body}"))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// `t` as RFC 3339 in UTC with milliseconds: `2026-01-31T12:00:00.123Z`.
+pub fn rfc3339_utc(t: std::time::SystemTime) -> String {
+    let ms = t.duration_since(std::time::UNIX_EPOCH).expect("time after 1970").as_millis() as i64;
+    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // civil_from_days, the inverse of days_from_civil.
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (h, mi, s, milli) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000);
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z")
+}
+
+/// Milliseconds since the epoch of an RFC 3339 time (`Z` or `±HH:MM`, any fraction).
+pub fn rfc3339_millis(s: &str) -> i64 {
+    let bad = || panic!("not an RFC 3339 time: {s:?}");
+    let num = |r: std::ops::Range<usize>| s.get(r).and_then(|p| p.parse::<i64>().ok()).unwrap_or_else(bad);
+    if s.len() < 20 || s.as_bytes()[10] != b'T' {
+        bad();
+    }
+    let (y, mo, d, h, mi, sec) = (num(0..4), num(5..7), num(8..10), num(11..13), num(14..16), num(17..19));
+    let mut rest = &s[19..];
+    let mut milli = 0;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        let padded = format!("{:0<3}", &frac[..digits.min(3)]);
+        milli = padded.parse::<i64>().unwrap_or_else(|_| bad());
+        rest = &frac[digits..];
+    }
+    let offset_min = match rest {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) => {
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            let v = |r: std::ops::Range<usize>| o.get(r).and_then(|p| p.parse::<i64>().ok()).unwrap_or_else(bad);
+            sign * (v(1..3) * 60 + v(4..6))
+        }
+        _ => bad(),
+    };
+    ((days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset_min * 60) * 1000) + milli
+}

@@ -4,6 +4,12 @@
 //! every image is built here from random content. A missing client fails its test with a
 //! message naming `bash .ci/setup`, which installs the clients and starts dockerd.
 //!
+//! Cairn's immutable tags (DESIGN §4) through the same clients: another image pushed to an
+//! existing tag is refused (`denied: ... is immutable`), the same image or multi-arch index
+//! pushed again is accepted, and a config making `latest` mutable lets it move with a tag
+//! history to show for it. Those checks are Cairn's own and print a NOTE instead when
+//! `CONFORMANCE_URL` names another registry.
+//!
 //! Set `CLIENTS_KEEP_TMP=1` to keep each test's working directory for a look afterwards.
 
 mod docker;

@@ -55,10 +55,10 @@ fn build_layout(layout: &Path, tag: &str, work: &Path) -> (String, BTreeMap<Stri
     (digest, blobs)
 }
 
-/// `skopeo copy` with TLS off on both sides; returns the digest skopeo wrote.
-fn copy(src: &str, dest: &str, work: &Path, extra: &[&str]) -> (String, Output) {
+/// `skopeo copy` with TLS off on both sides; when it exits 0, also the digest it wrote.
+fn try_copy(src: &str, dest: &str, work: &Path, extra: &[&str]) -> (Option<String>, Output) {
     let digest_file = work.join(format!("digest-{}", unique_suffix()));
-    let out = run(
+    let out = try_run(
         skopeo()
             .arg("copy")
             .args(extra)
@@ -68,8 +68,22 @@ fn copy(src: &str, dest: &str, work: &Path, extra: &[&str]) -> (String, Output) 
             .arg(dest),
         T,
     );
-    let digest = String::from_utf8(read_file(&digest_file)).expect("digest file").trim().to_string();
+    let digest =
+        out.success().then(|| String::from_utf8(read_file(&digest_file)).expect("digest file").trim().to_string());
     (digest, out)
+}
+
+/// `skopeo copy` with TLS off on both sides; returns the digest skopeo wrote.
+fn copy(src: &str, dest: &str, work: &Path, extra: &[&str]) -> (String, Output) {
+    match try_copy(src, dest, work, extra) {
+        (Some(digest), out) => (digest, out),
+        (None, out) => {
+            panic!(
+                "`skopeo copy {src} {dest}` failed ({}).\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                out.status, out.stdout, out.stderr
+            )
+        }
+    }
 }
 
 /// The manifest plus every blob the registry serves for `repo:reference`.
@@ -159,4 +173,44 @@ fn skopeo_copy_between_repositories_mounts_blobs() {
         assert_eq!(d, digest, "{repo}:v1");
         assert_same_blobs(&format!("{repo} vs source layout"), &blobs, &remote);
     }
+}
+
+/// DESIGN §4 through skopeo: copying another image to an existing tag is refused (`denied`,
+/// `immutable`), copying the same image again is accepted, deleting the image is refused, and
+/// the tag keeps its manifest.
+#[test]
+fn skopeo_copy_to_an_immutable_tag_is_denied() {
+    require_tool("skopeo");
+    let Some(reg) = cairn_only("tag immutability") else { return };
+    let tmp = tempdir("skopeo-immutable");
+    let t = tmp.path();
+    let repo = unique_repo("skopeo-immutable");
+    let (layout_a, layout_b) = (t.join("layout-a"), t.join("layout-b"));
+    let (digest_a, blobs_a) = build_layout(&layout_a, "v1", &t.join("work-a"));
+    let (digest_b, _) = build_layout(&layout_b, "v1", &t.join("work-b"));
+    assert_ne!(digest_a, digest_b, "two different images");
+    let (src_a, src_b) = (format!("oci:{}:v1", layout_a.display()), format!("oci:{}:v1", layout_b.display()));
+    let dest = format!("docker://{}/{repo}:v1", reg.host);
+
+    let (pushed, _) = copy(&src_a, &dest, t, &[]);
+    assert_eq!(pushed, digest_a, "skopeo pushed another manifest than the layout holds");
+
+    let (_, refused) = try_copy(&src_b, &dest, t, &[]);
+    assert_immutable_refusal("skopeo copy", &refused, "denied", &format!("{repo}:v1"), &digest_a);
+
+    let (again, _) = copy(&src_a, &dest, t, &[]);
+    assert_eq!(again, digest_a, "copying the first image again wrote another digest");
+
+    // `skopeo delete` resolves the tag and deletes the manifest by digest: the manifest an
+    // immutable tag points to is refused the same way (skopeo prints the raw error body, so
+    // the code shows as `DENIED` in JSON, not as `denied:`).
+    let deleted = try_run(skopeo().args(["delete", "--tls-verify=false", &dest]), T);
+    assert_immutable_refusal("skopeo delete", &deleted, "DENIED", &format!("{repo}:v1"), &digest_a);
+
+    let inspected = run(skopeo().args(["inspect", "--tls-verify=false", &dest]), T);
+    let v: Value = serde_json::from_str(&inspected.stdout).expect("skopeo inspect JSON");
+    assert_eq!(v["Digest"].as_str(), Some(digest_a.as_str()), "the immutable tag moved");
+    let (remote_digest, remote) = remote_blobs(&reg, &repo, "v1");
+    assert_eq!(remote_digest, digest_a, "the immutable tag moved");
+    assert_same_blobs("registry vs the first layout", &blobs_a, &remote);
 }

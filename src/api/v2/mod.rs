@@ -20,14 +20,17 @@ use crate::meta::Actor;
 use crate::service::ByteStream;
 use crate::state::AppState;
 
-/// end-1: `GET /v2/` answers 200 so clients know this is a v2 registry.
-pub async fn base(method: Method) -> Response {
-    match method {
-        Method::GET | Method::HEAD => {
-            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}").into_response()
-        }
-        _ => Error::MethodNotAllowed.into_response(),
-    }
+/// end-1: `GET /v2/` answers 200 (to callers allowed in) so clients know this is a v2
+/// registry; it is where `docker login` checks credentials.
+pub async fn base(
+    state: State<AppState>,
+    peer: ConnectInfo<std::net::SocketAddr>,
+    method: Method,
+    query: RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    dispatch(state, peer, method, Path(String::new()), query, headers, body).await
 }
 
 /// Every `/v2/<...>` request.
@@ -65,7 +68,9 @@ pub async fn dispatch(
 async fn route_request(ctx: &Ctx, method: Method, route: Route, body: Body) -> Result<Response, Error> {
     use Route::*;
     match (method, route) {
-        (Method::GET | Method::HEAD, Base) => Ok(base(Method::GET).await),
+        (Method::GET | Method::HEAD, Base) => {
+            Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}").into_response())
+        }
         (Method::GET, Catalog) => listing::catalog(ctx).await,
         (Method::GET, Tags { name }) => listing::tags(ctx, &name).await,
         (Method::GET, Referrers { name, digest }) => listing::referrers(ctx, &name, &digest).await,
