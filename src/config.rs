@@ -582,6 +582,12 @@ mod tests {
         assert_eq!(c.uploads.sweep_interval, d.uploads.sweep_interval);
         assert_eq!(c.log.format, d.log.format);
         assert_eq!(c.log.level, d.log.level);
+        assert_eq!(c.auth.allow_anonymous_write, d.auth.allow_anonymous_write);
+        assert_eq!(c.auth.service, d.auth.service);
+        assert_eq!(c.auth.token_ttl, d.auth.token_ttl);
+        assert_eq!(c.auth.max_failed_logins, d.auth.max_failed_logins);
+        assert_eq!(c.auth.failure_window, d.auth.failure_window);
+        assert_eq!(c.immutability, d.immutability);
     }
 
     #[test]

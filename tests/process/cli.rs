@@ -222,3 +222,37 @@ async fn serve_takes_its_data_dir_from_the_environment() {
     assert_blob(&http, &srv, "env/app", &digest, b"hello").await;
     assert!(data.join("cairn.db").exists(), "--data-dir did not win over CAIRN_DATA_DIR");
 }
+
+/// DESIGN §8: on a non-loopback address with no users, `serve` refuses to start and says
+/// why, unless the config allows anonymous writes.
+#[test]
+fn serve_refuses_a_non_loopback_address_without_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = cairn()
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(&data)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    assert!(err.contains("refusing to listen on 0.0.0.0:0") && err.contains("allow_anonymous_write"), "{err}");
+    assert!(!text(&out.stdout).contains("listening"));
+
+    let mut child = cairn()
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(&data)
+        .env("CAIRN_AUTH__ALLOW_ANONYMOUS_WRITE", "true")
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.starts_with("cairn listening on http://0.0.0.0:"), "{line:?}");
+}
