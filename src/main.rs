@@ -261,6 +261,7 @@ async fn run_server(cfg: Config) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let bound = listener.local_addr()?;
     let shutdown = cairn::shutdown_signal();
+    state.auth.refresh().await?;
     if state.auth.is_open() {
         tracing::warn!(
             "no users or grants configured: ANYONE who can reach {bound} can push, pull and delete. \

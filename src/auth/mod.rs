@@ -9,6 +9,7 @@ mod token;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,8 @@ pub use token::{AccessEntry, Claims, TokenSigner};
 /// does not pay argon2 each time.
 const VERIFIED_TTL: Duration = Duration::from_secs(60);
 const VERIFIED_MAX: usize = 10_000;
+/// How often an open registry looks for newly created robots.
+const ROBOT_RECHECK: Duration = Duration::from_secs(1);
 
 /// Credentials presented by a request.
 #[derive(Clone)]
@@ -92,6 +95,12 @@ struct User {
 /// Access control for one registry process.
 pub struct Auth {
     policy: AccessPolicy,
+    /// No users and no grants in the config.
+    config_open: bool,
+    /// Whether robot tokens exist (created by the CLI, possibly while we run): any robot
+    /// ends open mode too. Rechecked at most every `ROBOT_RECHECK`.
+    robots_exist: AtomicBool,
+    robots_checked: Mutex<Option<Instant>>,
     users: HashMap<String, User>,
     meta: Arc<dyn MetadataStore>,
     signer: TokenSigner,
@@ -132,7 +141,10 @@ impl Auth {
             .collect();
         let open = config.auth.users.is_empty() && config.auth.grants.is_empty();
         Ok(Auth {
-            policy: AccessPolicy { open, grants: compile_grants(config) },
+            policy: AccessPolicy { open: false, grants: compile_grants(config) },
+            config_open: open,
+            robots_exist: AtomicBool::new(false),
+            robots_checked: Mutex::new(None),
             users,
             meta,
             signer: TokenSigner::load_or_create(&config.token_key_path())?,
@@ -143,9 +155,25 @@ impl Auth {
         })
     }
 
-    /// True when no user and no grant is configured: anonymous may do everything.
+    /// True when no user, no grant and no robot exists: anonymous may do everything.
     pub fn is_open(&self) -> bool {
-        self.policy.open
+        self.config_open && !self.robots_exist.load(Ordering::Relaxed)
+    }
+
+    /// Rechecks whether robots exist (cheap: at most one query per `ROBOT_RECHECK`).
+    pub async fn refresh(&self) -> Result<(), MetaError> {
+        if !self.config_open || self.robots_exist.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let due = self.robots_checked.lock().map(|t| t.is_none_or(|t| t.elapsed() >= ROBOT_RECHECK)).unwrap_or(true);
+        if due {
+            let exist = !self.meta.robots().await?.is_empty();
+            self.robots_exist.store(exist, Ordering::Relaxed);
+            if let Ok(mut t) = self.robots_checked.lock() {
+                *t = Some(Instant::now());
+            }
+        }
+        Ok(())
     }
 
     /// The token service name.
@@ -155,6 +183,7 @@ impl Auth {
 
     /// Establishes who is calling.
     pub async fn authenticate(&self, creds: &Credentials, addr: Option<IpAddr>) -> Result<Identity, AuthError> {
+        self.refresh().await?;
         match creds {
             Credentials::None => Ok(Identity { subject: Subject::anonymous(), token_access: None }),
             Credentials::Basic { user, password } => {
@@ -233,12 +262,12 @@ impl Auth {
 
     /// May `subject` do `action` on `repo` under the rules?
     pub fn allows(&self, subject: &Subject, repo: &str, action: Action) -> bool {
-        self.policy.allows(subject, repo, action)
+        self.is_open() || self.policy.allows(subject, repo, action)
     }
 
     /// May `subject` read `/api/v1`?
     pub fn allows_api_read(&self, subject: &Subject) -> bool {
-        self.policy.allows_api_read(subject)
+        self.is_open() || self.policy.allows_api_read(subject)
     }
 
     /// Issues a token for `subject` granting, per requested repository, the requested

@@ -40,7 +40,11 @@ impl Registry {
     /// end-10: removes a blob from `repo`. The bytes stay until garbage collection, since
     /// other repositories may share them.
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), Error> {
-        if self.meta.unlink_blob(repo, digest).await? { Ok(()) } else { Err(Error::BlobUnknown(digest.clone())) }
+        if !self.meta.unlink_blob(repo, digest).await? {
+            return Err(Error::BlobUnknown(digest.clone()));
+        }
+        self.cache.invalidate(repo);
+        Ok(())
     }
 }
 

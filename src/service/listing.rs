@@ -1,5 +1,7 @@
 //! Listings: tags of a repository, the catalog, referrers of a manifest.
 
+use std::sync::Arc;
+
 use super::Registry;
 use crate::error::Error;
 use crate::meta::Referrer;
@@ -34,14 +36,23 @@ fn to_page(mut items: Vec<String>, n: u32) -> Page {
 impl Registry {
     /// end-8a/8b: tags of `repo` after `last`, lexically sorted.
     pub async fn tags(&self, repo: &RepoName, n: Option<u32>, last: Option<&str>) -> Result<Page, Error> {
-        if !self.meta.repository_exists(repo).await? {
-            return Err(Error::NameUnknown(repo.clone()));
-        }
+        let all = match self.cache.tags(repo) {
+            Some(all) => all,
+            None => {
+                let ticket = self.cache.ticket();
+                if !self.meta.repository_exists(repo).await? {
+                    return Err(Error::NameUnknown(repo.clone()));
+                }
+                let all = Arc::new(self.meta.tags(repo, None, u32::MAX).await?);
+                self.cache.put_tags(ticket, repo, all.clone());
+                all
+            }
+        };
         let n = page_size(n);
-        if n == 0 {
-            return Ok(Page { items: vec![], more: false, n });
-        }
-        Ok(to_page(self.meta.tags(repo, last, n + 1).await?, n))
+        let start = last.map_or(0, |l| all.partition_point(|t| t.as_str() <= l));
+        let rest = &all[start..];
+        let items: Vec<String> = rest.iter().take(n as usize).cloned().collect();
+        Ok(Page { more: rest.len() > items.len() && n > 0, items, n })
     }
 
     /// `/v2/_catalog`: repositories after `last` for which `visible` holds, sorted.
@@ -76,6 +87,19 @@ impl Registry {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<Referrer>, Error> {
-        Ok(self.meta.referrers(repo, subject, artifact_type).await?)
+        let all = match self.cache.referrers(repo, subject) {
+            Some(all) => all,
+            None => {
+                let ticket = self.cache.ticket();
+                let all = Arc::new(self.meta.referrers(repo, subject, None).await?);
+                self.cache.put_referrers(ticket, repo, subject, all.clone());
+                all
+            }
+        };
+        Ok(all
+            .iter()
+            .filter(|r| artifact_type.is_none_or(|t| r.artifact_type.as_deref() == Some(t)))
+            .cloned()
+            .collect())
     }
 }

@@ -1,6 +1,8 @@
 //! Manifests: validation on PUT (size, digest, media type, references in the repository),
 //! reading by tag or digest, deleting a manifest or a tag.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::Registry;
@@ -81,7 +83,9 @@ impl Registry {
             precondition: put.precondition,
             actor: put.actor,
         };
-        match self.meta.put_manifest(put.repo, &new).await? {
+        let outcome = self.meta.put_manifest(put.repo, &new).await?;
+        self.cache.invalidate(put.repo);
+        match outcome {
             PutManifest::Stored => Ok(PutOutcome { digest, subject: parsed.subject }),
             PutManifest::Missing(d) => Err(Error::ManifestBlobUnknown(d)),
             PutManifest::Immutable { tag, current, rule } => {
@@ -95,8 +99,24 @@ impl Registry {
     }
 
     /// end-3: a manifest by tag or digest.
-    pub async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<ManifestRecord, Error> {
-        self.meta.manifest(repo, reference).await?.ok_or_else(|| Error::ManifestUnknown(reference.to_string()))
+    pub async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Arc<ManifestRecord>, Error> {
+        let cached = match reference {
+            Reference::Tag(t) => self.cache.manifest_by_tag(repo, t.as_str()),
+            Reference::Digest(d) => self.cache.manifest_by_digest(repo, d),
+        };
+        if let Some(m) = cached {
+            return Ok(m);
+        }
+        let ticket = self.cache.ticket();
+        let m =
+            self.meta.manifest(repo, reference).await?.ok_or_else(|| Error::ManifestUnknown(reference.to_string()))?;
+        let m = Arc::new(m);
+        let tag = match reference {
+            Reference::Tag(t) => Some(t.as_str()),
+            Reference::Digest(_) => None,
+        };
+        self.cache.put_manifest(ticket, repo, tag, &m);
+        Ok(m)
     }
 
     /// end-9: deletes a manifest (by digest, with every tag on it) or only a tag. An
@@ -110,6 +130,7 @@ impl Registry {
             Reference::Digest(d) => self.meta.delete_manifest(repo, d, &guard, actor).await?,
             Reference::Tag(t) => self.meta.delete_tag(repo, t, &guard, actor).await?,
         };
+        self.cache.invalidate(repo);
         match outcome {
             Deleted::Deleted => Ok(()),
             Deleted::NotFound => Err(Error::ManifestUnknown(reference.to_string())),

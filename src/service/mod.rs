@@ -2,6 +2,7 @@
 //! types here; handlers in `api/` translate. Calls `meta`, `blob` and `oci`; never `api`.
 
 mod blobs;
+mod cache;
 mod history;
 mod listing;
 mod manifests;
@@ -35,12 +36,13 @@ pub struct Registry {
     meta: Arc<dyn MetadataStore>,
     blobs: BlobStore,
     immutability: Arc<ImmutabilityPolicy>,
+    cache: Arc<cache::ReadCache>,
 }
 
 impl Registry {
     /// Builds the service over a metadata store, a blob store and the tag rules.
     pub fn new(meta: Arc<dyn MetadataStore>, blobs: BlobStore, immutability: Arc<ImmutabilityPolicy>) -> Registry {
-        Registry { meta, blobs, immutability }
+        Registry { meta, blobs, immutability, cache: Arc::default() }
     }
 
     /// Checks that the database and the object store answer (for `/readyz`).

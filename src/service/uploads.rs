@@ -44,6 +44,9 @@ impl Registry {
         from: Option<&RepoName>,
     ) -> Result<Option<BlobCommitted>, Error> {
         let mounted = self.meta.mount_blob(repo, digest, from).await?;
+        if mounted {
+            self.cache.invalidate(repo);
+        }
         Ok(mounted.then(|| BlobCommitted { digest: digest.clone() }))
     }
 
@@ -116,7 +119,9 @@ impl Registry {
         }
         let record =
             BlobRecord { digest: digest.clone(), size, location: BlobLocation { upload: s.id.clone(), segments } };
-        match self.meta.commit_upload(&s.id, s.len, &record).await? {
+        let outcome = self.meta.commit_upload(&s.id, s.len, &record).await?;
+        self.cache.invalidate(repo);
+        match outcome {
             CommitUpload::Created => self.blobs.remove_strays(&record.location).await,
             CommitUpload::AlreadyStored => {
                 // The same bytes were already stored; this copy is garbage.

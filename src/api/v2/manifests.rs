@@ -26,7 +26,7 @@ pub async fn get(ctx: &Ctx, name: &RepoName, reference: &Reference, with_body: b
         (h("docker-content-digest"), m.digest.to_string()),
         (header::ETAG, format!("\"{}\"", m.digest)),
     ];
-    let body = if with_body { Body::from(m.body) } else { Body::empty() };
+    let body = if with_body { Body::from(m.body.clone()) } else { Body::empty() };
     Ok(respond(StatusCode::OK, &headers, body))
 }
 
