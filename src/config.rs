@@ -573,21 +573,8 @@ mod tests {
     fn example_config_is_valid_and_matches_the_defaults() {
         let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
         let c = Config::load_from(&Sources { file: Some(example.into()), ..Default::default() }, env(&[])).unwrap();
-        let d = Config::default();
-        assert_eq!(c.server.listen, d.server.listen);
-        assert_eq!(c.server.data_dir, d.server.data_dir);
-        assert_eq!(c.server.shutdown_grace, d.server.shutdown_grace);
-        assert_eq!(c.storage.kind, d.storage.kind);
-        assert_eq!(c.uploads.expire_after, d.uploads.expire_after);
-        assert_eq!(c.uploads.sweep_interval, d.uploads.sweep_interval);
-        assert_eq!(c.log.format, d.log.format);
-        assert_eq!(c.log.level, d.log.level);
-        assert_eq!(c.auth.allow_anonymous_write, d.auth.allow_anonymous_write);
-        assert_eq!(c.auth.service, d.auth.service);
-        assert_eq!(c.auth.token_ttl, d.auth.token_ttl);
-        assert_eq!(c.auth.max_failed_logins, d.auth.max_failed_logins);
-        assert_eq!(c.auth.failure_window, d.auth.failure_window);
-        assert_eq!(c.immutability, d.immutability);
+        // Every key the example sets is the default, so the two configs print the same.
+        assert_eq!(format!("{c:?}"), format!("{:?}", Config::default()));
     }
 
     #[test]
