@@ -114,9 +114,13 @@ pub fn authorize(
         return Ok(());
     }
     if who.subject.is_anonymous() || allowed_by_rules {
+        let mut challenge = challenge(state, headers, Some(&scope(repo, action)));
+        if who.token_access.is_some() {
+            challenge.push_str(",error=\"insufficient_scope\"");
+        }
         return Err(Error::Unauthorized {
             message: format!("authentication required to {} repository {repo}", action.as_str()),
-            challenge: challenge(state, headers, Some(&scope(repo, action))),
+            challenge,
         });
     }
     Err(Error::Denied(format!("{} access to repository {repo} denied for {}", action.as_str(), who.subject.name)))

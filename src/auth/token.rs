@@ -60,9 +60,18 @@ impl TokenSigner {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
                     .map_err(|_| anyhow::anyhow!("could not generate a token signing key"))?;
-                write_private(path, doc.as_ref())
-                    .with_context(|| format!("cannot write token signing key {}", path.display()))?;
-                doc.as_ref().to_vec()
+                match write_private(path, doc.as_ref()) {
+                    Ok(()) => doc.as_ref().to_vec(),
+                    // Another process (the CLI, a second node) created it first: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                        std::fs::read(path)
+                            .with_context(|| format!("cannot read token signing key {}", path.display()))?
+                    }
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("cannot write token signing key {}", path.display()));
+                    }
+                }
             }
             Err(e) => return Err(e).with_context(|| format!("cannot read token signing key {}", path.display())),
         };

@@ -292,9 +292,10 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// The blob if it is linked to `repo`.
     async fn blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<BlobRecord>, MetaError>;
-    /// Links an already stored blob to `repo`. With `from`, only if `from` has it;
-    /// without, if any repository has it. False when not linkable.
-    async fn mount_blob(&self, repo: &RepoName, digest: &Digest, from: Option<&RepoName>) -> Result<bool, MetaError>;
+    /// Links a blob of `from` to `repo` too; false if `from` does not have it.
+    async fn mount_blob(&self, repo: &RepoName, digest: &Digest, from: &RepoName) -> Result<bool, MetaError>;
+    /// Repositories that link the blob, sorted, at most `limit`.
+    async fn blob_repositories(&self, digest: &Digest, limit: u32) -> Result<Vec<String>, MetaError>;
     /// Unlinks a blob from `repo`; false if it was not linked.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
 

@@ -216,29 +216,28 @@ impl MetadataStore for SqliteStore {
         .transpose()
     }
 
-    async fn mount_blob(&self, repo: &RepoName, d: &Digest, from: Option<&RepoName>) -> Result<bool, MetaError> {
+    async fn mount_blob(&self, repo: &RepoName, d: &Digest, from: &RepoName) -> Result<bool, MetaError> {
         let mut tx = self.write.begin().await?;
-        let found: Option<i64> = match from {
-            Some(from) => {
-                sqlx::query_scalar("SELECT 1 FROM repo_blobs WHERE repo = ? AND digest = ?")
-                    .bind(from.as_str())
-                    .bind(d.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?
-            }
-            None => {
-                sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = ?")
-                    .bind(d.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?
-            }
-        };
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM repo_blobs WHERE repo = ? AND digest = ?")
+            .bind(from.as_str())
+            .bind(d.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
         if found.is_none() {
             return Ok(false);
         }
         link(&mut tx, repo, d).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn blob_repositories(&self, d: &Digest, limit: u32) -> Result<Vec<String>, MetaError> {
+        let rows = sqlx::query_scalar("SELECT repo FROM repo_blobs WHERE digest = ? ORDER BY repo LIMIT ?")
+            .bind(d.as_str())
+            .bind(limit as i64)
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows)
     }
 
     async fn unlink_blob(&self, repo: &RepoName, d: &Digest) -> Result<bool, MetaError> {

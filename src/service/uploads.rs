@@ -34,16 +34,27 @@ impl Registry {
         Ok(UploadState { id: s.id, len: s.len })
     }
 
-    /// end-11: links a blob already stored in `from` (or, without `from`, anywhere in the
-    /// registry) into `repo`. `None` when it cannot be mounted; the caller then starts an
-    /// ordinary upload.
+    /// end-11: links a blob already stored in `from` (or, without `from`, in any repository
+    /// `readable` accepts) into `repo`. `None` when it cannot be mounted; the caller then
+    /// starts an ordinary upload.
     pub async fn mount_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         from: Option<&RepoName>,
+        readable: impl Fn(&str) -> bool,
     ) -> Result<Option<BlobCommitted>, Error> {
-        let mounted = self.meta.mount_blob(repo, digest, from).await?;
+        let from = match from {
+            Some(f) if readable(f.as_str()) => f.clone(),
+            Some(_) => return Ok(None),
+            None => {
+                // Automatic mount: only from a repository the caller could pull anyway.
+                let holders = self.meta.blob_repositories(digest, 1000).await?;
+                let Some(h) = holders.iter().find(|h| readable(h)) else { return Ok(None) };
+                RepoName::parse(h)?
+            }
+        };
+        let mounted = self.meta.mount_blob(repo, digest, &from).await?;
         if mounted {
             self.cache.invalidate(repo);
         }

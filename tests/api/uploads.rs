@@ -279,3 +279,59 @@ async fn invalid_repository_names_are_refused() {
     let long = vec!["a"; 130].join("/");
     assert_error(app.post(&format!("/v2/{long}/blobs/uploads/")).await, StatusCode::BAD_REQUEST, "NAME_INVALID").await;
 }
+
+#[tokio::test]
+async fn automatic_mount_only_from_repositories_the_caller_may_pull() {
+    use cairn::config::{GrantConfig, UserConfig};
+    let hash = cairn::auth::hash_password("pw").unwrap();
+    let app = spawn_with(|c| {
+        c.auth.users = vec![
+            UserConfig { name: "alice".into(), password_hash: hash.clone(), roles: vec!["writer".into()] },
+            UserConfig { name: "carol".into(), password_hash: hash.clone(), roles: vec![] },
+        ];
+        c.auth.grants = vec![GrantConfig {
+            subjects: vec!["carol".into()],
+            repositories: "carol/**".into(),
+            actions: vec!["pull".into(), "push".into()],
+        }];
+    })
+    .await;
+    let secret = random_bytes(500);
+    let d = digest(&secret);
+    let r = app
+        .http
+        .post(app.url(&format!("/v2/secret/app/blobs/uploads/?digest={d}")))
+        .basic_auth("alice", Some("pw"))
+        .body(secret.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    for query in [format!("mount={d}"), format!("mount={d}&from=secret/app")] {
+        let r = app
+            .http
+            .post(app.url(&format!("/v2/carol/loot/blobs/uploads/?{query}")))
+            .basic_auth("carol", Some("pw"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "{query}: no mount from a repository carol cannot pull");
+        let g = app
+            .http
+            .get(app.url(&format!("/v2/carol/loot/blobs/{d}")))
+            .basic_auth("carol", Some("pw"))
+            .send()
+            .await
+            .unwrap();
+        assert_error(g, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
+    }
+    // alice may pull secret/app, so her automatic mount works.
+    let r = app
+        .http
+        .post(app.url(&format!("/v2/alice/copy/blobs/uploads/?mount={d}")))
+        .basic_auth("alice", Some("pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+}

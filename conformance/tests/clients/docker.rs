@@ -16,7 +16,7 @@ use crate::helpers::*;
 
 const T: Duration = Duration::from_secs(180);
 
-fn docker() -> Command {
+pub(crate) fn docker() -> Command {
     let mut c = Command::new("docker");
     // The legacy builder: COPY-only Dockerfiles need no BuildKit and no running container.
     c.env("DOCKER_BUILDKIT", "0");
@@ -24,7 +24,7 @@ fn docker() -> Command {
 }
 
 /// Panics, naming `.ci/setup`, unless the docker client is installed and dockerd answers.
-fn require_dockerd() {
+pub(crate) fn require_dockerd() {
     require_tool("docker");
     let out = try_run(docker().arg("info").arg("--format").arg("{{.ServerVersion}}"), Duration::from_secs(30));
     assert!(
@@ -37,7 +37,7 @@ fn require_dockerd() {
 }
 
 /// Removes the named local images when the test ends, passed or not.
-struct LocalImages(Vec<String>);
+pub(crate) struct LocalImages(pub(crate) Vec<String>);
 
 impl Drop for LocalImages {
     fn drop(&mut self) {
@@ -48,7 +48,7 @@ impl Drop for LocalImages {
 }
 
 /// `(image id, layer diff ids)` of a local image.
-fn inspect(reference: &str) -> (String, Vec<String>) {
+pub(crate) fn inspect(reference: &str) -> (String, Vec<String>) {
     let out = run(docker().args(["image", "inspect", reference]), T);
     let v: Value = serde_json::from_str(&out.stdout).expect("docker image inspect JSON");
     let img = &v[0];
@@ -63,7 +63,7 @@ fn inspect(reference: &str) -> (String, Vec<String>) {
 }
 
 /// `docker save` of `reference`, unpacked: `(config bytes, layer tar bytes in order)`.
-fn saved(reference: &str, dir: &Path) -> (Vec<u8>, Vec<Vec<u8>>) {
+pub(crate) fn saved(reference: &str, dir: &Path) -> (Vec<u8>, Vec<Vec<u8>>) {
     let archive = dir.with_extension("tar");
     run(docker().arg("save").arg("-o").arg(&archive).arg(reference), T);
     untar(&archive, dir);

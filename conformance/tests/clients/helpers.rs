@@ -58,15 +58,31 @@ pub fn require_tool(program: &str) {
 /// Runs `cmd` (stdin closed) for at most `timeout`, capturing stdout and stderr. Panics if it
 /// cannot start or runs out of time; otherwise returns whatever the exit status was.
 pub fn try_run(cmd: &mut Command, timeout: Duration) -> Output {
+    try_run_with_input(cmd, None, timeout)
+}
+
+/// Like [`try_run`], with `input` written to the command's stdin (then closed) when given:
+/// for `--password-stdin`.
+pub fn try_run_with_input(cmd: &mut Command, input: Option<&[u8]>, timeout: Duration) -> Output {
     let what = describe(cmd);
     let started = Instant::now();
-    let mut child = match cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
+    let stdin = if input.is_some() { Stdio::piped() } else { Stdio::null() };
+    let mut child = match cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             panic!("cannot run `{what}`: {e}. Run `bash .ci/setup` as root to install the real clients.")
         }
         Err(e) => panic!("cannot run `{what}`: {e}"),
     };
+    let writer = input.map(|bytes| {
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        let bytes = bytes.to_vec();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            // A command that exits without reading its input is not an error here.
+            let _ = pipe.write_all(&bytes);
+        })
+    });
     let mut out_pipe = child.stdout.take().expect("stdout pipe");
     let mut err_pipe = child.stderr.take().expect("stderr pipe");
     let out_reader = std::thread::spawn(move || {
@@ -92,6 +108,9 @@ pub fn try_run(cmd: &mut Command, timeout: Duration) -> Output {
             Err(e) => panic!("waiting for `{what}`: {e}"),
         }
     };
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
     let stdout = String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned();
     let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
     let Some(status) = status else {
@@ -107,7 +126,13 @@ pub fn try_run(cmd: &mut Command, timeout: Duration) -> Output {
 
 /// Like [`try_run`], and panics with both output streams unless the command succeeded.
 pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
-    let out = try_run(cmd, timeout);
+    run_with_input(cmd, None, timeout)
+}
+
+/// Like [`try_run_with_input`], and panics with both output streams unless the command
+/// succeeded.
+pub fn run_with_input(cmd: &mut Command, input: Option<&[u8]>, timeout: Duration) -> Output {
+    let out = try_run_with_input(cmd, input, timeout);
     if !out.success() {
         panic!(
             "`{}` failed ({}).\n--- stdout ---\n{}\n--- stderr ---\n{}",
@@ -229,10 +254,29 @@ pub fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().expect("http client")
 }
 
+/// Basic credentials `(user, password)` for the plain-HTTP reads of a registry that requires
+/// them (sent on every request, no token flow); `None` reads anonymously.
+pub type Creds<'a> = Option<(&'a str, &'a str)>;
+
+/// A GET of `url`, with Basic credentials when `creds` has them.
+pub fn get_as(url: &str, creds: Creds) -> reqwest::blocking::RequestBuilder {
+    let req = http().get(url);
+    match creds {
+        Some((user, password)) => req.basic_auth(user, Some(password)),
+        None => req,
+    }
+}
+
 /// GETs a manifest by tag or digest and checks `Docker-Content-Digest` against its bytes.
 pub fn get_manifest(reg: &Registry, repo: &str, reference: &str) -> (String, String, Vec<u8>) {
+    get_manifest_as(reg, repo, reference, None)
+}
+
+/// [`get_manifest`] with Basic credentials.
+pub fn get_manifest_as(reg: &Registry, repo: &str, reference: &str, creds: Creds) -> (String, String, Vec<u8>) {
     let url = format!("{}/v2/{repo}/manifests/{reference}", reg.base);
-    let resp = http().get(&url).header("Accept", MANIFEST_ACCEPT).send().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let resp =
+        get_as(&url, creds).header("Accept", MANIFEST_ACCEPT).send().unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = resp.bytes().expect("manifest body").to_vec();
@@ -248,10 +292,11 @@ pub fn get_manifest(reg: &Registry, repo: &str, reference: &str) -> (String, Str
     (digest, media_type, body)
 }
 
-/// GETs a blob and checks its bytes hash to `digest`.
-pub fn get_blob(reg: &Registry, repo: &str, digest: &str) -> Vec<u8> {
+/// GETs a blob (with Basic credentials when `creds` has them) and checks its bytes hash to
+/// `digest`.
+pub fn get_blob_as(reg: &Registry, repo: &str, digest: &str, creds: Creds) -> Vec<u8> {
     let url = format!("{}/v2/{repo}/blobs/{digest}", reg.base);
-    let resp = http().get(&url).send().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let resp = get_as(&url, creds).send().unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = resp.status();
     let body = resp.bytes().expect("blob body").to_vec();
     assert!(status.is_success(), "GET {url}: {status}: {}", String::from_utf8_lossy(&body));
@@ -262,21 +307,32 @@ pub fn get_blob(reg: &Registry, repo: &str, digest: &str) -> Vec<u8> {
 /// Fetches `repo:reference` and, recursively, every child manifest, config and layer it names,
 /// checking each against its digest and descriptor size.
 pub fn fetch_image(reg: &Registry, repo: &str, reference: &str) -> Fetched {
-    let (digest, media_type, manifest) = get_manifest(reg, repo, reference);
+    fetch_image_as(reg, repo, reference, None)
+}
+
+/// [`fetch_image`] with Basic credentials on every request.
+pub fn fetch_image_as(reg: &Registry, repo: &str, reference: &str, creds: Creds) -> Fetched {
+    let (digest, media_type, manifest) = get_manifest_as(reg, repo, reference, creds);
     let mut blobs = BTreeMap::new();
-    collect_referenced(reg, repo, &manifest, &mut blobs);
+    collect_referenced(reg, repo, &manifest, &mut blobs, creds);
     Fetched { digest, media_type, manifest, blobs }
 }
 
-fn collect_referenced(reg: &Registry, repo: &str, manifest: &[u8], blobs: &mut BTreeMap<String, Vec<u8>>) {
+fn collect_referenced(
+    reg: &Registry,
+    repo: &str,
+    manifest: &[u8],
+    blobs: &mut BTreeMap<String, Vec<u8>>,
+    creds: Creds,
+) {
     let m: Value = serde_json::from_slice(manifest).expect("manifest JSON");
     if let Some(children) = m.get("manifests").and_then(Value::as_array) {
         for d in children {
             let (digest, size) = descriptor(d);
-            let (got, _, bytes) = get_manifest(reg, repo, &digest);
+            let (got, _, bytes) = get_manifest_as(reg, repo, &digest, creds);
             assert_eq!(got, digest);
             assert_eq!(bytes.len() as u64, size, "size of child manifest {digest}");
-            collect_referenced(reg, repo, &bytes, blobs);
+            collect_referenced(reg, repo, &bytes, blobs, creds);
             blobs.insert(digest, bytes);
         }
         return;
@@ -293,7 +349,7 @@ fn collect_referenced(reg: &Registry, repo: &str, manifest: &[u8], blobs: &mut B
         if blobs.contains_key(&digest) {
             continue;
         }
-        let bytes = get_blob(reg, repo, &digest);
+        let bytes = get_blob_as(reg, repo, &digest, creds);
         assert_eq!(bytes.len() as u64, size, "size of blob {digest}");
         blobs.insert(digest, bytes);
     }
@@ -402,6 +458,10 @@ pub fn cairn_only(what: &str) -> Option<Registry> {
 /// directory; dropping it stops the server, then removes the directory.
 pub struct ConfiguredCairn {
     pub reg: Registry,
+    /// The config file the server was started with.
+    pub config: std::path::PathBuf,
+    /// The server's data directory (`--data-dir`), for CLI commands against the same data.
+    pub data_dir: std::path::PathBuf,
     _tmp: tempfile::TempDir,
 }
 
@@ -411,7 +471,7 @@ pub fn cairn_with_config(config: &str, what: &str) -> Option<ConfiguredCairn> {
     if let Ok(url) = std::env::var("CONFORMANCE_URL")
         && !url.is_empty()
     {
-        eprintln!("[clients] NOTE: {url} is not Cairn; {what} needs a Cairn config (DESIGN §4) and is not checked");
+        eprintln!("[clients] NOTE: {url} is not Cairn; {what} needs a Cairn config and is not checked");
         return None;
     }
     let tmp = tempdir("cairn");
@@ -421,7 +481,7 @@ pub fn cairn_with_config(config: &str, what: &str) -> Option<ConfiguredCairn> {
     std::fs::create_dir_all(&data).expect("data dir");
     let server = cairn_conformance::Server::start_in(&data, &["--config", file.to_str().expect("utf-8 path")], &[]);
     let reg = Registry { base: server.base.clone(), host: server.host.clone(), server: Some(server) };
-    Some(ConfiguredCairn { reg, _tmp: tmp })
+    Some(ConfiguredCairn { reg, config: file, data_dir: data, _tmp: tmp })
 }
 
 /// Asserts a client's push of another image to the immutable tag `tag` failed, and that what it

@@ -10,8 +10,15 @@
 //! history to show for it. Those checks are Cairn's own and print a NOTE instead when
 //! `CONFORMANCE_URL` names another registry.
 //!
+//! Cairn's access control (DESIGN §8) through the same clients, each test with a Cairn of its
+//! own configured with users: `docker login` / `podman login` into private credential files,
+//! skopeo `--creds`, oras-py basic auth and token flow, a reader's push `denied`, anonymous and
+//! wrong-password attempts `unauthorized`, and a robot from `cairn token create` pulling within
+//! its grant until `cairn token revoke`. Also Cairn-only (a NOTE elsewhere).
+//!
 //! Set `CLIENTS_KEEP_TMP=1` to keep each test's working directory for a look afterwards.
 
+mod auth;
 mod docker;
 mod helpers;
 mod oras;

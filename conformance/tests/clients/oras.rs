@@ -64,7 +64,7 @@ json.dump(result, open(sys.argv[2], "w"))
 "#;
 
 /// Panics, naming `.ci/setup`, unless python3 can import oras-py.
-fn require_oras() {
+pub(crate) fn require_oras() {
     require_tool("python3");
     let out = try_run(
         Command::new("python3").args(["-c", "import oras.client, oras.oci; print(oras.__version__)"]),

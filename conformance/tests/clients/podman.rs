@@ -17,7 +17,7 @@ const T: Duration = Duration::from_secs(180);
 
 /// A podman confined to `store` (vfs driver, cgroupfs, file events: no systemd needed).
 /// podman refuses a `--runroot` longer than 50 characters: keep `tempdir` prefixes short.
-fn podman(store: &Path) -> Command {
+pub(crate) fn podman(store: &Path) -> Command {
     let mut c = Command::new("podman");
     c.arg("--storage-driver")
         .arg("vfs")
@@ -31,7 +31,7 @@ fn podman(store: &Path) -> Command {
 }
 
 /// Removes every image of the private store at the end, so the temporary directory can go.
-struct Store<'a>(&'a Path);
+pub(crate) struct Store<'a>(pub(crate) &'a Path);
 
 impl Drop for Store<'_> {
     fn drop(&mut self) {
@@ -39,13 +39,13 @@ impl Drop for Store<'_> {
     }
 }
 
-fn inspect(store: &Path, reference: &str) -> Value {
+pub(crate) fn inspect(store: &Path, reference: &str) -> Value {
     let out = run(podman(store).args(["image", "inspect", reference]), T);
     let v: Value = serde_json::from_str(&out.stdout).expect("podman image inspect JSON");
     v[0].clone()
 }
 
-fn diff_ids(image: &Value) -> Vec<String> {
+pub(crate) fn diff_ids(image: &Value) -> Vec<String> {
     image["RootFS"]["Layers"]
         .as_array()
         .expect("RootFS.Layers")
@@ -54,7 +54,7 @@ fn diff_ids(image: &Value) -> Vec<String> {
         .collect()
 }
 
-fn image_id(image: &Value) -> String {
+pub(crate) fn image_id(image: &Value) -> String {
     let id = image["Id"].as_str().expect("Id");
     if id.starts_with("sha256:") { id.to_string() } else { format!("sha256:{id}") }
 }

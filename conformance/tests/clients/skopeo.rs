@@ -19,13 +19,13 @@ fn umoci() -> Command {
     Command::new("umoci")
 }
 
-fn skopeo() -> Command {
+pub(crate) fn skopeo() -> Command {
     Command::new("skopeo")
 }
 
 /// Builds an OCI layout at `layout` with one image tagged `tag`: two layers of random content
 /// and a config with a label. Returns its manifest digest and every blob (manifest included).
-fn build_layout(layout: &Path, tag: &str, work: &Path) -> (String, BTreeMap<String, Vec<u8>>) {
+pub(crate) fn build_layout(layout: &Path, tag: &str, work: &Path) -> (String, BTreeMap<String, Vec<u8>>) {
     require_tool("umoci");
     let image = format!("{}:{tag}", layout.display());
     run(umoci().args(["init", "--layout"]).arg(layout), T);

@@ -53,9 +53,8 @@ pub async fn start(ctx: &Ctx, name: &RepoName, body: Body) -> Result<Response, E
         let digest = Digest::parse(mount)?;
         let from = ctx.q.get("from").map(RepoName::parse).transpose()?;
         // Mounting from a repository the caller may not pull would leak its content.
-        let may_read_from =
-            from.as_ref().is_none_or(|f| ctx.state.auth.allows(&ctx.who.subject, f.as_str(), Action::Pull));
-        if may_read_from && let Some(c) = reg.mount_blob(name, &digest, from.as_ref()).await? {
+        let readable = |r: &str| ctx.state.auth.allows(&ctx.who.subject, r, Action::Pull);
+        if let Some(c) = reg.mount_blob(name, &digest, from.as_ref(), readable).await? {
             return Ok(created(ctx, name, &c));
         }
         let s = reg.start_upload(name).await?;
