@@ -12,25 +12,33 @@ const DEFAULT_PAGE: u32 = 1000;
 /// The largest page served, whatever `n` asks.
 const MAX_PAGE: u32 = 10_000;
 
-/// One page of a sorted listing.
+/// One page of a sorted listing: a window on a shared list (tags lists come from the
+/// cache without copying).
 #[derive(Debug)]
 pub struct Page {
-    /// The entries, sorted.
-    pub items: Vec<String>,
+    all: Arc<Vec<String>>,
+    range: std::ops::Range<usize>,
     /// True when more entries follow the last one.
     pub more: bool,
     /// The page size that was applied.
     pub n: u32,
 }
 
+impl Page {
+    /// The entries, sorted.
+    pub fn items(&self) -> &[String] {
+        &self.all[self.range.clone()]
+    }
+}
+
 fn page_size(n: Option<u32>) -> u32 {
     n.unwrap_or(DEFAULT_PAGE).min(MAX_PAGE)
 }
 
-fn to_page(mut items: Vec<String>, n: u32) -> Page {
+fn to_page(items: Vec<String>, n: u32) -> Page {
     let more = items.len() > n as usize;
-    items.truncate(n as usize);
-    Page { items, more, n }
+    let end = items.len().min(n as usize);
+    Page { all: Arc::new(items), range: 0..end, more, n }
 }
 
 impl Registry {
@@ -50,9 +58,8 @@ impl Registry {
         };
         let n = page_size(n);
         let start = last.map_or(0, |l| all.partition_point(|t| t.as_str() <= l));
-        let rest = &all[start..];
-        let items: Vec<String> = rest.iter().take(n as usize).cloned().collect();
-        Ok(Page { more: rest.len() > items.len() && n > 0, items, n })
+        let end = all.len().min(start + n as usize);
+        Ok(Page { more: end < all.len() && n > 0, range: start..end, all, n })
     }
 
     /// `/v2/_catalog`: repositories after `last` for which `visible` holds, sorted.
@@ -64,7 +71,7 @@ impl Registry {
     ) -> Result<Page, Error> {
         let n = page_size(n);
         if n == 0 {
-            return Ok(Page { items: vec![], more: false, n });
+            return Ok(to_page(vec![], 0));
         }
         let mut items = Vec::new();
         let mut cursor = last.map(str::to_string);

@@ -12,21 +12,26 @@ use crate::oci::{Digest, RepoName};
 use crate::policy::Action;
 use crate::service::Page;
 
-fn page_response(ctx: &Ctx, path: &str, body: Value, page: &Page) -> Response {
+fn page_response(ctx: &Ctx, path: &str, body: Vec<u8>, page: &Page) -> Response {
     let mut headers = vec![(header::CONTENT_TYPE, "application/json".to_string())];
     if page.more
-        && let Some(last) = page.items.last()
+        && let Some(last) = page.items().last()
     {
         let last = url::form_urlencoded::byte_serialize(last.as_bytes()).collect::<String>();
         headers.push((header::LINK, format!("<{}?n={}&last={last}>; rel=\"next\"", ctx.location(path), page.n)));
     }
-    respond(StatusCode::OK, &headers, Body::from(body.to_string()))
+    respond(StatusCode::OK, &headers, Body::from(body))
 }
 
 /// GET `/v2/<name>/tags/list?n=&last=`: sorted, paginated with `Link`.
 pub async fn tags(ctx: &Ctx, name: &RepoName) -> Result<Response, Error> {
     let page = ctx.state.registry.tags(name, ctx.q.page_size()?, ctx.q.get("last")).await?;
-    let body = json!({ "name": name.as_str(), "tags": page.items });
+    #[derive(serde::Serialize)]
+    struct TagList<'a> {
+        name: &'a str,
+        tags: &'a [String],
+    }
+    let body = serde_json::to_vec(&TagList { name: name.as_str(), tags: page.items() }).map_err(Error::internal)?;
     Ok(page_response(ctx, &format!("/v2/{name}/tags/list"), body, &page))
 }
 
@@ -35,7 +40,7 @@ pub async fn catalog(ctx: &Ctx) -> Result<Response, Error> {
     let (auth, who) = (&ctx.state.auth, &ctx.who.subject);
     let visible = |repo: &str| auth.allows(who, repo, Action::Pull);
     let page = ctx.state.registry.catalog(ctx.q.page_size()?, ctx.q.get("last"), visible).await?;
-    let body = json!({ "repositories": page.items });
+    let body = serde_json::to_vec(&json!({ "repositories": page.items() })).map_err(Error::internal)?;
     Ok(page_response(ctx, "/v2/_catalog", body, &page))
 }
 
