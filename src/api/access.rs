@@ -115,7 +115,9 @@ pub fn authorize(
     }
     if who.subject.is_anonymous() || allowed_by_rules {
         let mut challenge = challenge(state, headers, Some(&scope(repo, action)));
-        if who.token_access.is_some() {
+        // A signed-in user whose token is too narrow can get a wider one; anonymous cannot,
+        // and clients show "authentication required" only without this error.
+        if who.token_access.is_some() && !who.subject.is_anonymous() {
             challenge.push_str(",error=\"insufficient_scope\"");
         }
         return Err(Error::Unauthorized {

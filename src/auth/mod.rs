@@ -32,6 +32,13 @@ const VERIFIED_MAX: usize = 10_000;
 /// How often an open registry looks for newly created robots.
 const ROBOT_RECHECK: Duration = Duration::from_secs(1);
 
+/// A hash of a random password with the default parameters, checked against for unknown
+/// user names.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| hash_password(&uuid::Uuid::new_v4().to_string()).unwrap_or_default())
+}
+
 /// Credentials presented by a request.
 #[derive(Clone)]
 pub enum Credentials {
@@ -249,7 +256,14 @@ impl Auth {
             }
             return Ok(Some(Subject { name: user.to_string(), roles: u.roles.clone(), own_grants: vec![] }));
         }
-        Ok(robots::verify(self.meta.as_ref(), user, password).await?)
+        let robot = robots::verify(self.meta.as_ref(), user, password).await?;
+        if robot.is_none() {
+            // Spend the time a password check would, so timing does not tell which user
+            // names exist.
+            let pw = password.to_string();
+            let _ = tokio::task::spawn_blocking(move || verify_password(&pw, dummy_hash())).await;
+        }
+        Ok(robot)
     }
 
     /// The subject with this name: a configured user or a live robot.

@@ -105,7 +105,7 @@ impl TokenSigner {
         v.set_audience(&[aud]);
         v.set_issuer(&[ISSUER]);
         v.validate_nbf = true;
-        v.leeway = 5;
+        v.leeway = 0;
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &v).map(|d| d.claims).map_err(|e| e.to_string())
     }
 }

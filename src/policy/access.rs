@@ -135,7 +135,8 @@ impl AccessPolicy {
         if who.roles.iter().any(|r| r.allows(action)) {
             return true;
         }
-        let named = self.grants.iter().filter(|g| g.subjects.iter().any(|s| s == &who.name));
+        // What anonymous may do, everyone may: logging in never loses public access.
+        let named = self.grants.iter().filter(|g| g.subjects.iter().any(|s| s == &who.name || s == "anonymous"));
         named.chain(who.own_grants.iter()).any(|g| g.actions.contains(&action) && g.repositories.is_match(repo))
     }
 
@@ -192,6 +193,7 @@ mod tests {
         let robot =
             Subject { name: "bot".into(), roles: vec![], own_grants: vec![grant(&[], "apps/*", &[Action::Pull])] };
         assert!(p.allows(&robot, "apps/x", Action::Pull));
+        assert!(p.allows(&user("r", &[]), "public/x", Action::Pull), "anonymous grants apply to everyone");
         assert!(!p.allows(&robot, "apps/x", Action::Push));
     }
 

@@ -2,6 +2,8 @@
 //! port, real HTTP). Every bad input asserts the status, the OCI code, and that nothing
 //! was stored.
 
+mod auth;
+mod auth_tokens;
 mod blobs;
 mod helpers;
 mod history;
