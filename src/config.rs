@@ -439,6 +439,11 @@ impl Config {
             .unwrap_or_else(|| format!("sqlite://{}", self.server.data_dir.join("cairn.db").display()))
     }
 
+    /// The database URL with any password replaced, for logs and messages.
+    pub fn database_url_redacted(&self) -> String {
+        redact_url(&self.database_url())
+    }
+
     /// The blob directory for the filesystem backend.
     pub fn storage_path(&self) -> PathBuf {
         self.storage.path.clone().unwrap_or_else(|| self.server.data_dir.join("blobs"))

@@ -113,7 +113,7 @@ async fn main() -> ExitCode {
                 println!("configuration is valid");
                 println!("  listen:   {}", cfg.server.listen);
                 println!("  data dir: {}", cfg.server.data_dir.display());
-                println!("  database: {}", cfg.database_url());
+                println!("  database: {}", cfg.database_url_redacted());
                 println!("  storage:  {:?} {}", cfg.storage.kind, cfg.storage_path().display());
                 print_rules(&cfg);
                 ExitCode::SUCCESS
@@ -270,7 +270,7 @@ async fn run_server(cfg: Config) -> anyhow::Result<()> {
     }
     tracing::info!(
         data_dir = %state.config.server.data_dir.display(),
-        database = %state.config.database_url(),
+        database = %state.config.database_url_redacted(),
         "cairn listening on http://{bound}"
     );
     println!("cairn listening on http://{bound}");

@@ -33,8 +33,11 @@ impl AppState {
         std::fs::create_dir_all(&config.server.data_dir)
             .with_context(|| format!("cannot create data directory {}", config.server.data_dir.display()))?;
         let url = config.database_url();
-        let meta: Arc<dyn MetadataStore> =
-            Arc::new(SqliteStore::open(&url).await.with_context(|| format!("cannot open database {url}"))?);
+        let meta: Arc<dyn MetadataStore> = Arc::new(
+            SqliteStore::open(&url)
+                .await
+                .with_context(|| format!("cannot open database {}", config.database_url_redacted()))?,
+        );
         let blobs = match config.storage.kind {
             StorageKind::Filesystem => {
                 let path = config.storage_path();

@@ -93,6 +93,17 @@ fn scope(repo: &RepoName, action: Action) -> String {
     format!("repository:{repo}:{actions}")
 }
 
+/// May `who` do `action` on `repo`? Both the rules and, for a bearer token, its scope must
+/// allow it (a token outlives rule changes, such as the end of open mode).
+pub fn permits(state: &AppState, who: &Identity, repo: &str, action: Action) -> bool {
+    state.auth.allows(&who.subject, repo, action)
+        && who.token_access.as_ref().is_none_or(|access| {
+            access
+                .iter()
+                .any(|e| e.kind == "repository" && e.name == repo && e.actions.iter().any(|a| a == action.as_str()))
+        })
+}
+
 /// Allows the request or says why not: 401 with a challenge when better credentials could
 /// help (anonymous, or a token lacking a scope its user could get), 403 otherwise. The
 /// answer is the same whether or not the repository exists.
@@ -103,16 +114,10 @@ pub fn authorize(
     repo: &RepoName,
     action: Action,
 ) -> Result<(), Error> {
-    let allowed_by_rules = state.auth.allows(&who.subject, repo.as_str(), action);
-    let allowed = match &who.token_access {
-        Some(access) => access.iter().any(|e| {
-            e.kind == "repository" && e.name == repo.as_str() && e.actions.iter().any(|a| a == action.as_str())
-        }),
-        None => allowed_by_rules,
-    };
-    if allowed {
+    if permits(state, who, repo.as_str(), action) {
         return Ok(());
     }
+    let allowed_by_rules = state.auth.allows(&who.subject, repo.as_str(), action);
     if who.subject.is_anonymous() || allowed_by_rules {
         let mut challenge = challenge(state, headers, Some(&scope(repo, action)));
         // A signed-in user whose token is too narrow can get a wider one; anonymous cannot,

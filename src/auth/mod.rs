@@ -17,7 +17,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::config::Config;
 use crate::meta::{MetaError, MetadataStore};
-use crate::policy::access::{Grant, repo_glob};
+use crate::policy::access::Grant;
 use crate::policy::{AccessPolicy, Action, Role, Subject};
 
 pub use limiter::FailureLimiter;
@@ -119,19 +119,7 @@ pub struct Auth {
 
 /// Compiles grants from the config (validated beforehand).
 fn compile_grants(config: &Config) -> Vec<Grant> {
-    config
-        .auth
-        .grants
-        .iter()
-        .filter_map(|g| {
-            Some(Grant {
-                subjects: g.subjects.clone(),
-                pattern: g.repositories.clone(),
-                repositories: repo_glob(&g.repositories).ok()?,
-                actions: g.actions.iter().filter_map(|a| Action::parse(a)).collect(),
-            })
-        })
-        .collect()
+    config.auth.grants.iter().filter_map(|g| Grant::new(g.subjects.clone(), &g.repositories, &g.actions)).collect()
 }
 
 impl Auth {
@@ -148,7 +136,7 @@ impl Auth {
             .collect();
         let open = config.auth.users.is_empty() && config.auth.grants.is_empty();
         Ok(Auth {
-            policy: AccessPolicy { open: false, grants: compile_grants(config) },
+            policy: AccessPolicy { grants: compile_grants(config) },
             config_open: open,
             robots_exist: AtomicBool::new(false),
             robots_checked: Mutex::new(None),

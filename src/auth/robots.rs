@@ -102,18 +102,7 @@ fn subject(r: &RobotRecord) -> Subject {
     Subject {
         name: r.name.clone(),
         roles: r.roles.iter().filter_map(|x| Role::parse(x)).collect(),
-        own_grants: r
-            .grants
-            .iter()
-            .filter_map(|g| {
-                Some(Grant {
-                    subjects: vec![],
-                    pattern: g.repositories.clone(),
-                    repositories: repo_glob(&g.repositories).ok()?,
-                    actions: g.actions.iter().filter_map(|a| Action::parse(a)).collect(),
-                })
-            })
-            .collect(),
+        own_grants: r.grants.iter().filter_map(|g| Grant::new(vec![], &g.repositories, &g.actions)).collect(),
     }
 }
 

@@ -133,12 +133,14 @@ impl BlobStore {
         }
     }
 
-    /// Streams `range` (or all) of a blob stored at `location`.
-    pub fn read(
+    /// Streams `range` (or all) of a blob stored at `location`. The first object is opened
+    /// before this returns, so a missing object is an error the caller can still answer
+    /// with a status, not a response cut off after its headers.
+    pub async fn read(
         &self,
         location: &BlobLocation,
         range: Range<u64>,
-    ) -> BoxStream<'static, Result<Bytes, object_store::Error>> {
+    ) -> Result<BoxStream<'static, Result<Bytes, object_store::Error>>, object_store::Error> {
         let mut parts = Vec::new();
         let mut start = 0u64;
         for seg in &location.segments {
@@ -149,14 +151,17 @@ impl BlobStore {
             }
             start = end;
         }
+        let mut parts = parts.into_iter();
+        let Some((key, r)) = parts.next() else { return Ok(stream::empty().boxed()) };
+        let first = read_object(self.store.clone(), key, r).await?;
         let store = self.store.clone();
-        stream::iter(parts)
+        let rest = stream::iter(parts)
             .then(move |(key, r)| {
                 let store = store.clone();
                 async move { read_object(store, key, r).await }
             })
-            .try_flatten()
-            .boxed()
+            .try_flatten();
+        Ok(first.chain(rest).boxed())
     }
 
     /// Removes every segment of an upload (cancelled, expired, failed, or committed as a

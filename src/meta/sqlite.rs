@@ -217,7 +217,7 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn mount_blob(&self, repo: &RepoName, d: &Digest, from: &RepoName) -> Result<bool, MetaError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM repo_blobs WHERE repo = ? AND digest = ?")
             .bind(from.as_str())
             .bind(d.as_str())
@@ -303,7 +303,7 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn commit_upload(&self, id: &str, expected_len: u64, blob: &BlobRecord) -> Result<CommitUpload, MetaError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let repo: Option<String> = sqlx::query_scalar("DELETE FROM uploads WHERE id = ? AND len = ? RETURNING repo")
             .bind(id)
             .bind(expected_len as i64)
@@ -367,7 +367,7 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn put_manifest(&self, repo: &RepoName, m: &NewManifest) -> Result<PutManifest, MetaError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         for b in &m.blobs {
             let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM repo_blobs WHERE repo = ? AND digest = ?")
                 .bind(repo.as_str())
@@ -477,7 +477,7 @@ impl MetadataStore for SqliteStore {
         guard: TagGuard<'_>,
         actor: &Actor,
     ) -> Result<Deleted, MetaError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM manifests WHERE repo = ? AND digest = ?")
             .bind(repo.as_str())
             .bind(d.as_str())
@@ -521,7 +521,7 @@ impl MetadataStore for SqliteStore {
         guard: TagGuard<'_>,
         actor: &Actor,
     ) -> Result<Deleted, MetaError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let current: Option<String> = sqlx::query_scalar("SELECT digest FROM tags WHERE repo = ? AND name = ?")
             .bind(repo.as_str())
             .bind(tag.as_str())

@@ -81,12 +81,22 @@ impl Role {
 pub struct Grant {
     /// Who it is for (user or robot names, `anonymous`); empty for a robot's own grants.
     pub subjects: Vec<String>,
-    /// The repository glob as written.
-    pub pattern: String,
-    /// The compiled glob.
+    /// The compiled repository glob.
     pub repositories: GlobMatcher,
     /// What it allows.
     pub actions: Vec<Action>,
+}
+
+impl Grant {
+    /// Compiles a grant from validated config text; `None` if the glob does not compile.
+    /// Unknown action names are dropped (validation reports them).
+    pub fn new(subjects: Vec<String>, repositories: &str, actions: &[String]) -> Option<Grant> {
+        Some(Grant {
+            subjects,
+            repositories: repo_glob(repositories).ok()?,
+            actions: actions.iter().filter_map(|a| Action::parse(a)).collect(),
+        })
+    }
 }
 
 /// Compiles a repository glob the way immutability rules do: `*` within a component.
@@ -117,11 +127,10 @@ impl Subject {
     }
 }
 
-/// The access rules in force.
+/// The access rules in force (open mode, where anonymous may do everything, is decided by
+/// `auth`, which knows whether users, grants or robots exist).
 #[derive(Debug, Clone)]
 pub struct AccessPolicy {
-    /// True when no user and no grant is configured: anonymous may do everything.
-    pub open: bool,
     /// Grants from the config.
     pub grants: Vec<Grant>,
 }
@@ -129,9 +138,6 @@ pub struct AccessPolicy {
 impl AccessPolicy {
     /// May `who` do `action` on `repo`?
     pub fn allows(&self, who: &Subject, repo: &str, action: Action) -> bool {
-        if self.open {
-            return true;
-        }
         if who.roles.iter().any(|r| r.allows(action)) {
             return true;
         }
@@ -142,7 +148,7 @@ impl AccessPolicy {
 
     /// May `who` read `/api/v1`?
     pub fn allows_api_read(&self, who: &Subject) -> bool {
-        self.open || who.roles.iter().any(|r| matches!(r, Role::Admin | Role::Reader | Role::Auditor))
+        who.roles.iter().any(|r| matches!(r, Role::Admin | Role::Reader | Role::Auditor))
     }
 }
 
@@ -151,12 +157,8 @@ mod tests {
     use super::*;
 
     fn grant(subjects: &[&str], repos: &str, actions: &[Action]) -> Grant {
-        Grant {
-            subjects: subjects.iter().map(|s| s.to_string()).collect(),
-            pattern: repos.into(),
-            repositories: repo_glob(repos).unwrap(),
-            actions: actions.to_vec(),
-        }
+        let names: Vec<String> = actions.iter().map(|a| a.as_str().to_string()).collect();
+        Grant::new(subjects.iter().map(|s| s.to_string()).collect(), repos, &names).unwrap()
     }
 
     fn user(name: &str, roles: &[Role]) -> Subject {
@@ -166,7 +168,6 @@ mod tests {
     #[test]
     fn roles_and_grants() {
         let p = AccessPolicy {
-            open: false,
             grants: vec![
                 grant(&["ci"], "apps/**", &[Action::Pull, Action::Push]),
                 grant(&["anonymous"], "public/*", &[Action::Pull]),
@@ -195,12 +196,5 @@ mod tests {
         assert!(p.allows(&robot, "apps/x", Action::Pull));
         assert!(p.allows(&user("r", &[]), "public/x", Action::Pull), "anonymous grants apply to everyone");
         assert!(!p.allows(&robot, "apps/x", Action::Push));
-    }
-
-    #[test]
-    fn open_mode_allows_everything() {
-        let p = AccessPolicy { open: true, grants: vec![] };
-        assert!(p.allows(&Subject::anonymous(), "x", Action::Delete));
-        assert!(p.allows_api_read(&Subject::anonymous()));
     }
 }

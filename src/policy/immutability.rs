@@ -2,7 +2,7 @@
 //! wins, unmatched tags immutable. Referrer fallback tags (`sha256-<hex>` and cosign's
 //! `sha256-<hex>.sig|.att|.sbom`) are system-managed and exempt unless configured otherwise.
 
-use globset::{Glob, GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
+use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::oci::{RepoName, Tag};
@@ -64,10 +64,6 @@ pub struct ImmutabilityPolicy {
     include_referrer_tags: bool,
 }
 
-fn repo_glob(pattern: &str) -> Result<Glob, globset::Error> {
-    GlobBuilder::new(pattern).literal_separator(true).build()
-}
-
 impl ImmutabilityPolicy {
     /// Compiles the rules; every bad glob is one message naming where it is.
     pub fn new(cfg: &ImmutabilityConfig) -> Result<ImmutabilityPolicy, Vec<String>> {
@@ -75,8 +71,7 @@ impl ImmutabilityPolicy {
         let mut rules = Vec::new();
         for (i, r) in cfg.rules.iter().enumerate() {
             let at = format!("immutability.rules[{i}]");
-            let repositories = repo_glob(&r.repositories)
-                .map(|g| g.compile_matcher())
+            let repositories = super::access::repo_glob(&r.repositories)
                 .map_err(|e| problems.push(format!("{at}.repositories = {:?}: {}", r.repositories, e.kind())));
             if r.tags.is_empty() {
                 problems.push(format!("{at}.tags is empty: list tag globs, for example [\"*\"]"));

@@ -1,6 +1,6 @@
 //! Reading and deleting blobs of a repository.
 
-use futures::TryStreamExt;
+use futures::{StreamExt as _, TryStreamExt};
 
 use super::{ByteStream, Registry};
 use crate::error::Error;
@@ -30,10 +30,10 @@ impl Registry {
         let picked = pick(blob.size)?;
         let partial = picked.is_some();
         let range = picked.unwrap_or(0..blob.size);
-        let body = with_body.then(|| {
-            let s: ByteStream = self.blobs.read(&blob.location, range.clone()).map_err(std::io::Error::other).boxed();
-            s
-        });
+        let body: Option<ByteStream> = match with_body {
+            true => Some(self.blobs.read(&blob.location, range.clone()).await?.map_err(std::io::Error::other).boxed()),
+            false => None,
+        };
         Ok((BlobRead { size: blob.size, range, body }, partial))
     }
 
@@ -47,5 +47,3 @@ impl Registry {
         Ok(())
     }
 }
-
-use futures::StreamExt as _;

@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::meta::MetadataStore;
 use crate::policy::ImmutabilityPolicy;
 
+pub use crate::meta::{Actor, Precondition, TagEvent};
 pub use blobs::BlobRead;
 pub use history::HistoryPage;
 pub use listing::Page;

@@ -140,7 +140,13 @@ impl Registry {
                     tracing::warn!(upload = %s.id, error = %e, "could not remove a duplicate upload's segments");
                 }
             }
-            CommitUpload::UploadGone => return Err(Error::UploadUnknown(s.id)),
+            CommitUpload::UploadGone => {
+                // Either the session ended, or a racing PATCH moved it on: say which.
+                return Err(match self.meta.upload(repo, &s.id).await? {
+                    Some(now) => Error::UploadOutOfOrder { start: s.len, offset: now.len },
+                    None => Error::UploadUnknown(s.id),
+                });
+            }
         }
         Ok(BlobCommitted { digest: digest.clone() })
     }
@@ -153,7 +159,12 @@ impl Registry {
         body: ByteStream,
     ) -> Result<BlobCommitted, Error> {
         let s = self.start_upload(repo).await?;
-        self.finish_upload(repo, &s.id, digest, body).await
+        let result = self.finish_upload(repo, &s.id, digest, body).await;
+        if result.is_err() {
+            // The client never saw this session's URL, so it cannot resume it.
+            self.discard(&s.id).await;
+        }
+        result
     }
 
     /// end-deleteupload: cancels an upload and removes its bytes.
@@ -188,12 +199,17 @@ impl Registry {
         Ok((segment, hasher))
     }
 
+    /// Ends a session and removes its bytes, but only if this call ended it: a session a
+    /// racing request committed meanwhile now holds a blob's bytes, which must stay.
     async fn discard(&self, id: &str) {
-        if let Err(e) = self.meta.delete_upload(id).await {
-            tracing::warn!(upload = %id, error = %e, "could not delete an upload session");
-        }
-        if let Err(e) = self.blobs.delete_upload(id).await {
-            tracing::warn!(upload = %id, error = %e, "could not remove an upload's segments");
+        match self.meta.delete_upload(id).await {
+            Ok(Some(_)) => {
+                if let Err(e) = self.blobs.delete_upload(id).await {
+                    tracing::warn!(upload = %id, error = %e, "could not remove an upload's segments");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(upload = %id, error = %e, "could not delete an upload session"),
         }
     }
 }

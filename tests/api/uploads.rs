@@ -335,3 +335,27 @@ async fn automatic_mount_only_from_repositories_the_caller_may_pull() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
 }
+
+/// A request that fails after a racing request committed the same upload must not remove
+/// the committed blob's bytes.
+#[tokio::test]
+async fn a_failing_finish_that_loses_the_race_keeps_the_committed_blob() {
+    let app = spawn_app().await;
+    let data = b"hello".to_vec();
+    let d = digest(&data);
+    let loc = app.start_upload("race/up").await;
+    assert_eq!(app.patch_chunk(&loc, 0, &data).await.status(), StatusCode::ACCEPTED);
+    let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let wrong = digest(b"something else");
+    let slow = app.http.put(app.url(&format!("{loc}?digest={wrong}"))).body(reqwest::Body::wrap_stream(rx)).send();
+    let slow = tokio::spawn(slow);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(app.finish_upload(&loc, &d, &[]).await.status(), StatusCode::CREATED);
+    futures::SinkExt::send(&mut tx, Ok(b" world".to_vec())).await.unwrap();
+    drop(tx);
+    let r = slow.await.unwrap().unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    let got = app.get(&format!("/v2/race/up/blobs/{d}")).await;
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.bytes().await.unwrap().as_ref(), data.as_slice());
+}

@@ -16,9 +16,9 @@ use time::format_description::well_known::Rfc3339;
 use super::access::require_api_read;
 use super::v2::Query;
 use crate::error::Error;
-use crate::meta::TagEvent;
 use crate::oci::{RepoName, Tag};
 use crate::policy::Mode;
+use crate::service::TagEvent;
 use crate::state::AppState;
 
 const DEFAULT_LIMIT: u32 = 100;

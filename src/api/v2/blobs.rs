@@ -53,39 +53,36 @@ pub async fn delete(ctx: &Ctx, name: &RepoName, digest: &Digest) -> Result<Respo
     Ok(respond(StatusCode::ACCEPTED, &[(header::CONTENT_LENGTH, "0".into())], Body::empty()))
 }
 
-/// Resolves a `Range: bytes=...` header against `size`. `Ok(None)` means "ignore the
-/// header and send everything" (a form we do not serve, such as several ranges).
+/// Resolves a `Range: bytes=...` header against `size` (RFC 9110 §14). `Ok(None)` means
+/// "ignore the header and send everything": a form we do not serve (several ranges) or an
+/// invalid one. A valid range that selects no byte of the blob is 416.
 fn parse_range(h: &str, size: u64) -> Result<Option<std::ops::Range<u64>>, Error> {
     let unsatisfiable = Error::RangeNotSatisfiable { len: size };
-    let Some(spec) = h.trim().strip_prefix("bytes=") else {
-        return Ok(None);
-    };
+    let Some(spec) = h.trim().strip_prefix("bytes=") else { return Ok(None) };
+    let Some((a, b)) = spec.split_once('-') else { return Ok(None) };
     if spec.contains(',') {
         return Ok(None);
     }
-    let Some((a, b)) = spec.split_once('-') else {
-        return Err(unsatisfiable);
-    };
     let (a, b) = (a.trim(), b.trim());
-    let range = if a.is_empty() {
-        let n: u64 = b.parse().map_err(|_| Error::RangeNotSatisfiable { len: size })?;
-        if n == 0 {
+    if a.is_empty() {
+        let Ok(n) = b.parse::<u64>() else { return Ok(None) };
+        if n == 0 || size == 0 {
             return Err(unsatisfiable);
         }
-        size.saturating_sub(n)..size
-    } else {
-        let start: u64 = a.parse().map_err(|_| Error::RangeNotSatisfiable { len: size })?;
-        let end = if b.is_empty() {
-            size.saturating_sub(1)
-        } else {
-            b.parse::<u64>().map_err(|_| Error::RangeNotSatisfiable { len: size })?
-        };
-        if start >= size || end < start {
-            return Err(unsatisfiable);
-        }
-        start..(end.min(size - 1) + 1)
+        return Ok(Some(size.saturating_sub(n)..size));
+    }
+    let Ok(start) = a.parse::<u64>() else { return Ok(None) };
+    let end = match b {
+        "" => None,
+        b => match b.parse::<u64>() {
+            Ok(e) if e >= start => Some(e),
+            _ => return Ok(None),
+        },
     };
-    Ok(Some(range))
+    if start >= size {
+        return Err(unsatisfiable);
+    }
+    Ok(Some(start..end.map_or(size, |e| e.min(size - 1) + 1)))
 }
 
 #[cfg(test)]
@@ -99,11 +96,12 @@ mod tests {
         assert_eq!(parse_range("bytes=10-", 100).unwrap(), Some(10..100));
         assert_eq!(parse_range("bytes=-10", 100).unwrap(), Some(90..100));
         assert_eq!(parse_range("bytes=-200", 100).unwrap(), Some(0..100));
-        assert_eq!(parse_range("bytes=0-1,5-6", 100).unwrap(), None);
-        assert_eq!(parse_range("items=0-1", 100).unwrap(), None);
-        for bad in ["bytes=100-", "bytes=5-4", "bytes=x-1", "bytes=-0", "bytes=0-"] {
-            let size = if bad == "bytes=0-" { 0 } else { 100 };
-            assert!(parse_range(bad, size).is_err(), "{bad}");
+        for ignored in ["bytes=0-1,5-6", "items=0-1", "bytes=5-4", "bytes=x-1", "bytes=1-x", "bytes=5"] {
+            assert_eq!(parse_range(ignored, 100).unwrap(), None, "{ignored}");
+        }
+        for (bad, size) in [("bytes=100-", 100), ("bytes=-0", 100), ("bytes=0-", 0), ("bytes=-5", 0), ("bytes=0-0", 0)]
+        {
+            assert!(parse_range(bad, size).is_err(), "{bad} on {size} bytes");
         }
     }
 }

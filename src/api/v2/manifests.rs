@@ -8,9 +8,9 @@ use futures::StreamExt;
 
 use super::{Ctx, respond};
 use crate::error::Error;
-use crate::meta::Precondition;
 use crate::oci::Digest;
 use crate::oci::{Reference, RepoName, Tag};
+use crate::service::Precondition;
 use crate::service::{MAX_MANIFEST_BYTES, ManifestPut};
 
 fn h(name: &'static str) -> header::HeaderName {

@@ -16,7 +16,7 @@ use super::access;
 use super::route::Route;
 use crate::auth::Identity;
 use crate::error::Error;
-use crate::meta::Actor;
+use crate::service::Actor;
 use crate::service::ByteStream;
 use crate::state::AppState;
 

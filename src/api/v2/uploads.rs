@@ -6,6 +6,7 @@ use axum::http::{StatusCode, header};
 use axum::response::Response;
 
 use super::{Ctx, body_stream, respond};
+use crate::api::access;
 use crate::error::Error;
 use crate::oci::{Digest, RepoName};
 use crate::policy::Action;
@@ -53,7 +54,7 @@ pub async fn start(ctx: &Ctx, name: &RepoName, body: Body) -> Result<Response, E
         let digest = Digest::parse(mount)?;
         let from = ctx.q.get("from").map(RepoName::parse).transpose()?;
         // Mounting from a repository the caller may not pull would leak its content.
-        let readable = |r: &str| ctx.state.auth.allows(&ctx.who.subject, r, Action::Pull);
+        let readable = |r: &str| access::permits(&ctx.state, &ctx.who, r, Action::Pull);
         if let Some(c) = reg.mount_blob(name, &digest, from.as_ref(), readable).await? {
             return Ok(created(ctx, name, &c));
         }
