@@ -48,6 +48,11 @@ fn digest(s: String) -> Result<Digest, MetaError> {
     Digest::parse(&s).map_err(|e| MetaError::Corrupt(e.to_string()))
 }
 
+/// A JSON array of digests, for `json_each` (one statement instead of one per item).
+fn digest_list(list: &[Digest]) -> String {
+    serde_json::to_string(&list.iter().map(Digest::as_str).collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
+}
+
 fn json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, MetaError> {
     serde_json::from_str(s).map_err(|e| MetaError::Corrupt(e.to_string()))
 }
@@ -368,24 +373,27 @@ impl MetadataStore for SqliteStore {
 
     async fn put_manifest(&self, repo: &RepoName, m: &NewManifest) -> Result<PutManifest, MetaError> {
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        for b in &m.blobs {
-            let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM repo_blobs WHERE repo = ? AND digest = ?")
-                .bind(repo.as_str())
-                .bind(b.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-            if found.is_none() {
-                return Ok(PutManifest::Missing(b.clone()));
+        // One query per kind, whatever the number of layers: the first reference missing.
+        let checks = [
+            (
+                &m.blobs,
+                "SELECT j.value FROM json_each(?1) j WHERE NOT EXISTS
+                 (SELECT 1 FROM repo_blobs WHERE repo = ?2 AND digest = j.value) LIMIT 1",
+            ),
+            (
+                &m.manifests,
+                "SELECT j.value FROM json_each(?1) j WHERE NOT EXISTS
+                 (SELECT 1 FROM manifests WHERE repo = ?2 AND digest = j.value) LIMIT 1",
+            ),
+        ];
+        for (list, sql) in checks {
+            if list.is_empty() {
+                continue;
             }
-        }
-        for c in &m.manifests {
-            let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM manifests WHERE repo = ? AND digest = ?")
-                .bind(repo.as_str())
-                .bind(c.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-            if found.is_none() {
-                return Ok(PutManifest::Missing(c.clone()));
+            let missing: Option<String> =
+                sqlx::query_scalar(sql).bind(digest_list(list)).bind(repo.as_str()).fetch_optional(&mut *tx).await?;
+            if let Some(d) = missing {
+                return Ok(PutManifest::Missing(digest(d)?));
             }
         }
         ensure_repo(&mut tx, repo).await?;
@@ -409,15 +417,18 @@ impl MetadataStore for SqliteStore {
         .await?
         .rows_affected();
         if inserted == 1 {
-            let children = m.blobs.iter().map(|d| (d, "blob")).chain(m.manifests.iter().map(|d| (d, "manifest")));
-            for (child, kind) in children {
+            for (list, kind) in [(&m.blobs, "blob"), (&m.manifests, "manifest")] {
+                if list.is_empty() {
+                    continue;
+                }
                 sqlx::query(
-                    "INSERT INTO manifest_refs (repo, manifest, child, kind) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    "INSERT INTO manifest_refs (repo, manifest, child, kind)
+                     SELECT ?1, ?2, value, ?3 FROM json_each(?4) WHERE true ON CONFLICT DO NOTHING",
                 )
                 .bind(repo.as_str())
                 .bind(r.digest.as_str())
-                .bind(child.as_str())
                 .bind(kind)
+                .bind(digest_list(list))
                 .execute(&mut *tx)
                 .await?;
             }
@@ -645,5 +656,73 @@ impl MetadataStore for SqliteStore {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::{BlobLocation, ManifestRecord, TagWrite};
+
+    fn d(n: u8) -> Digest {
+        Digest::of(&[n])
+    }
+
+    async fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        (dir, SqliteStore::open(&url).await.unwrap())
+    }
+
+    async fn add_blob(s: &SqliteStore, repo: &RepoName, n: u8) {
+        let id = format!("u{n}");
+        s.create_upload(repo, &id).await.unwrap();
+        let blob =
+            BlobRecord { digest: d(n), size: 1, location: BlobLocation { upload: id.clone(), segments: vec![] } };
+        assert_eq!(s.commit_upload(&id, 0, &blob).await.unwrap(), CommitUpload::Created);
+    }
+
+    fn manifest(blobs: Vec<Digest>, tag: &str) -> NewManifest {
+        let body = bytes::Bytes::from(format!("{blobs:?}"));
+        NewManifest {
+            record: ManifestRecord {
+                digest: Digest::of(&body),
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                body,
+                artifact_type: None,
+                subject: None,
+                annotations: None,
+            },
+            blobs,
+            manifests: vec![],
+            tags: vec![TagWrite { tag: Tag::parse(tag).unwrap(), immutable: None }],
+            precondition: Precondition::None,
+            actor: Actor { name: "t".into(), address: None },
+        }
+    }
+
+    #[tokio::test]
+    async fn references_are_checked_and_recorded_in_one_statement_each() {
+        let (_dir, s) = store().await;
+        let repo = RepoName::parse("r").unwrap();
+        for n in 1..=3 {
+            add_blob(&s, &repo, n).await;
+        }
+        let mut missing = vec![d(1), d(9), d(2), d(8)];
+        missing.sort();
+        let first_missing = missing.iter().find(|x| **x == d(8) || **x == d(9)).unwrap().clone();
+        assert_eq!(
+            s.put_manifest(&repo, &manifest(missing, "bad")).await.unwrap(),
+            PutManifest::Missing(first_missing)
+        );
+        assert!(s.tags(&repo, None, 10).await.unwrap().is_empty(), "nothing stored");
+        let m = manifest(vec![d(1), d(2), d(3)], "good");
+        assert_eq!(s.put_manifest(&repo, &m).await.unwrap(), PutManifest::Stored);
+        let refs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM manifest_refs WHERE repo = 'r' AND manifest = ?")
+            .bind(m.record.digest.as_str())
+            .fetch_one(&s.read)
+            .await
+            .unwrap();
+        assert_eq!(refs, 3);
     }
 }
