@@ -359,15 +359,10 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn revoke_robot(&self, name: &str) -> Result<bool, MetaError>;
     /// The last event of a tag at or before `at`.
     async fn tag_event_at(&self, repo: &RepoName, tag: &Tag, at: SystemTime) -> Result<Option<TagEvent>, MetaError>;
-    /// Tags after `last`, sorted, at most `n`.
-    async fn tags(&self, repo: &RepoName, last: Option<&str>, n: u32) -> Result<Vec<String>, MetaError>;
-    /// Manifests whose subject is `subject`, optionally of one artifact type, by digest.
-    async fn referrers(
-        &self,
-        repo: &RepoName,
-        subject: &Digest,
-        artifact_type: Option<&str>,
-    ) -> Result<Vec<Referrer>, MetaError>;
+    /// Every tag of `repo`, sorted.
+    async fn tags(&self, repo: &RepoName) -> Result<Vec<String>, MetaError>;
+    /// Manifests whose subject is `subject`, by digest.
+    async fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<Referrer>, MetaError>;
 }
 
 /// Milliseconds since the epoch, the time format of every row.

@@ -619,29 +619,21 @@ impl MetadataStore for SqliteStore {
         row.map(tag_event_row).transpose()
     }
 
-    async fn tags(&self, repo: &RepoName, last: Option<&str>, n: u32) -> Result<Vec<String>, MetaError> {
-        let rows = sqlx::query_scalar("SELECT name FROM tags WHERE repo = ? AND name > ? ORDER BY name LIMIT ?")
+    async fn tags(&self, repo: &RepoName) -> Result<Vec<String>, MetaError> {
+        let rows = sqlx::query_scalar("SELECT name FROM tags WHERE repo = ? ORDER BY name")
             .bind(repo.as_str())
-            .bind(last.unwrap_or(""))
-            .bind(n as i64)
             .fetch_all(&self.read)
             .await?;
         Ok(rows)
     }
 
-    async fn referrers(
-        &self,
-        repo: &RepoName,
-        subject: &Digest,
-        artifact_type: Option<&str>,
-    ) -> Result<Vec<Referrer>, MetaError> {
+    async fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<Referrer>, MetaError> {
         let rows = sqlx::query(
             "SELECT digest, media_type, size, artifact_type, annotations FROM manifests
-             WHERE repo = ? AND subject = ? AND (?3 IS NULL OR artifact_type = ?3) ORDER BY digest",
+             WHERE repo = ? AND subject = ? ORDER BY digest",
         )
         .bind(repo.as_str())
         .bind(subject.as_str())
-        .bind(artifact_type)
         .fetch_all(&self.read)
         .await?;
         rows.into_iter()
@@ -715,7 +707,7 @@ mod tests {
             s.put_manifest(&repo, &manifest(missing, "bad")).await.unwrap(),
             PutManifest::Missing(first_missing)
         );
-        assert!(s.tags(&repo, None, 10).await.unwrap().is_empty(), "nothing stored");
+        assert!(s.tags(&repo).await.unwrap().is_empty(), "nothing stored");
         let m = manifest(vec![d(1), d(2), d(3)], "good");
         assert_eq!(s.put_manifest(&repo, &m).await.unwrap(), PutManifest::Stored);
         let refs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM manifest_refs WHERE repo = 'r' AND manifest = ?")

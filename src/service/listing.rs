@@ -51,7 +51,7 @@ impl Registry {
                 if !self.meta.repository_exists(repo).await? {
                     return Err(Error::NameUnknown(repo.clone()));
                 }
-                let all = Arc::new(self.meta.tags(repo, None, u32::MAX).await?);
+                let all = Arc::new(self.meta.tags(repo).await?);
                 self.cache.put_tags(ticket, repo, all.clone());
                 all
             }
@@ -98,7 +98,7 @@ impl Registry {
             Some(all) => all,
             None => {
                 let ticket = self.cache.ticket();
-                let all = Arc::new(self.meta.referrers(repo, subject, None).await?);
+                let all = Arc::new(self.meta.referrers(repo, subject).await?);
                 self.cache.put_referrers(ticket, repo, subject, all.clone());
                 all
             }

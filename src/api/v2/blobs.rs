@@ -4,13 +4,9 @@ use axum::body::Body;
 use axum::http::{StatusCode, header};
 use axum::response::Response;
 
-use super::{Ctx, respond};
+use super::{Ctx, DOCKER_CONTENT_DIGEST, respond};
 use crate::error::Error;
 use crate::oci::{Digest, RepoName};
-
-fn docker_digest() -> header::HeaderName {
-    header::HeaderName::from_static("docker-content-digest")
-}
 
 /// GET or HEAD of a blob; a satisfiable `Range` gives 206, an unsatisfiable one 416.
 pub async fn get(ctx: &Ctx, name: &RepoName, digest: &Digest, with_body: bool) -> Result<Response, Error> {
@@ -28,7 +24,7 @@ pub async fn get(ctx: &Ctx, name: &RepoName, digest: &Digest, with_body: bool) -
     let mut headers = vec![
         (header::CONTENT_LENGTH, (read.range.end - read.range.start).to_string()),
         (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-        (docker_digest(), digest.to_string()),
+        (DOCKER_CONTENT_DIGEST, digest.to_string()),
         (header::ETAG, format!("\"{digest}\"")),
         (header::ACCEPT_RANGES, "bytes".to_string()),
         (header::CACHE_CONTROL, "max-age=31536000".to_string()),

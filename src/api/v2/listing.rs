@@ -5,7 +5,7 @@ use axum::http::{StatusCode, header};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use super::{Ctx, respond};
+use super::{Ctx, OCI_FILTERS_APPLIED, respond};
 use crate::error::Error;
 use crate::oci::media_types::OCI_INDEX;
 use crate::oci::{Digest, RepoName};
@@ -67,7 +67,7 @@ pub async fn referrers(ctx: &Ctx, name: &RepoName, digest: &Digest) -> Result<Re
     let body = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
     let mut headers = vec![(header::CONTENT_TYPE, OCI_INDEX.to_string())];
     if filter.is_some() {
-        headers.push((header::HeaderName::from_static("oci-filters-applied"), "artifactType".into()));
+        headers.push((OCI_FILTERS_APPLIED, "artifactType".into()));
     }
     Ok(respond(StatusCode::OK, &headers, Body::from(body.to_string())))
 }

@@ -6,16 +6,12 @@ use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
-use super::{Ctx, respond};
+use super::{Ctx, DOCKER_CONTENT_DIGEST, OCI_SUBJECT, respond};
 use crate::error::Error;
 use crate::oci::Digest;
 use crate::oci::{Reference, RepoName, Tag};
 use crate::service::Precondition;
 use crate::service::{MAX_MANIFEST_BYTES, ManifestPut};
-
-fn h(name: &'static str) -> header::HeaderName {
-    header::HeaderName::from_static(name)
-}
 
 /// GET or HEAD: the stored bytes with their media type, digest and ETag.
 pub async fn get(ctx: &Ctx, name: &RepoName, reference: &Reference, with_body: bool) -> Result<Response, Error> {
@@ -23,7 +19,7 @@ pub async fn get(ctx: &Ctx, name: &RepoName, reference: &Reference, with_body: b
     let headers = [
         (header::CONTENT_TYPE, m.media_type.clone()),
         (header::CONTENT_LENGTH, m.body.len().to_string()),
-        (h("docker-content-digest"), m.digest.to_string()),
+        (DOCKER_CONTENT_DIGEST, m.digest.to_string()),
         (header::ETAG, format!("\"{}\"", m.digest)),
     ];
     let body = if with_body { Body::from(m.body.clone()) } else { Body::empty() };
@@ -50,11 +46,11 @@ pub async fn put(ctx: &Ctx, name: &RepoName, reference: &Reference, body: Body) 
         .await?;
     let mut headers = vec![
         (header::LOCATION, ctx.location(&format!("/v2/{name}/manifests/{}", out.digest))),
-        (h("docker-content-digest"), out.digest.to_string()),
+        (DOCKER_CONTENT_DIGEST, out.digest.to_string()),
         (header::CONTENT_LENGTH, "0".into()),
     ];
     if let Some(s) = &out.subject {
-        headers.push((h("oci-subject"), s.to_string()));
+        headers.push((OCI_SUBJECT, s.to_string()));
     }
     Ok(respond(StatusCode::CREATED, &headers, Body::empty()))
 }

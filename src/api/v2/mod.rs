@@ -142,6 +142,15 @@ impl Query {
     }
 }
 
+/// `Docker-Content-Digest`.
+const DOCKER_CONTENT_DIGEST: header::HeaderName = header::HeaderName::from_static("docker-content-digest");
+/// `Docker-Upload-UUID`.
+const DOCKER_UPLOAD_UUID: header::HeaderName = header::HeaderName::from_static("docker-upload-uuid");
+/// `OCI-Subject`.
+const OCI_SUBJECT: header::HeaderName = header::HeaderName::from_static("oci-subject");
+/// `OCI-Filters-Applied`.
+const OCI_FILTERS_APPLIED: header::HeaderName = header::HeaderName::from_static("oci-filters-applied");
+
 /// A request body as a byte stream for the service layer.
 fn body_stream(body: Body) -> ByteStream {
     Box::pin(body.into_data_stream().map_err(std::io::Error::other))

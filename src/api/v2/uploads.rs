@@ -5,23 +5,19 @@ use axum::body::Body;
 use axum::http::{StatusCode, header};
 use axum::response::Response;
 
-use super::{Ctx, body_stream, respond};
+use super::{Ctx, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, body_stream, respond};
 use crate::api::access;
 use crate::error::Error;
 use crate::oci::{Digest, RepoName};
 use crate::policy::Action;
 use crate::service::{BlobCommitted, UploadState};
 
-fn h(name: &'static str) -> header::HeaderName {
-    header::HeaderName::from_static(name)
-}
-
 fn created(ctx: &Ctx, name: &RepoName, c: &BlobCommitted) -> Response {
     respond(
         StatusCode::CREATED,
         &[
             (header::LOCATION, ctx.location(&format!("/v2/{name}/blobs/{}", c.digest))),
-            (h("docker-content-digest"), c.digest.to_string()),
+            (DOCKER_CONTENT_DIGEST, c.digest.to_string()),
             (header::CONTENT_LENGTH, "0".into()),
         ],
         Body::empty(),
@@ -35,7 +31,7 @@ fn in_progress(ctx: &Ctx, name: &RepoName, s: &UploadState, status: StatusCode) 
         &[
             (header::LOCATION, ctx.location(&format!("/v2/{name}/blobs/uploads/{}", s.id))),
             (header::RANGE, format!("0-{end}")),
-            (h("docker-upload-uuid"), s.id.clone()),
+            (DOCKER_UPLOAD_UUID, s.id.clone()),
             (header::CONTENT_LENGTH, "0".into()),
         ],
         Body::empty(),
