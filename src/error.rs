@@ -12,9 +12,9 @@ use crate::oci::{Digest, DigestError, ManifestError, NameError, RepoName, Tag};
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The blob is not in this repository.
+    /// The blob is not in this repository (the digest as the client wrote it).
     #[error("blob {0} is not known to this repository")]
-    BlobUnknown(Digest),
+    BlobUnknown(String),
     /// The upload request is malformed.
     #[error("blob upload invalid: {0}")]
     UploadInvalid(String),
@@ -51,9 +51,14 @@ pub enum Error {
     /// A blob Range that lies outside the blob.
     #[error("range not satisfiable for a blob of {len} bytes")]
     RangeNotSatisfiable { len: u64 },
-    /// An immutable tag would move or be deleted (DESIGN §4): 409 DENIED.
-    #[error("tag {repo}:{tag} is immutable; it points to {current} (rule {rule})")]
+    /// An immutable tag would move (PUT: 409 DENIED, `attempted` is the refused digest) or be
+    /// deleted (DELETE: 405 DENIED, `attempted` is `None`), DESIGN §4.
+    #[error("{}", immutable_message(repo, tag, current, rule))]
     TagImmutable { repo: RepoName, tag: Tag, current: Digest, attempted: Option<Digest>, rule: String },
+    /// A DELETE would unlink what a manifest of the repository still references (a blob it
+    /// uses, or a manifest an index lists): 405 DENIED naming the holder, DESIGN §4.
+    #[error("{}", referenced_message(repo, what, target, holder, tag.as_ref()))]
+    Referenced { repo: RepoName, what: &'static str, target: Digest, holder: Digest, tag: Option<Tag> },
     /// An `If-Match` / `If-None-Match` condition does not hold: 412.
     #[error("{0}")]
     PreconditionFailed(String),
@@ -102,7 +107,9 @@ impl Error {
             Error::SizeInvalid(_) => StatusCode::BAD_REQUEST,
             Error::ManifestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            Error::TagImmutable { .. } => StatusCode::CONFLICT,
+            Error::TagImmutable { attempted: Some(_), .. } => StatusCode::CONFLICT,
+            Error::TagImmutable { attempted: None, .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Error::Referenced { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Error::Denied(_) => StatusCode::FORBIDDEN,
@@ -131,6 +138,7 @@ impl Error {
             Error::ManifestTooLarge { .. } => Some("SIZE_INVALID"),
             Error::RangeNotSatisfiable { .. } => None,
             Error::TagImmutable { .. } => Some("DENIED"),
+            Error::Referenced { .. } => Some("DENIED"),
             Error::PreconditionFailed(_) => Some("DENIED"),
             Error::Unauthorized { .. } => Some("UNAUTHORIZED"),
             Error::Denied(_) => Some("DENIED"),
@@ -145,7 +153,7 @@ impl Error {
     /// Structured detail for the error body.
     pub fn detail(&self) -> Value {
         match self {
-            Error::BlobUnknown(d) => json!({ "digest": d.as_str() }),
+            Error::BlobUnknown(d) => json!({ "digest": d }),
             Error::UploadInvalid(_) => Value::Null,
             Error::UploadOutOfOrder { start, offset } => {
                 json!({ "start": start, "offset": offset })
@@ -166,6 +174,11 @@ impl Error {
                 "attempted": attempted.as_ref().map(Digest::as_str),
                 "rule": rule,
             }),
+            Error::Referenced { target, holder, tag, .. } => json!({
+                "digest": target.as_str(),
+                "referenced_by": holder.as_str(),
+                "tag": tag.as_ref().map(Tag::as_str),
+            }),
             Error::PreconditionFailed(_) => Value::Null,
             Error::Unauthorized { .. } => Value::Null,
             Error::Denied(_) => Value::Null,
@@ -183,6 +196,15 @@ impl IntoResponse for Error {
         let status = self.status();
         if status.is_server_error() {
             tracing::error!(error = ?self, "request failed");
+        }
+        match self.code() {
+            Some("DENIED" | "TOOMANYREQUESTS") => {
+                tracing::warn!(status = status.as_u16(), code = self.code(), reason = %self, "request refused");
+            }
+            Some("UNAUTHORIZED") => {
+                tracing::info!(status = status.as_u16(), code = self.code(), reason = %self, "request refused");
+            }
+            _ => {}
         }
         let mut resp = match self.code() {
             None => status.into_response(),
@@ -219,6 +241,29 @@ impl IntoResponse for Error {
         }
         resp
     }
+}
+
+/// DESIGN §4's refusal text. The rule is named when one matched; when none did, the text says
+/// that unmatched tags are immutable and where to make tags mutable.
+fn immutable_message(repo: &RepoName, tag: &Tag, current: &Digest, rule: &str) -> String {
+    let why = match rule {
+        crate::policy::immutability::DEFAULT_RULE => "no [[immutability.rules]] entry matches it, and unmatched tags \
+             are immutable; add a rule with mode = \"mutable\" to let it move"
+            .to_string(),
+        rule => format!("rule {rule}"),
+    };
+    format!("tag {repo}:{tag} is immutable; it points to {current} ({why})")
+}
+
+fn referenced_message(repo: &RepoName, what: &str, target: &Digest, holder: &Digest, tag: Option<&Tag>) -> String {
+    let kind = if what == "blob" { "manifest" } else { "index" };
+    let tagged = match tag {
+        Some(t) => format!(", tagged {repo}:{t}"),
+        None => String::new(),
+    };
+    format!(
+        "{what} {target} cannot be deleted from {repo}: {kind} {holder}{tagged} references it; delete that {kind} first"
+    )
 }
 
 impl From<MetaError> for Error {

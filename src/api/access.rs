@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use axum::http::{HeaderMap, Method, header};
 use base64::Engine;
 
-use super::route::Route;
+use super::route::{Kind, Route};
 use crate::auth::{AuthError, Credentials, Identity};
 use crate::error::Error;
 use crate::oci::RepoName;
@@ -78,6 +78,10 @@ pub fn required(method: &Method, route: &Route) -> Option<(RepoName, Action)> {
         (_, Route::Base | Route::Catalog) => return None,
         (&Method::GET | &Method::HEAD, Route::Manifest { name, .. } | Route::Blob { name, .. }) => (name, Action::Pull),
         (_, Route::Tags { name } | Route::Referrers { name, .. }) => (name, Action::Pull),
+        (_, Route::Unnamable { name, kind: Kind::Referrers, .. }) => (name, Action::Pull),
+        (&Method::GET | &Method::HEAD, Route::Unnamable { name, .. }) => (name, Action::Pull),
+        (&Method::DELETE, Route::Unnamable { name, .. }) => (name, Action::Delete),
+        (_, Route::Unnamable { name, .. }) => (name, Action::Push),
         (&Method::DELETE, Route::Manifest { name, .. } | Route::Blob { name, .. }) => (name, Action::Delete),
         (_, Route::Manifest { name, .. } | Route::Blob { name, .. }) => (name, Action::Push),
         (_, Route::UploadStart { name } | Route::Upload { name, .. }) => (name, Action::Push),

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use crate::oci::{Digest, Reference, RepoName, Tag};
+use crate::oci::{Algorithm, Digest, Reference, RepoName, Tag};
 
 pub use sqlite::SqliteStore;
 
@@ -68,7 +68,9 @@ pub struct UploadSession {
     pub len: u64,
     /// The segments written so far.
     pub segments: Vec<Segment>,
-    /// Saved SHA-256 state after `len` bytes; `None` before any byte.
+    /// The digest algorithm the session hashes with.
+    pub algorithm: Algorithm,
+    /// Saved hash state after `len` bytes; `None` before any byte.
     pub hash_state: Option<Vec<u8>>,
     /// Last activity, for expiry.
     pub updated_at: SystemTime,
@@ -173,6 +175,14 @@ pub enum Deleted {
     Deleted,
     /// There was nothing to delete.
     NotFound,
+    /// A manifest of the repository still references what would be deleted (a blob it uses,
+    /// or an index's child); nothing was deleted.
+    Referenced {
+        /// The manifest that holds the reference.
+        holder: Digest,
+        /// A tag that points at the holder (or at an index that lists it), if any.
+        tag: Option<Tag>,
+    },
     /// A protected tag stands in the way; nothing was deleted.
     Protected {
         /// The tag.
@@ -296,11 +306,13 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn mount_blob(&self, repo: &RepoName, digest: &Digest, from: &RepoName) -> Result<bool, MetaError>;
     /// Repositories that link the blob, sorted, at most `limit`.
     async fn blob_repositories(&self, digest: &Digest, limit: u32) -> Result<Vec<String>, MetaError>;
-    /// Unlinks a blob from `repo`; false if it was not linked.
-    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
+    /// Unlinks a blob from `repo` unless a manifest of `repo` references it (`Referenced`);
+    /// `NotFound` if it was not linked. The schema refuses the unlink of a referenced blob
+    /// whatever the caller checked before.
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Deleted, MetaError>;
 
-    /// Opens an upload session.
-    async fn create_upload(&self, repo: &RepoName, id: &str) -> Result<UploadSession, MetaError>;
+    /// Opens an upload session that hashes with `algorithm`.
+    async fn create_upload(&self, repo: &RepoName, id: &str, algorithm: Algorithm) -> Result<UploadSession, MetaError>;
     /// The session, if it exists for `repo`.
     async fn upload(&self, repo: &RepoName, id: &str) -> Result<Option<UploadSession>, MetaError>;
     /// Records one more segment, only if the session still has `expected_len` bytes
@@ -324,8 +336,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>, MetaError>;
     /// Checks references and stores the manifest and its tags, all or nothing.
     async fn put_manifest(&self, repo: &RepoName, m: &NewManifest) -> Result<PutManifest, MetaError>;
-    /// Deletes a manifest and the tags pointing at it, unless `guard` protects one of
-    /// those tags; records each tag deletion.
+    /// Deletes a manifest and the tags pointing at it, unless an index of `repo` lists it
+    /// (`Referenced`) or `guard` protects one of those tags; records each tag deletion.
     async fn delete_manifest(
         &self,
         repo: &RepoName,

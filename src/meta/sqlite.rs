@@ -13,7 +13,7 @@ use super::{
     Actor, BlobRecord, CommitUpload, Deleted, ManifestRecord, MetaError, MetadataStore, NewManifest, Precondition,
     PutManifest, Referrer, RobotRecord, Segment, TagAction, TagEvent, TagGuard, UploadSession, from_millis, millis,
 };
-use crate::oci::{Digest, Reference, RepoName, Tag};
+use crate::oci::{Algorithm, Digest, Reference, RepoName, Tag};
 
 /// The SQLite backend.
 pub struct SqliteStore {
@@ -60,7 +60,10 @@ fn json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, MetaError> {
 fn upload_row(row: sqlx::sqlite::SqliteRow) -> Result<UploadSession, MetaError> {
     let repo: String = row.get("repo");
     let segments: String = row.get("segments");
+    let algorithm: String = row.get("algorithm");
     Ok(UploadSession {
+        algorithm: Algorithm::parse(&algorithm)
+            .ok_or_else(|| MetaError::Corrupt(format!("unknown digest algorithm {algorithm:?}")))?,
         id: row.get("id"),
         repo: RepoName::parse(&repo).map_err(|e| MetaError::Corrupt(e.to_string()))?,
         len: row.get::<i64, _>("len") as u64,
@@ -173,6 +176,59 @@ async fn link(tx: &mut sqlx::SqliteConnection, repo: &RepoName, digest: &Digest)
     Ok(())
 }
 
+/// A tag that points at `manifest`, or else at an index that lists it.
+async fn holder_tag(
+    tx: &mut sqlx::SqliteConnection,
+    repo: &RepoName,
+    manifest: &str,
+) -> Result<Option<Tag>, MetaError> {
+    let name: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM (
+            SELECT name, 0 AS via FROM tags WHERE repo = ?1 AND digest = ?2
+            UNION ALL
+            SELECT t.name, 1 FROM manifest_children c JOIN tags t ON t.repo = c.repo AND t.digest = c.manifest
+             WHERE c.repo = ?1 AND c.child = ?2)
+         ORDER BY via, name LIMIT 1",
+    )
+    .bind(repo.as_str())
+    .bind(manifest)
+    .fetch_optional(&mut *tx)
+    .await?;
+    name.map(|n| Tag::parse(&n).map_err(|e| MetaError::Corrupt(e.to_string()))).transpose()
+}
+
+/// `Deleted::Referenced` for the first manifest (tagged ones first) found by `sql`, which
+/// selects manifest digests given `?1` = repo and `?2` = the referenced digest.
+async fn referenced_by(
+    tx: &mut sqlx::SqliteConnection,
+    repo: &RepoName,
+    d: &Digest,
+    sql: &str,
+) -> Result<Option<Deleted>, MetaError> {
+    let holders: Vec<String> = sqlx::query_scalar(sql).bind(repo.as_str()).bind(d.as_str()).fetch_all(&mut *tx).await?;
+    let mut first = None;
+    for h in holders {
+        let tag = holder_tag(tx, repo, &h).await?;
+        let found = Deleted::Referenced { holder: digest(h)?, tag: tag.clone() };
+        if tag.is_some() {
+            return Ok(Some(found));
+        }
+        first.get_or_insert(found);
+    }
+    Ok(first)
+}
+
+const BLOB_HOLDERS: &str =
+    "SELECT manifest FROM manifest_blobs WHERE repo = ?1 AND blob = ?2 ORDER BY manifest LIMIT 16";
+const CHILD_HOLDERS: &str =
+    "SELECT manifest FROM manifest_children WHERE repo = ?1 AND child = ?2 ORDER BY manifest LIMIT 16";
+
+/// True for SQLite's "FOREIGN KEY constraint failed": the schema refused to orphan a reference.
+fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::ForeignKeyViolation
+        || d.message().contains("FOREIGN KEY constraint failed"))
+}
+
 #[async_trait]
 impl MetadataStore for SqliteStore {
     async fn ping(&self) -> Result<(), MetaError> {
@@ -245,20 +301,33 @@ impl MetadataStore for SqliteStore {
         Ok(rows)
     }
 
-    async fn unlink_blob(&self, repo: &RepoName, d: &Digest) -> Result<bool, MetaError> {
+    async fn unlink_blob(&self, repo: &RepoName, d: &Digest) -> Result<Deleted, MetaError> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(refused) = referenced_by(&mut tx, repo, d, BLOB_HOLDERS).await? {
+            return Ok(refused);
+        }
         let done = sqlx::query("DELETE FROM repo_blobs WHERE repo = ? AND digest = ?")
             .bind(repo.as_str())
             .bind(d.as_str())
-            .execute(&self.write)
-            .await?;
-        Ok(done.rows_affected() > 0)
+            .execute(&mut *tx)
+            .await;
+        let done = match done {
+            Ok(done) => done,
+            Err(e) if is_foreign_key_violation(&e) => {
+                return Err(MetaError::Corrupt(format!("blob {d} of {repo} is referenced by a row no query found")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tx.commit().await?;
+        Ok(if done.rows_affected() > 0 { Deleted::Deleted } else { Deleted::NotFound })
     }
 
-    async fn create_upload(&self, repo: &RepoName, id: &str) -> Result<UploadSession, MetaError> {
+    async fn create_upload(&self, repo: &RepoName, id: &str, algorithm: Algorithm) -> Result<UploadSession, MetaError> {
         let t = now();
-        sqlx::query("INSERT INTO uploads (id, repo, created_at, updated_at) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO uploads (id, repo, algorithm, created_at, updated_at) VALUES (?, ?, ?, ?, ?)")
             .bind(id)
             .bind(repo.as_str())
+            .bind(algorithm.as_str())
             .bind(t)
             .bind(t)
             .execute(&self.write)
@@ -268,6 +337,7 @@ impl MetadataStore for SqliteStore {
             repo: repo.clone(),
             len: 0,
             segments: vec![],
+            algorithm,
             hash_state: None,
             updated_at: from_millis(t),
         })
@@ -417,20 +487,23 @@ impl MetadataStore for SqliteStore {
         .await?
         .rows_affected();
         if inserted == 1 {
-            for (list, kind) in [(&m.blobs, "blob"), (&m.manifests, "manifest")] {
+            let inserts = [
+                (&m.blobs, "INSERT INTO manifest_blobs (repo, manifest, blob) SELECT ?1, ?2, value FROM json_each(?3)"),
+                (
+                    &m.manifests,
+                    "INSERT INTO manifest_children (repo, manifest, child) SELECT ?1, ?2, value FROM json_each(?3)",
+                ),
+            ];
+            for (list, sql) in inserts {
                 if list.is_empty() {
                     continue;
                 }
-                sqlx::query(
-                    "INSERT INTO manifest_refs (repo, manifest, child, kind)
-                     SELECT ?1, ?2, value, ?3 FROM json_each(?4) WHERE true ON CONFLICT DO NOTHING",
-                )
-                .bind(repo.as_str())
-                .bind(r.digest.as_str())
-                .bind(kind)
-                .bind(digest_list(list))
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query(sql)
+                    .bind(repo.as_str())
+                    .bind(r.digest.as_str())
+                    .bind(digest_list(list))
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
         for w in &m.tags {
@@ -497,6 +570,9 @@ impl MetadataStore for SqliteStore {
         if exists.is_none() {
             return Ok(Deleted::NotFound);
         }
+        if let Some(refused) = referenced_by(&mut tx, repo, d, CHILD_HOLDERS).await? {
+            return Ok(refused);
+        }
         let names: Vec<String> =
             sqlx::query_scalar("SELECT name FROM tags WHERE repo = ? AND digest = ? ORDER BY name")
                 .bind(repo.as_str())
@@ -516,11 +592,17 @@ impl MetadataStore for SqliteStore {
         for tag in &tags {
             record_tag_event(&mut tx, repo, tag, TagAction::Delete, Some(d), None, actor, t).await?;
         }
-        sqlx::query("DELETE FROM manifests WHERE repo = ? AND digest = ?")
+        let done = sqlx::query("DELETE FROM manifests WHERE repo = ? AND digest = ?")
             .bind(repo.as_str())
             .bind(d.as_str())
             .execute(&mut *tx)
-            .await?;
+            .await;
+        if let Err(e) = done {
+            return Err(match is_foreign_key_violation(&e) {
+                true => MetaError::Corrupt(format!("manifest {d} of {repo} is referenced by a row no query found")),
+                false => e.into(),
+            });
+        }
         tx.commit().await?;
         Ok(Deleted::Deleted)
     }
@@ -668,7 +750,7 @@ mod tests {
 
     async fn add_blob(s: &SqliteStore, repo: &RepoName, n: u8) {
         let id = format!("u{n}");
-        s.create_upload(repo, &id).await.unwrap();
+        s.create_upload(repo, &id, Algorithm::Sha256).await.unwrap();
         let blob =
             BlobRecord { digest: d(n), size: 1, location: BlobLocation { upload: id.clone(), segments: vec![] } };
         assert_eq!(s.commit_upload(&id, 0, &blob).await.unwrap(), CommitUpload::Created);
@@ -710,7 +792,7 @@ mod tests {
         assert!(s.tags(&repo).await.unwrap().is_empty(), "nothing stored");
         let m = manifest(vec![d(1), d(2), d(3)], "good");
         assert_eq!(s.put_manifest(&repo, &m).await.unwrap(), PutManifest::Stored);
-        let refs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM manifest_refs WHERE repo = 'r' AND manifest = ?")
+        let refs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM manifest_blobs WHERE repo = 'r' AND manifest = ?")
             .bind(m.record.digest.as_str())
             .fetch_one(&s.read)
             .await

@@ -131,7 +131,9 @@ impl ParsedManifest {
             Some(s) => Some(digest(s, "subject")?),
             None => None,
         };
-        let artifact_type = raw.artifact_type.clone().or_else(|| {
+        // Referrers listing: an empty `artifactType` counts as missing, so an image manifest
+        // shows its config media type and an index none.
+        let artifact_type = raw.artifact_type.clone().filter(|a| !a.is_empty()).or_else(|| {
             (media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST)
                 .then(|| raw.config.as_ref().map(|c| c.media_type.clone()))
                 .flatten()

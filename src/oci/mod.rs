@@ -7,6 +7,6 @@ pub mod manifest;
 pub mod media_types;
 pub mod name;
 
-pub use digest::{Digest, DigestError, Sha256Hasher};
+pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use manifest::{Descriptor, ManifestError, ParsedManifest};
 pub use name::{NameError, Reference, RepoName, Tag};

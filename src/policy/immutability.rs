@@ -58,6 +58,11 @@ struct Rule {
     mode: Mode,
 }
 
+/// The `rule` of a decision no configured rule made: unmatched tags are immutable.
+pub const DEFAULT_RULE: &str = "default";
+/// The `rule` of a referrer fallback tag, which is system-managed.
+pub const REFERRER_TAG_RULE: &str = "referrer-tag";
+
 /// The compiled rules.
 pub struct ImmutabilityPolicy {
     rules: Vec<Rule>,
@@ -85,6 +90,9 @@ impl ImmutabilityPolicy {
                     Err(e) => problems.push(format!("{at}.tags[{j}] = {t:?}: {}", e.kind())),
                 }
             }
+            if let Some(n) = r.name.as_deref().filter(|n| [DEFAULT_RULE, REFERRER_TAG_RULE].contains(n)) {
+                problems.push(format!("{at}.name = {n:?} is reserved: choose another name"));
+            }
             if let (Ok(repositories), Ok(tags)) = (repositories, set.build()) {
                 let label = r.name.clone().unwrap_or_else(|| format!("#{}", i + 1));
                 rules.push(Rule { label, repositories, tags, mode: r.mode });
@@ -100,14 +108,14 @@ impl ImmutabilityPolicy {
     /// Decides whether `repo:tag` is mutable, and by which rule.
     pub fn decide(&self, repo: &RepoName, tag: &Tag) -> Decision {
         if !self.include_referrer_tags && is_referrer_tag(tag.as_str()) {
-            return Decision { mode: Mode::Mutable, rule: "referrer-tag".into() };
+            return Decision { mode: Mode::Mutable, rule: REFERRER_TAG_RULE.into() };
         }
         for r in &self.rules {
             if r.repositories.is_match(repo.as_str()) && r.tags.is_match(tag.as_str()) {
                 return Decision { mode: r.mode, rule: r.label.clone() };
             }
         }
-        Decision { mode: Mode::Immutable, rule: "default".into() }
+        Decision { mode: Mode::Immutable, rule: DEFAULT_RULE.into() }
     }
 }
 

@@ -4,6 +4,7 @@ use futures::{StreamExt as _, TryStreamExt};
 
 use super::{ByteStream, Registry};
 use crate::error::Error;
+use crate::meta::Deleted;
 use crate::oci::{Digest, RepoName};
 
 /// A blob to send: its total size, the byte range being sent, and the bytes.
@@ -26,7 +27,7 @@ impl Registry {
         pick: impl FnOnce(u64) -> Result<Option<std::ops::Range<u64>>, Error>,
         with_body: bool,
     ) -> Result<(BlobRead, bool), Error> {
-        let blob = self.meta.blob(repo, digest).await?.ok_or_else(|| Error::BlobUnknown(digest.clone()))?;
+        let blob = self.meta.blob(repo, digest).await?.ok_or_else(|| Error::BlobUnknown(digest.to_string()))?;
         let picked = pick(blob.size)?;
         let partial = picked.is_some();
         let range = picked.unwrap_or(0..blob.size);
@@ -37,13 +38,22 @@ impl Registry {
         Ok((BlobRead { size: blob.size, range, body }, partial))
     }
 
-    /// end-10: removes a blob from `repo`. The bytes stay until garbage collection, since
-    /// other repositories may share them.
+    /// end-10: removes a blob from `repo`, unless a manifest of `repo` uses it (405 DENIED
+    /// naming that manifest: an image that can be pulled stays pullable). The bytes stay
+    /// until garbage collection, since other repositories may share them.
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), Error> {
-        if !self.meta.unlink_blob(repo, digest).await? {
-            return Err(Error::BlobUnknown(digest.clone()));
+        match self.meta.unlink_blob(repo, digest).await? {
+            Deleted::Deleted => {
+                self.cache.invalidate(repo);
+                Ok(())
+            }
+            Deleted::NotFound => Err(Error::BlobUnknown(digest.to_string())),
+            Deleted::Referenced { holder, tag } => {
+                Err(Error::Referenced { repo: repo.clone(), what: "blob", target: digest.clone(), holder, tag })
+            }
+            Deleted::Protected { tag, current, rule } => {
+                Err(Error::TagImmutable { repo: repo.clone(), tag, current, attempted: None, rule })
+            }
         }
-        self.cache.invalidate(repo);
-        Ok(())
     }
 }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use super::Registry;
 use crate::error::Error;
 use crate::meta::{Actor, Deleted, ManifestRecord, NewManifest, Precondition, PutManifest, TagWrite};
-use crate::oci::{Digest, ParsedManifest, Reference, RepoName, Tag};
+use crate::oci::{Algorithm, Digest, ParsedManifest, Reference, RepoName, Tag};
 use crate::policy::Mode;
 
 /// A manifest PUT as the handler parsed it.
@@ -36,12 +36,20 @@ pub struct PutOutcome {
     pub digest: Digest,
     /// Its subject, echoed as `OCI-Subject`.
     pub subject: Option<Digest>,
+    /// Every tag now pointing at it from this request, echoed as `OCI-Tag` (spec main).
+    pub tags: Vec<Tag>,
 }
 
 impl Registry {
     /// end-7: validates and stores a manifest with its tags, all or nothing.
     pub async fn put_manifest(&self, put: ManifestPut<'_>) -> Result<PutOutcome, Error> {
-        let digest = Digest::of(&put.body);
+        // A manifest pushed by digest is addressed with that digest's algorithm (sha256 or
+        // sha512); one pushed by tag with sha256, as every client expects.
+        let algorithm = match put.reference {
+            Reference::Digest(d) => d.algorithm(),
+            Reference::Tag(_) => Algorithm::Sha256,
+        };
+        let digest = Digest::of_with(algorithm, &put.body);
         let mut tags = put.extra_tags;
         match put.reference {
             Reference::Digest(d) if d != &digest => {
@@ -68,6 +76,7 @@ impl Registry {
                 "If-Match and If-None-Match apply to tags; this request names none".into(),
             ));
         }
+        let tag_names = tags.clone();
         let tags = tags
             .into_iter()
             .map(|tag| {
@@ -86,7 +95,7 @@ impl Registry {
         let outcome = self.meta.put_manifest(put.repo, &new).await?;
         self.cache.invalidate(put.repo);
         match outcome {
-            PutManifest::Stored => Ok(PutOutcome { digest, subject: parsed.subject }),
+            PutManifest::Stored => Ok(PutOutcome { digest, subject: parsed.subject, tags: tag_names }),
             PutManifest::Missing(d) => Err(Error::ManifestBlobUnknown(d)),
             PutManifest::Immutable { tag, current, rule } => {
                 Err(Error::TagImmutable { repo: put.repo.clone(), tag, current, attempted: Some(digest), rule })
@@ -120,7 +129,8 @@ impl Registry {
     }
 
     /// end-9: deletes a manifest (by digest, with every tag on it) or only a tag. An
-    /// immutable tag, or a manifest an immutable tag points to, is refused with 409.
+    /// immutable tag, a manifest an immutable tag points to, or a manifest an index of the
+    /// repository lists is refused (405 DENIED).
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference, actor: &Actor) -> Result<(), Error> {
         let guard = |tag: &Tag| {
             let d = self.immutability.decide(repo, tag);
@@ -136,6 +146,12 @@ impl Registry {
             Deleted::NotFound => Err(Error::ManifestUnknown(reference.to_string())),
             Deleted::Protected { tag, current, rule } => {
                 Err(Error::TagImmutable { repo: repo.clone(), tag, current, attempted: None, rule })
+            }
+            Deleted::Referenced { holder, tag } => {
+                let Reference::Digest(target) = reference else {
+                    return Err(Error::internal(anyhow::anyhow!("a tag delete reported a reference")));
+                };
+                Err(Error::Referenced { repo: repo.clone(), what: "manifest", target: target.clone(), holder, tag })
             }
         }
     }

@@ -8,7 +8,7 @@ use super::{ByteStream, Registry};
 use crate::blob::WriteError;
 use crate::error::Error;
 use crate::meta::{BlobLocation, BlobRecord, CommitUpload, Segment, UploadSession};
-use crate::oci::{Digest, RepoName, Sha256Hasher};
+use crate::oci::{Algorithm, Digest, Hasher, RepoName};
 
 /// Where an open upload stands.
 #[derive(Debug, Clone)]
@@ -27,10 +27,11 @@ pub struct BlobCommitted {
 }
 
 impl Registry {
-    /// end-4a: opens an upload session for `repo`.
-    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadState, Error> {
+    /// end-4a / end-4c: opens an upload session for `repo` that hashes with `algorithm`
+    /// (`?digest-algorithm=`, sha256 by default).
+    pub async fn start_upload(&self, repo: &RepoName, algorithm: Algorithm) -> Result<UploadState, Error> {
         let id = uuid::Uuid::new_v4().to_string();
-        let s = self.meta.create_upload(repo, &id).await?;
+        let s = self.meta.create_upload(repo, &id, algorithm).await?;
         Ok(UploadState { id: s.id, len: s.len })
     }
 
@@ -95,10 +96,10 @@ impl Registry {
         if let Some(want) = expect_len
             && want != segment.len
         {
-            self.discard(&s.id).await;
+            // The chunk is not recorded: the session keeps its offset and the client resumes.
             return Err(Error::SizeInvalid(format!(
-                "Content-Range declared {want} bytes but the body had {}; the upload was cancelled",
-                segment.len
+                "Content-Range declared {want} bytes but the body had {}; the chunk was not recorded, resume from byte {}",
+                segment.len, s.len
             )));
         }
         if !self.meta.record_segment(&s.id, s.len, &segment, &hasher.save()).await? {
@@ -107,25 +108,49 @@ impl Registry {
         Ok(UploadState { id: s.id, len: s.len + segment.len })
     }
 
-    /// end-6: appends the optional last chunk, checks the digest and, if it matches,
-    /// commits the blob in one metadata transaction. A mismatch cancels the upload.
+    /// end-6: appends the optional last chunk (whose `Content-Range`, if sent, must start
+    /// where the upload stands: else 416), checks the digest and, if it matches, commits the
+    /// blob in one metadata transaction. A failed PUT leaves the session as it was, so the
+    /// client can check its status and retry.
     pub async fn finish_upload(
         &self,
         repo: &RepoName,
         id: &str,
         digest: &Digest,
+        start: Option<u64>,
         body: ByteStream,
     ) -> Result<BlobCommitted, Error> {
-        let s = self.session(repo, id).await?;
+        let mut s = self.session(repo, id).await?;
+        if let Some(start) = start
+            && start != s.len
+        {
+            return Err(Error::UploadOutOfOrder { start, offset: s.len });
+        }
+        if digest.algorithm() != s.algorithm {
+            if s.len > 0 {
+                return Err(Error::DigestInvalid(format!(
+                    "this upload has been hashed with {} since its first byte, so it cannot be closed with the {} \
+                     digest {digest}; open the upload with ?digest-algorithm={} to push a {} blob",
+                    s.algorithm,
+                    digest.algorithm(),
+                    digest.algorithm(),
+                    digest.algorithm()
+                )));
+            }
+            // Nothing hashed yet (POST then a single PUT): the closing digest picks the algorithm.
+            s.algorithm = digest.algorithm();
+            s.hash_state = None;
+        }
         let (last, hasher) = self.write_chunk(&s, body).await?;
         let mut segments = s.segments.clone();
         segments.extend(last);
         let size: u64 = segments.iter().map(|g| g.len).sum();
         let actual = hasher.finish();
         if &actual != digest {
-            self.discard(&s.id).await;
             return Err(Error::DigestInvalid(format!(
-                "digest {digest} does not match the uploaded content ({size} bytes with digest {actual}); the upload was cancelled"
+                "digest {digest} does not match the uploaded content ({size} bytes with digest {actual}); \
+                 the final chunk was not recorded, the upload stays at byte {}",
+                s.len
             )));
         }
         let record =
@@ -158,8 +183,8 @@ impl Registry {
         digest: &Digest,
         body: ByteStream,
     ) -> Result<BlobCommitted, Error> {
-        let s = self.start_upload(repo).await?;
-        let result = self.finish_upload(repo, &s.id, digest, body).await;
+        let s = self.start_upload(repo, digest.algorithm()).await?;
+        let result = self.finish_upload(repo, &s.id, digest, None, body).await;
         if result.is_err() {
             // The client never saw this session's URL, so it cannot resume it.
             self.discard(&s.id).await;
@@ -187,8 +212,8 @@ impl Registry {
         Ok(expired.len())
     }
 
-    async fn write_chunk(&self, s: &UploadSession, body: ByteStream) -> Result<(Option<Segment>, Sha256Hasher), Error> {
-        let mut hasher = Sha256Hasher::restore(s.hash_state.as_deref())
+    async fn write_chunk(&self, s: &UploadSession, body: ByteStream) -> Result<(Option<Segment>, Hasher), Error> {
+        let mut hasher = Hasher::restore(s.algorithm, s.hash_state.as_deref())
             .ok_or_else(|| Error::internal(anyhow::anyhow!("upload {} has an unreadable hash state", s.id)))?;
         let segment = self.blobs.write_segment(&s.id, s.segments.len(), body, |b| hasher.update(b)).await.map_err(
             |e| match e {

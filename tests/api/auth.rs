@@ -509,11 +509,11 @@ async fn open_mode_lets_anonymous_do_everything() {
     assert_eq!(app.get("/v2/_catalog").await.status(), StatusCode::OK);
     assert_eq!(app.get("/api/v1/repositories/any/thing/tags/v1/history").await.status(), StatusCode::OK);
     assert_eq!(app.get("/api/v1/policies/immutability").await.status(), StatusCode::OK);
-    // Delete is allowed (the tag is immutable, so deleting it is a 409, not 401/403).
+    // Delete is allowed (the tag is immutable, so deleting it is a 405, not 401/403).
     let r = app.delete(&format!("/v2/any/thing/manifests/{}", missing_digest())).await;
     assert_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
     let r = app.delete(&format!("/v2/any/thing/manifests/{d}")).await;
-    assert_error(r, StatusCode::CONFLICT, "DENIED").await;
+    assert_error(r, StatusCode::METHOD_NOT_ALLOWED, "DENIED").await;
     let blob = app.push_blob("any/thing", b"loose").await;
     assert_eq!(app.delete(&format!("/v2/any/thing/blobs/{blob}")).await.status(), StatusCode::ACCEPTED);
 }

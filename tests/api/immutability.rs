@@ -32,7 +32,13 @@ async fn identical_repush_succeeds_and_a_different_digest_is_refused() {
     let (r, second) = push_variant(&app, "imm/app", "v1", 2).await;
     let body = assert_error(r, StatusCode::CONFLICT, "DENIED").await;
     let err = &body["errors"][0];
-    assert_eq!(err["message"], format!("tag imm/app:v1 is immutable; it points to {first} (rule default)"));
+    assert_eq!(
+        err["message"],
+        format!(
+            "tag imm/app:v1 is immutable; it points to {first} (no [[immutability.rules]] entry matches it, and \
+             unmatched tags are immutable; add a rule with mode = \"mutable\" to let it move)"
+        )
+    );
     assert_eq!(err["detail"], json!({ "tag": "v1", "current": first, "attempted": second, "rule": "default" }));
     // Nothing changed: the tag still resolves to the first digest, the refused manifest is absent.
     let h = app.head("/v2/imm/app/manifests/v1").await;
@@ -45,11 +51,13 @@ async fn identical_repush_succeeds_and_a_different_digest_is_refused() {
 async fn deleting_an_immutable_tag_or_its_manifest_is_refused() {
     let app = spawn_app().await;
     let (_, d) = push_variant(&app, "imm/del", "v1", 1).await;
-    let body = assert_error(app.delete("/v2/imm/del/manifests/v1").await, StatusCode::CONFLICT, "DENIED").await;
+    let body =
+        assert_error(app.delete("/v2/imm/del/manifests/v1").await, StatusCode::METHOD_NOT_ALLOWED, "DENIED").await;
     assert_eq!(body["errors"][0]["detail"]["current"], d);
     assert_eq!(body["errors"][0]["detail"]["attempted"], Value::Null);
     let body =
-        assert_error(app.delete(&format!("/v2/imm/del/manifests/{d}")).await, StatusCode::CONFLICT, "DENIED").await;
+        assert_error(app.delete(&format!("/v2/imm/del/manifests/{d}")).await, StatusCode::METHOD_NOT_ALLOWED, "DENIED")
+            .await;
     assert!(body["errors"][0]["message"].as_str().unwrap().contains("imm/del:v1 is immutable"));
     assert_eq!(app.get("/v2/imm/del/manifests/v1").await.status(), StatusCode::OK);
     assert_eq!(app.tags("imm/del").await, ["v1"]);

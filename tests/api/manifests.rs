@@ -245,8 +245,9 @@ async fn delete_by_digest_removes_its_tags_and_by_tag_only_the_tag() {
 #[tokio::test]
 async fn bad_references_in_the_url() {
     let app = spawn_app().await;
-    assert_error(app.get("/v2/r/manifests/-x").await, StatusCode::BAD_REQUEST, "NAME_INVALID").await;
-    assert_error(app.get("/v2/r/manifests/sha256:12").await, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+    // A reference that is neither a tag nor a digest names no manifest: 404 on reads.
+    assert_error(app.get("/v2/r/manifests/-x").await, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+    assert_error(app.get("/v2/r/manifests/sha256:12").await, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
     assert_error(app.get("/v2/R/manifests/latest").await, StatusCode::BAD_REQUEST, "NAME_INVALID").await;
     assert_error(app.get("/v2/r/manifests/latest").await, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
 }

@@ -110,32 +110,74 @@ async fn out_of_order_chunk_is_416_and_changes_nothing() {
 async fn content_range_that_disagrees_with_the_body_is_refused() {
     let app = spawn_app().await;
     let loc = app.start_upload("cr").await;
-    let r = app.http.patch(app.url(&loc)).header("Content-Range", "0-99").body(vec![1u8; 50]).send().await.unwrap();
-    assert_error(r, StatusCode::BAD_REQUEST, "SIZE_INVALID").await;
-    // The refusal cancelled the upload, so nothing half-written can be finished.
-    assert_error(app.get(&loc).await, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
-    let loc = app.start_upload("cr").await;
+    assert_eq!(app.patch_chunk(&loc, 0, &[7u8; 10]).await.status(), StatusCode::ACCEPTED);
+    let r = app.http.patch(app.url(&loc)).header("Content-Range", "10-99").body(vec![1u8; 50]).send().await.unwrap();
+    let body = assert_error(r, StatusCode::BAD_REQUEST, "SIZE_INVALID").await;
+    assert!(body.to_string().contains("resume from byte 10"), "{body}");
+    // The chunk was not recorded; the session keeps its offset so the client can resume.
+    let status = app.get(&loc).await;
+    assert_eq!(status.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&status, "range").as_deref(), Some("0-9"));
     for bad in ["bytes=x", "9-3", "12"] {
         let r = app.http.patch(app.url(&loc)).header("Content-Range", bad).body(vec![1u8; 5]).send().await.unwrap();
         assert_error(r, StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID").await;
     }
-    assert_eq!(header(&app.get(&loc).await, "range").as_deref(), Some("0-0"));
+    assert_eq!(header(&app.get(&loc).await, "range").as_deref(), Some("0-9"));
+    let mut all = vec![7u8; 10];
+    all.extend([1u8; 5]);
+    assert_eq!(app.patch_chunk(&loc, 10, &[1u8; 5]).await.status(), StatusCode::ACCEPTED);
+    assert_eq!(app.finish_upload(&loc, &digest(&all), b"").await.status(), StatusCode::CREATED);
+    assert_eq!(app.get(&format!("/v2/cr/blobs/{}", digest(&all))).await.bytes().await.unwrap().as_ref(), all);
 }
 
 #[tokio::test]
-async fn wrong_digest_on_finish_cancels_and_stores_nothing() {
+async fn wrong_digest_on_finish_stores_nothing_and_keeps_the_session() {
     let app = spawn_app().await;
     let data = random_bytes(4096);
     let wrong = digest(b"other");
     let loc = app.start_upload("wrong").await;
-    let r = app.finish_upload(&loc, &wrong, &data).await;
+    assert_eq!(app.patch_chunk(&loc, 0, &data[..1000]).await.status(), StatusCode::ACCEPTED);
+    let r = app.finish_upload(&loc, &wrong, &data[1000..]).await;
     let body = assert_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
     assert!(body.to_string().contains(&digest(&data)), "names the actual digest: {body}");
     assert_eq!(app.head(&format!("/v2/wrong/blobs/{wrong}")).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(app.head(&format!("/v2/wrong/blobs/{}", digest(&data))).await.status(), StatusCode::NOT_FOUND);
-    assert_error(app.get(&loc).await, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
-    let id = loc.rsplit('/').next().unwrap();
-    assert!(!app.dir.path().join("blobs/uploads").join(id).exists(), "segments left behind");
+    // The session is where it was before the failed PUT, and the retry with the right digest works.
+    let status = app.get(&loc).await;
+    assert_eq!(status.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&status, "range").as_deref(), Some("0-999"));
+    assert_eq!(app.finish_upload(&loc, &digest(&data), &data[1000..]).await.status(), StatusCode::CREATED);
+    assert_eq!(app.get(&format!("/v2/wrong/blobs/{}", digest(&data))).await.bytes().await.unwrap().as_ref(), data);
+}
+
+#[tokio::test]
+async fn a_closing_put_that_does_not_start_at_the_offset_is_416() {
+    let app = spawn_app().await;
+    let data = random_bytes(300);
+    let loc = app.start_upload("close416").await;
+    assert_eq!(app.patch_chunk(&loc, 0, &data[..100]).await.status(), StatusCode::ACCEPTED);
+    for start in [0u64, 50, 150] {
+        let r = app
+            .http
+            .put(app.url(&format!("{loc}?digest={}", digest(&data))))
+            .header("Content-Range", format!("{start}-{}", start + 199))
+            .body(data[100..].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE, "closing PUT starting at {start}");
+        assert_eq!(header(&r, "range").as_deref(), Some("0-99"));
+    }
+    assert_eq!(header(&app.get(&loc).await, "range").as_deref(), Some("0-99"));
+    let r = app
+        .http
+        .put(app.url(&format!("{loc}?digest={}", digest(&data))))
+        .header("Content-Range", "100-299")
+        .body(data[100..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
 }
 
 #[tokio::test]
@@ -147,6 +189,8 @@ async fn finish_without_or_with_bad_digest_param() {
     let r = app.finish_upload(&loc, "sha256:1234", b"abc").await;
     assert_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
     let r = app.finish_upload(&loc, &format!("sha512:{}", "a".repeat(128)), b"abc").await;
+    assert_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+    let r = app.finish_upload(&loc, &format!("md5:{}", "a".repeat(32)), b"abc").await;
     assert_error(r, StatusCode::BAD_REQUEST, "UNSUPPORTED").await;
     // The session survived the refusals: it still finishes.
     assert_eq!(app.finish_upload(&loc, &digest(b"abc"), b"abc").await.status(), StatusCode::CREATED);
@@ -260,13 +304,59 @@ async fn mount_with_bad_parameters() {
     let app = spawn_app().await;
     assert_error(app.post("/v2/m/blobs/uploads/?mount=sha256:zz").await, StatusCode::BAD_REQUEST, "DIGEST_INVALID")
         .await;
-    let d = digest(b"x");
-    assert_error(
-        app.post(&format!("/v2/m/blobs/uploads/?mount={d}&from=Bad..Name")).await,
-        StatusCode::BAD_REQUEST,
-        "NAME_INVALID",
-    )
+}
+
+#[tokio::test]
+async fn mount_from_an_unusable_repository_opens_an_upload() {
+    use cairn::config::{GrantConfig, UserConfig};
+    let hash = cairn::auth::hash_password("pw").unwrap();
+    let app = spawn_with(|c| {
+        c.auth.users = vec![
+            UserConfig { name: "dev".into(), password_hash: hash.clone(), roles: vec![] },
+            UserConfig { name: "boss".into(), password_hash: hash.clone(), roles: vec!["admin".into()] },
+        ];
+        c.auth.grants = vec![GrantConfig {
+            subjects: vec!["dev".into()],
+            repositories: "mine/**".into(),
+            actions: vec!["pull".into(), "push".into()],
+        }];
+    })
     .await;
+    let admin_blob = random_bytes(64);
+    let d = digest(&admin_blob);
+    // Stored in a repository dev may not pull.
+    let r = app
+        .http
+        .post(app.url(&format!("/v2/secret/repo/blobs/uploads/?digest={d}")))
+        .basic_auth("boss", Some("pw"))
+        .body(admin_blob.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let unknown_alg = format!("md5:{}", "0".repeat(32));
+    for query in [
+        format!("mount={d}&from=Bad..Name"),
+        format!("mount={d}&from=no/such/repo"),
+        format!("mount={d}&from=secret/repo"),
+        format!("mount={d}&from="),
+        format!("mount={unknown_alg}&from=mine/other"),
+    ] {
+        let r = app
+            .http
+            .post(app.url(&format!("/v2/mine/app/blobs/uploads/?{query}")))
+            .basic_auth("dev", Some("pw"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "{query}: an ordinary upload session");
+        let loc = location(&r);
+        assert!(loc.contains("/v2/mine/app/blobs/uploads/"), "{loc}");
+        let status = app.http.get(app.url(&loc)).basic_auth("dev", Some("pw")).send().await.unwrap();
+        assert_eq!(status.status(), StatusCode::NO_CONTENT, "{query}");
+    }
+    let r = app.http.head(app.url(&format!("/v2/mine/app/blobs/{d}"))).basic_auth("dev", Some("pw")).send().await;
+    assert_eq!(r.unwrap().status(), StatusCode::NOT_FOUND, "nothing was mounted from secret/repo");
 }
 
 #[tokio::test]

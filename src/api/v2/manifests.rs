@@ -1,12 +1,12 @@
 //! end-3/end-7/end-9: manifest GET, HEAD, PUT and DELETE by tag or digest.
 
 use axum::body::Body;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
-use super::{Ctx, DOCKER_CONTENT_DIGEST, OCI_SUBJECT, respond};
+use super::{Ctx, DOCKER_CONTENT_DIGEST, OCI_SUBJECT, OCI_TAG, respond};
 use crate::error::Error;
 use crate::oci::Digest;
 use crate::oci::{Reference, RepoName, Tag};
@@ -52,7 +52,13 @@ pub async fn put(ctx: &Ctx, name: &RepoName, reference: &Reference, body: Body) 
     if let Some(s) = &out.subject {
         headers.push((OCI_SUBJECT, s.to_string()));
     }
-    Ok(respond(StatusCode::CREATED, &headers, Body::empty()))
+    let mut resp = respond(StatusCode::CREATED, &headers, Body::empty());
+    for tag in &out.tags {
+        if let Ok(v) = HeaderValue::from_str(tag.as_str()) {
+            resp.headers_mut().append(OCI_TAG, v);
+        }
+    }
+    Ok(resp)
 }
 
 /// DELETE by digest (the manifest and its tags) or by tag (the tag only): 202.

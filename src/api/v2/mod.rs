@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 
 use super::access;
-use super::route::Route;
+use super::route::{Kind, Route};
 use crate::auth::Identity;
 use crate::error::Error;
 use crate::service::Actor;
@@ -86,6 +86,14 @@ async fn route_request(ctx: &Ctx, method: Method, route: Route, body: Body) -> R
         (Method::PATCH, Upload { name, id }) => uploads::patch(ctx, &name, &id, body).await,
         (Method::PUT, Upload { name, id }) => uploads::finish(ctx, &name, &id, body).await,
         (Method::DELETE, Upload { name, id }) => uploads::cancel(ctx, &name, &id).await,
+        (Method::GET | Method::HEAD | Method::DELETE, Unnamable { kind: Kind::Manifest, raw, .. }) => {
+            Err(Error::ManifestUnknown(raw))
+        }
+        (Method::GET | Method::HEAD | Method::DELETE, Unnamable { kind: Kind::Blob, raw, .. }) => {
+            Err(Error::BlobUnknown(raw))
+        }
+        (Method::GET, Unnamable { kind: Kind::Referrers, raw, .. }) => Err(Error::ManifestUnknown(raw)),
+        (Method::PUT, Unnamable { kind: Kind::Manifest, error, .. }) => Err(error.into()),
         _ => Err(Error::MethodNotAllowed),
     }
 }
@@ -148,6 +156,8 @@ const DOCKER_CONTENT_DIGEST: header::HeaderName = header::HeaderName::from_stati
 const DOCKER_UPLOAD_UUID: header::HeaderName = header::HeaderName::from_static("docker-upload-uuid");
 /// `OCI-Subject`.
 const OCI_SUBJECT: header::HeaderName = header::HeaderName::from_static("oci-subject");
+/// `OCI-Tag`: one per tag a manifest PUT applied (spec main, "Pushing Manifests").
+const OCI_TAG: header::HeaderName = header::HeaderName::from_static("oci-tag");
 /// `OCI-Filters-Applied`.
 const OCI_FILTERS_APPLIED: header::HeaderName = header::HeaderName::from_static("oci-filters-applied");
 

@@ -8,7 +8,7 @@ use axum::response::Response;
 use super::{Ctx, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, body_stream, respond};
 use crate::api::access;
 use crate::error::Error;
-use crate::oci::{Digest, RepoName};
+use crate::oci::{Algorithm, Digest, RepoName};
 use crate::policy::Action;
 use crate::service::{BlobCommitted, UploadState};
 
@@ -42,26 +42,51 @@ fn digest_param(ctx: &Ctx) -> Result<Option<Digest>, Error> {
     ctx.q.get("digest").map(|d| Digest::parse(d).map_err(Error::from)).transpose()
 }
 
+/// `?digest-algorithm=` (end-4c, spec main): the algorithm a chunked upload hashes with.
+fn algorithm_param(ctx: &Ctx) -> Result<Algorithm, Error> {
+    match ctx.q.get("digest-algorithm") {
+        None => Ok(Algorithm::Sha256),
+        Some(a) => Algorithm::parse(a).ok_or_else(|| {
+            Error::Unsupported(format!("digest-algorithm={a:?} is not supported: use sha256 (the default) or sha512"))
+        }),
+    }
+}
+
 /// POST `/v2/<name>/blobs/uploads/`: mount (`?mount=&from=`), single-request upload
-/// (`?digest=`), or open a session (202).
+/// (`?digest=`), or open a session (202) hashing with `?digest-algorithm=` (sha256 default).
 pub async fn start(ctx: &Ctx, name: &RepoName, body: Body) -> Result<Response, Error> {
     let reg = &ctx.state.registry;
+    let algorithm = algorithm_param(ctx)?;
     if let Some(mount) = ctx.q.get("mount") {
-        let digest = Digest::parse(mount)?;
-        let from = ctx.q.get("from").map(RepoName::parse).transpose()?;
-        // Mounting from a repository the caller may not pull would leak its content.
-        let readable = |r: &str| access::permits(&ctx.state, &ctx.who, r, Action::Pull);
-        if let Some(c) = reg.mount_blob(name, &digest, from.as_ref(), readable).await? {
-            return Ok(created(ctx, name, &c));
+        // end-11: a mount that cannot happen for any reason (a digest of an algorithm held
+        // nowhere, an invalid or unknown `from`, one the caller may not pull) falls back to
+        // an ordinary upload session, revealing nothing about `from`.
+        let digest = match Digest::parse(mount) {
+            Ok(d) => Some(d),
+            Err(crate::oci::DigestError::Unsupported(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(digest) = digest {
+            let from = match ctx.q.get("from") {
+                None => Ok(None),
+                Some(f) => RepoName::parse(f).map(Some),
+            };
+            // Mounting from a repository the caller may not pull would leak its content.
+            let readable = |r: &str| access::permits(&ctx.state, &ctx.who, r, Action::Pull);
+            if let Ok(from) = from
+                && let Some(c) = reg.mount_blob(name, &digest, from.as_ref(), readable).await?
+            {
+                return Ok(created(ctx, name, &c));
+            }
         }
-        let s = reg.start_upload(name).await?;
+        let s = reg.start_upload(name, algorithm).await?;
         return Ok(in_progress(ctx, name, &s, StatusCode::ACCEPTED));
     }
     if let Some(digest) = digest_param(ctx)? {
         let c = reg.upload_monolithic(name, &digest, body_stream(body)).await?;
         return Ok(created(ctx, name, &c));
     }
-    let s = reg.start_upload(name).await?;
+    let s = reg.start_upload(name, algorithm).await?;
     Ok(in_progress(ctx, name, &s, StatusCode::ACCEPTED))
 }
 
@@ -85,12 +110,14 @@ pub async fn patch(ctx: &Ctx, name: &RepoName, id: &str, body: Body) -> Result<R
     Ok(in_progress(ctx, name, &s, StatusCode::ACCEPTED))
 }
 
-/// PUT `/v2/<name>/blobs/uploads/<id>?digest=`: the optional last chunk, then commit.
+/// PUT `/v2/<name>/blobs/uploads/<id>?digest=`: the optional last chunk, then commit. A
+/// `Content-Range` that does not start where the upload stands is 416 (spec main).
 pub async fn finish(ctx: &Ctx, name: &RepoName, id: &str, body: Body) -> Result<Response, Error> {
     let digest = digest_param(ctx)?.ok_or_else(|| {
         Error::DigestInvalid("the digest query parameter is required to finish an upload (?digest=sha256:...)".into())
     })?;
-    let c = ctx.state.registry.finish_upload(name, id, &digest, body_stream(body)).await?;
+    let start = ctx.header(header::CONTENT_RANGE).map(parse_content_range).transpose()?.map(|(a, _)| a);
+    let c = ctx.state.registry.finish_upload(name, id, &digest, start, body_stream(body)).await?;
     Ok(created(ctx, name, &c))
 }
 
