@@ -258,7 +258,7 @@ fn immutable_message(repo: &RepoName, tag: &Tag, current: &Digest, rule: &str) -
 fn referenced_message(repo: &RepoName, what: &str, target: &Digest, holder: &Digest, tag: Option<&Tag>) -> String {
     let kind = if what == "blob" { "manifest" } else { "index" };
     let tagged = match tag {
-        Some(t) => format!(", tagged {repo}:{t}"),
+        Some(t) => format!(", tagged {repo}:{t},"),
         None => String::new(),
     };
     format!(

@@ -800,3 +800,40 @@ mod tests {
         assert_eq!(refs, 3);
     }
 }
+
+#[cfg(test)]
+mod migration_tests {
+    use super::*;
+
+    /// A database made by the schema before references were enforced, where a DELETE had
+    /// unlinked a layer that a tagged manifest used, is repaired by the migration.
+    #[tokio::test]
+    async fn migration_relinks_a_layer_the_old_schema_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("old.db").display());
+        let opts = SqliteConnectOptions::from_str(&url).unwrap().create_if_missing(true).foreign_keys(true);
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await.unwrap();
+        let all = sqlx::migrate!("migrations/sqlite");
+        let mut old = sqlx::migrate!("migrations/sqlite");
+        old.migrations = std::borrow::Cow::Owned(all.migrations.iter().filter(|m| m.version < 4).cloned().collect());
+        old.run(&pool).await.unwrap();
+        let (layer, manifest) = (Digest::of(b"layer"), Digest::of(b"manifest"));
+        for sql in [
+            "INSERT INTO repositories VALUES ('r', 0)",
+            "INSERT INTO blobs VALUES (?1, 5, '{\"upload\":\"u\",\"segments\":[]}', 0)",
+            "INSERT INTO manifests (repo, digest, media_type, size, body, artifact_type, created_at)
+             VALUES ('r', ?2, 'application/vnd.oci.image.manifest.v1+json', 2, X'7B7D', '', 0)",
+            "INSERT INTO manifest_refs VALUES ('r', ?2, ?1, 'blob')",
+            "INSERT INTO tags VALUES ('r', 'v1', ?2, 0)",
+        ] {
+            sqlx::query(sql).bind(layer.as_str()).bind(manifest.as_str()).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+        let s = SqliteStore::open(&url).await.unwrap();
+        let repo = RepoName::parse("r").unwrap();
+        assert!(s.blob(&repo, &layer).await.unwrap().is_some(), "the layer is linked again");
+        assert!(matches!(s.unlink_blob(&repo, &layer).await.unwrap(), Deleted::Referenced { .. }));
+        let m = s.manifest(&repo, &Reference::Digest(manifest)).await.unwrap().unwrap();
+        assert_eq!(m.artifact_type, None, "an empty artifactType with no config counts as missing");
+    }
+}

@@ -8,6 +8,8 @@ mod blobs;
 mod helpers;
 mod history;
 mod immutability;
+mod integrity;
 mod listing;
 mod manifests;
+mod sha512;
 mod uploads;

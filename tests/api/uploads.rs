@@ -449,3 +449,30 @@ async fn a_failing_finish_that_loses_the_race_keeps_the_committed_blob() {
     assert_eq!(got.status(), StatusCode::OK);
     assert_eq!(got.bytes().await.unwrap().as_ref(), data.as_slice());
 }
+
+#[tokio::test]
+async fn an_interrupted_chunk_leaves_the_session_at_its_offset() {
+    let app = spawn_app().await;
+    let data = random_bytes(3000);
+    let loc = app.start_upload("interrupted").await;
+    assert_eq!(app.patch_chunk(&loc, 0, &data[..1000]).await.status(), StatusCode::ACCEPTED);
+    // A body that breaks off after some bytes: the client dies mid-request.
+    let first: Result<bytes::Bytes, std::io::Error> = Ok(bytes::Bytes::copy_from_slice(&data[1000..1500]));
+    let broken: Result<bytes::Bytes, std::io::Error> = Err(std::io::Error::other("client died"));
+    let stream = futures::stream::iter([first, broken]);
+    let sent = app
+        .http
+        .patch(app.url(&loc))
+        .header("Content-Range", "1000-2999")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await;
+    assert!(sent.is_err() || !sent.unwrap().status().is_success(), "the broken PATCH must not succeed");
+    // The session is still there with the offset it had; the client resumes from it.
+    let status = app.get(&loc).await;
+    assert_eq!(status.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&status, "range").as_deref(), Some("0-999"));
+    assert_eq!(app.patch_chunk(&loc, 1000, &data[1000..]).await.status(), StatusCode::ACCEPTED);
+    assert_eq!(app.finish_upload(&loc, &digest(&data), b"").await.status(), StatusCode::CREATED);
+    assert_eq!(app.get(&format!("/v2/interrupted/blobs/{}", digest(&data))).await.bytes().await.unwrap(), data);
+}
