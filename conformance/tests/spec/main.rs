@@ -19,3 +19,6 @@ mod content_management;
 mod helpers;
 mod pull;
 mod push;
+mod referrers_artifact_type;
+mod refusals;
+mod spec_main;
