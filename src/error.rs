@@ -77,8 +77,8 @@ pub enum Error {
     /// The method is not allowed on this route.
     #[error("method not allowed on this endpoint")]
     MethodNotAllowed,
-    /// No route matched: an empty 404, since no spec code fits.
-    #[error("not found")]
+    /// No route matched: 404 with code `UNSUPPORTED` (no spec code names an unknown endpoint).
+    #[error("no such endpoint: the path matches no route of this API")]
     NotFound,
     /// A dependency (database, storage) failed; the client sees a bare 500.
     #[error("internal error")]
@@ -136,7 +136,7 @@ impl Error {
             Error::NameUnknown(_) => Some("NAME_UNKNOWN"),
             Error::SizeInvalid(_) => Some("SIZE_INVALID"),
             Error::ManifestTooLarge { .. } => Some("SIZE_INVALID"),
-            Error::RangeNotSatisfiable { .. } => None,
+            Error::RangeNotSatisfiable { .. } => Some("UNSUPPORTED"),
             Error::TagImmutable { .. } => Some("DENIED"),
             Error::Referenced { .. } => Some("DENIED"),
             Error::PreconditionFailed(_) => Some("DENIED"),
@@ -145,7 +145,7 @@ impl Error {
             Error::TooManyRequests { .. } => Some("TOOMANYREQUESTS"),
             Error::Unsupported(_) => Some("UNSUPPORTED"),
             Error::MethodNotAllowed => Some("UNSUPPORTED"),
-            Error::NotFound => None,
+            Error::NotFound => Some("UNSUPPORTED"),
             Error::Internal(_) => Some("UNKNOWN"),
         }
     }

@@ -5,6 +5,7 @@
 mod auth;
 mod auth_tokens;
 mod blobs;
+mod errors;
 mod helpers;
 mod history;
 mod immutability;

@@ -7,8 +7,8 @@ mod manifests;
 mod uploads;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 
@@ -30,21 +30,33 @@ pub async fn base(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    dispatch(state, peer, method, Path(String::new()), query, headers, body).await
+    dispatch(state, peer, method, Uri::from_static("/v2/"), query, headers, body).await
 }
 
-/// Every `/v2/<...>` request.
+/// The part of a `/v2/...` path after `/v2/`, percent-decoded; 400 `NAME_INVALID` when the
+/// encoding is malformed or not UTF-8.
+fn decode_path(path: &str) -> Result<String, Error> {
+    let rest = path.strip_prefix("/v2/").or_else(|| path.strip_prefix("/v2")).unwrap_or(path);
+    percent_encoding::percent_decode_str(rest)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| Error::NameInvalid(format!("the path {path:?} is not valid percent-encoded UTF-8")))
+}
+
+/// Every `/v2/<...>` request. The path is decoded here rather than by axum's `Path`
+/// extractor, so that a malformed percent-encoding gets the spec's JSON error body too.
 pub async fn dispatch(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     method: Method,
-    Path(rest): Path<String>,
+    uri: Uri,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let q = Query::parse(query.as_deref());
     let result = async {
+        let rest = decode_path(uri.path())?;
         let route = Route::parse(&rest)?;
         let who = access::identify(&state, &headers, peer.ip()).await?;
         match access::required(&method, &route) {
