@@ -5,6 +5,7 @@
 //! `telemetry` wire them together; `main.rs` is the command line.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod blob;
 pub mod config;
