@@ -43,13 +43,13 @@ pub fn result_line(cfg: &LogConfig, message: &str, fields: &[(&str, String)]) ->
             for (k, v) in fields {
                 f.insert((*k).into(), v.as_str().into());
             }
-            serde_json::json!({
-                "timestamp": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
-                "level": "INFO",
-                "fields": f,
-                "target": "cairn",
-            })
-            .to_string()
+            let timestamp = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
+            // Written by hand to keep the log's key order (timestamp first).
+            format!(
+                r#"{{"timestamp":{},"level":"INFO","fields":{},"target":"cairn"}}"#,
+                serde_json::Value::from(timestamp),
+                serde_json::Value::Object(f)
+            )
         }
     }
 }
