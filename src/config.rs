@@ -1,6 +1,7 @@
 //! Configuration: one TOML file plus `CAIRN_*` environment overrides plus command-line
 //! flags, in that order of precedence (flags win). Unknown keys and bad values are errors
-//! that name the key, and `validate` reports every problem at once.
+//! that name the key (and the variable or flag it came from); loading (`load.rs`)
+//! reports every problem at once.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -11,6 +12,10 @@ use serde::Deserialize;
 
 use crate::policy::ImmutabilityPolicy;
 use crate::policy::immutability::ImmutabilityConfig;
+
+mod load;
+
+pub use load::Loaded;
 
 /// The whole configuration. Every key and default is documented in `config.example.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -254,17 +259,10 @@ pub struct Sources {
     pub data_dir: Option<PathBuf>,
 }
 
-/// Environment variables with a fixed meaning (DESIGN §11), mapped to their keys.
-const ENV_ALIASES: [(&str, &str, &str); 3] = [
-    ("CAIRN_LISTEN", "server", "listen"),
-    ("CAIRN_DATA_DIR", "server", "data_dir"),
-    ("CAIRN_DATABASE_URL", "database", "url"),
-];
-
 impl Config {
     /// Loads from `sources` and the process environment, then validates.
     pub fn load(sources: &Sources) -> Result<Config, ConfigErrors> {
-        Config::load_from(sources, std::env::vars())
+        Config::read(sources).config
     }
 
     /// Loads from `sources` and the given environment, then validates.
@@ -272,64 +270,17 @@ impl Config {
         sources: &Sources,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigErrors> {
-        let env: Vec<(String, String)> = env.into_iter().collect();
-        let mut problems = Vec::new();
-        let file = sources
-            .file
-            .clone()
-            .or_else(|| env.iter().find(|(k, _)| k == "CAIRN_CONFIG").map(|(_, v)| PathBuf::from(v)));
-        let mut root = toml::Table::new();
-        if let Some(path) = &file {
-            match std::fs::read_to_string(path) {
-                Ok(text) => match text.parse::<toml::Table>() {
-                    Ok(t) => root = t,
-                    Err(e) => problems.push(format!("{}: {}", path.display(), e.to_string().trim())),
-                },
-                Err(e) => problems.push(format!("cannot read config file {}: {e}", path.display())),
-            }
-        }
-        for (k, v) in &env {
-            let Some(rest) = k.strip_prefix("CAIRN_") else {
-                continue;
-            };
-            if k == "CAIRN_CONFIG" {
-                continue;
-            }
-            if let Some((_, section, key)) = ENV_ALIASES.iter().find(|(name, ..)| name == k) {
-                set(&mut root, section, key, toml::Value::String(v.clone()));
-            } else if let Some((section, key)) = rest.split_once("__") {
-                set(&mut root, &section.to_ascii_lowercase(), &key.to_ascii_lowercase(), env_value(v));
-            } else {
-                problems.push(format!(
-                    "environment variable {k} is not recognised: use CAIRN_<SECTION>__<KEY> (for example CAIRN_SERVER__LISTEN)"
-                ));
-            }
-        }
-        if let Some(l) = &sources.listen {
-            set(&mut root, "server", "listen", toml::Value::String(l.clone()));
-        }
-        if let Some(d) = &sources.data_dir {
-            set(&mut root, "server", "data_dir", toml::Value::String(d.display().to_string()));
-        }
-        problems.extend(key_problems(&root));
-        let config = if problems.is_empty() {
-            match parse(toml::Value::Table(root)) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    problems.push(e);
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        if let Some(c) = &config {
-            problems.extend(c.problems());
-        }
-        match config {
-            Some(c) if problems.is_empty() => Ok(c),
-            _ => Err(ConfigErrors(problems)),
-        }
+        Config::read_from(sources, env).config
+    }
+
+    /// Like `load`, and also returns the notes (ignored environment variables).
+    pub fn read(sources: &Sources) -> Loaded {
+        load::load(sources, std::env::vars())
+    }
+
+    /// Like `load_from`, and also returns the notes.
+    pub fn read_from(sources: &Sources, env: impl IntoIterator<Item = (String, String)>) -> Loaded {
+        load::load(sources, env)
     }
 
     /// Semantic checks over a parsed config; one message per problem.
@@ -372,6 +323,21 @@ impl Config {
             p.push(format!("log.level = {:?} is not a valid filter (try \"info\" or \"cairn=debug\")", self.log.level));
         }
         p
+    }
+
+    /// The check `serve` makes before it listens: a non-loopback address with no users
+    /// would let anyone on the network push and delete, unless the config allows it.
+    pub fn exposure_problem(&self) -> Option<String> {
+        let addr = self.server.listen.parse::<SocketAddr>().ok()?;
+        let exposed = !addr.ip().is_loopback() && self.auth.users.is_empty() && !self.auth.allow_anonymous_write;
+        exposed.then(|| {
+            format!(
+                "server.listen = {:?}: refusing to listen on {addr} with no users configured, where anyone on the \
+                 network could push and delete. Add [[auth.users]], listen on 127.0.0.1, or set \
+                 auth.allow_anonymous_write = true",
+                self.server.listen
+            )
+        })
     }
 
     fn auth_problems(&self) -> Vec<String> {
@@ -458,74 +424,6 @@ impl Config {
     }
 }
 
-/// Deserializes `value`, failing on any unknown key; the error names the key.
-fn parse(value: toml::Value) -> Result<Config, String> {
-    let mut unknown = Vec::new();
-    let parsed: Result<Config, _> =
-        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(value, &mut |path: serde_ignored::Path<
-            '_,
-        >| {
-            unknown.push(path.to_string())
-        }));
-    if let Some(key) = unknown.first() {
-        return Err(format!("unknown key `{key}`"));
-    }
-    parsed.map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.inner().to_string();
-        // toml appends "in `<key>`" on a line of its own; the path is already in front.
-        let inner = inner.split("\nin `").next().unwrap_or("").trim();
-        format!("{path}: {inner}")
-    })
-}
-
-/// Checks every key on its own (so one bad value does not hide the next problem), then
-/// the semantic rules of each section with the other sections at their defaults.
-fn key_problems(root: &toml::Table) -> Vec<String> {
-    let mut problems = Vec::new();
-    for (section, value) in root {
-        let toml::Value::Table(keys) = value else {
-            let one = toml::Table::from_iter([(section.clone(), value.clone())]);
-            problems.extend(parse(toml::Value::Table(one)).err());
-            continue;
-        };
-        let mut good = toml::Table::new();
-        for (key, v) in keys {
-            let inner = toml::Table::from_iter([(key.clone(), v.clone())]);
-            let one = toml::Table::from_iter([(section.clone(), toml::Value::Table(inner))]);
-            match parse(toml::Value::Table(one)) {
-                Ok(_) => {
-                    good.insert(key.clone(), v.clone());
-                }
-                Err(e) => problems.push(e),
-            }
-        }
-        let one = toml::Table::from_iter([(section.clone(), toml::Value::Table(good))]);
-        if let Ok(c) = parse(toml::Value::Table(one)) {
-            problems.extend(c.problems());
-        }
-    }
-    problems
-}
-
-fn set(root: &mut toml::Table, section: &str, key: &str, value: toml::Value) {
-    let entry = root.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    if let toml::Value::Table(t) = entry {
-        t.insert(key.to_string(), value);
-    }
-}
-
-/// Environment values are strings, but a boolean or number key should take `true` or `5`.
-fn env_value(v: &str) -> toml::Value {
-    if let Ok(b) = v.parse::<bool>() {
-        return toml::Value::Boolean(b);
-    }
-    if let Ok(i) = v.parse::<i64>() {
-        return toml::Value::Integer(i);
-    }
-    toml::Value::String(v.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,9 +465,9 @@ mod tests {
         )
         .unwrap();
         let src = Sources { file: Some(f), ..Default::default() };
-        let errs = Config::load_from(&src, env(&[("CAIRN_NOPE", "1")])).unwrap_err().0;
+        let errs = Config::load_from(&src, env(&[("CAIRN_NOPE__X", "1")])).unwrap_err().0;
         let all = errs.join("\n");
-        for needle in ["server.lisen", "storage.bogus", "server.listen", "log.level", "CAIRN_NOPE"] {
+        for needle in ["server.lisen", "storage.bogus", "server.listen", "log.level", "CAIRN_NOPE__X"] {
             assert!(all.contains(needle), "{needle} not named in:\n{all}");
         }
     }

@@ -1,11 +1,41 @@
 //! The `cairn` command line. No logic here: parse arguments, load config, call the library.
+//! Output never panics: a closed stdout or stderr (`cairn check-config | head -1`) drops
+//! the rest of the output quietly.
 
+use std::fmt;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 use cairn::config::{Config, Sources};
+
+/// `println!` that never panics (see `out`).
+macro_rules! say {
+    ($($arg:tt)*) => { out(format_args!($($arg)*)) };
+}
+
+/// `eprintln!` that never panics.
+macro_rules! tell {
+    ($($arg:tt)*) => { let _ = write_line(std::io::stderr().lock(), format_args!($($arg)*)); };
+}
+
+fn write_line(mut w: impl Write, args: fmt::Arguments<'_>) -> std::io::Result<()> {
+    w.write_fmt(args)?;
+    w.write_all(b"\n")?;
+    w.flush()
+}
+
+/// Writes one line to stdout. A reader that went away (broken pipe) ends the output
+/// quietly; any other failure is said once per line on stderr.
+fn out(args: fmt::Arguments<'_>) {
+    if let Err(e) = write_line(std::io::stdout().lock(), args)
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        tell!("cairn: cannot write to stdout: {e}");
+    }
+}
 
 #[derive(Parser)]
 #[command(name = "cairn", version, about = "An OCI registry where a pushed tag never silently moves")]
@@ -33,12 +63,21 @@ enum Command {
         /// Config file (TOML); also CAIRN_CONFIG.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Address to check as `serve --listen` would use it.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Data directory, overriding the config; also CAIRN_DATA_DIR.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Create or upgrade the database schema, then exit.
     Migrate {
         /// Config file (TOML); also CAIRN_CONFIG.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Data directory, overriding the config; also CAIRN_DATA_DIR.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Read a password (from the terminal, or stdin when piped) and print its argon2id hash
     /// for `[[auth.users]] password_hash`.
@@ -82,11 +121,27 @@ enum TokenCommand {
     },
 }
 
-fn load(sources: &Sources) -> Result<Config, ExitCode> {
-    Config::load(sources).map_err(|e| {
-        eprint!("{e}");
-        ExitCode::from(2)
-    })
+/// Loads the config; on problems prints them (and any notes) and returns exit code 2.
+fn load(sources: &Sources) -> Result<(Config, Vec<String>), ExitCode> {
+    let loaded = Config::read(sources);
+    match loaded.config {
+        Ok(c) => Ok((c, loaded.notes)),
+        Err(e) => {
+            tell!("{}", e.to_string().trim_end());
+            for n in &loaded.notes {
+                tell!("note: {n}");
+            }
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// Starts logging and logs the config notes.
+fn start_logs(cfg: &Config, notes: &[String]) {
+    cairn::telemetry::init(&cfg.log);
+    for n in notes {
+        tracing::info!("{n}");
+    }
 }
 
 #[tokio::main]
@@ -94,59 +149,73 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, listen, data_dir } => {
-            let cfg = match load(&Sources { file: config, listen, data_dir }) {
+            let (cfg, notes) = match load(&Sources { file: config, listen, data_dir }) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            cairn::telemetry::init(&cfg.log);
+            start_logs(&cfg, &notes);
+            let json = cfg.log.format == cairn::config::LogFormat::Json;
             match run_server(cfg).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
-                    eprintln!("cairn: {e:#}");
+                    if !json {
+                        tell!("cairn: {e:#}");
+                    }
                     ExitCode::FAILURE
                 }
             }
         }
-        Command::CheckConfig { config } => match load(&Sources { file: config, ..Default::default() }) {
-            Ok(cfg) => {
-                println!("configuration is valid");
-                println!("  listen:   {}", cfg.server.listen);
-                println!("  data dir: {}", cfg.server.data_dir.display());
-                println!("  database: {}", cfg.database_url_redacted());
-                println!("  storage:  {:?} {}", cfg.storage.kind, cfg.storage_path().display());
+        Command::CheckConfig { config, listen, data_dir } => match load(&Sources { file: config, listen, data_dir }) {
+            Ok((cfg, notes)) => {
+                say!("configuration is valid");
+                say!("  listen:   {}", cfg.server.listen);
+                say!("  data dir: {}", cfg.server.data_dir.display());
+                say!("  database: {}", cfg.database_url_redacted());
+                say!("  storage:  {:?} {}", cfg.storage.kind, cfg.storage_path().display());
                 print_rules(&cfg);
+                for n in &notes {
+                    tell!("note: {n}");
+                }
                 ExitCode::SUCCESS
             }
             Err(code) => code,
         },
         Command::HashPassword => hash_password(),
         Command::Token { command, config, data_dir } => {
-            let cfg = match load(&Sources { file: config, data_dir, ..Default::default() }) {
+            let (cfg, notes) = match load(&Sources { file: config, data_dir, ..Default::default() }) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            start_logs(&cfg, &notes);
             match token_command(cfg, command).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("cairn: {e:#}");
+                    tell!("cairn: {e:#}");
                     ExitCode::FAILURE
                 }
             }
         }
-        Command::Migrate { config } => {
-            let cfg = match load(&Sources { file: config, ..Default::default() }) {
+        Command::Migrate { config, data_dir } => {
+            let (cfg, notes) = match load(&Sources { file: config, data_dir, ..Default::default() }) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            cairn::telemetry::init(&cfg.log);
+            start_logs(&cfg, &notes);
+            let log = cfg.log.clone();
+            let database = cfg.database_url_redacted();
             match cairn::AppState::from_config(cfg).await {
                 Ok(_) => {
-                    println!("database schema is up to date");
+                    let done =
+                        cairn::telemetry::result_line(&log, "database schema is up to date", &[("database", database)]);
+                    say!("{done}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("cairn: {e:#}");
+                    tracing::error!("{e:#}");
+                    if log.format != cairn::config::LogFormat::Json {
+                        tell!("cairn: {e:#}");
+                    }
                     ExitCode::FAILURE
                 }
             }
@@ -162,33 +231,33 @@ fn hash_password() -> ExitCode {
         match (first, second) {
             (Ok(a), Ok(b)) if a == b => a,
             (Ok(_), Ok(_)) => {
-                eprintln!("cairn: the two passwords differ");
+                tell!("cairn: the two passwords differ");
                 return ExitCode::FAILURE;
             }
             (Err(e), _) | (_, Err(e)) => {
-                eprintln!("cairn: cannot read the password: {e}");
+                tell!("cairn: cannot read the password: {e}");
                 return ExitCode::FAILURE;
             }
         }
     } else {
         let mut line = String::new();
         if let Err(e) = std::io::stdin().read_line(&mut line) {
-            eprintln!("cairn: cannot read the password from stdin: {e}");
+            tell!("cairn: cannot read the password from stdin: {e}");
             return ExitCode::FAILURE;
         }
         line.trim_end_matches(['\r', '\n']).to_string()
     };
     if password.is_empty() {
-        eprintln!("cairn: the password is empty");
+        tell!("cairn: the password is empty");
         return ExitCode::FAILURE;
     }
     match cairn::auth::hash_password(&password) {
         Ok(h) => {
-            println!("{h}");
+            say!("{h}");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("cairn: {e}");
+            tell!("cairn: {e}");
             ExitCode::FAILURE
         }
     }
@@ -196,22 +265,43 @@ fn hash_password() -> ExitCode {
 
 async fn token_command(cfg: Config, command: TokenCommand) -> anyhow::Result<()> {
     let users: Vec<String> = cfg.auth.users.iter().map(|u| u.name.clone()).collect();
+    let config_open = cfg.auth.users.is_empty() && cfg.auth.grants.is_empty();
     let state = cairn::AppState::from_config(cfg).await?;
     let meta = state.meta.as_ref();
     match command {
         TokenCommand::Create { name, roles, grants, expires } => {
+            let was_open = config_open && cairn::auth::list_robots(meta).await?.is_empty();
             let new = cairn::auth::NewRobot { name: name.clone(), roles, grants, expires_in: expires };
             let secret = cairn::auth::create_robot(meta, &new, &users).await?;
-            println!("robot: {name}");
-            println!("secret: {secret}");
-            eprintln!(
+            if was_open {
+                tracing::warn!(
+                    robot = %name,
+                    "open mode ended: the first robot token exists, so anonymous clients now get only what \
+                     [[auth.grants]] for \"anonymous\" give them"
+                );
+                tell!(
+                    "cairn: this registry was open (no users, grants or robots, so anyone could push, pull and \
+                     delete). Robot {name:?} ends that for the running server (within a second) and every later \
+                     start: anonymous clients now get only what an [[auth.grants]] entry with subjects = \
+                     [\"anonymous\"] gives them. Sign in as the robot, or add such a grant (for example \
+                     repositories = \"**\", actions = [\"pull\"]) to keep anonymous pulls."
+                );
+            }
+            let shown = write_line(std::io::stdout().lock(), format_args!("robot: {name}\nsecret: {secret}"));
+            if let Err(e) = shown {
+                anyhow::bail!(
+                    "robot {name:?} was created but its secret could not be printed ({e}); \
+                     revoke it with `cairn token revoke {name}` and create another"
+                );
+            }
+            tell!(
                 "Store the secret now: it is not shown again. Log in with username {name:?} and the secret as password."
             );
         }
         TokenCommand::List => {
             let robots = cairn::auth::list_robots(meta).await?;
             if robots.is_empty() {
-                println!("no robots");
+                say!("no robots");
             }
             for r in robots {
                 let grants: Vec<String> =
@@ -222,40 +312,36 @@ async fn token_command(cfg: Config, command: TokenCommand) -> anyhow::Result<()>
                     (None, Some(t)) => format!("expires {}", humantime::format_rfc3339_seconds(t)),
                     (None, None) => "no expiry".to_string(),
                 };
-                println!("{}\troles={}\tgrants={}\t{status}", r.name, r.roles.join(","), grants.join(" "));
+                say!("{}\troles={}\tgrants={}\t{status}", r.name, r.roles.join(","), grants.join(" "));
             }
         }
         TokenCommand::Revoke { name } => {
             if !cairn::auth::revoke_robot(meta, &name).await? {
                 anyhow::bail!("no live robot named {name:?}");
             }
-            println!("revoked {name}");
+            say!("revoked {name}");
         }
     }
     Ok(())
 }
 
 fn print_rules(cfg: &Config) {
-    println!("  immutability rules (first match wins; unmatched tags are immutable):");
+    say!("  immutability rules (first match wins; unmatched tags are immutable):");
     for (i, r) in cfg.immutability.rules.iter().enumerate() {
         let name = r.name.clone().unwrap_or_else(|| format!("#{}", i + 1));
-        println!("    {name}: repositories {:?} tags {:?} -> {:?}", r.repositories, r.tags, r.mode);
+        say!("    {name}: repositories {:?} tags {:?} -> {:?}", r.repositories, r.tags, r.mode);
     }
     if cfg.immutability.rules.is_empty() {
-        println!("    (none: every tag is immutable)");
+        say!("    (none: every tag is immutable)");
     }
     let referrer = if cfg.immutability.include_referrer_tags { "follow the rules" } else { "are exempt" };
-    println!("    referrer fallback tags (sha256-<hex>[.sig|.att|.sbom]) {referrer}");
+    say!("    referrer fallback tags (sha256-<hex>[.sig|.att|.sbom]) {referrer}");
 }
 
+/// Runs the server. The config was loaded by `load`, which already refused a
+/// non-loopback address without users (`Config::exposure_problem`).
 async fn run_server(cfg: Config) -> anyhow::Result<()> {
     let addr = cfg.listen_addr();
-    if !addr.ip().is_loopback() && cfg.auth.users.is_empty() && !cfg.auth.allow_anonymous_write {
-        anyhow::bail!(
-            "refusing to listen on {addr} with no users configured: anyone on the network could push and delete. \
-             Add [[auth.users]] to the config, listen on 127.0.0.1, or set auth.allow_anonymous_write = true"
-        );
-    }
     let state = cairn::AppState::from_config(cfg).await?;
     let listener =
         tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
@@ -273,7 +359,12 @@ async fn run_server(cfg: Config) -> anyhow::Result<()> {
         database = %state.config.database_url_redacted(),
         "cairn listening on http://{bound}"
     );
-    println!("cairn listening on http://{bound}");
+    let line = cairn::telemetry::result_line(
+        &state.config.log,
+        &format!("cairn listening on http://{bound}"),
+        &[("address", bound.to_string())],
+    );
+    say!("{line}");
     cairn::serve(listener, state, shutdown).await?;
     tracing::info!("stopped");
     Ok(())

@@ -163,7 +163,13 @@ impl Auth {
         let due = self.robots_checked.lock().map(|t| t.is_none_or(|t| t.elapsed() >= ROBOT_RECHECK)).unwrap_or(true);
         if due {
             let exist = !self.meta.robots().await?.is_empty();
-            self.robots_exist.store(exist, Ordering::Relaxed);
+            if exist && !self.robots_exist.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "robot tokens exist, so this registry is no longer open: anonymous clients get only what an \
+                     [[auth.grants]] entry for \"anonymous\" gives them. Sign in with a robot or a user, or add such \
+                     a grant (for example repositories = \"**\", actions = [\"pull\"])"
+                );
+            }
             if let Ok(mut t) = self.robots_checked.lock() {
                 *t = Some(Instant::now());
             }

@@ -5,9 +5,12 @@
 
 mod support;
 
+mod check_config;
 mod cli;
 mod crash;
 mod health;
+mod logs;
+mod open_mode;
 mod restart;
 mod shutdown;
 mod uploads_on_disk;
