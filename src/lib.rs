@@ -8,6 +8,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod blob;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod meta;

@@ -57,7 +57,7 @@ impl AppState {
         let policy = ImmutabilityPolicy::new(&config.immutability)
             .map_err(|errs| anyhow::anyhow!("invalid immutability rules: {}", errs.join("; ")))?;
         let auth = Arc::new(Auth::new(&config, meta.clone())?);
-        let registry = Registry::new(meta.clone(), blobs, Arc::new(policy));
+        let registry = Registry::new(meta.clone(), blobs, Arc::new(policy), Arc::new(crate::clock::SystemClock));
         Ok(AppState { registry, auth, meta, config: Arc::new(config) })
     }
 }

@@ -7,6 +7,7 @@ use base64::Engine;
 use ring::rand::{SecureRandom, SystemRandom};
 use sha2::{Digest as _, Sha256};
 
+use crate::audit::{EventKind, NewEvent};
 use crate::meta::{MetaError, MetadataStore, RobotGrant, RobotRecord};
 use crate::policy::access::{Grant, repo_glob};
 use crate::policy::{Action, Role, Subject};
@@ -82,9 +83,20 @@ pub async fn create_robot(meta: &dyn MetadataStore, new: &NewRobot, reserved: &[
         expires_at: new.expires_in.map(|d| now + d),
         revoked_at: None,
     };
-    if !meta.create_robot(&record).await? {
+    let mut tx = meta.begin().await?;
+    if !tx.create_robot(&record).await? {
+        tx.rollback().await?;
         return Err(RobotError::Invalid(format!("a robot named {:?} exists already", new.name)));
     }
+    let detail = serde_json::json!({
+        "roles": record.roles,
+        "grants": record.grants,
+        "expires_at": record.expires_at.map(|t| crate::audit::chain::rfc3339_millis(crate::meta::millis(t))),
+    });
+    let event = NewEvent::new(EventKind::TokenCreate, CLI_ACTOR, None)
+        .detail(serde_json::json!({ "robot": record.name, "token": detail }));
+    tx.append_events(vec![event], now).await?;
+    tx.commit().await?;
     Ok(secret)
 }
 
@@ -93,10 +105,23 @@ pub async fn list_robots(meta: &dyn MetadataStore) -> Result<Vec<RobotRecord>, M
     meta.robots().await
 }
 
-/// Revokes a robot; false if there is no such live robot.
+/// Revokes a robot; false if there is no such live robot. Ledgered as `token.revoke`.
 pub async fn revoke_robot(meta: &dyn MetadataStore, name: &str) -> Result<bool, MetaError> {
-    meta.revoke_robot(name).await
+    let now = SystemTime::now();
+    let mut tx = meta.begin().await?;
+    if !tx.revoke_robot(name, now).await? {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    let event = NewEvent::new(EventKind::TokenRevoke, CLI_ACTOR, None).detail(serde_json::json!({ "robot": name }));
+    tx.append_events(vec![event], now).await?;
+    tx.commit().await?;
+    Ok(true)
 }
+
+/// The actor recorded for changes made with the `cairn` command line (robots, archives): the
+/// operator at the machine, who needs no credentials but access to the database.
+pub const CLI_ACTOR: &str = "cli";
 
 fn subject(r: &RobotRecord) -> Subject {
     Subject {

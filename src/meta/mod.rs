@@ -1,7 +1,11 @@
-//! The metadata seam: `MetadataStore`, the rows it returns and `MetaError`. Every method is
-//! one transaction. SQL lives only in this module's backends (`sqlite.rs`; PostgreSQL
-//! later). May import `oci`; must not import `api`, `service` or `blob`.
+//! The metadata seam: `MetadataStore` (reads, each one statement) and `MetaTx` (a write
+//! transaction of locked reads and writes that ends with its ledger events), the rows they
+//! return and `MetaError`. SQL lives only in this module's backends (`sqlite.rs` and
+//! `sqlite/`; PostgreSQL later). May import `oci` and the pure `audit` chain; must not import
+//! `api`, `service`, `policy` or `blob`.
 
+#[cfg(test)]
+pub(crate) mod contract;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -9,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
+use crate::audit::{Checkpoint, Event, NewEvent};
 use crate::oci::{Algorithm, Digest, Reference, RepoName, Tag};
 
 pub use sqlite::SqliteStore;
@@ -102,96 +107,54 @@ pub struct Actor {
     pub address: Option<String>,
 }
 
-/// A tag a manifest PUT points at the manifest.
-#[derive(Debug, Clone)]
-pub struct TagWrite {
-    /// The tag.
-    pub tag: Tag,
-    /// `Some(rule)` when the tag is immutable: it may be created, or re-pointed at the
-    /// digest it already has, but never moved.
-    pub immutable: Option<String>,
-}
-
-/// A conditional-write requirement, checked against every tag of the PUT.
+/// A manifest (or index) that references something, and a tag that keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Precondition {
-    /// No condition.
-    None,
-    /// `If-None-Match: *`: the tag must not exist.
-    Absent,
-    /// `If-Match: "<digest>"`: the tag must point at this digest now.
-    PointsTo(Digest),
+pub struct Holder {
+    /// The referencing manifest.
+    pub manifest: Digest,
+    /// A tag on it, or on an index that lists it.
+    pub tag: Option<Tag>,
 }
 
-/// What a manifest PUT needs the store to check and write in one transaction.
-#[derive(Debug, Clone)]
-pub struct NewManifest {
-    /// The manifest itself.
-    pub record: ManifestRecord,
-    /// Blobs that must be linked to the repository.
-    pub blobs: Vec<Digest>,
-    /// Manifests that must exist in the repository.
-    pub manifests: Vec<Digest>,
-    /// Tags to point at it.
-    pub tags: Vec<TagWrite>,
-    /// Condition every tag must meet.
-    pub precondition: Precondition,
-    /// Who is writing.
-    pub actor: Actor,
+/// What kind of reference a lookup of holders follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefKind {
+    /// A manifest uses a blob (config or layer).
+    Blob,
+    /// An index lists a manifest.
+    Child,
 }
 
-/// Outcome of `put_manifest`. Anything but `Stored` wrote nothing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PutManifest {
-    /// Stored (or already there) and tags applied.
-    Stored,
-    /// A referenced blob or manifest is missing.
-    Missing(Digest),
-    /// An immutable tag points elsewhere.
-    Immutable {
-        /// The tag.
-        tag: Tag,
-        /// What it points to.
-        current: Digest,
-        /// The rule that makes it immutable.
-        rule: String,
-    },
-    /// A tag failed the request's precondition.
-    PreconditionFailed {
-        /// The tag.
-        tag: Tag,
-        /// What it points to now, if anything.
-        current: Option<Digest>,
-    },
+/// Which ledger events to read, in seq order; every field narrows.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Events after this seq (the cursor).
+    pub after: Option<i64>,
+    /// Events up to and including this seq.
+    pub until: Option<i64>,
+    /// Of this repository.
+    pub repository: Option<String>,
+    /// Of this tag.
+    pub tag: Option<String>,
+    /// Whose digest or previous digest is this one.
+    pub digest: Option<String>,
+    /// By this actor.
+    pub actor: Option<String>,
+    /// Of this action (dotted name).
+    pub action: Option<String>,
+    /// At or after this time (ms since the epoch).
+    pub since_ms: Option<i64>,
+    /// Before this time (ms since the epoch).
+    pub before_ms: Option<i64>,
 }
 
-/// Decides, inside a delete transaction, whether a tag is protected: `Some(rule)` if so.
-pub type TagGuard<'a> = &'a (dyn Fn(&Tag) -> Option<String> + Send + Sync);
-
-/// Outcome of deleting a tag or a manifest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Deleted {
-    /// Done.
-    Deleted,
-    /// There was nothing to delete.
-    NotFound,
-    /// A manifest of the repository still references what would be deleted (a blob it uses,
-    /// or an index's child); nothing was deleted.
-    Referenced {
-        /// The manifest that holds the reference.
-        holder: Digest,
-        /// A tag that points at the holder (or at an index that lists it), if any.
-        tag: Option<Tag>,
-    },
-    /// A protected tag stands in the way; nothing was deleted.
-    Protected {
-        /// The tag.
-        tag: Tag,
-        /// What it points to.
-        current: Digest,
-        /// The rule protecting it.
-        rule: String,
-    },
+/// How often a manifest was pulled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullStats {
+    /// Pulls counted (GET of the manifest by tag or digest).
+    pub count: u64,
+    /// The last one.
+    pub last_pulled: SystemTime,
 }
 
 /// What happened to a tag.
@@ -289,11 +252,94 @@ impl std::fmt::Debug for RobotRecord {
     }
 }
 
-/// The metadata operations Cairn needs, each one transaction.
+/// One write transaction: locked reads and writes, and the ledger append that ends every
+/// state change. The service decides between the calls (`policy::writes`); the backend only
+/// stores. Dropping it without `commit` rolls everything back.
+///
+/// Order and hash under concurrency: `append_events` reads the ledger head, links the events
+/// after it and updates the head row, as the last statement before `commit`. SQLite runs every
+/// write transaction under `BEGIN IMMEDIATE` on one connection, so appends are serialized; a
+/// backend with concurrent writers (PostgreSQL) locks the head row (`FOR UPDATE`), which
+/// serializes appends for the rest of the transaction only.
+#[async_trait]
+pub trait MetaTx: Send {
+    /// Creates the repository row if missing; true when it was created.
+    async fn ensure_repository(&mut self, repo: &RepoName) -> Result<bool, MetaError>;
+    /// The first of `digests` that `repo` does not have, as a blob (`RefKind::Blob`) or as a
+    /// manifest (`RefKind::Child`).
+    async fn first_missing(
+        &mut self,
+        repo: &RepoName,
+        kind: RefKind,
+        digests: &[Digest],
+    ) -> Result<Option<Digest>, MetaError>;
+    /// Stores a manifest with its references (blobs it uses, children it lists); false when it
+    /// was already stored (nothing changes then).
+    async fn insert_manifest(
+        &mut self,
+        repo: &RepoName,
+        m: &ManifestRecord,
+        blobs: &[Digest],
+        children: &[Digest],
+    ) -> Result<bool, MetaError>;
+    /// True if the manifest is stored in `repo`.
+    async fn manifest_exists(&mut self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
+    /// Where a tag points, locked for the rest of the transaction.
+    async fn tag_for_update(&mut self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>, MetaError>;
+    /// Every tag pointing at `digest`, sorted, locked.
+    async fn tags_of(&mut self, repo: &RepoName, digest: &Digest) -> Result<Vec<Tag>, MetaError>;
+    /// Points a tag at `to` (it pointed at `from`), recording the change in tag history.
+    async fn set_tag(
+        &mut self,
+        repo: &RepoName,
+        tag: &Tag,
+        from: Option<&Digest>,
+        to: &Digest,
+        actor: &Actor,
+    ) -> Result<(), MetaError>;
+    /// Deletes a tag that points at `from`, recording it in tag history.
+    async fn remove_tag(&mut self, repo: &RepoName, tag: &Tag, from: &Digest, actor: &Actor) -> Result<(), MetaError>;
+    /// A manifest of `repo` that references `digest` the way `kind` says (tagged holders
+    /// first), if any.
+    async fn holder(&mut self, repo: &RepoName, kind: RefKind, digest: &Digest) -> Result<Option<Holder>, MetaError>;
+    /// Deletes a manifest (its tags and its own references go with it). The schema refuses
+    /// when an index still lists it (`MetaError::Corrupt`: a caller skipped `holder`).
+    async fn remove_manifest(&mut self, repo: &RepoName, digest: &Digest) -> Result<(), MetaError>;
+    /// Links a stored blob to `repo` (no-op if linked).
+    async fn link_blob(&mut self, repo: &RepoName, digest: &Digest) -> Result<(), MetaError>;
+    /// True if `repo` links the blob.
+    async fn blob_linked(&mut self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
+    /// Unlinks a blob from `repo`; false if it was not linked. The schema refuses while a
+    /// manifest references it.
+    async fn unlink_blob(&mut self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
+    /// Ends an upload session (only if it still has `expected_len` bytes) and stores the blob
+    /// unless it exists, linked to the session's repository.
+    async fn commit_upload(
+        &mut self,
+        id: &str,
+        expected_len: u64,
+        blob: &BlobRecord,
+    ) -> Result<(CommitUpload, Option<RepoName>), MetaError>;
+    /// Stores a new robot; false if the name is taken.
+    async fn create_robot(&mut self, robot: &RobotRecord) -> Result<bool, MetaError>;
+    /// Marks a robot revoked at `at`; false if there is no such (unrevoked) robot.
+    async fn revoke_robot(&mut self, name: &str, at: SystemTime) -> Result<bool, MetaError>;
+    /// Appends events to the ledger at `at`, linked after the current head. Call it last.
+    async fn append_events(&mut self, events: Vec<NewEvent>, at: SystemTime) -> Result<(), MetaError>;
+    /// Makes everything durable and visible.
+    async fn commit(self: Box<Self>) -> Result<(), MetaError>;
+    /// Discards everything.
+    async fn rollback(self: Box<Self>) -> Result<(), MetaError>;
+}
+
+/// The metadata operations Cairn needs. Reads are one statement each; every change goes
+/// through a [`MetaTx`] from [`MetadataStore::begin`].
 #[async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), MetaError>;
+    /// Opens a write transaction.
+    async fn begin(&self) -> Result<Box<dyn MetaTx>, MetaError>;
 
     /// Repository names after `last`, sorted, at most `n`.
     async fn repositories(&self, last: Option<&str>, n: u32) -> Result<Vec<String>, MetaError>;
@@ -302,14 +348,8 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// The blob if it is linked to `repo`.
     async fn blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<BlobRecord>, MetaError>;
-    /// Links a blob of `from` to `repo` too; false if `from` does not have it.
-    async fn mount_blob(&self, repo: &RepoName, digest: &Digest, from: &RepoName) -> Result<bool, MetaError>;
     /// Repositories that link the blob, sorted, at most `limit`.
     async fn blob_repositories(&self, digest: &Digest, limit: u32) -> Result<Vec<String>, MetaError>;
-    /// Unlinks a blob from `repo` unless a manifest of `repo` references it (`Referenced`);
-    /// `NotFound` if it was not linked. The schema refuses the unlink of a referenced blob
-    /// whatever the caller checked before.
-    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Deleted, MetaError>;
 
     /// Opens an upload session that hashes with `algorithm`.
     async fn create_upload(&self, repo: &RepoName, id: &str, algorithm: Algorithm) -> Result<UploadSession, MetaError>;
@@ -324,9 +364,6 @@ pub trait MetadataStore: Send + Sync + 'static {
         segment: &Segment,
         hash_state: &[u8],
     ) -> Result<bool, MetaError>;
-    /// Ends the session (only if it still has `expected_len` bytes) and stores the blob
-    /// (unless it exists) linked to the session's repository, in one transaction.
-    async fn commit_upload(&self, id: &str, expected_len: u64, blob: &BlobRecord) -> Result<CommitUpload, MetaError>;
     /// Deletes a session; returns it if it existed.
     async fn delete_upload(&self, id: &str) -> Result<Option<UploadSession>, MetaError>;
     /// Deletes and returns every session idle since before `cutoff`.
@@ -334,25 +371,6 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// A manifest by tag or digest.
     async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>, MetaError>;
-    /// Checks references and stores the manifest and its tags, all or nothing.
-    async fn put_manifest(&self, repo: &RepoName, m: &NewManifest) -> Result<PutManifest, MetaError>;
-    /// Deletes a manifest and the tags pointing at it, unless an index of `repo` lists it
-    /// (`Referenced`) or `guard` protects one of those tags; records each tag deletion.
-    async fn delete_manifest(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        guard: TagGuard<'_>,
-        actor: &Actor,
-    ) -> Result<Deleted, MetaError>;
-    /// Deletes a tag unless `guard` protects it; records the deletion.
-    async fn delete_tag(
-        &self,
-        repo: &RepoName,
-        tag: &Tag,
-        guard: TagGuard<'_>,
-        actor: &Actor,
-    ) -> Result<Deleted, MetaError>;
     /// History of one tag, newest first, with ids below `before` (all when `None`).
     async fn tag_history(
         &self,
@@ -361,20 +379,37 @@ pub trait MetadataStore: Send + Sync + 'static {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<TagEvent>, MetaError>;
-    /// Stores a new robot; false if the name is taken.
-    async fn create_robot(&self, robot: &RobotRecord) -> Result<bool, MetaError>;
     /// A robot by name (revoked and expired ones included).
     async fn robot(&self, name: &str) -> Result<Option<RobotRecord>, MetaError>;
     /// Every robot, by name.
     async fn robots(&self) -> Result<Vec<RobotRecord>, MetaError>;
-    /// Marks a robot revoked; false if there is no such (unrevoked) robot.
-    async fn revoke_robot(&self, name: &str) -> Result<bool, MetaError>;
     /// The last event of a tag at or before `at`.
     async fn tag_event_at(&self, repo: &RepoName, tag: &Tag, at: SystemTime) -> Result<Option<TagEvent>, MetaError>;
     /// Every tag of `repo`, sorted.
     async fn tags(&self, repo: &RepoName) -> Result<Vec<String>, MetaError>;
     /// Manifests whose subject is `subject`, by digest.
     async fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<Referrer>, MetaError>;
+
+    /// Ledger events matching `filter`, in seq order, at most `limit`.
+    async fn events(&self, filter: &EventFilter, limit: u32) -> Result<Vec<Event>, MetaError>;
+    /// The ledger head `(seq, hash)`, or `None` before the first event.
+    async fn ledger_head(&self) -> Result<Option<(i64, String)>, MetaError>;
+    /// The last archive cut `(seq, hash)`: events up to it were moved to an archive file.
+    async fn ledger_archive_cut(&self) -> Result<Option<(i64, String)>, MetaError>;
+    /// Records that events up to `seq` (whose last hash is `hash`) moved to `file`, and deletes
+    /// them from the database, in one transaction.
+    async fn archive_ledger(&self, seq: i64, hash: &str, file: &str, at: SystemTime) -> Result<u64, MetaError>;
+    /// Stores a signed checkpoint.
+    async fn add_checkpoint(&self, cp: &Checkpoint) -> Result<(), MetaError>;
+    /// Checkpoints after `after` (seq), in seq order, at most `limit`.
+    async fn checkpoints(&self, after: Option<i64>, limit: u32) -> Result<Vec<Checkpoint>, MetaError>;
+    /// The newest checkpoint.
+    async fn last_checkpoint(&self) -> Result<Option<Checkpoint>, MetaError>;
+    /// Adds counted pulls: `(repo, digest, count, last pulled)`; manifests deleted meanwhile
+    /// are skipped.
+    async fn add_pulls(&self, pulls: &[(RepoName, Digest, u64, SystemTime)]) -> Result<(), MetaError>;
+    /// Pull count and last pull of a manifest.
+    async fn pulls(&self, repo: &RepoName, digest: &Digest) -> Result<Option<PullStats>, MetaError>;
 }
 
 /// Milliseconds since the epoch, the time format of every row.

@@ -9,10 +9,14 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+mod ledger;
+mod tx;
+
 use super::{
-    Actor, BlobRecord, CommitUpload, Deleted, ManifestRecord, MetaError, MetadataStore, NewManifest, Precondition,
-    PutManifest, Referrer, RobotRecord, Segment, TagAction, TagEvent, TagGuard, UploadSession, from_millis, millis,
+    Actor, BlobRecord, EventFilter, ManifestRecord, MetaError, MetaTx, MetadataStore, PullStats, Referrer, RobotRecord,
+    Segment, TagAction, TagEvent, UploadSession, from_millis, millis,
 };
+use crate::audit::{Checkpoint, Event};
 use crate::oci::{Algorithm, Digest, Reference, RepoName, Tag};
 
 /// The SQLite backend.
@@ -87,39 +91,6 @@ fn manifest_row(row: sqlx::sqlite::SqliteRow) -> Result<ManifestRecord, MetaErro
     })
 }
 
-#[expect(clippy::too_many_arguments, reason = "one row of tag history")]
-async fn record_tag_event(
-    tx: &mut sqlx::SqliteConnection,
-    repo: &RepoName,
-    tag: &Tag,
-    action: TagAction,
-    from: Option<&Digest>,
-    to: Option<&Digest>,
-    actor: &Actor,
-    at: i64,
-) -> Result<(), MetaError> {
-    let action = match action {
-        TagAction::Create => "create",
-        TagAction::Move => "move",
-        TagAction::Delete => "delete",
-    };
-    sqlx::query(
-        "INSERT INTO tag_history (repo, tag, action, from_digest, to_digest, actor, address, at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(repo.as_str())
-    .bind(tag.as_str())
-    .bind(action)
-    .bind(from.map(Digest::as_str))
-    .bind(to.map(Digest::as_str))
-    .bind(&actor.name)
-    .bind(&actor.address)
-    .bind(at)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
 fn robot_row(row: sqlx::sqlite::SqliteRow) -> Result<RobotRecord, MetaError> {
     let roles: String = row.get("roles");
     let grants: String = row.get("grants");
@@ -156,84 +127,16 @@ fn tag_event_row(row: sqlx::sqlite::SqliteRow) -> Result<TagEvent, MetaError> {
     })
 }
 
-async fn ensure_repo(tx: &mut sqlx::SqliteConnection, repo: &RepoName) -> Result<(), MetaError> {
-    sqlx::query("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
-        .bind(repo.as_str())
-        .bind(now())
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
-}
-
-async fn link(tx: &mut sqlx::SqliteConnection, repo: &RepoName, digest: &Digest) -> Result<(), MetaError> {
-    ensure_repo(tx, repo).await?;
-    sqlx::query("INSERT INTO repo_blobs (repo, digest, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
-        .bind(repo.as_str())
-        .bind(digest.as_str())
-        .bind(now())
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
-}
-
-/// A tag that points at `manifest`, or else at an index that lists it.
-async fn holder_tag(
-    tx: &mut sqlx::SqliteConnection,
-    repo: &RepoName,
-    manifest: &str,
-) -> Result<Option<Tag>, MetaError> {
-    let name: Option<String> = sqlx::query_scalar(
-        "SELECT name FROM (
-            SELECT name, 0 AS via FROM tags WHERE repo = ?1 AND digest = ?2
-            UNION ALL
-            SELECT t.name, 1 FROM manifest_children c JOIN tags t ON t.repo = c.repo AND t.digest = c.manifest
-             WHERE c.repo = ?1 AND c.child = ?2)
-         ORDER BY via, name LIMIT 1",
-    )
-    .bind(repo.as_str())
-    .bind(manifest)
-    .fetch_optional(&mut *tx)
-    .await?;
-    name.map(|n| Tag::parse(&n).map_err(|e| MetaError::Corrupt(e.to_string()))).transpose()
-}
-
-/// `Deleted::Referenced` for the first manifest (tagged ones first) found by `sql`, which
-/// selects manifest digests given `?1` = repo and `?2` = the referenced digest.
-async fn referenced_by(
-    tx: &mut sqlx::SqliteConnection,
-    repo: &RepoName,
-    d: &Digest,
-    sql: &str,
-) -> Result<Option<Deleted>, MetaError> {
-    let holders: Vec<String> = sqlx::query_scalar(sql).bind(repo.as_str()).bind(d.as_str()).fetch_all(&mut *tx).await?;
-    let mut first = None;
-    for h in holders {
-        let tag = holder_tag(tx, repo, &h).await?;
-        let found = Deleted::Referenced { holder: digest(h)?, tag: tag.clone() };
-        if tag.is_some() {
-            return Ok(Some(found));
-        }
-        first.get_or_insert(found);
-    }
-    Ok(first)
-}
-
-const BLOB_HOLDERS: &str =
-    "SELECT manifest FROM manifest_blobs WHERE repo = ?1 AND blob = ?2 ORDER BY manifest LIMIT 16";
-const CHILD_HOLDERS: &str =
-    "SELECT manifest FROM manifest_children WHERE repo = ?1 AND child = ?2 ORDER BY manifest LIMIT 16";
-
-/// True for SQLite's "FOREIGN KEY constraint failed": the schema refused to orphan a reference.
-fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::ForeignKeyViolation
-        || d.message().contains("FOREIGN KEY constraint failed"))
-}
-
 #[async_trait]
 impl MetadataStore for SqliteStore {
     async fn ping(&self) -> Result<(), MetaError> {
         sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())
+    }
+
+    async fn begin(&self) -> Result<Box<dyn MetaTx>, MetaError> {
+        let tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(Box::new(tx::SqliteTx { tx }))
     }
 
     async fn repositories(&self, last: Option<&str>, n: u32) -> Result<Vec<String>, MetaError> {
@@ -277,21 +180,6 @@ impl MetadataStore for SqliteStore {
         .transpose()
     }
 
-    async fn mount_blob(&self, repo: &RepoName, d: &Digest, from: &RepoName) -> Result<bool, MetaError> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM repo_blobs WHERE repo = ? AND digest = ?")
-            .bind(from.as_str())
-            .bind(d.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        if found.is_none() {
-            return Ok(false);
-        }
-        link(&mut tx, repo, d).await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
     async fn blob_repositories(&self, d: &Digest, limit: u32) -> Result<Vec<String>, MetaError> {
         let rows = sqlx::query_scalar("SELECT repo FROM repo_blobs WHERE digest = ? ORDER BY repo LIMIT ?")
             .bind(d.as_str())
@@ -299,27 +187,6 @@ impl MetadataStore for SqliteStore {
             .fetch_all(&self.read)
             .await?;
         Ok(rows)
-    }
-
-    async fn unlink_blob(&self, repo: &RepoName, d: &Digest) -> Result<Deleted, MetaError> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        if let Some(refused) = referenced_by(&mut tx, repo, d, BLOB_HOLDERS).await? {
-            return Ok(refused);
-        }
-        let done = sqlx::query("DELETE FROM repo_blobs WHERE repo = ? AND digest = ?")
-            .bind(repo.as_str())
-            .bind(d.as_str())
-            .execute(&mut *tx)
-            .await;
-        let done = match done {
-            Ok(done) => done,
-            Err(e) if is_foreign_key_violation(&e) => {
-                return Err(MetaError::Corrupt(format!("blob {d} of {repo} is referenced by a row no query found")));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        tx.commit().await?;
-        Ok(if done.rows_affected() > 0 { Deleted::Deleted } else { Deleted::NotFound })
     }
 
     async fn create_upload(&self, repo: &RepoName, id: &str, algorithm: Algorithm) -> Result<UploadSession, MetaError> {
@@ -377,33 +244,6 @@ impl MetadataStore for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn commit_upload(&self, id: &str, expected_len: u64, blob: &BlobRecord) -> Result<CommitUpload, MetaError> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let repo: Option<String> = sqlx::query_scalar("DELETE FROM uploads WHERE id = ? AND len = ? RETURNING repo")
-            .bind(id)
-            .bind(expected_len as i64)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(repo) = repo else {
-            return Ok(CommitUpload::UploadGone);
-        };
-        let repo = RepoName::parse(&repo).map_err(|e| MetaError::Corrupt(e.to_string()))?;
-        let location = serde_json::to_string(&blob.location).map_err(|e| MetaError::Corrupt(e.to_string()))?;
-        let inserted = sqlx::query(
-            "INSERT INTO blobs (digest, size, location, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(blob.digest.as_str())
-        .bind(blob.size as i64)
-        .bind(location)
-        .bind(now())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        link(&mut tx, &repo, &blob.digest).await?;
-        tx.commit().await?;
-        Ok(if inserted == 1 { CommitUpload::Created } else { CommitUpload::AlreadyStored })
-    }
-
     async fn delete_upload(&self, id: &str) -> Result<Option<UploadSession>, MetaError> {
         let row =
             sqlx::query("DELETE FROM uploads WHERE id = ? RETURNING *").bind(id).fetch_optional(&self.write).await?;
@@ -441,201 +281,6 @@ impl MetadataStore for SqliteStore {
         row.map(manifest_row).transpose()
     }
 
-    async fn put_manifest(&self, repo: &RepoName, m: &NewManifest) -> Result<PutManifest, MetaError> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        // One query per kind, whatever the number of layers: the first reference missing.
-        let checks = [
-            (
-                &m.blobs,
-                "SELECT j.value FROM json_each(?1) j WHERE NOT EXISTS
-                 (SELECT 1 FROM repo_blobs WHERE repo = ?2 AND digest = j.value) LIMIT 1",
-            ),
-            (
-                &m.manifests,
-                "SELECT j.value FROM json_each(?1) j WHERE NOT EXISTS
-                 (SELECT 1 FROM manifests WHERE repo = ?2 AND digest = j.value) LIMIT 1",
-            ),
-        ];
-        for (list, sql) in checks {
-            if list.is_empty() {
-                continue;
-            }
-            let missing: Option<String> =
-                sqlx::query_scalar(sql).bind(digest_list(list)).bind(repo.as_str()).fetch_optional(&mut *tx).await?;
-            if let Some(d) = missing {
-                return Ok(PutManifest::Missing(digest(d)?));
-            }
-        }
-        ensure_repo(&mut tx, repo).await?;
-        let r = &m.record;
-        let annotations = r.annotations.as_ref().map(|a| serde_json::to_string(a).unwrap_or_default());
-        let t = now();
-        let inserted = sqlx::query(
-            "INSERT INTO manifests (repo, digest, media_type, size, body, artifact_type, subject, annotations, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(repo.as_str())
-        .bind(r.digest.as_str())
-        .bind(&r.media_type)
-        .bind(r.body.len() as i64)
-        .bind(r.body.as_ref())
-        .bind(&r.artifact_type)
-        .bind(r.subject.as_ref().map(Digest::as_str))
-        .bind(annotations)
-        .bind(t)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 1 {
-            let inserts = [
-                (&m.blobs, "INSERT INTO manifest_blobs (repo, manifest, blob) SELECT ?1, ?2, value FROM json_each(?3)"),
-                (
-                    &m.manifests,
-                    "INSERT INTO manifest_children (repo, manifest, child) SELECT ?1, ?2, value FROM json_each(?3)",
-                ),
-            ];
-            for (list, sql) in inserts {
-                if list.is_empty() {
-                    continue;
-                }
-                sqlx::query(sql)
-                    .bind(repo.as_str())
-                    .bind(r.digest.as_str())
-                    .bind(digest_list(list))
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        for w in &m.tags {
-            let current: Option<String> = sqlx::query_scalar("SELECT digest FROM tags WHERE repo = ? AND name = ?")
-                .bind(repo.as_str())
-                .bind(w.tag.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-            let current = current.map(digest).transpose()?;
-            let failed = match (&m.precondition, &current) {
-                (Precondition::Absent, Some(_)) => true,
-                (Precondition::PointsTo(want), cur) => cur.as_ref() != Some(want),
-                _ => false,
-            };
-            if failed {
-                return Ok(PutManifest::PreconditionFailed { tag: w.tag.clone(), current });
-            }
-            match current {
-                Some(cur) if cur == r.digest => {}
-                Some(cur) => {
-                    if let Some(rule) = &w.immutable {
-                        return Ok(PutManifest::Immutable { tag: w.tag.clone(), current: cur, rule: rule.clone() });
-                    }
-                    sqlx::query("UPDATE tags SET digest = ?, updated_at = ? WHERE repo = ? AND name = ?")
-                        .bind(r.digest.as_str())
-                        .bind(t)
-                        .bind(repo.as_str())
-                        .bind(w.tag.as_str())
-                        .execute(&mut *tx)
-                        .await?;
-                    record_tag_event(&mut tx, repo, &w.tag, TagAction::Move, Some(&cur), Some(&r.digest), &m.actor, t)
-                        .await?;
-                }
-                None => {
-                    sqlx::query("INSERT INTO tags (repo, name, digest, updated_at) VALUES (?, ?, ?, ?)")
-                        .bind(repo.as_str())
-                        .bind(w.tag.as_str())
-                        .bind(r.digest.as_str())
-                        .bind(t)
-                        .execute(&mut *tx)
-                        .await?;
-                    record_tag_event(&mut tx, repo, &w.tag, TagAction::Create, None, Some(&r.digest), &m.actor, t)
-                        .await?;
-                }
-            }
-        }
-        tx.commit().await?;
-        Ok(PutManifest::Stored)
-    }
-
-    async fn delete_manifest(
-        &self,
-        repo: &RepoName,
-        d: &Digest,
-        guard: TagGuard<'_>,
-        actor: &Actor,
-    ) -> Result<Deleted, MetaError> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM manifests WHERE repo = ? AND digest = ?")
-            .bind(repo.as_str())
-            .bind(d.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        if exists.is_none() {
-            return Ok(Deleted::NotFound);
-        }
-        if let Some(refused) = referenced_by(&mut tx, repo, d, CHILD_HOLDERS).await? {
-            return Ok(refused);
-        }
-        let names: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM tags WHERE repo = ? AND digest = ? ORDER BY name")
-                .bind(repo.as_str())
-                .bind(d.as_str())
-                .fetch_all(&mut *tx)
-                .await?;
-        let tags = names
-            .iter()
-            .map(|n| Tag::parse(n).map_err(|e| MetaError::Corrupt(e.to_string())))
-            .collect::<Result<Vec<_>, _>>()?;
-        for tag in &tags {
-            if let Some(rule) = guard(tag) {
-                return Ok(Deleted::Protected { tag: tag.clone(), current: d.clone(), rule });
-            }
-        }
-        let t = now();
-        for tag in &tags {
-            record_tag_event(&mut tx, repo, tag, TagAction::Delete, Some(d), None, actor, t).await?;
-        }
-        let done = sqlx::query("DELETE FROM manifests WHERE repo = ? AND digest = ?")
-            .bind(repo.as_str())
-            .bind(d.as_str())
-            .execute(&mut *tx)
-            .await;
-        if let Err(e) = done {
-            return Err(match is_foreign_key_violation(&e) {
-                true => MetaError::Corrupt(format!("manifest {d} of {repo} is referenced by a row no query found")),
-                false => e.into(),
-            });
-        }
-        tx.commit().await?;
-        Ok(Deleted::Deleted)
-    }
-
-    async fn delete_tag(
-        &self,
-        repo: &RepoName,
-        tag: &Tag,
-        guard: TagGuard<'_>,
-        actor: &Actor,
-    ) -> Result<Deleted, MetaError> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let current: Option<String> = sqlx::query_scalar("SELECT digest FROM tags WHERE repo = ? AND name = ?")
-            .bind(repo.as_str())
-            .bind(tag.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(current) = current.map(digest).transpose()? else {
-            return Ok(Deleted::NotFound);
-        };
-        if let Some(rule) = guard(tag) {
-            return Ok(Deleted::Protected { tag: tag.clone(), current, rule });
-        }
-        sqlx::query("DELETE FROM tags WHERE repo = ? AND name = ?")
-            .bind(repo.as_str())
-            .bind(tag.as_str())
-            .execute(&mut *tx)
-            .await?;
-        record_tag_event(&mut tx, repo, tag, TagAction::Delete, Some(&current), None, actor, now()).await?;
-        tx.commit().await?;
-        Ok(Deleted::Deleted)
-    }
-
     async fn tag_history(
         &self,
         repo: &RepoName,
@@ -654,22 +299,6 @@ impl MetadataStore for SqliteStore {
         rows.into_iter().map(tag_event_row).collect()
     }
 
-    async fn create_robot(&self, r: &RobotRecord) -> Result<bool, MetaError> {
-        let done = sqlx::query(
-            "INSERT INTO robots (name, secret_sha256, roles, grants, created_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(&r.name)
-        .bind(&r.secret_sha256)
-        .bind(serde_json::to_string(&r.roles).map_err(|e| MetaError::Corrupt(e.to_string()))?)
-        .bind(serde_json::to_string(&r.grants).map_err(|e| MetaError::Corrupt(e.to_string()))?)
-        .bind(millis(r.created_at))
-        .bind(r.expires_at.map(millis))
-        .execute(&self.write)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
     async fn robot(&self, name: &str) -> Result<Option<RobotRecord>, MetaError> {
         let row = sqlx::query("SELECT * FROM robots WHERE name = ?").bind(name).fetch_optional(&self.read).await?;
         row.map(robot_row).transpose()
@@ -678,15 +307,6 @@ impl MetadataStore for SqliteStore {
     async fn robots(&self) -> Result<Vec<RobotRecord>, MetaError> {
         let rows = sqlx::query("SELECT * FROM robots ORDER BY name").fetch_all(&self.read).await?;
         rows.into_iter().map(robot_row).collect()
-    }
-
-    async fn revoke_robot(&self, name: &str) -> Result<bool, MetaError> {
-        let done = sqlx::query("UPDATE robots SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL")
-            .bind(now())
-            .bind(name)
-            .execute(&self.write)
-            .await?;
-        Ok(done.rows_affected() == 1)
     }
 
     async fn tag_event_at(&self, repo: &RepoName, tag: &Tag, at: SystemTime) -> Result<Option<TagEvent>, MetaError> {
@@ -731,73 +351,58 @@ impl MetadataStore for SqliteStore {
             })
             .collect()
     }
+
+    async fn events(&self, filter: &EventFilter, limit: u32) -> Result<Vec<Event>, MetaError> {
+        ledger::events(&self.read, filter, limit).await
+    }
+
+    async fn ledger_head(&self) -> Result<Option<(i64, String)>, MetaError> {
+        ledger::head(&self.write).await
+    }
+
+    async fn ledger_archive_cut(&self) -> Result<Option<(i64, String)>, MetaError> {
+        ledger::archive_cut(&self.read).await
+    }
+
+    async fn archive_ledger(&self, seq: i64, hash: &str, file: &str, at: SystemTime) -> Result<u64, MetaError> {
+        ledger::archive(&self.write, seq, hash, file, millis(at)).await
+    }
+
+    async fn add_checkpoint(&self, cp: &Checkpoint) -> Result<(), MetaError> {
+        ledger::add_checkpoint(&self.write, cp).await
+    }
+
+    async fn checkpoints(&self, after: Option<i64>, limit: u32) -> Result<Vec<Checkpoint>, MetaError> {
+        ledger::checkpoints(&self.read, after, limit).await
+    }
+
+    async fn last_checkpoint(&self) -> Result<Option<Checkpoint>, MetaError> {
+        ledger::last_checkpoint(&self.read).await
+    }
+
+    async fn add_pulls(&self, pulls: &[(RepoName, Digest, u64, SystemTime)]) -> Result<(), MetaError> {
+        ledger::add_pulls(&self.write, pulls).await
+    }
+
+    async fn pulls(&self, repo: &RepoName, digest: &Digest) -> Result<Option<PullStats>, MetaError> {
+        ledger::pulls(&self.read, repo, digest).await
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::{BlobLocation, ManifestRecord, TagWrite};
 
-    fn d(n: u8) -> Digest {
-        Digest::of(&[n])
-    }
-
-    async fn store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        (dir, SqliteStore::open(&url).await.unwrap())
-    }
-
-    async fn add_blob(s: &SqliteStore, repo: &RepoName, n: u8) {
-        let id = format!("u{n}");
-        s.create_upload(repo, &id, Algorithm::Sha256).await.unwrap();
-        let blob =
-            BlobRecord { digest: d(n), size: 1, location: BlobLocation { upload: id.clone(), segments: vec![] } };
-        assert_eq!(s.commit_upload(&id, 0, &blob).await.unwrap(), CommitUpload::Created);
-    }
-
-    fn manifest(blobs: Vec<Digest>, tag: &str) -> NewManifest {
-        let body = bytes::Bytes::from(format!("{blobs:?}"));
-        NewManifest {
-            record: ManifestRecord {
-                digest: Digest::of(&body),
-                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-                body,
-                artifact_type: None,
-                subject: None,
-                annotations: None,
-            },
-            blobs,
-            manifests: vec![],
-            tags: vec![TagWrite { tag: Tag::parse(tag).unwrap(), immutable: None }],
-            precondition: Precondition::None,
-            actor: Actor { name: "t".into(), address: None },
-        }
-    }
-
+    /// The `MetadataStore` contract suite on SQLite (a fresh database per case).
     #[tokio::test]
-    async fn references_are_checked_and_recorded_in_one_statement_each() {
-        let (_dir, s) = store().await;
-        let repo = RepoName::parse("r").unwrap();
-        for n in 1..=3 {
-            add_blob(&s, &repo, n).await;
-        }
-        let mut missing = vec![d(1), d(9), d(2), d(8)];
-        missing.sort();
-        let first_missing = missing.iter().find(|x| **x == d(8) || **x == d(9)).unwrap().clone();
-        assert_eq!(
-            s.put_manifest(&repo, &manifest(missing, "bad")).await.unwrap(),
-            PutManifest::Missing(first_missing)
-        );
-        assert!(s.tags(&repo).await.unwrap().is_empty(), "nothing stored");
-        let m = manifest(vec![d(1), d(2), d(3)], "good");
-        assert_eq!(s.put_manifest(&repo, &m).await.unwrap(), PutManifest::Stored);
-        let refs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM manifest_blobs WHERE repo = 'r' AND manifest = ?")
-            .bind(m.record.digest.as_str())
-            .fetch_one(&s.read)
-            .await
-            .unwrap();
-        assert_eq!(refs, 3);
+    async fn contract_suite() {
+        crate::meta::contract::run_all(|| async {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("t.db").display());
+            let store: std::sync::Arc<dyn MetadataStore> = std::sync::Arc::new(SqliteStore::open(&url).await.unwrap());
+            (store, Box::new(dir) as Box<dyn std::any::Any + Send>)
+        })
+        .await;
     }
 }
 
@@ -832,7 +437,10 @@ mod migration_tests {
         let s = SqliteStore::open(&url).await.unwrap();
         let repo = RepoName::parse("r").unwrap();
         assert!(s.blob(&repo, &layer).await.unwrap().is_some(), "the layer is linked again");
-        assert!(matches!(s.unlink_blob(&repo, &layer).await.unwrap(), Deleted::Referenced { .. }));
+        let mut tx = s.begin().await.unwrap();
+        assert!(tx.holder(&repo, crate::meta::RefKind::Blob, &layer).await.unwrap().is_some());
+        assert!(tx.unlink_blob(&repo, &layer).await.is_err(), "the schema refuses");
+        tx.rollback().await.unwrap();
         let m = s.manifest(&repo, &Reference::Digest(manifest)).await.unwrap().unwrap();
         assert_eq!(m.artifact_type, None, "an empty artifactType with no config counts as missing");
     }

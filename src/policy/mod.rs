@@ -3,6 +3,8 @@
 
 pub mod access;
 pub mod immutability;
+pub mod writes;
 
 pub use access::{AccessPolicy, Action, Role, Subject};
 pub use immutability::{Decision, ImmutabilityPolicy, Mode};
+pub use writes::{Precondition, Refusal, TagWrite};

@@ -2,10 +2,13 @@
 
 use futures::{StreamExt as _, TryStreamExt};
 
+use super::manifests::event;
 use super::{ByteStream, Registry};
+use crate::audit::EventKind;
 use crate::error::Error;
-use crate::meta::Deleted;
+use crate::meta::{Actor, RefKind};
 use crate::oci::{Digest, RepoName};
+use crate::policy::Refusal;
 
 /// A blob to send: its total size, the byte range being sent, and the bytes.
 pub struct BlobRead {
@@ -39,21 +42,24 @@ impl Registry {
     }
 
     /// end-10: removes a blob from `repo`, unless a manifest of `repo` uses it (405 DENIED
-    /// naming that manifest: an image that can be pulled stays pullable). The bytes stay
-    /// until garbage collection, since other repositories may share them.
-    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), Error> {
-        match self.meta.unlink_blob(repo, digest).await? {
-            Deleted::Deleted => {
-                self.cache.invalidate(repo);
-                Ok(())
-            }
-            Deleted::NotFound => Err(Error::BlobUnknown(digest.to_string())),
-            Deleted::Referenced { holder, tag } => {
-                Err(Error::Referenced { repo: repo.clone(), what: "blob", target: digest.clone(), holder, tag })
-            }
-            Deleted::Protected { tag, current, rule } => {
-                Err(Error::TagImmutable { repo: repo.clone(), tag, current, attempted: None, rule })
-            }
+    /// naming that manifest: an image that can be pulled stays pullable; ledgered). The bytes
+    /// stay until garbage collection, since other repositories may share them.
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest, actor: &Actor) -> Result<(), Error> {
+        let mut tx = self.meta.begin().await?;
+        if let Some(h) = tx.holder(repo, RefKind::Blob, digest).await? {
+            tx.rollback().await?;
+            let refused = event(EventKind::DeleteRefuse, actor, repo).digest(digest.as_str());
+            let refusal = Refusal::Referenced { holder: h.manifest, tag: h.tag };
+            return Err(self.refuse(repo, refused, refusal, None, true).await);
         }
+        if !tx.unlink_blob(repo, digest).await? {
+            tx.rollback().await?;
+            return Err(Error::BlobUnknown(digest.to_string()));
+        }
+        tx.append_events(vec![event(EventKind::BlobUnlink, actor, repo).digest(digest.as_str())], self.clock.now())
+            .await?;
+        tx.commit().await?;
+        self.invalidate(repo);
+        Ok(())
     }
 }

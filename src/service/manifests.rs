@@ -1,15 +1,20 @@
 //! Manifests: validation on PUT (size, digest, media type, references in the repository),
-//! reading by tag or digest, deleting a manifest or a tag.
+//! reading by tag or digest, deleting a manifest or a tag. Every change runs in one `MetaTx`
+//! that ends with its ledger events; the decisions are `policy::writes`; a refusal is
+//! ledgered on its own after the change rolls back.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
+use serde_json::json;
 
 use super::Registry;
+use crate::audit::{EventKind, NewEvent};
 use crate::error::Error;
-use crate::meta::{Actor, Deleted, ManifestRecord, NewManifest, Precondition, PutManifest, TagWrite};
+use crate::meta::{Actor, ManifestRecord, RefKind};
 use crate::oci::{Algorithm, Digest, ParsedManifest, Reference, RepoName, Tag};
 use crate::policy::Mode;
+use crate::policy::writes::{self, Precondition, Refusal, TagWrite};
 
 /// A manifest PUT as the handler parsed it.
 pub struct ManifestPut<'a> {
@@ -40,6 +45,11 @@ pub struct PutOutcome {
     pub tags: Vec<Tag>,
 }
 
+/// An event by `actor`.
+pub(super) fn event(kind: EventKind, actor: &Actor, repo: &RepoName) -> NewEvent {
+    NewEvent::new(kind, &actor.name, actor.address.as_deref()).repository(repo.as_str())
+}
+
 impl Registry {
     /// end-7: validates and stores a manifest with its tags, all or nothing.
     pub async fn put_manifest(&self, put: ManifestPut<'_>) -> Result<PutOutcome, Error> {
@@ -63,48 +73,69 @@ impl Registry {
         tags.sort();
         tags.dedup();
         let parsed = ParsedManifest::parse(put.content_type, &put.body)?;
-        let record = ManifestRecord {
-            digest: digest.clone(),
-            media_type: parsed.media_type,
-            body: put.body,
-            artifact_type: parsed.artifact_type,
-            subject: parsed.subject.clone(),
-            annotations: parsed.annotations,
-        };
         if put.precondition != Precondition::None && tags.is_empty() {
             return Err(Error::PreconditionFailed(
                 "If-Match and If-None-Match apply to tags; this request names none".into(),
             ));
         }
-        let tag_names = tags.clone();
-        let tags = tags
-            .into_iter()
-            .map(|tag| {
-                let d = self.immutability.decide(put.repo, &tag);
-                TagWrite { immutable: (d.mode == Mode::Immutable).then_some(d.rule), tag }
-            })
-            .collect();
-        let new = NewManifest {
-            record,
-            blobs: parsed.blobs,
-            manifests: parsed.manifests,
-            tags,
-            precondition: put.precondition,
-            actor: put.actor,
+        let record = ManifestRecord {
+            digest: digest.clone(),
+            media_type: parsed.media_type.clone(),
+            body: put.body,
+            artifact_type: parsed.artifact_type.clone(),
+            subject: parsed.subject.clone(),
+            annotations: parsed.annotations.clone(),
         };
-        let outcome = self.meta.put_manifest(put.repo, &new).await?;
-        self.cache.invalidate(put.repo);
-        match outcome {
-            PutManifest::Stored => Ok(PutOutcome { digest, subject: parsed.subject, tags: tag_names }),
-            PutManifest::Missing(d) => Err(Error::ManifestBlobUnknown(d)),
-            PutManifest::Immutable { tag, current, rule } => {
-                Err(Error::TagImmutable { repo: put.repo.clone(), tag, current, attempted: Some(digest), rule })
+        let (repo, actor) = (put.repo, &put.actor);
+        let mut tx = self.meta.begin().await?;
+        for (kind, list) in [(RefKind::Blob, &parsed.blobs), (RefKind::Child, &parsed.manifests)] {
+            if let Some(missing) = tx.first_missing(repo, kind, list).await? {
+                tx.rollback().await?;
+                return Err(Error::ManifestBlobUnknown(missing));
             }
-            PutManifest::PreconditionFailed { tag, current } => Err(Error::PreconditionFailed(match current {
-                Some(c) => format!("tag {}:{tag} points to {c}; the request's precondition does not hold", put.repo),
-                None => format!("tag {}:{tag} does not exist; the request's precondition does not hold", put.repo),
-            })),
         }
+        let mut events = Vec::new();
+        if tx.ensure_repository(repo).await? {
+            events.push(event(EventKind::RepositoryCreate, actor, repo));
+        }
+        if tx.insert_manifest(repo, &record, &parsed.blobs, &parsed.manifests).await? {
+            events.push(event(EventKind::ManifestPut, actor, repo).digest(digest.as_str()).detail(json!({
+                "media_type": record.media_type,
+                "size": record.body.len(),
+                "subject": record.subject.as_ref().map(Digest::as_str),
+            })));
+        }
+        for tag in &tags {
+            let d = self.immutability.decide(repo, tag);
+            let immutable = (d.mode == Mode::Immutable).then_some(d.rule.as_str());
+            let current = tx.tag_for_update(repo, tag).await?;
+            match writes::decide_tag_write(tag, current.as_ref(), &digest, &put.precondition, immutable) {
+                TagWrite::Keep => {}
+                TagWrite::Create => {
+                    tx.set_tag(repo, tag, None, &digest, actor).await?;
+                    events.push(event(EventKind::TagCreate, actor, repo).tag(tag.as_str()).digest(digest.as_str()));
+                }
+                TagWrite::Move { from } => {
+                    tx.set_tag(repo, tag, Some(&from), &digest, actor).await?;
+                    events.push(
+                        event(EventKind::TagMove, actor, repo)
+                            .tag(tag.as_str())
+                            .digest(digest.as_str())
+                            .previous(Some(from.as_str())),
+                    );
+                }
+                TagWrite::Refuse(refusal) => {
+                    tx.rollback().await?;
+                    self.invalidate(repo);
+                    let refused = event(EventKind::WriteRefuse, actor, repo).digest(digest.as_str());
+                    return Err(self.refuse(repo, refused, refusal, Some(&digest), false).await);
+                }
+            }
+        }
+        tx.append_events(events, self.clock.now()).await?;
+        tx.commit().await?;
+        self.invalidate(repo);
+        Ok(PutOutcome { digest, subject: parsed.subject, tags })
     }
 
     /// end-3: a manifest by tag or digest.
@@ -130,29 +161,109 @@ impl Registry {
 
     /// end-9: deletes a manifest (by digest, with every tag on it) or only a tag. An
     /// immutable tag, a manifest an immutable tag points to, or a manifest an index of the
-    /// repository lists is refused (405 DENIED).
+    /// repository lists is refused (405 DENIED), and the refusal is ledgered.
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference, actor: &Actor) -> Result<(), Error> {
-        let guard = |tag: &Tag| {
+        let rule_of = |tag: &Tag| {
             let d = self.immutability.decide(repo, tag);
             (d.mode == Mode::Immutable).then_some(d.rule)
         };
-        let outcome = match reference {
-            Reference::Digest(d) => self.meta.delete_manifest(repo, d, &guard, actor).await?,
-            Reference::Tag(t) => self.meta.delete_tag(repo, t, &guard, actor).await?,
-        };
-        self.cache.invalidate(repo);
-        match outcome {
-            Deleted::Deleted => Ok(()),
-            Deleted::NotFound => Err(Error::ManifestUnknown(reference.to_string())),
-            Deleted::Protected { tag, current, rule } => {
-                Err(Error::TagImmutable { repo: repo.clone(), tag, current, attempted: None, rule })
-            }
-            Deleted::Referenced { holder, tag } => {
-                let Reference::Digest(target) = reference else {
-                    return Err(Error::internal(anyhow::anyhow!("a tag delete reported a reference")));
+        let mut tx = self.meta.begin().await?;
+        let mut events = Vec::new();
+        let (target, decision) = match reference {
+            Reference::Tag(tag) => {
+                let Some(current) = tx.tag_for_update(repo, tag).await? else {
+                    tx.rollback().await?;
+                    return Err(Error::ManifestUnknown(reference.to_string()));
                 };
-                Err(Error::Referenced { repo: repo.clone(), what: "manifest", target: target.clone(), holder, tag })
+                let decision = writes::decide_tag_delete(std::slice::from_ref(tag), &current, rule_of);
+                if decision.is_ok() {
+                    tx.remove_tag(repo, tag, &current, actor).await?;
+                    events.push(
+                        event(EventKind::TagDelete, actor, repo).tag(tag.as_str()).previous(Some(current.as_str())),
+                    );
+                }
+                (current, decision)
             }
+            Reference::Digest(d) => {
+                if !tx.manifest_exists(repo, d).await? {
+                    tx.rollback().await?;
+                    return Err(Error::ManifestUnknown(reference.to_string()));
+                }
+                let holder = tx.holder(repo, RefKind::Child, d).await?;
+                let tags = tx.tags_of(repo, d).await?;
+                let decision = writes::decide_unreferenced(holder.map(|h| (h.manifest, h.tag)))
+                    .and_then(|()| writes::decide_tag_delete(&tags, d, rule_of));
+                if decision.is_ok() {
+                    for tag in &tags {
+                        tx.remove_tag(repo, tag, d, actor).await?;
+                        events.push(
+                            event(EventKind::TagDelete, actor, repo).tag(tag.as_str()).previous(Some(d.as_str())),
+                        );
+                    }
+                    tx.remove_manifest(repo, d).await?;
+                    events.push(event(EventKind::ManifestDelete, actor, repo).digest(d.as_str()));
+                }
+                (d.clone(), decision)
+            }
+        };
+        if let Err(refusal) = decision {
+            tx.rollback().await?;
+            let mut refused = event(EventKind::DeleteRefuse, actor, repo).digest(target.as_str());
+            if let Reference::Tag(t) = reference {
+                refused = refused.tag(t.as_str());
+            }
+            return Err(self.refuse(repo, refused, refusal, None, false).await);
         }
+        tx.append_events(events, self.clock.now()).await?;
+        tx.commit().await?;
+        self.invalidate(repo);
+        Ok(())
+    }
+
+    /// Ledgers a refusal in its own transaction (the refused change rolled back) and turns it
+    /// into the client's error. `attempted` is the digest a refused PUT wanted; `blob` says
+    /// the refused delete was of a blob (not a manifest).
+    pub(super) async fn refuse(
+        &self,
+        repo: &RepoName,
+        event: NewEvent,
+        refusal: Refusal,
+        attempted: Option<&Digest>,
+        blob: bool,
+    ) -> Error {
+        let (detail, error) = match refusal {
+            Refusal::Immutable { tag, current, rule } => (
+                json!({ "reason": "immutable", "tag": tag.as_str(), "current": current.as_str(), "rule": rule }),
+                Error::TagImmutable { repo: repo.clone(), tag, current, attempted: attempted.cloned(), rule },
+            ),
+            Refusal::Precondition { tag, current } => (
+                json!({ "reason": "precondition", "tag": tag.as_str(), "current": current.as_ref().map(Digest::as_str) }),
+                Error::PreconditionFailed(match current {
+                    Some(c) => format!("tag {repo}:{tag} points to {c}; the request's precondition does not hold"),
+                    None => format!("tag {repo}:{tag} does not exist; the request's precondition does not hold"),
+                }),
+            ),
+            Refusal::Referenced { holder, tag } => {
+                let target = event.digest.as_deref().and_then(|d| Digest::parse(d).ok());
+                let what = if event.tag.is_none() && blob { "blob" } else { "manifest" };
+                (
+                    json!({ "reason": "referenced", "referenced_by": holder.as_str(), "tag": tag.as_ref().map(Tag::as_str) }),
+                    match target {
+                        Some(target) => Error::Referenced { repo: repo.clone(), what, target, holder, tag },
+                        None => Error::internal(anyhow::anyhow!("a reference refusal without a digest")),
+                    },
+                )
+            }
+        };
+        let event = event.detail(detail);
+        let recorded = async {
+            let mut tx = self.meta.begin().await?;
+            tx.append_events(vec![event], self.clock.now()).await?;
+            tx.commit().await
+        };
+        if let Err(e) = recorded.await {
+            tracing::warn!(error = %e, "could not ledger a refusal");
+        }
+        error
     }
 }

@@ -6,6 +6,7 @@ mod cache;
 mod history;
 mod listing;
 mod manifests;
+mod pulls;
 mod uploads;
 
 use std::sync::Arc;
@@ -14,11 +15,14 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 use crate::blob::BlobStore;
+use crate::clock::Clock;
 use crate::error::Error;
 use crate::meta::MetadataStore;
+use crate::oci::RepoName;
 use crate::policy::ImmutabilityPolicy;
 
-pub use crate::meta::{Actor, Precondition, TagEvent};
+pub use crate::meta::{Actor, TagEvent};
+pub use crate::policy::Precondition;
 pub use blobs::BlobRead;
 pub use history::HistoryPage;
 pub use listing::Page;
@@ -38,12 +42,29 @@ pub struct Registry {
     blobs: BlobStore,
     immutability: Arc<ImmutabilityPolicy>,
     cache: Arc<cache::ReadCache>,
+    clock: Arc<dyn Clock>,
+    pulls: Arc<pulls::PullTally>,
 }
 
 impl Registry {
-    /// Builds the service over a metadata store, a blob store and the tag rules.
-    pub fn new(meta: Arc<dyn MetadataStore>, blobs: BlobStore, immutability: Arc<ImmutabilityPolicy>) -> Registry {
-        Registry { meta, blobs, immutability, cache: Arc::default() }
+    /// Builds the service over a metadata store, a blob store, the tag rules and a clock.
+    pub fn new(
+        meta: Arc<dyn MetadataStore>,
+        blobs: BlobStore,
+        immutability: Arc<ImmutabilityPolicy>,
+        clock: Arc<dyn Clock>,
+    ) -> Registry {
+        Registry { meta, blobs, immutability, cache: Arc::default(), clock, pulls: Arc::default() }
+    }
+
+    /// The registry's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Drops what the read cache holds for `repo` after a change (or a rolled-back attempt).
+    fn invalidate(&self, repo: &RepoName) {
+        self.cache.invalidate(repo);
     }
 
     /// Checks that the database and the object store answer (for `/readyz`).

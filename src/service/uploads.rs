@@ -2,12 +2,16 @@
 //! cross-repository mount, and expiry of idle sessions. Bytes are hashed as they stream
 //! into storage; the hash state is saved with each chunk so nothing is ever read back.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
+use serde_json::json;
+
+use super::manifests::event;
 use super::{ByteStream, Registry};
+use crate::audit::EventKind;
 use crate::blob::WriteError;
 use crate::error::Error;
-use crate::meta::{BlobLocation, BlobRecord, CommitUpload, Segment, UploadSession};
+use crate::meta::{Actor, BlobLocation, BlobRecord, CommitUpload, Segment, UploadSession};
 use crate::oci::{Algorithm, Digest, Hasher, RepoName};
 
 /// Where an open upload stands.
@@ -44,6 +48,7 @@ impl Registry {
         digest: &Digest,
         from: Option<&RepoName>,
         readable: impl Fn(&str) -> bool,
+        actor: &Actor,
     ) -> Result<Option<BlobCommitted>, Error> {
         let from = match from {
             Some(f) if readable(f.as_str()) => f.clone(),
@@ -55,11 +60,23 @@ impl Registry {
                 RepoName::parse(h)?
             }
         };
-        let mounted = self.meta.mount_blob(repo, digest, &from).await?;
-        if mounted {
-            self.cache.invalidate(repo);
+        let mut tx = self.meta.begin().await?;
+        if !tx.blob_linked(&from, digest).await? {
+            tx.rollback().await?;
+            return Ok(None);
         }
-        Ok(mounted.then(|| BlobCommitted { digest: digest.clone() }))
+        let mut events = Vec::new();
+        if tx.ensure_repository(repo).await? {
+            events.push(event(EventKind::RepositoryCreate, actor, repo));
+        }
+        tx.link_blob(repo, digest).await?;
+        events.push(
+            event(EventKind::BlobMount, actor, repo).digest(digest.as_str()).detail(json!({ "from": from.as_str() })),
+        );
+        tx.append_events(events, self.clock.now()).await?;
+        tx.commit().await?;
+        self.invalidate(repo);
+        Ok(Some(BlobCommitted { digest: digest.clone() }))
     }
 
     async fn session(&self, repo: &RepoName, id: &str) -> Result<UploadSession, Error> {
@@ -119,6 +136,7 @@ impl Registry {
         digest: &Digest,
         start: Option<u64>,
         body: ByteStream,
+        actor: &Actor,
     ) -> Result<BlobCommitted, Error> {
         let mut s = self.session(repo, id).await?;
         if let Some(start) = start
@@ -155,8 +173,23 @@ impl Registry {
         }
         let record =
             BlobRecord { digest: digest.clone(), size, location: BlobLocation { upload: s.id.clone(), segments } };
-        let outcome = self.meta.commit_upload(&s.id, s.len, &record).await?;
-        self.cache.invalidate(repo);
+        let mut tx = self.meta.begin().await?;
+        let (outcome, owner) = tx.commit_upload(&s.id, s.len, &record).await?;
+        if let Some(owner) = owner {
+            let mut events = Vec::new();
+            if tx.ensure_repository(&owner).await? {
+                events.push(event(EventKind::RepositoryCreate, actor, &owner));
+            }
+            tx.link_blob(&owner, digest).await?;
+            events.push(
+                event(EventKind::BlobCommit, actor, &owner).digest(digest.as_str()).detail(json!({ "size": size })),
+            );
+            tx.append_events(events, self.clock.now()).await?;
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        self.invalidate(repo);
         match outcome {
             CommitUpload::Created => self.blobs.remove_strays(&record.location).await,
             CommitUpload::AlreadyStored => {
@@ -182,9 +215,10 @@ impl Registry {
         repo: &RepoName,
         digest: &Digest,
         body: ByteStream,
+        actor: &Actor,
     ) -> Result<BlobCommitted, Error> {
         let s = self.start_upload(repo, digest.algorithm()).await?;
-        let result = self.finish_upload(repo, &s.id, digest, None, body).await;
+        let result = self.finish_upload(repo, &s.id, digest, None, body, actor).await;
         if result.is_err() {
             // The client never saw this session's URL, so it cannot resume it.
             self.discard(&s.id).await;
@@ -202,7 +236,7 @@ impl Registry {
     /// Expires sessions idle for longer than `idle` and removes their bytes; returns how
     /// many were expired.
     pub async fn expire_uploads(&self, idle: Duration) -> Result<usize, Error> {
-        let cutoff = SystemTime::now() - idle;
+        let cutoff = self.clock.now() - idle;
         let expired = self.meta.expire_uploads(cutoff).await?;
         for s in &expired {
             if let Err(e) = self.blobs.delete_upload(&s.id).await {

@@ -45,7 +45,7 @@ pub async fn get(ctx: &Ctx, name: &RepoName, digest: &Digest, with_body: bool) -
 
 /// DELETE of a blob from a repository: 202.
 pub async fn delete(ctx: &Ctx, name: &RepoName, digest: &Digest) -> Result<Response, Error> {
-    ctx.state.registry.delete_blob(name, digest).await?;
+    ctx.state.registry.delete_blob(name, digest, &ctx.actor).await?;
     Ok(respond(StatusCode::ACCEPTED, &[(header::CONTENT_LENGTH, "0".into())], Body::empty()))
 }
 

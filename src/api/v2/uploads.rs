@@ -74,7 +74,7 @@ pub async fn start(ctx: &Ctx, name: &RepoName, body: Body) -> Result<Response, E
             // Mounting from a repository the caller may not pull would leak its content.
             let readable = |r: &str| access::permits(&ctx.state, &ctx.who, r, Action::Pull);
             if let Ok(from) = from
-                && let Some(c) = reg.mount_blob(name, &digest, from.as_ref(), readable).await?
+                && let Some(c) = reg.mount_blob(name, &digest, from.as_ref(), readable, &ctx.actor).await?
             {
                 return Ok(created(ctx, name, &c));
             }
@@ -83,7 +83,7 @@ pub async fn start(ctx: &Ctx, name: &RepoName, body: Body) -> Result<Response, E
         return Ok(in_progress(ctx, name, &s, StatusCode::ACCEPTED));
     }
     if let Some(digest) = digest_param(ctx)? {
-        let c = reg.upload_monolithic(name, &digest, body_stream(body)).await?;
+        let c = reg.upload_monolithic(name, &digest, body_stream(body), &ctx.actor).await?;
         return Ok(created(ctx, name, &c));
     }
     let s = reg.start_upload(name, algorithm).await?;
@@ -117,7 +117,7 @@ pub async fn finish(ctx: &Ctx, name: &RepoName, id: &str, body: Body) -> Result<
         Error::DigestInvalid("the digest query parameter is required to finish an upload (?digest=sha256:...)".into())
     })?;
     let start = ctx.header(header::CONTENT_RANGE).map(parse_content_range).transpose()?.map(|(a, _)| a);
-    let c = ctx.state.registry.finish_upload(name, id, &digest, start, body_stream(body)).await?;
+    let c = ctx.state.registry.finish_upload(name, id, &digest, start, body_stream(body), &ctx.actor).await?;
     Ok(created(ctx, name, &c))
 }
 

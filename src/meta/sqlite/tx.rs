@@ -1,0 +1,365 @@
+//! `MetaTx` on SQLite: one `BEGIN IMMEDIATE` transaction on the single write connection. Each
+//! method is one or two statements; the decisions between them are the service's.
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use sqlx::{Sqlite, Transaction};
+
+use super::{digest, digest_list, ledger, millis, now};
+use crate::audit::NewEvent;
+use crate::meta::{
+    Actor, BlobRecord, CommitUpload, Holder, ManifestRecord, MetaError, MetaTx, RefKind, RobotRecord, TagAction,
+};
+use crate::oci::{Digest, RepoName, Tag};
+
+/// A write transaction.
+pub(super) struct SqliteTx {
+    pub(super) tx: Transaction<'static, Sqlite>,
+}
+
+/// True for SQLite's "FOREIGN KEY constraint failed": the schema refused to orphan a reference.
+fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::ForeignKeyViolation
+        || d.message().contains("FOREIGN KEY constraint failed"))
+}
+
+fn tag(s: String) -> Result<Tag, MetaError> {
+    Tag::parse(&s).map_err(|e| MetaError::Corrupt(e.to_string()))
+}
+
+impl SqliteTx {
+    async fn record_tag_event(
+        &mut self,
+        repo: &RepoName,
+        tag: &Tag,
+        action: TagAction,
+        from: Option<&Digest>,
+        to: Option<&Digest>,
+        actor: &Actor,
+    ) -> Result<(), MetaError> {
+        let action = match action {
+            TagAction::Create => "create",
+            TagAction::Move => "move",
+            TagAction::Delete => "delete",
+        };
+        sqlx::query(
+            "INSERT INTO tag_history (repo, tag, action, from_digest, to_digest, actor, address, at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(repo.as_str())
+        .bind(tag.as_str())
+        .bind(action)
+        .bind(from.map(Digest::as_str))
+        .bind(to.map(Digest::as_str))
+        .bind(&actor.name)
+        .bind(&actor.address)
+        .bind(now())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// A tag that points at `manifest`, or else at an index that lists it.
+    async fn holder_tag(&mut self, repo: &RepoName, manifest: &str) -> Result<Option<Tag>, MetaError> {
+        let name: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM (
+                SELECT name, 0 AS via FROM tags WHERE repo = ?1 AND digest = ?2
+                UNION ALL
+                SELECT t.name, 1 FROM manifest_children c JOIN tags t ON t.repo = c.repo AND t.digest = c.manifest
+                 WHERE c.repo = ?1 AND c.child = ?2)
+             ORDER BY via, name LIMIT 1",
+        )
+        .bind(repo.as_str())
+        .bind(manifest)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        name.map(tag).transpose()
+    }
+}
+
+#[async_trait]
+impl MetaTx for SqliteTx {
+    async fn ensure_repository(&mut self, repo: &RepoName) -> Result<bool, MetaError> {
+        let done = sqlx::query("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            .bind(repo.as_str())
+            .bind(now())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn first_missing(
+        &mut self,
+        repo: &RepoName,
+        kind: RefKind,
+        digests: &[Digest],
+    ) -> Result<Option<Digest>, MetaError> {
+        if digests.is_empty() {
+            return Ok(None);
+        }
+        // One statement whatever the number of layers.
+        let sql = match kind {
+            RefKind::Blob => {
+                "SELECT j.value FROM json_each(?1) j WHERE NOT EXISTS
+                 (SELECT 1 FROM repo_blobs WHERE repo = ?2 AND digest = j.value) LIMIT 1"
+            }
+            RefKind::Child => {
+                "SELECT j.value FROM json_each(?1) j WHERE NOT EXISTS
+                 (SELECT 1 FROM manifests WHERE repo = ?2 AND digest = j.value) LIMIT 1"
+            }
+        };
+        let missing: Option<String> = sqlx::query_scalar(sql)
+            .bind(digest_list(digests))
+            .bind(repo.as_str())
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        missing.map(digest).transpose()
+    }
+
+    async fn insert_manifest(
+        &mut self,
+        repo: &RepoName,
+        r: &ManifestRecord,
+        blobs: &[Digest],
+        children: &[Digest],
+    ) -> Result<bool, MetaError> {
+        let annotations = r.annotations.as_ref().map(|a| serde_json::to_string(a).unwrap_or_default());
+        let inserted = sqlx::query(
+            "INSERT INTO manifests (repo, digest, media_type, size, body, artifact_type, subject, annotations, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(repo.as_str())
+        .bind(r.digest.as_str())
+        .bind(&r.media_type)
+        .bind(r.body.len() as i64)
+        .bind(r.body.as_ref())
+        .bind(&r.artifact_type)
+        .bind(r.subject.as_ref().map(Digest::as_str))
+        .bind(annotations)
+        .bind(now())
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(false);
+        }
+        let inserts = [
+            (blobs, "INSERT INTO manifest_blobs (repo, manifest, blob) SELECT ?1, ?2, value FROM json_each(?3)"),
+            (children, "INSERT INTO manifest_children (repo, manifest, child) SELECT ?1, ?2, value FROM json_each(?3)"),
+        ];
+        for (list, sql) in inserts {
+            if list.is_empty() {
+                continue;
+            }
+            sqlx::query(sql)
+                .bind(repo.as_str())
+                .bind(r.digest.as_str())
+                .bind(digest_list(list))
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(true)
+    }
+
+    async fn manifest_exists(&mut self, repo: &RepoName, d: &Digest) -> Result<bool, MetaError> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM manifests WHERE repo = ? AND digest = ?")
+            .bind(repo.as_str())
+            .bind(d.as_str())
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    async fn tag_for_update(&mut self, repo: &RepoName, t: &Tag) -> Result<Option<Digest>, MetaError> {
+        // BEGIN IMMEDIATE holds the database's write lock: every read here is locked.
+        let current: Option<String> = sqlx::query_scalar("SELECT digest FROM tags WHERE repo = ? AND name = ?")
+            .bind(repo.as_str())
+            .bind(t.as_str())
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        current.map(digest).transpose()
+    }
+
+    async fn tags_of(&mut self, repo: &RepoName, d: &Digest) -> Result<Vec<Tag>, MetaError> {
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM tags WHERE repo = ? AND digest = ? ORDER BY name")
+                .bind(repo.as_str())
+                .bind(d.as_str())
+                .fetch_all(&mut *self.tx)
+                .await?;
+        names.into_iter().map(tag).collect()
+    }
+
+    async fn set_tag(
+        &mut self,
+        repo: &RepoName,
+        t: &Tag,
+        from: Option<&Digest>,
+        to: &Digest,
+        actor: &Actor,
+    ) -> Result<(), MetaError> {
+        sqlx::query(
+            "INSERT INTO tags (repo, name, digest, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (repo, name) DO UPDATE SET digest = ?3, updated_at = ?4",
+        )
+        .bind(repo.as_str())
+        .bind(t.as_str())
+        .bind(to.as_str())
+        .bind(now())
+        .execute(&mut *self.tx)
+        .await?;
+        let action = if from.is_some() { TagAction::Move } else { TagAction::Create };
+        self.record_tag_event(repo, t, action, from, Some(to), actor).await
+    }
+
+    async fn remove_tag(&mut self, repo: &RepoName, t: &Tag, from: &Digest, actor: &Actor) -> Result<(), MetaError> {
+        sqlx::query("DELETE FROM tags WHERE repo = ? AND name = ?")
+            .bind(repo.as_str())
+            .bind(t.as_str())
+            .execute(&mut *self.tx)
+            .await?;
+        self.record_tag_event(repo, t, TagAction::Delete, Some(from), None, actor).await
+    }
+
+    async fn holder(&mut self, repo: &RepoName, kind: RefKind, d: &Digest) -> Result<Option<Holder>, MetaError> {
+        let sql = match kind {
+            RefKind::Blob => {
+                "SELECT manifest FROM manifest_blobs WHERE repo = ?1 AND blob = ?2 ORDER BY manifest LIMIT 16"
+            }
+            RefKind::Child => {
+                "SELECT manifest FROM manifest_children WHERE repo = ?1 AND child = ?2 ORDER BY manifest LIMIT 16"
+            }
+        };
+        let holders: Vec<String> =
+            sqlx::query_scalar(sql).bind(repo.as_str()).bind(d.as_str()).fetch_all(&mut *self.tx).await?;
+        let mut first = None;
+        for h in holders {
+            let tag = self.holder_tag(repo, &h).await?;
+            let found = Holder { manifest: digest(h)?, tag: tag.clone() };
+            if tag.is_some() {
+                return Ok(Some(found));
+            }
+            first.get_or_insert(found);
+        }
+        Ok(first)
+    }
+
+    async fn remove_manifest(&mut self, repo: &RepoName, d: &Digest) -> Result<(), MetaError> {
+        let done = sqlx::query("DELETE FROM manifests WHERE repo = ? AND digest = ?")
+            .bind(repo.as_str())
+            .bind(d.as_str())
+            .execute(&mut *self.tx)
+            .await;
+        match done {
+            Ok(_) => Ok(()),
+            Err(e) if is_foreign_key_violation(&e) => {
+                Err(MetaError::Corrupt(format!("manifest {d} of {repo} is still referenced; the schema refused")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn link_blob(&mut self, repo: &RepoName, d: &Digest) -> Result<(), MetaError> {
+        sqlx::query("INSERT INTO repo_blobs (repo, digest, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+            .bind(repo.as_str())
+            .bind(d.as_str())
+            .bind(now())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn blob_linked(&mut self, repo: &RepoName, d: &Digest) -> Result<bool, MetaError> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM repo_blobs WHERE repo = ? AND digest = ?")
+            .bind(repo.as_str())
+            .bind(d.as_str())
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    async fn unlink_blob(&mut self, repo: &RepoName, d: &Digest) -> Result<bool, MetaError> {
+        let done = sqlx::query("DELETE FROM repo_blobs WHERE repo = ? AND digest = ?")
+            .bind(repo.as_str())
+            .bind(d.as_str())
+            .execute(&mut *self.tx)
+            .await;
+        match done {
+            Ok(done) => Ok(done.rows_affected() > 0),
+            Err(e) if is_foreign_key_violation(&e) => {
+                Err(MetaError::Corrupt(format!("blob {d} of {repo} is still referenced; the schema refused")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn commit_upload(
+        &mut self,
+        id: &str,
+        expected_len: u64,
+        blob: &BlobRecord,
+    ) -> Result<(CommitUpload, Option<RepoName>), MetaError> {
+        let repo: Option<String> = sqlx::query_scalar("DELETE FROM uploads WHERE id = ? AND len = ? RETURNING repo")
+            .bind(id)
+            .bind(expected_len as i64)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        let Some(repo) = repo else {
+            return Ok((CommitUpload::UploadGone, None));
+        };
+        let repo = RepoName::parse(&repo).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        let location = serde_json::to_string(&blob.location).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        let inserted = sqlx::query(
+            "INSERT INTO blobs (digest, size, location, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(blob.digest.as_str())
+        .bind(blob.size as i64)
+        .bind(location)
+        .bind(now())
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected();
+        let outcome = if inserted == 1 { CommitUpload::Created } else { CommitUpload::AlreadyStored };
+        Ok((outcome, Some(repo)))
+    }
+
+    async fn create_robot(&mut self, r: &RobotRecord) -> Result<bool, MetaError> {
+        let done = sqlx::query(
+            "INSERT INTO robots (name, secret_sha256, roles, grants, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&r.name)
+        .bind(&r.secret_sha256)
+        .bind(serde_json::to_string(&r.roles).map_err(|e| MetaError::Corrupt(e.to_string()))?)
+        .bind(serde_json::to_string(&r.grants).map_err(|e| MetaError::Corrupt(e.to_string()))?)
+        .bind(millis(r.created_at))
+        .bind(r.expires_at.map(millis))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn revoke_robot(&mut self, name: &str, at: SystemTime) -> Result<bool, MetaError> {
+        let done = sqlx::query("UPDATE robots SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL")
+            .bind(millis(at))
+            .bind(name)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn append_events(&mut self, events: Vec<NewEvent>, at: SystemTime) -> Result<(), MetaError> {
+        ledger::append(&mut self.tx, events, millis(at)).await
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), MetaError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<(), MetaError> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+}
