@@ -35,6 +35,28 @@ pub struct Config {
     pub immutability: ImmutabilityConfig,
     /// `[auth]`: users, grants, tokens.
     pub auth: AuthConfig,
+    /// `[audit]`: ledger checkpoints.
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: how often the ledger head is signed (DESIGN §7).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AuditConfig {
+    /// Sign a checkpoint once this many events were appended since the last one.
+    pub checkpoint_every: u64,
+    /// Sign a checkpoint at least this often while events arrive.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// PKCS#8 Ed25519 key that signs checkpoints; created on first start if missing.
+    /// Defaults to `<data_dir>/audit-signing-key.p8`.
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { checkpoint_every: 1000, checkpoint_interval: Duration::from_secs(300), key_file: None }
+    }
 }
 
 /// `[auth]`
@@ -292,6 +314,15 @@ impl Config {
                 self.server.listen
             ));
         }
+        if self.audit.checkpoint_every == 0 {
+            p.push("audit.checkpoint_every = 0: use a number of events of at least 1, such as 1000".into());
+        }
+        if self.audit.checkpoint_interval < Duration::from_secs(1) {
+            p.push(format!(
+                "audit.checkpoint_interval = {:?} is too short: use at least \"1s\", such as \"5m\"",
+                self.audit.checkpoint_interval
+            ));
+        }
         if let Some(u) = &self.server.public_url {
             match url::Url::parse(u) {
                 Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
@@ -385,6 +416,11 @@ impl Config {
             }
         }
         p
+    }
+
+    /// Where the ledger's checkpoint signing key lives.
+    pub fn audit_key_path(&self) -> PathBuf {
+        self.audit.key_file.clone().unwrap_or_else(|| self.server.data_dir.join("audit-signing-key.p8"))
     }
 
     /// Where the token signing key lives.

@@ -80,6 +80,9 @@ pub enum Error {
     /// No route matched: 404 with code `UNSUPPORTED` (no spec code names an unknown endpoint).
     #[error("no such endpoint: the path matches no route of this API")]
     NotFound,
+    /// The audit ledger does not verify (for `cairn audit verify`; never a request error).
+    #[error("{0}")]
+    LedgerInvalid(String),
     /// A dependency (database, storage) failed; the client sees a bare 500.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -117,7 +120,7 @@ impl Error {
             Error::Unsupported(_) => StatusCode::BAD_REQUEST,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::NotFound => StatusCode::NOT_FOUND,
-            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Internal(_) | Error::LedgerInvalid(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -146,7 +149,7 @@ impl Error {
             Error::Unsupported(_) => Some("UNSUPPORTED"),
             Error::MethodNotAllowed => Some("UNSUPPORTED"),
             Error::NotFound => Some("UNSUPPORTED"),
-            Error::Internal(_) => Some("UNKNOWN"),
+            Error::Internal(_) | Error::LedgerInvalid(_) => Some("UNKNOWN"),
         }
     }
 
@@ -186,7 +189,7 @@ impl Error {
             Error::Unsupported(_) => Value::Null,
             Error::MethodNotAllowed => Value::Null,
             Error::NotFound => Value::Null,
-            Error::Internal(_) => Value::Null,
+            Error::Internal(_) | Error::LedgerInvalid(_) => Value::Null,
         }
     }
 }

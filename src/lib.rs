@@ -36,7 +36,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = state.config.server.shutdown_grace;
+    if let Err(e) = state.registry.record_config_load(state::config_detail(&state.config)).await {
+        tracing::warn!(error = %e, "could not ledger the configuration");
+    }
     let sweeper = tokio::spawn(sweep_uploads(state.clone()));
+    let ledger = tokio::spawn(ledger_tasks(state.clone()));
+    let final_state = state.clone();
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -56,8 +61,38 @@ pub async fn serve(
         }
     };
     sweeper.abort();
+    ledger.abort();
+    flush_counters(&final_state).await;
     drop(stop_rx);
     result
+}
+
+/// Every second: writes counted pulls and denials, and signs a ledger checkpoint when due.
+async fn ledger_tasks(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let audit = &state.config.audit;
+    loop {
+        tick.tick().await;
+        flush_counters(&state).await;
+        match state
+            .registry
+            .checkpoint_if_due(&state.audit_key, audit.checkpoint_every, audit.checkpoint_interval)
+            .await
+        {
+            Ok(Some(cp)) => tracing::debug!(seq = cp.seq, "signed a ledger checkpoint"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = ?e, "could not sign a ledger checkpoint"),
+        }
+    }
+}
+
+async fn flush_counters(state: &AppState) {
+    if let Err(e) = state.registry.flush_pulls().await {
+        tracing::warn!(error = ?e, "could not write pull counters");
+    }
+    if let Err(e) = state.registry.flush_denials().await {
+        tracing::warn!(error = ?e, "could not ledger denied requests");
+    }
 }
 
 async fn sweep_uploads(state: AppState) {

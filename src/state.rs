@@ -7,6 +7,7 @@ use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 
+use crate::audit::CheckpointKey;
 use crate::auth::Auth;
 use crate::blob::BlobStore;
 use crate::config::{Config, StorageKind};
@@ -25,6 +26,8 @@ pub struct AppState {
     pub meta: Arc<dyn MetadataStore>,
     /// The loaded configuration.
     pub config: Arc<Config>,
+    /// The key that signs ledger checkpoints.
+    pub audit_key: Arc<CheckpointKey>,
 }
 
 impl AppState {
@@ -58,6 +61,57 @@ impl AppState {
             .map_err(|errs| anyhow::anyhow!("invalid immutability rules: {}", errs.join("; ")))?;
         let auth = Arc::new(Auth::new(&config, meta.clone())?);
         let registry = Registry::new(meta.clone(), blobs, Arc::new(policy), Arc::new(crate::clock::SystemClock));
-        Ok(AppState { registry, auth, meta, config: Arc::new(config) })
+        let audit_key = Arc::new(load_or_create_audit_key(&config.audit_key_path())?);
+        Ok(AppState { registry, auth, meta, config: Arc::new(config), audit_key })
     }
+}
+
+/// Loads the PKCS#8 Ed25519 checkpoint key at `path`, creating it (mode 0600) if missing.
+pub fn load_or_create_audit_key(path: &std::path::Path) -> anyhow::Result<CheckpointKey> {
+    let der = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let der = CheckpointKey::generate_pkcs8().map_err(|_| anyhow::anyhow!("could not generate a key"))?;
+            match crate::auth::write_private(path, &der) {
+                Ok(()) => der,
+                // Another process created it first: use theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    std::fs::read(path).with_context(|| format!("cannot read audit signing key {}", path.display()))?
+                }
+                Err(e) => return Err(e).with_context(|| format!("cannot write audit signing key {}", path.display())),
+            }
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read audit signing key {}", path.display())),
+    };
+    CheckpointKey::from_pkcs8(&der).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// What the `config.load` event records: SHA-256 digests of the effective rules (immutability,
+/// access without secrets, audit), so an auditor sees when a rule changed without the ledger
+/// holding a secret.
+pub fn config_detail(config: &Config) -> serde_json::Value {
+    use sha2::Digest as _;
+    let digest = |v: serde_json::Value| {
+        let bytes = serde_jcs::to_vec(&v).unwrap_or_default();
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+    };
+    let immutability = serde_json::to_value(&config.immutability).unwrap_or_default();
+    let access = serde_json::json!({
+        "allow_anonymous_write": config.auth.allow_anonymous_write,
+        "users": config.auth.users.iter().map(|u| serde_json::json!({ "name": u.name, "roles": u.roles })).collect::<Vec<_>>(),
+        "grants": config.auth.grants.iter().map(|g| serde_json::json!({
+            "subjects": g.subjects, "repositories": g.repositories, "actions": g.actions })).collect::<Vec<_>>(),
+    });
+    let audit = serde_json::json!({
+        "checkpoint_every": config.audit.checkpoint_every,
+        "checkpoint_interval_ms": config.audit.checkpoint_interval.as_millis() as u64,
+    });
+    serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "immutability": digest(immutability),
+        "access": digest(access),
+        "audit": digest(audit),
+        "retention": null,
+    })
 }

@@ -7,6 +7,8 @@ mod password;
 mod robots;
 mod token;
 
+pub(crate) use token::write_private;
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

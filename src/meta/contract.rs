@@ -85,7 +85,7 @@ async fn references_are_checked_and_rows_restrict_deletes(s: &dyn MetadataStore)
     assert!(tx.insert_manifest(&r, &m, &[d(1), d(2)], &[]).await.unwrap());
     assert!(!tx.insert_manifest(&r, &m, &[d(1), d(2)], &[]).await.unwrap(), "a second insert is a no-op");
     let index = manifest("index");
-    assert!(tx.insert_manifest(&r, &index, &[], &[m.digest.clone()]).await.unwrap());
+    assert!(tx.insert_manifest(&r, &index, &[], std::slice::from_ref(&m.digest)).await.unwrap());
     tx.set_tag(&r, &Tag::parse("v1").unwrap(), None, &index.digest, &actor()).await.unwrap();
     tx.commit().await.unwrap();
 

@@ -1,6 +1,7 @@
 //! The registry's rules over the two seams: uploads, blobs, manifests, listings. No HTTP
 //! types here; handlers in `api/` translate. Calls `meta`, `blob` and `oci`; never `api`.
 
+mod audit;
 mod blobs;
 mod cache;
 mod history;
@@ -23,6 +24,7 @@ use crate::policy::ImmutabilityPolicy;
 
 pub use crate::meta::{Actor, TagEvent};
 pub use crate::policy::Precondition;
+pub use audit::{VerifyError, VerifyReport};
 pub use blobs::BlobRead;
 pub use history::HistoryPage;
 pub use listing::Page;
@@ -44,6 +46,7 @@ pub struct Registry {
     cache: Arc<cache::ReadCache>,
     clock: Arc<dyn Clock>,
     pulls: Arc<pulls::PullTally>,
+    denials: Arc<audit::DenialTally>,
 }
 
 impl Registry {
@@ -54,7 +57,15 @@ impl Registry {
         immutability: Arc<ImmutabilityPolicy>,
         clock: Arc<dyn Clock>,
     ) -> Registry {
-        Registry { meta, blobs, immutability, cache: Arc::default(), clock, pulls: Arc::default() }
+        Registry {
+            meta,
+            blobs,
+            immutability,
+            cache: Arc::default(),
+            clock,
+            pulls: Arc::default(),
+            denials: Arc::default(),
+        }
     }
 
     /// The registry's clock.

@@ -22,7 +22,12 @@ pub async fn get(ctx: &Ctx, name: &RepoName, reference: &Reference, with_body: b
         (DOCKER_CONTENT_DIGEST, m.digest.to_string()),
         (header::ETAG, format!("\"{}\"", m.digest)),
     ];
-    let body = if with_body { Body::from(m.body.clone()) } else { Body::empty() };
+    let body = if with_body {
+        ctx.state.registry.count_pull(name, &m.digest);
+        Body::from(m.body.clone())
+    } else {
+        Body::empty()
+    };
     Ok(respond(StatusCode::OK, &headers, body))
 }
 

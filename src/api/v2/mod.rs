@@ -14,6 +14,7 @@ use futures::TryStreamExt;
 
 use super::access;
 use super::route::{Kind, Route};
+use crate::audit::EventKind;
 use crate::auth::Identity;
 use crate::error::Error;
 use crate::service::Actor;
@@ -58,9 +59,29 @@ pub async fn dispatch(
     let result = async {
         let rest = decode_path(uri.path())?;
         let route = Route::parse(&rest)?;
-        let who = access::identify(&state, &headers, peer.ip()).await?;
+        let who = access::identify(&state, &headers, peer.ip()).await.inspect_err(|e| {
+            if matches!(e, Error::Unauthorized { .. } | Error::TooManyRequests { .. }) {
+                let claimed = match access::credentials(&headers) {
+                    Ok(crate::auth::Credentials::Basic { user, .. }) => user,
+                    _ => "bearer token".to_string(),
+                };
+                let reason = e.to_string();
+                state.registry.count_denial(EventKind::LoginFail, &claimed, &peer.ip().to_string(), "", &reason);
+            }
+        })?;
         match access::required(&method, &route) {
-            Some((repo, action)) => access::authorize(&state, &headers, &who, &repo, action)?,
+            Some((repo, action)) => access::authorize(&state, &headers, &who, &repo, action).inspect_err(|e| {
+                if let Error::Denied(reason) = e {
+                    let addr = peer.ip().to_string();
+                    state.registry.count_denial(
+                        EventKind::RequestDeny,
+                        &who.subject.name,
+                        &addr,
+                        repo.as_str(),
+                        reason,
+                    );
+                }
+            })?,
             None if matches!(route, Route::Base) && !state.auth.is_open() && who.subject.is_anonymous() => {
                 return Err(Error::Unauthorized {
                     message: "authentication required".into(),
