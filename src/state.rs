@@ -25,6 +25,8 @@ pub struct AppState {
     pub meta: Arc<dyn MetadataStore>,
     /// The loaded configuration.
     pub config: Arc<Config>,
+    /// The address `serve` listens on (the configured one may say port 0).
+    pub bound: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
 }
 
 impl AppState {
@@ -58,6 +60,6 @@ impl AppState {
             .map_err(|errs| anyhow::anyhow!("invalid immutability rules: {}", errs.join("; ")))?;
         let auth = Arc::new(Auth::new(&config, meta.clone())?);
         let registry = Registry::new(meta.clone(), blobs, Arc::new(policy));
-        Ok(AppState { registry, auth, meta, config: Arc::new(config) })
+        Ok(AppState { registry, auth, meta, config: Arc::new(config), bound: Arc::default() })
     }
 }

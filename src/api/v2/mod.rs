@@ -47,16 +47,7 @@ pub async fn dispatch(
     let result = async {
         let route = Route::parse(&rest)?;
         let who = access::identify(&state, &headers, peer.ip()).await?;
-        match access::required(&method, &route) {
-            Some((repo, action)) => access::authorize(&state, &headers, &who, &repo, action)?,
-            None if matches!(route, Route::Base) && !state.auth.is_open() && who.subject.is_anonymous() => {
-                return Err(Error::Unauthorized {
-                    message: "authentication required".into(),
-                    challenge: access::challenge(&state, &headers, None),
-                });
-            }
-            None => {}
-        }
+        access::authorize_route(&state, &headers, &who, &method, &route)?;
         let actor = Actor { name: who.subject.name.clone(), address: Some(peer.ip().to_string()) };
         let ctx = Ctx { state, headers, q, actor, who };
         route_request(&ctx, method, route, body).await
