@@ -5,6 +5,7 @@
 mod auth;
 mod auth_tokens;
 mod blobs;
+mod connections;
 mod helpers;
 mod history;
 mod immutability;
