@@ -54,8 +54,8 @@ pub struct AuthConfig {
     /// The window for the two limits above; a blocked client waits until it passes.
     #[serde(with = "humantime_serde")]
     pub failure_window: Duration,
-    /// Password hashes checked at once (each argon2id check holds ~19 MiB); `None`: two
-    /// per CPU core. Further logins wait a few seconds for a turn, then get 429.
+    /// Password hashes checked at once (each checker keeps ~19 MiB for argon2id); `None`:
+    /// one per CPU core, at most 8. Further logins wait a few seconds, then get 429.
     pub concurrent_password_checks: Option<usize>,
     /// Users.
     pub users: Vec<UserConfig>,
@@ -421,7 +421,9 @@ impl Config {
             p.push("auth.max_failed_logins and auth.max_failed_logins_per_address must be at least 1".into());
         }
         if a.concurrent_password_checks == Some(0) {
-            p.push("auth.concurrent_password_checks must be at least 1 (or left out: two per CPU core)".into());
+            p.push(
+                "auth.concurrent_password_checks must be at least 1 (or left out: one per CPU core, at most 8)".into(),
+            );
         }
         let mut names = std::collections::HashSet::new();
         for (i, u) in a.users.iter().enumerate() {

@@ -6,8 +6,10 @@
 mod support;
 
 mod cli;
+mod connections;
 mod crash;
 mod health;
+mod logins;
 mod restart;
 mod shutdown;
 mod uploads_on_disk;
