@@ -125,7 +125,7 @@ pub struct Auth {
     gate: PasswordGate,
     /// Checks running now, by credential fingerprint: the same credentials presented
     /// again meanwhile wait for that check instead of running another.
-    running: Mutex<HashMap<[u8; 32], Arc<tokio::sync::OnceCell<Option<Subject>>>>>,
+    running: RunningChecks,
     verified: Mutex<HashMap<[u8; 32], Instant>>,
     service: String,
     ttl: Duration,
@@ -347,19 +347,22 @@ impl Auth {
     }
 }
 
+/// The outcome of one password check, shared by every login presenting those credentials
+/// while it runs.
+type SharedCheck = Arc<tokio::sync::OnceCell<Option<Subject>>>;
+/// Checks running now, by credential fingerprint.
+type RunningChecks = Mutex<HashMap<[u8; 32], SharedCheck>>;
+
 /// A caller's share of the check running for one credential fingerprint; the last one
 /// out (or the first to finish) removes it from the table.
 struct Running<'a> {
-    table: &'a Mutex<HashMap<[u8; 32], Arc<tokio::sync::OnceCell<Option<Subject>>>>>,
+    table: &'a RunningChecks,
     fingerprint: [u8; 32],
-    cell: Arc<tokio::sync::OnceCell<Option<Subject>>>,
+    cell: SharedCheck,
 }
 
 impl<'a> Running<'a> {
-    fn join(
-        table: &'a Mutex<HashMap<[u8; 32], Arc<tokio::sync::OnceCell<Option<Subject>>>>>,
-        fingerprint: [u8; 32],
-    ) -> Running<'a> {
+    fn join(table: &'a RunningChecks, fingerprint: [u8; 32]) -> Running<'a> {
         let cell = match table.lock() {
             Ok(mut m) => m.entry(fingerprint).or_default().clone(),
             Err(_) => Arc::default(),
