@@ -173,9 +173,12 @@ impl Connections {
     }
 
     /// Asks the connection without a request for the longest time to close; false if
-    /// every connection is busy.
+    /// every connection is busy. While one asked before is still closing, asks no other.
     pub fn close_oldest_idle(&self) -> bool {
         let Ok(m) = self.open.lock() else { return false };
+        if m.values().any(|c| c.close.load(Ordering::Relaxed) && c.quiet_since().is_some()) {
+            return true;
+        }
         let oldest = m
             .values()
             .filter(|c| !c.close.load(Ordering::Relaxed))
