@@ -73,11 +73,17 @@ pub struct AuthConfig {
     /// PKCS#8 ECDSA P-256 key that signs tokens; created on first start if missing.
     /// Defaults to `<data_dir>/token-signing-key.p8`. Nodes sharing a database share it.
     pub key_file: Option<PathBuf>,
-    /// Failed logins allowed per client address and per user within `failure_window`.
+    /// Failed (or running) logins allowed per (client address, user name) within
+    /// `failure_window`.
     pub max_failed_logins: u32,
-    /// The window for `max_failed_logins`; a blocked client waits until it passes.
+    /// Failed (or running) logins allowed per client address, whatever the name.
+    pub max_failed_logins_per_address: u32,
+    /// The window for the two limits above; a blocked client waits until it passes.
     #[serde(with = "humantime_serde")]
     pub failure_window: Duration,
+    /// Password hashes checked at once (each checker keeps ~19 MiB for argon2id); `None`:
+    /// one per CPU core, at most 8. Further logins wait a few seconds, then get 429.
+    pub concurrent_password_checks: Option<usize>,
     /// Users.
     pub users: Vec<UserConfig>,
     /// Grants.
@@ -92,7 +98,9 @@ impl Default for AuthConfig {
             token_ttl: Duration::from_secs(300),
             key_file: None,
             max_failed_logins: 5,
+            max_failed_logins_per_address: 20,
             failure_window: Duration::from_secs(60),
+            concurrent_password_checks: None,
             users: vec![],
             grants: vec![],
         }
@@ -145,6 +153,19 @@ pub struct ServerConfig {
     /// How long shutdown waits for running requests before it stops anyway.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Connections: a request's headers must arrive within `header_timeout`; a connection
+    /// with no request in progress closes after `keepalive_timeout`; a body (either way)
+    /// that moves no byte for `body_timeout` fails; at most `max_connections` are open.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// See `header_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// See `header_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// See `header_timeout`.
+    pub max_connections: usize,
 }
 
 /// `[database]`
@@ -232,6 +253,10 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./data"),
             public_url: None,
             shutdown_grace: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(120),
+            body_timeout: Duration::from_secs(60),
+            max_connections: 1024,
         }
     }
 }
@@ -340,6 +365,15 @@ impl Config {
                 redact_url(u)
             ));
         }
+        let s = &self.server;
+        for (key, d) in [("header", s.header_timeout), ("keepalive", s.keepalive_timeout), ("body", s.body_timeout)] {
+            if d.is_zero() {
+                p.push(format!("server.{key}_timeout must be longer than 0s"));
+            }
+        }
+        if s.max_connections == 0 {
+            p.push("server.max_connections must be at least 1".into());
+        }
         if self.uploads.expire_after < Duration::from_secs(60) {
             p.push("uploads.expire_after must be at least 1m".into());
         }
@@ -380,8 +414,13 @@ impl Config {
         if a.token_ttl < Duration::from_secs(10) || a.token_ttl > Duration::from_secs(24 * 3600) {
             p.push("auth.token_ttl must be between 10s and 24h".into());
         }
-        if a.max_failed_logins == 0 {
-            p.push("auth.max_failed_logins must be at least 1".into());
+        if a.max_failed_logins == 0 || a.max_failed_logins_per_address == 0 {
+            p.push("auth.max_failed_logins and auth.max_failed_logins_per_address must be at least 1".into());
+        }
+        if a.concurrent_password_checks == Some(0) {
+            p.push(
+                "auth.concurrent_password_checks must be at least 1 (or left out: one per CPU core, at most 8)".into(),
+            );
         }
         let mut names = std::collections::HashSet::new();
         for (i, u) in a.users.iter().enumerate() {

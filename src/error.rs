@@ -68,8 +68,8 @@ pub enum Error {
     /// Authenticated, but not allowed: 403.
     #[error("{0}")]
     Denied(String),
-    /// Too many failed logins: 429 with Retry-After.
-    #[error("too many failed logins; retry in {retry_after} seconds")]
+    /// Too many failed (or running) logins: 429 with Retry-After.
+    #[error("too many login attempts; retry in {retry_after} seconds")]
     TooManyRequests { retry_after: u64 },
     /// A parameter or operation this registry does not support.
     #[error("{0}")]

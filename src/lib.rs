@@ -14,6 +14,7 @@ pub mod error;
 pub mod meta;
 pub mod oci;
 pub mod policy;
+pub mod server;
 pub mod service;
 pub mod state;
 pub mod telemetry;
@@ -28,42 +29,35 @@ pub use config::Config;
 pub use state::AppState;
 
 /// Serves `state` on an already bound `listener` until `shutdown` resolves, then lets
-/// running requests finish (up to `server.shutdown_grace`). Also runs the sweeper that
-/// expires idle uploads.
+/// running requests finish (up to `server.shutdown_grace`). Connections follow the
+/// `[server]` timeouts and cap (see `server`); the open-file soft limit is raised to the
+/// hard limit first. Also runs the sweeper that expires idle uploads.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let grace = state.config.server.shutdown_grace;
+    let cfg = &state.config.server;
+    let grace = cfg.shutdown_grace;
+    let limits = server::Limits {
+        header_timeout: cfg.header_timeout,
+        keepalive_timeout: cfg.keepalive_timeout,
+        body_timeout: cfg.body_timeout,
+        max_connections: cfg.max_connections,
+    };
+    if let Ok(addr) = listener.local_addr() {
+        let _ = state.bound.set(addr);
+    }
     if let Err(e) = state.registry.record_config_load(state::config_detail(&state.config)).await {
         tracing::warn!(error = %e, "could not ledger the configuration");
     }
     let sweeper = tokio::spawn(sweep_uploads(state.clone()));
     let ledger = tokio::spawn(ledger_tasks(state.clone()));
     let final_state = state.clone();
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let mut stop_rx2 = stop_rx.clone();
-    let deadline = async move {
-        let _ = stop_rx2.wait_for(|s| *s).await;
-        tokio::time::sleep(grace).await;
-    };
-    let result = tokio::select! {
-        r = server => r,
-        _ = deadline => {
-            tracing::warn!(grace = ?grace, "shutdown grace period over; closing remaining connections");
-            Ok(())
-        }
-    };
+    let result = server::run(listener, router(state), limits, grace, shutdown).await;
     sweeper.abort();
     ledger.abort();
     flush_counters(&final_state).await;
-    drop(stop_rx);
     result
 }
 

@@ -28,6 +28,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The key that signs ledger checkpoints.
     pub audit_key: Arc<CheckpointKey>,
+    /// The address `serve` listens on (the configured one may say port 0).
+    pub bound: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
 }
 
 impl AppState {
@@ -62,7 +64,7 @@ impl AppState {
         let auth = Arc::new(Auth::new(&config, meta.clone())?);
         let registry = Registry::new(meta.clone(), blobs, Arc::new(policy), Arc::new(crate::clock::SystemClock));
         let audit_key = Arc::new(load_or_create_audit_key(&config.audit_key_path())?);
-        Ok(AppState { registry, auth, meta, config: Arc::new(config), audit_key })
+        Ok(AppState { registry, auth, meta, config: Arc::new(config), audit_key, bound: Arc::default() })
     }
 }
 

@@ -1,5 +1,6 @@
 //! The access check of every request: credentials from the `Authorization` header, the
-//! action a `/v2` route needs, and the 401 challenge / 403 refusal when it is missing.
+//! action a `/v2` route needs (and, for a bearer token, the scope that covers it), and the
+//! 401 challenge / 403 refusal when it is missing.
 
 use std::net::IpAddr;
 
@@ -7,7 +8,7 @@ use axum::http::{HeaderMap, Method, header};
 use base64::Engine;
 
 use super::route::{Kind, Route};
-use crate::auth::{AuthError, Credentials, Identity};
+use crate::auth::{API_READ_SCOPE, AuthError, CATALOG_SCOPE, Credentials, Identity};
 use crate::error::Error;
 use crate::oci::RepoName;
 use crate::policy::Action;
@@ -51,25 +52,53 @@ pub fn auth_error(state: &AppState, headers: &HeaderMap, e: AuthError, scope: Op
             message: "the bearer token is invalid or expired; get a new one from the token endpoint".into(),
             challenge: challenge(state, headers, scope),
         },
-        AuthError::RateLimited { retry_after } => Error::TooManyRequests { retry_after },
+        AuthError::RateLimited { retry_after } | AuthError::Busy { retry_after } => {
+            Error::TooManyRequests { retry_after }
+        }
         AuthError::Meta(m) => m.into(),
     }
 }
 
-/// `Bearer realm="<base>/token",service="<service>"[,scope="…"]`.
+/// `Bearer realm="<base>/token",service="<service>"[,scope="…"]`. The base is
+/// `server.public_url`, else `http://` and the request's `Host` if it is a plain
+/// `host[:port]`, else the address Cairn listens on (a `Host` never reaches the header
+/// unchecked, so it cannot add parameters).
 pub fn challenge(state: &AppState, headers: &HeaderMap, scope: Option<&str>) -> String {
     let base = match &state.config.server.public_url {
         Some(u) => u.trim_end_matches('/').to_string(),
-        None => {
-            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-            format!("http://{host}")
-        }
+        None => match headers.get(header::HOST).and_then(|h| h.to_str().ok()).filter(|h| is_authority(h)) {
+            Some(host) => format!("http://{host}"),
+            None => format!("http://{}", state.bound.get().copied().unwrap_or_else(|| state.config.listen_addr())),
+        },
     };
     let mut c = format!("Bearer realm=\"{base}/token\",service=\"{}\"", state.auth.service());
     if let Some(s) = scope {
         c.push_str(&format!(",scope=\"{s}\""));
     }
     c
+}
+
+/// True for `host[:port]` as RFC 3986 writes an authority without user info, limited to
+/// what a registry host can be: a DNS name (letters, digits, `-`, `.`, `_`), an IPv4
+/// address, or a bracketed IPv6 address, and a port of 1 to 5 digits.
+fn is_authority(s: &str) -> bool {
+    let (host_ok, rest) = match s.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((addr, rest)) => (addr.parse::<std::net::Ipv6Addr>().is_ok(), rest),
+            None => return false,
+        },
+        None => {
+            let end = s.find(':').unwrap_or(s.len());
+            let host = &s[..end];
+            let ok = !host.is_empty()
+                && host.len() <= 253
+                && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+            (ok, &s[end..])
+        }
+    };
+    let port_ok = rest.is_empty()
+        || rest.strip_prefix(':').is_some_and(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
+    host_ok && port_ok
 }
 
 /// The repository and action a `/v2` request needs; `None` for the base and the catalog.
@@ -100,12 +129,12 @@ fn scope(repo: &RepoName, action: Action) -> String {
 /// May `who` do `action` on `repo`? Both the rules and, for a bearer token, its scope must
 /// allow it (a token outlives rule changes, such as the end of open mode).
 pub fn permits(state: &AppState, who: &Identity, repo: &str, action: Action) -> bool {
-    state.auth.allows(&who.subject, repo, action)
-        && who.token_access.as_ref().is_none_or(|access| {
-            access
-                .iter()
-                .any(|e| e.kind == "repository" && e.name == repo && e.actions.iter().any(|a| a == action.as_str()))
-        })
+    state.auth.allows(&who.subject, repo, action) && token_covers(who, "repository", repo, action.as_str())
+}
+
+/// True unless `who` holds a bearer token whose `access` lacks `kind:name:action`.
+fn token_covers(who: &Identity, kind: &str, name: &str, action: &str) -> bool {
+    who.token_access.as_ref().is_none_or(|access| access.iter().any(|e| e.grants(kind, name, action)))
 }
 
 /// Allows the request or says why not: 401 with a challenge when better credentials could
@@ -123,24 +152,64 @@ pub fn authorize(
     }
     let allowed_by_rules = state.auth.allows(&who.subject, repo.as_str(), action);
     if who.subject.is_anonymous() || allowed_by_rules {
-        let mut challenge = challenge(state, headers, Some(&scope(repo, action)));
-        // A signed-in user whose token is too narrow can get a wider one; anonymous cannot,
-        // and clients show "authentication required" only without this error.
-        if who.token_access.is_some() && !who.subject.is_anonymous() {
-            challenge.push_str(",error=\"insufficient_scope\"");
-        }
         return Err(Error::Unauthorized {
             message: format!("authentication required to {} repository {repo}", action.as_str()),
-            challenge,
+            challenge: scope_challenge(state, headers, who, &scope(repo, action)),
         });
     }
     Err(Error::Denied(format!("{} access to repository {repo} denied for {}", action.as_str(), who.subject.name)))
 }
 
-/// `/api/v1` reads: reader, auditor or admin (or open mode).
+/// Allows a `/v2` request or says why not: the repository action its route needs; for the
+/// base, any signed-in caller once access is configured; for the catalog, a bearer token
+/// must hold `registry:catalog:*` (anyone may list it: it shows only what they may pull).
+pub fn authorize_route(
+    state: &AppState,
+    headers: &HeaderMap,
+    who: &Identity,
+    method: &Method,
+    route: &Route,
+) -> Result<(), Error> {
+    if let Some((repo, action)) = required(method, route) {
+        return authorize(state, headers, who, &repo, action);
+    }
+    match route {
+        Route::Base if !state.auth.is_open() && who.subject.is_anonymous() => Err(Error::Unauthorized {
+            message: "authentication required".into(),
+            challenge: challenge(state, headers, None),
+        }),
+        Route::Catalog if !token_covers(who, "registry", "catalog", "*") => Err(Error::Unauthorized {
+            message: format!("the bearer token does not cover the catalog; ask the token endpoint for {CATALOG_SCOPE}"),
+            challenge: scope_challenge(state, headers, who, CATALOG_SCOPE),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The challenge for `scope`, with `error="insufficient_scope"` for a signed-in caller's
+/// token (a new token can cover it; anonymous clients show "authentication required" only
+/// without the error).
+fn scope_challenge(state: &AppState, headers: &HeaderMap, who: &Identity, scope: &str) -> String {
+    let mut c = challenge(state, headers, Some(scope));
+    if who.token_access.is_some() && !who.subject.is_anonymous() {
+        c.push_str(",error=\"insufficient_scope\"");
+    }
+    c
+}
+
+/// `/api/v1` reads: reader, auditor or admin (or open mode); a bearer token must also hold
+/// `registry:api:read`.
 pub async fn require_api_read(state: &AppState, headers: &HeaderMap, addr: IpAddr) -> Result<Identity, Error> {
     let who = identify(state, headers, addr).await?;
     if state.auth.allows_api_read(&who.subject) {
+        if !token_covers(&who, "registry", "api", "read") {
+            return Err(Error::Unauthorized {
+                message: format!(
+                    "the bearer token does not cover /api/v1; ask the token endpoint for {API_READ_SCOPE}"
+                ),
+                challenge: scope_challenge(state, headers, &who, API_READ_SCOPE),
+            });
+        }
         return Ok(who);
     }
     if who.subject.is_anonymous() {
@@ -150,4 +219,34 @@ pub async fn require_api_read(state: &AppState, headers: &HeaderMap, addr: IpAdd
         });
     }
     Err(Error::Denied(format!("{} may not read /api/v1: it needs the reader, auditor or admin role", who.subject.name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_authority;
+
+    #[test]
+    fn authorities() {
+        for ok in ["registry.example.com", "reg:5000", "127.0.0.1:5000", "[::1]:5000", "[2001:db8::1]", "a_b-c.d"] {
+            assert!(is_authority(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ":5000",
+            "a\",x=\"y",
+            "a b",
+            "a,b",
+            "a:5000:1",
+            "a:",
+            "a:123456",
+            "a:5o",
+            "[::1",
+            "[nope]:1",
+            "[::1]x",
+            "user@host",
+            "host/path",
+        ] {
+            assert!(!is_authority(bad), "{bad}");
+        }
+    }
 }

@@ -15,29 +15,15 @@ use time::format_description::well_known::Rfc3339;
 
 use super::access::{auth_error, credentials};
 use super::v2::Query;
-use crate::auth::Credentials;
+use crate::auth::{Credentials, Scope};
 use crate::error::Error;
-use crate::oci::RepoName;
-use crate::policy::{Action, Subject};
+use crate::policy::Subject;
 use crate::state::AppState;
 
-/// Parses `repository:<name>:<actions>` scopes; others (and garbled ones) are ignored.
-fn parse_scopes<'a>(scopes: impl Iterator<Item = &'a str>) -> Vec<(String, Vec<Action>)> {
-    scopes
-        .flat_map(|s| s.split(' '))
-        .filter_map(|s| {
-            let (kind, rest) = s.split_once(':')?;
-            let (name, actions) = rest.rsplit_once(':')?;
-            if kind != "repository" || RepoName::parse(name).is_err() {
-                return None;
-            }
-            let actions = actions
-                .split(',')
-                .flat_map(|a| if a == "*" { Action::ALL.to_vec() } else { Action::parse(a).into_iter().collect() })
-                .collect();
-            Some((name.to_string(), actions))
-        })
-        .collect()
+/// Parses `repository:<name>:<actions>`, `registry:catalog:*` and `registry:api:read`
+/// scopes (space-separated or repeated); others (and garbled ones) are ignored.
+fn parse_scopes<'a>(scopes: impl Iterator<Item = &'a str>) -> Vec<Scope> {
+    scopes.flat_map(|s| s.split(' ')).filter_map(Scope::parse).collect()
 }
 
 fn issued_at() -> String {
@@ -132,12 +118,26 @@ mod tests {
 
     #[test]
     fn scopes() {
+        use crate::policy::Action;
         let s = parse_scopes(
-            ["repository:a/b:pull,push", "repository:c:*", "registry:catalog:*", "garbage", "repository:Bad:pull"]
-                .into_iter(),
+            [
+                "repository:a/b:pull,push",
+                "repository:c:*",
+                "registry:catalog:*",
+                "garbage",
+                "repository:Bad:pull",
+                "registry:api:read registry:api:write registry:catalog:pull",
+            ]
+            .into_iter(),
         );
-        assert_eq!(s.len(), 2);
-        assert_eq!(s[0], ("a/b".to_string(), vec![Action::Pull, Action::Push]));
-        assert_eq!(s[1].1.len(), 3);
+        assert_eq!(
+            s,
+            [
+                Scope::Repository("a/b".into(), vec![Action::Pull, Action::Push]),
+                Scope::Repository("c".into(), Action::ALL.to_vec()),
+                Scope::Catalog,
+                Scope::ApiRead,
+            ]
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! Identities and their rights: users from the config (argon2id), robot tokens from the
-//! database, short-lived bearer tokens (ES256 via ring), failed-login rate limiting, and
-//! the decision for one request. Calls `policy`, `meta`; called by `api` and the CLI.
+//! database, short-lived bearer tokens (ES256 via ring), login limiting (per client address
+//! and per address and name, attempts in flight included; a bounded number of password
+//! checks at once), and the decision for one request. Calls `policy`, `meta`; called by
+//! `api` and the CLI.
 
 mod limiter;
 mod password;
@@ -22,10 +24,10 @@ use crate::meta::{MetaError, MetadataStore};
 use crate::policy::access::Grant;
 use crate::policy::{AccessPolicy, Action, Role, Subject};
 
-pub use limiter::FailureLimiter;
-pub use password::{hash_password, verify_password};
+pub use limiter::{Attempt, LimitKey, LoginLimiter};
+pub use password::{PasswordGate, hash_password, verify_password};
 pub use robots::{NewRobot, RobotError, create_robot, list_robots, revoke_robot};
-pub use token::{AccessEntry, Claims, TokenSigner};
+pub use token::{API_READ_SCOPE, AccessEntry, CATALOG_SCOPE, Claims, Scope, TokenSigner};
 
 /// How long a verified password stays verified in memory, so Basic auth on every request
 /// does not pay argon2 each time.
@@ -82,9 +84,15 @@ pub enum AuthError {
     /// Unknown user, wrong password, revoked or expired robot.
     #[error("invalid username or password")]
     BadCredentials,
-    /// Too many failed logins.
+    /// Too many failed (or running) logins from this address, or for this name from it.
     #[error("too many failed logins; retry in {retry_after} s")]
     RateLimited {
+        /// Seconds to wait.
+        retry_after: u64,
+    },
+    /// Every password-check slot stayed taken for the whole wait.
+    #[error("too many logins are being checked; retry in {retry_after} s")]
+    Busy {
         /// Seconds to wait.
         retry_after: u64,
     },
@@ -113,7 +121,13 @@ pub struct Auth {
     users: HashMap<String, User>,
     meta: Arc<dyn MetadataStore>,
     signer: TokenSigner,
-    limiter: FailureLimiter,
+    limiter: Arc<LoginLimiter>,
+    /// (per address and name, per address) failure limits.
+    limits: (u32, u32),
+    gate: PasswordGate,
+    /// Checks running now, by credential fingerprint: the same credentials presented
+    /// again meanwhile wait for that check instead of running another.
+    running: RunningChecks,
     verified: Mutex<HashMap<[u8; 32], Instant>>,
     service: String,
     ttl: Duration,
@@ -145,7 +159,10 @@ impl Auth {
             users,
             meta,
             signer: TokenSigner::load_or_create(&config.token_key_path())?,
-            limiter: FailureLimiter::new(config.auth.max_failed_logins, config.auth.failure_window),
+            limiter: Arc::new(LoginLimiter::new(config.auth.failure_window)),
+            limits: (config.auth.max_failed_logins.max(1), config.auth.max_failed_logins_per_address.max(1)),
+            gate: PasswordGate::new(config.auth.concurrent_password_checks),
+            running: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
             service: config.auth.service.clone(),
             ttl: config.auth.token_ttl,
@@ -207,48 +224,80 @@ impl Auth {
         }
     }
 
-    /// Checks a user's password or a robot's secret, rate-limited per address and name.
+    /// Checks a user's password or a robot's secret. Limited per client address and per
+    /// (address, name), counting failures and checks in flight; password hashes run a
+    /// bounded number at a time. Identical credentials presented while their check runs
+    /// share its result.
     pub async fn login(&self, user: &str, password: &str, addr: Option<IpAddr>) -> Result<Subject, AuthError> {
-        let keys = [addr.map(|a| format!("addr:{a}")), Some(format!("user:{user}"))];
-        let keys: Vec<String> = keys.into_iter().flatten().collect();
-        if let Some(retry_after) = keys.iter().filter_map(|k| self.limiter.blocked(k)).max() {
+        let keys = addr.map(|a| LimitKey::for_login(a, user, self.limits.0, self.limits.1)).unwrap_or_default();
+        if let Some(retry_after) = self.limiter.blocked(&keys) {
             return Err(AuthError::RateLimited { retry_after });
         }
-        let ok = self.check_secret(user, password).await?;
-        match ok {
-            Some(subject) => Ok(subject),
-            None => {
-                for k in &keys {
-                    self.limiter.record_failure(k);
-                }
+        let fingerprint: [u8; 32] =
+            Sha256::new().chain_update(user).chain_update([0]).chain_update(password).finalize().into();
+        if let Some(u) = self.users.get(user)
+            && self.recently_verified(&fingerprint)
+        {
+            return Ok(Subject { name: user.to_string(), roles: u.roles.clone(), own_grants: vec![] });
+        }
+        let shared = Running::join(&self.running, fingerprint);
+        let outcome = shared.cell.get_or_try_init(|| self.admitted_check(user, password, &keys, &fingerprint)).await;
+        match outcome {
+            Ok(Some(subject)) => Ok(subject.clone()),
+            Ok(None) => {
                 tracing::warn!(user = %user, address = ?addr, "failed login");
                 Err(AuthError::BadCredentials)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn recently_verified(&self, fingerprint: &[u8; 32]) -> bool {
+        self.verified.lock().map(|m| m.get(fingerprint).is_some_and(|t| t.elapsed() < VERIFIED_TTL)).unwrap_or(false)
+    }
+
+    /// One check, admitted by the limiter; a wrong secret (or a request that goes away
+    /// mid-check) counts as a failure.
+    async fn admitted_check(
+        &self,
+        user: &str,
+        password: &str,
+        keys: &[(LimitKey, u32)],
+        fingerprint: &[u8; 32],
+    ) -> Result<Option<Subject>, AuthError> {
+        let attempt = self.limiter.begin(keys).map_err(|retry_after| AuthError::RateLimited { retry_after })?;
+        match self.check_secret(user, password, fingerprint).await {
+            Ok(Some(subject)) => {
+                attempt.succeeded();
+                Ok(Some(subject))
+            }
+            Ok(None) => {
+                drop(attempt);
+                Ok(None)
+            }
+            Err(e) => {
+                attempt.abandoned();
+                Err(e)
             }
         }
     }
 
-    async fn check_secret(&self, user: &str, password: &str) -> Result<Option<Subject>, AuthError> {
-        let fingerprint: [u8; 32] =
-            Sha256::new().chain_update(user).chain_update([0]).chain_update(password).finalize().into();
+    async fn check_secret(
+        &self,
+        user: &str,
+        password: &str,
+        fingerprint: &[u8; 32],
+    ) -> Result<Option<Subject>, AuthError> {
+        let busy = |_| AuthError::Busy { retry_after: 1 };
         if let Some(u) = self.users.get(user) {
-            let cached = self
-                .verified
-                .lock()
-                .map(|m| m.get(&fingerprint).is_some_and(|t| t.elapsed() < VERIFIED_TTL))
-                .unwrap_or(false);
-            let ok = cached || {
-                let hash = u.hash.clone();
-                let pw = password.to_string();
-                tokio::task::spawn_blocking(move || verify_password(&pw, &hash)).await.unwrap_or(false)
-            };
-            if !ok {
+            if !self.gate.verify(password, &u.hash).await.map_err(busy)? {
                 return Ok(None);
             }
             if let Ok(mut m) = self.verified.lock() {
                 if m.len() >= VERIFIED_MAX {
                     m.clear();
                 }
-                m.insert(fingerprint, Instant::now());
+                m.insert(*fingerprint, Instant::now());
             }
             return Ok(Some(Subject { name: user.to_string(), roles: u.roles.clone(), own_grants: vec![] }));
         }
@@ -256,8 +305,7 @@ impl Auth {
         if robot.is_none() {
             // Spend the time a password check would, so timing does not tell which user
             // names exist.
-            let pw = password.to_string();
-            let _ = tokio::task::spawn_blocking(move || verify_password(&pw, dummy_hash())).await;
+            self.gate.verify(password, dummy_hash()).await.map_err(busy)?;
         }
         Ok(robot)
     }
@@ -280,28 +328,63 @@ impl Auth {
         self.is_open() || self.policy.allows_api_read(subject)
     }
 
-    /// Issues a token for `subject` granting, per requested repository, the requested
-    /// actions the rules allow (never more). Returns (token, lifetime in seconds).
-    pub fn issue_token(
-        &self,
-        subject: &Subject,
-        requested: &[(String, Vec<Action>)],
-    ) -> Result<(String, u64), AuthError> {
+    /// Issues a token for `subject` granting, of the requested scopes, only what the rules
+    /// allow (never more). Returns (token, lifetime in seconds).
+    pub fn issue_token(&self, subject: &Subject, requested: &[Scope]) -> Result<(String, u64), AuthError> {
         let access = requested
             .iter()
-            .filter_map(|(repo, actions)| {
-                let mut granted: Vec<Action> =
-                    actions.iter().copied().filter(|a| self.allows(subject, repo, *a)).collect();
-                granted.sort();
-                granted.dedup();
-                (!granted.is_empty()).then(|| AccessEntry {
-                    kind: "repository".into(),
-                    name: repo.clone(),
-                    actions: granted.iter().map(|a| a.as_str().to_string()).collect(),
-                })
+            .filter_map(|scope| match scope {
+                Scope::Repository(repo, actions) => {
+                    let mut granted: Vec<Action> =
+                        actions.iter().copied().filter(|a| self.allows(subject, repo, *a)).collect();
+                    granted.sort();
+                    granted.dedup();
+                    (!granted.is_empty()).then(|| AccessEntry {
+                        kind: "repository".into(),
+                        name: repo.clone(),
+                        actions: granted.iter().map(|a| a.as_str().to_string()).collect(),
+                    })
+                }
+                // The catalog lists only what the caller may pull, so anyone may list it.
+                Scope::Catalog => scope.registry_entry(),
+                Scope::ApiRead => self.allows_api_read(subject).then(|| scope.registry_entry()).flatten(),
             })
             .collect();
         let token = self.signer.sign(&subject.name, &self.service, self.ttl, access).map_err(AuthError::BadToken)?;
         Ok((token, self.ttl.as_secs()))
+    }
+}
+
+/// The outcome of one password check, shared by every login presenting those credentials
+/// while it runs.
+type SharedCheck = Arc<tokio::sync::OnceCell<Option<Subject>>>;
+/// Checks running now, by credential fingerprint.
+type RunningChecks = Mutex<HashMap<[u8; 32], SharedCheck>>;
+
+/// A caller's share of the check running for one credential fingerprint; the last one
+/// out (or the first to finish) removes it from the table.
+struct Running<'a> {
+    table: &'a RunningChecks,
+    fingerprint: [u8; 32],
+    cell: SharedCheck,
+}
+
+impl<'a> Running<'a> {
+    fn join(table: &'a RunningChecks, fingerprint: [u8; 32]) -> Running<'a> {
+        let cell = match table.lock() {
+            Ok(mut m) => m.entry(fingerprint).or_default().clone(),
+            Err(_) => Arc::default(),
+        };
+        Running { table, fingerprint, cell }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.table.lock()
+            && m.get(&self.fingerprint).is_some_and(|c| Arc::ptr_eq(c, &self.cell))
+        {
+            m.remove(&self.fingerprint);
+        }
     }
 }

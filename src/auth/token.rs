@@ -9,18 +9,76 @@ use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
 
+use crate::oci::RepoName;
+use crate::policy::Action;
+
 const ISSUER: &str = "cairn";
+
+/// The scope a bearer token needs for `GET /v2/_catalog` (Docker's name).
+pub const CATALOG_SCOPE: &str = "registry:catalog:*";
+/// The scope a bearer token needs for reads under `/api/v1`.
+pub const API_READ_SCOPE: &str = "registry:api:read";
+
+/// What a token may be asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// `repository:<name>:<actions>`.
+    Repository(String, Vec<Action>),
+    /// `registry:catalog:*`.
+    Catalog,
+    /// `registry:api:read`.
+    ApiRead,
+}
+
+impl Scope {
+    /// Parses one scope; unknown kinds and garbled ones are `None` (the token endpoint
+    /// ignores them, as Docker's does).
+    pub fn parse(s: &str) -> Option<Scope> {
+        match s {
+            CATALOG_SCOPE => return Some(Scope::Catalog),
+            API_READ_SCOPE => return Some(Scope::ApiRead),
+            _ => {}
+        }
+        let (kind, rest) = s.split_once(':')?;
+        let (name, actions) = rest.rsplit_once(':')?;
+        if kind != "repository" || RepoName::parse(name).is_err() {
+            return None;
+        }
+        let actions = actions
+            .split(',')
+            .flat_map(|a| if a == "*" { Action::ALL.to_vec() } else { Action::parse(a).into_iter().collect() })
+            .collect();
+        Some(Scope::Repository(name.to_string(), actions))
+    }
+
+    /// The `access` claim entry of a registry scope; `None` for a repository.
+    pub fn registry_entry(&self) -> Option<AccessEntry> {
+        let (name, action) = match self {
+            Scope::Catalog => ("catalog", "*"),
+            Scope::ApiRead => ("api", "read"),
+            Scope::Repository(..) => return None,
+        };
+        Some(AccessEntry { kind: "registry".into(), name: name.into(), actions: vec![action.into()] })
+    }
+}
 
 /// One entry of a token's `access` claim (the Docker token format).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessEntry {
-    /// `repository`.
+    /// `repository` or `registry`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// Repository name.
+    /// Repository name, or `catalog` / `api` for `registry`.
     pub name: String,
     /// Granted actions.
     pub actions: Vec<String>,
+}
+
+impl AccessEntry {
+    /// Does this entry grant `action` on `kind:name`?
+    pub fn grants(&self, kind: &str, name: &str, action: &str) -> bool {
+        self.kind == kind && self.name == name && self.actions.iter().any(|a| a == action)
+    }
 }
 
 /// The claims Cairn puts in its tokens.

@@ -1,7 +1,8 @@
 //! Access control (DESIGN §8): every role × action on matching and non-matching
 //! repositories, grants on globs, anonymous in open and configured mode, the exact 401
 //! challenge, 403 messages naming action and repository, bad passwords, the catalog and
-//! cross-repository mounts filtered by pull rights, failed-login rate limiting, the actor
+//! cross-repository mounts filtered by pull rights, login limits (per address and name,
+//! per address, bursts in flight), a `Host` that cannot shape the challenge, the actor
 //! recorded in tag history, `cairn hash-password`, and secrets kept out of `Debug`.
 //!
 //! Token issuance, JWT checks and robot tokens are in `auth_tokens`; the helpers here are
@@ -643,6 +644,29 @@ async fn the_challenge_uses_the_host_header_public_url_and_service() {
 }
 
 #[tokio::test]
+async fn a_host_header_that_is_not_host_and_port_cannot_shape_the_challenge() {
+    let app = spawn_auth(STANDARD).await;
+    let want = expected_challenge(&app.base, "cairn", Some("repository:a/b:pull"));
+    for host in [
+        r#"evil.example",error="invalid_token"#,
+        r#"evil.example",realm="http://evil.example/token"#,
+        "evil.example,scope=x",
+        "evil.example /token",
+        "user@evil.example",
+        "evil.example/path",
+        "evil.example:80:80",
+    ] {
+        let r = app.http.get(app.url("/v2/a/b/manifests/v1")).header("Host", host).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "Host {host}");
+        assert_eq!(challenge(&r), want, "Host {host}: the realm falls back to the listen address");
+    }
+    for host in ["[::1]:5000", "reg_1.example"] {
+        let r = app.http.get(app.url("/v2/a/b/manifests/v1")).header("Host", host).send().await.unwrap();
+        assert_eq!(challenge(&r), expected_challenge(&format!("http://{host}"), "cairn", Some("repository:a/b:pull")));
+    }
+}
+
+#[tokio::test]
 async fn the_base_endpoint_needs_credentials_once_access_is_configured() {
     let app = spawn_auth(STANDARD).await;
     // Anonymous has pull grants (public/**) but still gets the challenge, so that
@@ -801,13 +825,14 @@ async fn mounting_from_a_repository_without_pull_falls_back_to_an_upload() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Failed-login rate limit.
+// Login limits: per (address, name) and per address, checks in flight included.
 // ---------------------------------------------------------------------------------------
 
 const LIMITED: &str = r#"
 [auth]
 max_failed_logins = 3
-failure_window = "2s"
+max_failed_logins_per_address = 5
+failure_window = "1s"
 
 [[auth.users]]
 name = "bob"
@@ -838,36 +863,103 @@ async fn assert_limited(r: Response, window: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn failed_logins_from_one_address_are_rate_limited_until_the_window_passes() {
-    let app = spawn_auth(LIMITED).await;
-    let (bad, good) = (client_from("127.0.0.2"), client_from("127.0.0.3"));
-    let fails = ["x1", "x2", "x3"].map(|u| login(&app, &bad, u, "nope"));
-    for r in futures::future::join_all(fails).await {
-        assert_error(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+async fn bad_passwords_from_anyone_never_lock_the_user_out_of_another_address() {
+    // The default limits, as in the report: five (and more) bad passwords for bob.
+    let app = spawn_auth(STANDARD).await;
+    let (attacker, owner) = (client_from("127.0.0.40"), client_from("127.0.0.41"));
+    for i in 0..7 {
+        let r = login(&app, &attacker, "bob", &format!("guess-{i}")).await;
+        assert!([StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS].contains(&r.status()), "{}", r.status());
     }
-    assert_limited(login(&app, &bad, "bob", PW).await, 2).await;
-    // Basic straight on /v2 is a login attempt too.
-    let r = bad.get(app.url("/v2/x/tags/list")).basic_auth("bob", Some(PW)).send().await.unwrap();
-    assert_limited(r, 2).await;
-    // Another address is not affected, nor is bob (the failures were for other names).
-    assert_eq!(login(&app, &good, "bob", PW).await.status(), StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(2600)).await;
-    assert_eq!(login(&app, &bad, "bob", PW).await.status(), StatusCode::OK, "the limit lifts after the window");
+    assert_limited(login(&app, &attacker, "bob", PW).await, 60).await;
+    assert_eq!(login(&app, &owner, "bob", PW).await.status(), StatusCode::OK, "bob from his own address");
+    let r = owner.get(app.url("/v2/apps/web/tags/list")).basic_auth("bob", Some(PW)).send().await.unwrap();
+    assert_ne!(r.status(), StatusCode::TOO_MANY_REQUESTS, "Basic on /v2 from bob's address");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn failed_logins_for_one_user_are_rate_limited_from_every_address() {
+async fn failures_for_one_name_block_that_name_from_that_address_only() {
     let app = spawn_auth(LIMITED).await;
-    let clients: Vec<reqwest::Client> =
-        ["127.0.0.10", "127.0.0.11", "127.0.0.12", "127.0.0.13"].iter().map(|ip| client_from(ip)).collect();
-    let fails = clients[..3].iter().map(|c| login(&app, c, "carol", "wrong"));
+    let (bad, good) = (client_from("127.0.0.2"), client_from("127.0.0.3"));
+    let fails = (0..3).map(|i| login(&app, &bad, "carol", if i == 0 { "nope" } else { "wrong" }));
     for r in futures::future::join_all(fails).await {
         assert_error(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
     }
-    assert_limited(login(&app, &clients[3], "carol", PW).await, 2).await;
-    assert_eq!(login(&app, &clients[3], "bob", PW).await.status(), StatusCode::OK, "other users are not blocked");
-    tokio::time::sleep(Duration::from_millis(2600)).await;
-    assert_eq!(login(&app, &clients[3], "carol", PW).await.status(), StatusCode::OK);
+    assert_limited(login(&app, &bad, "carol", PW).await, 1).await;
+    // Basic straight on /v2 is a login attempt too.
+    let r = bad.get(app.url("/v2/x/tags/list")).basic_auth("carol", Some(PW)).send().await.unwrap();
+    assert_limited(r, 1).await;
+    // Another name from the same address (under the per-address limit), and carol from
+    // an address that has not failed, log in.
+    assert_eq!(login(&app, &bad, "bob", PW).await.status(), StatusCode::OK);
+    assert_eq!(login(&app, &good, "carol", PW).await.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(login(&app, &bad, "carol", PW).await.status(), StatusCode::OK, "the limit lifts after the window");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failures_for_many_names_block_that_address_only() {
+    let app = spawn_auth(LIMITED).await;
+    let (bad, good) = (client_from("127.0.0.12"), client_from("127.0.0.13"));
+    let fails = ["x1", "x2", "x3", "x4", "x5"].map(|u| login(&app, &bad, u, "nope"));
+    for r in futures::future::join_all(fails).await {
+        assert_error(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+    }
+    assert_limited(login(&app, &bad, "bob", PW).await, 1).await;
+    assert_eq!(login(&app, &good, "bob", PW).await.status(), StatusCode::OK, "other addresses are not affected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_logins_gets_no_more_checks_than_the_limit() {
+    // Production argon2 parameters, so checks overlap in time as they do in a real burst.
+    let toml =
+        format!("[[auth.users]]\nname = \"bob\"\npassword_hash = \"{}\"\nroles = [\"reader\"]\n", pw_hash_default());
+    let app = spawn_auth(&toml).await;
+    let attacker = client_from("127.0.0.30");
+    let right_at = 37;
+    let burst = (0..60).map(|i| {
+        let pw = if i == right_at { PW.to_string() } else { format!("guess-{i}") };
+        let (app, attacker) = (&app, &attacker);
+        async move { (i, login(app, attacker, "bob", &pw).await) }
+    });
+    let (mut checked, mut limited) = (0, 0);
+    for (i, r) in futures::future::join_all(burst).await {
+        match r.status() {
+            StatusCode::TOO_MANY_REQUESTS => {
+                limited += 1;
+                assert!(header(&r, "retry-after").is_some(), "429 without Retry-After");
+            }
+            StatusCode::UNAUTHORIZED => {
+                assert_ne!(i, right_at, "the right password was checked and refused");
+                checked += 1;
+            }
+            StatusCode::OK => {
+                assert_eq!(i, right_at, "a wrong password was accepted");
+                checked += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(checked <= 5, "{checked} passwords of a simultaneous burst were checked; the limit is 5");
+    assert_eq!(checked + limited, 60);
+    // The owner, from an address that has not failed, is not refused.
+    let r = login(&app, &client_from("127.0.0.31"), "bob", PW).await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_credentials_presented_at_once_are_all_accepted() {
+    // A client sending Basic credentials on many parallel requests: they share one check
+    // rather than filling the limit of checks in flight.
+    let toml =
+        format!("[[auth.users]]\nname = \"bob\"\npassword_hash = \"{}\"\nroles = [\"reader\"]\n", pw_hash_default());
+    let app = spawn_auth(&toml).await;
+    let c = client_from("127.0.0.32");
+    let all = (0..24).map(|_| c.get(app.url("/v2/x/tags/list")).basic_auth("bob", Some(PW)).send());
+    for r in futures::future::join_all(all).await {
+        let status = r.unwrap().status();
+        assert!(status != StatusCode::TOO_MANY_REQUESTS && status != StatusCode::UNAUTHORIZED, "{status}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 //! The token endpoint and robot tokens (DESIGN §8): GET and POST `/token`, the JWT's claims
 //! and its access being the intersection of what was asked and what is allowed, tokens
-//! too narrow for a request (401 with a wider challenge) or for a user (403), every
-//! tampering refused, and robots created, used, listed, revoked and expired via the CLI.
+//! too narrow for a request (401 with a wider challenge) or for a user (403), the registry
+//! scopes of the catalog (`registry:catalog:*`) and of `/api/v1` (`registry:api:read`),
+//! every tampering refused, and robots created, used, listed, revoked and expired via the
+//! CLI, and not locked out by failures elsewhere.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -199,6 +201,112 @@ async fn an_anonymous_token_pulls_what_anonymous_may() {
     assert_challenge(r, &app, "public/img", "pull,push").await;
     let r = call(&app, Method::GET, "/v2/apps/web/manifests/v1", Cred::Bearer(&t)).await;
     assert_challenge(r, &app, "apps/web", "pull").await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Registry scopes: the catalog and /api/v1.
+// ---------------------------------------------------------------------------------------
+
+/// The `registry` entries of a token's access claim, as `name:action` strings.
+fn registry_access(claims: &Value) -> Vec<String> {
+    let entries = claims["access"].as_array().expect("access claim is an array");
+    let mut out: Vec<String> = entries
+        .iter()
+        .filter(|e| e["type"] == "registry")
+        .flat_map(|e| {
+            let name = e["name"].as_str().unwrap().to_string();
+            e["actions"].as_array().unwrap().iter().map(move |a| format!("{name}:{}", a.as_str().unwrap()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// 401 with the challenge for `scope`, marked `insufficient_scope` if `insufficient`.
+async fn assert_scope_challenge(r: Response, app: &TestApp, scope: &str, insufficient: bool) {
+    let mut want = expected_challenge(&app.base, "cairn", Some(scope));
+    if insufficient {
+        want.push_str(r#",error="insufficient_scope""#);
+    }
+    assert_eq!(challenge(&r), want);
+    assert_error(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_catalog_needs_a_token_with_the_catalog_scope() {
+    let (app, _, _dir) = spawn_seeded(STANDARD).await;
+    for (who, scopes) in [("bob", vec![]), ("root", vec!["repository:apps/web:pull"])] {
+        let (t, claims) = token_for(&app, user(who), &scopes).await;
+        assert!(registry_access(&claims).is_empty(), "{claims}");
+        let r = call(&app, Method::GET, "/v2/_catalog", Cred::Bearer(&t)).await;
+        assert_scope_challenge(r, &app, "registry:catalog:*", true).await;
+    }
+    // With the scope, the catalog lists what the subject may pull, as with Basic.
+    let (t, claims) = token_for(&app, user("bob"), &["registry:catalog:*"]).await;
+    assert_eq!(registry_access(&claims), ["catalog:*"]);
+    let r = call(&app, Method::GET, "/v2/_catalog", Cred::Bearer(&t)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["repositories"], json!(["apps/team/api", "apps/web", "public/img"]));
+    let (t, _) = token_for(&app, Cred::Anon, &["registry:catalog:*"]).await;
+    let v: Value = call(&app, Method::GET, "/v2/_catalog", Cred::Bearer(&t)).await.json().await.unwrap();
+    assert_eq!(v["repositories"], json!(["public/img"]));
+    // An anonymous token without it: a plain challenge (anonymous cannot do better).
+    let (t, _) = token_for(&app, Cred::Anon, &[]).await;
+    assert_scope_challenge(
+        call(&app, Method::GET, "/v2/_catalog", Cred::Bearer(&t)).await,
+        &app,
+        "registry:catalog:*",
+        false,
+    )
+    .await;
+    // Basic credentials and no credentials work as before.
+    assert_eq!(call(&app, Method::GET, "/v2/_catalog", user("bob")).await.status(), StatusCode::OK);
+    assert_eq!(call(&app, Method::GET, "/v2/_catalog", Cred::Anon).await.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_rest_api_needs_a_token_with_the_api_read_scope() {
+    let (app, _, _dir) = spawn_seeded(STANDARD).await;
+    let paths = ["/api/v1/policies/immutability", "/api/v1/repositories/apps/web/tags/v1/history"];
+    let (narrow, _) = token_for(&app, user("aud"), &[]).await;
+    for path in paths {
+        let r = call(&app, Method::GET, path, Cred::Bearer(&narrow)).await;
+        assert_scope_challenge(r, &app, "registry:api:read", true).await;
+    }
+    for who in ["aud", "rea", "root"] {
+        let (t, claims) = token_for(&app, user(who), &["registry:api:read"]).await;
+        assert_eq!(registry_access(&claims), ["api:read"], "{who}");
+        for path in paths {
+            assert_eq!(call(&app, Method::GET, path, Cred::Bearer(&t)).await.status(), StatusCode::OK, "{who} {path}");
+        }
+    }
+    // Subjects whose roles do not allow it are not granted the scope, and stay refused.
+    for who in ["bob", "wri"] {
+        let (t, claims) = token_for(&app, user(who), &["registry:api:read"]).await;
+        assert!(registry_access(&claims).is_empty(), "{who}: {claims}");
+        let r = call(&app, Method::GET, paths[0], Cred::Bearer(&t)).await;
+        assert_error(r, StatusCode::FORBIDDEN, "DENIED").await;
+    }
+    let (t, claims) = token_for(&app, Cred::Anon, &["registry:api:read"]).await;
+    assert!(registry_access(&claims).is_empty(), "{claims}");
+    let r = call(&app, Method::GET, paths[0], Cred::Bearer(&t)).await;
+    assert_error(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+    // Basic credentials work as before.
+    assert_eq!(call(&app, Method::GET, paths[0], user("aud")).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn in_open_mode_tokens_get_the_registry_scopes_they_ask_for() {
+    let app = spawn_app().await;
+    let (t, claims) = token_for(&app, Cred::Anon, &["registry:catalog:*", "registry:api:read"]).await;
+    assert_eq!(registry_access(&claims), ["api:read", "catalog:*"]);
+    assert_eq!(call(&app, Method::GET, "/v2/_catalog", Cred::Bearer(&t)).await.status(), StatusCode::OK);
+    let r = call(&app, Method::GET, "/api/v1/policies/immutability", Cred::Bearer(&t)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let (t, _) = token_for(&app, Cred::Anon, &[]).await;
+    let r = call(&app, Method::GET, "/v2/_catalog", Cred::Bearer(&t)).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "a token covers only its scopes, even in open mode");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -459,6 +567,42 @@ async fn an_expired_robot_is_refused() {
     assert_error(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
     let r = get_token(&app, Cred::Basic("brief", &secret), &["repository:apps/web:pull"]).await;
     assert_error(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wrong_secrets_for_a_robot_from_elsewhere_do_not_lock_the_robot_out() {
+    let app = spawn_auth(STANDARD).await;
+    let secret = create_robot(&app, &["--name", "deploy", "--grant", "public/**=pull"]);
+    let attacker = client_from("127.0.0.50");
+    for i in 0..8 {
+        let r =
+            attacker.get(app.url("/v2/public/img/tags/list")).basic_auth("deploy", Some(format!("cairn_{i}"))).send();
+        let status = r.await.unwrap().status();
+        assert!([StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS].contains(&status), "{status}");
+    }
+    let ci = client_from("127.0.0.51");
+    let r = ci.get(app.url("/v2/public/img/tags/list")).basic_auth("deploy", Some(&secret)).send().await.unwrap();
+    assert_ne!(r.status(), StatusCode::TOO_MANY_REQUESTS, "the robot from its own address");
+    assert_ne!(r.status(), StatusCode::UNAUTHORIZED);
+    let (_, claims) = token_for_from(&app, &ci, "deploy", &secret, &["repository:public/img:pull"]).await;
+    assert_eq!(claims["sub"], "deploy");
+}
+
+/// `token_for` from a given client.
+async fn token_for_from(
+    app: &TestApp,
+    client: &reqwest::Client,
+    name: &str,
+    secret: &str,
+    scopes: &[&str],
+) -> (String, Value) {
+    let mut q: Vec<(&str, &str)> = vec![("service", "cairn")];
+    q.extend(scopes.iter().map(|s| ("scope", *s)));
+    let r = client.get(app.url("/token")).query(&q).basic_auth(name, Some(secret)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let t = r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string();
+    let claims = jwt_part(&t, 1);
+    (t, claims)
 }
 
 #[tokio::test]

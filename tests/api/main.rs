@@ -6,6 +6,7 @@ mod auth;
 mod auth_tokens;
 mod blobs;
 mod errors;
+mod connections;
 mod helpers;
 mod history;
 mod immutability;

@@ -7,10 +7,12 @@ mod support;
 
 mod check_config;
 mod cli;
+mod connections;
 mod crash;
 mod health;
 mod logs;
 mod open_mode;
+mod logins;
 mod restart;
 mod shutdown;
 mod uploads_on_disk;

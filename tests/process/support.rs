@@ -70,6 +70,16 @@ impl Server {
 
     /// Same, with a config file and extra environment variables.
     pub async fn start_with(data_dir: &Path, config: Option<&Path>, env: &[(&str, &str)]) -> Server {
+        Server::start_prepared(data_dir, config, env, |_| {}).await
+    }
+
+    /// Same, with `prepare` applied to the command last (for example resource limits).
+    pub async fn start_prepared(
+        data_dir: &Path,
+        config: Option<&Path>,
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&mut Command),
+    ) -> Server {
         let n = LAUNCHES.fetch_add(1, Ordering::Relaxed);
         let log = data_dir.parent().unwrap_or(data_dir).join(format!("cairn-{}-{n}.log", std::process::id()));
         let log_file = std::fs::File::create(&log).expect("create server log");
@@ -81,6 +91,7 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        prepare(&mut cmd);
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::from(log_file)).spawn().expect("spawn cairn serve");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel::<Option<String>>();

@@ -60,7 +60,7 @@ pub async fn dispatch(
         let rest = decode_path(uri.path())?;
         let route = Route::parse(&rest)?;
         let who = access::identify(&state, &headers, peer.ip()).await.inspect_err(|e| {
-            if matches!(e, Error::Unauthorized { .. } | Error::TooManyRequests { .. }) {
+            if matches!(e, Error::Unauthorized { .. }) {
                 let claimed = match access::credentials(&headers) {
                     Ok(crate::auth::Credentials::Basic { user, .. }) => user,
                     _ => "bearer token".to_string(),
@@ -69,27 +69,13 @@ pub async fn dispatch(
                 state.registry.count_denial(EventKind::LoginFail, &claimed, &peer.ip().to_string(), "", &reason);
             }
         })?;
-        match access::required(&method, &route) {
-            Some((repo, action)) => access::authorize(&state, &headers, &who, &repo, action).inspect_err(|e| {
-                if let Error::Denied(reason) = e {
-                    let addr = peer.ip().to_string();
-                    state.registry.count_denial(
-                        EventKind::RequestDeny,
-                        &who.subject.name,
-                        &addr,
-                        repo.as_str(),
-                        reason,
-                    );
-                }
-            })?,
-            None if matches!(route, Route::Base) && !state.auth.is_open() && who.subject.is_anonymous() => {
-                return Err(Error::Unauthorized {
-                    message: "authentication required".into(),
-                    challenge: access::challenge(&state, &headers, None),
-                });
+        access::authorize_route(&state, &headers, &who, &method, &route).inspect_err(|e| {
+            if let Error::Denied(reason) = e {
+                let repo = access::required(&method, &route).map(|(r, _)| r.to_string()).unwrap_or_default();
+                let addr = peer.ip().to_string();
+                state.registry.count_denial(EventKind::RequestDeny, &who.subject.name, &addr, &repo, reason);
             }
-            None => {}
-        }
+        })?;
         let actor = Actor { name: who.subject.name.clone(), address: Some(peer.ip().to_string()) };
         let ctx = Ctx { state, headers, q, actor, who };
         route_request(&ctx, method, route, body).await
