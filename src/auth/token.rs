@@ -22,7 +22,7 @@ pub const API_READ_SCOPE: &str = "registry:api:read";
 /// What a token may be asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
-    /// `repository:<name>:<actions>`.
+    /// `repository:<name>:<actions>`, also with a resource class (`repository(plugin):…`).
     Repository(String, Vec<Action>),
     /// `registry:catalog:*`.
     Catalog,
@@ -41,7 +41,13 @@ impl Scope {
         }
         let (kind, rest) = s.split_once(':')?;
         let (name, actions) = rest.rsplit_once(':')?;
-        if kind != "repository" || RepoName::parse(name).is_err() {
+        // Docker sends a resource class for plugins (`repository(plugin):<name>:pull`); the
+        // class does not change what the repository grants.
+        let is_repository = kind == "repository"
+            || kind.strip_prefix("repository(").and_then(|c| c.strip_suffix(')')).is_some_and(|class| {
+                !class.is_empty() && class.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            });
+        if !is_repository || RepoName::parse(name).is_err() {
             return None;
         }
         let actions = actions

@@ -669,3 +669,24 @@ async fn a_robot_ends_open_mode() {
     let r = call(&app, Method::POST, "/v2/x/blobs/uploads/", Cred::Basic("only", &secret)).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
 }
+
+// ---------------------------------------------------------------------------------------
+// Scopes with a resource class, as Docker sends for plugins.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_scope_with_a_resource_class_is_granted_like_a_repository_scope() {
+    let app = spawn_auth(STANDARD).await;
+    let (t, claims) = token_for(&app, user("bob"), &["repository(plugin):apps/web:push,pull"]).await;
+    assert_eq!(access_map(&claims), access(&[("apps/web", &["pull", "push"])]), "{claims}");
+    // The token works for the push Docker makes with it.
+    push_small_image(&app, Cred::Bearer(&t), "apps/web", "plugin-1", "1").await;
+    // The class does not widen anything: what bob may not do stays refused.
+    let (_, claims) = token_for(&app, user("bob"), &["repository(plugin):other/db:pull"]).await;
+    assert_eq!(access_map(&claims), access(&[]), "{claims}");
+    // A garbled class is ignored like any garbled scope.
+    for bad in ["repository():apps/web:pull", "repository(plug in):apps/web:pull", "repository(plugin:apps/web:pull"] {
+        let (_, claims) = token_for(&app, user("bob"), &[bad]).await;
+        assert_eq!(access_map(&claims), access(&[]), "{bad}: {claims}");
+    }
+}

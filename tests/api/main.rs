@@ -5,8 +5,8 @@
 mod auth;
 mod auth_tokens;
 mod blobs;
-mod errors;
 mod connections;
+mod errors;
 mod helpers;
 mod history;
 mod immutability;
