@@ -9,7 +9,8 @@
 //! allows, cannot push, and stops working (its secret and the bearer tokens it was issued)
 //! once `cairn token revoke` has run; one made with `--expires 3s` stops when that passes.
 //!
-//! Access control is Cairn's: with `CONFORMANCE_URL` set these tests print a NOTE and pass.
+//! Access control is Cairn's: with `CONFORMANCE_URL` set these tests are ignored (they need
+//! [`Need::Cairn`]).
 
 use std::path::Path;
 use std::process::Command;
@@ -20,11 +21,39 @@ use cairn_conformance::Registry;
 use cairn_conformance::server::cairn_bin;
 use serde_json::{Value, json};
 
-use crate::docker::{LocalImages, docker, inspect as docker_inspect, require_dockerd, saved};
+use crate::docker::{LocalImages, docker, inspect as docker_inspect, saved};
+use crate::harness::{ClientTest, Need, note};
 use crate::helpers::*;
-use crate::oras::require_oras;
 use crate::podman::{Store, diff_ids, image_id, inspect as podman_inspect, podman};
 use crate::skopeo::{build_layout, skopeo};
+
+pub(crate) const TESTS: &[ClientTest] = &[
+    ClientTest {
+        name: "docker_login_push_pull_and_reader_push_denied",
+        needs: &[Need::Dockerd, Need::Cairn],
+        run: docker_login_push_pull_and_reader_push_denied,
+    },
+    ClientTest {
+        name: "podman_login_push_pull_and_reader_push_denied",
+        needs: &[Need::Podman, Need::Cairn],
+        run: podman_login_push_pull_and_reader_push_denied,
+    },
+    ClientTest {
+        name: "skopeo_creds_copy_round_trip_and_reader_push_denied",
+        needs: &[Need::Skopeo, Need::Umoci, Need::Cairn],
+        run: skopeo_creds_copy_round_trip_and_reader_push_denied,
+    },
+    ClientTest {
+        name: "oras_basic_auth_push_pull_and_anonymous_push_refused",
+        needs: &[Need::Oras, Need::Cairn],
+        run: oras_basic_auth_push_pull_and_anonymous_push_refused,
+    },
+    ClientTest {
+        name: "robot_token_pulls_cannot_push_and_stops_when_revoked",
+        needs: &[Need::Skopeo, Need::Umoci, Need::Cairn],
+        run: robot_token_pulls_cannot_push_and_stops_when_revoked,
+    },
+];
 
 const T: Duration = Duration::from_secs(180);
 
@@ -57,11 +86,9 @@ fn auth_config() -> String {
     )
 }
 
-/// A Cairn with alice and bob, or `None` after a NOTE when `CONFORMANCE_URL` is set.
-fn start(what: &str) -> Option<ConfiguredCairn> {
-    let external = std::env::var("CONFORMANCE_URL").is_ok_and(|u| !u.is_empty());
-    let config = if external { String::new() } else { auth_config() };
-    cairn_with_config(&config, &format!("{what} (access control, DESIGN §8)"))
+/// A Cairn of its own with alice and bob.
+fn start(what: &str) -> ConfiguredCairn {
+    cairn_with_config(&auth_config(), &format!("{what} (access control, DESIGN §8)"))
 }
 
 /// Both output streams of a command, for matching and for messages.
@@ -79,7 +106,7 @@ fn assert_refused(what: &str, out: &Output, markers: &[&str]) {
         assert!(lower.contains(&m.to_lowercase()), "{what} failed, but its output does not mention {m:?}:\n{text}");
     }
     let line = text.lines().rev().find(|l| lower_contains(l, markers[0])).unwrap_or_default();
-    eprintln!("[clients] {what} refused as expected: {}", line.trim());
+    note(format!("{what} refused as expected: {}", line.trim()));
 }
 
 fn lower_contains(text: &str, needle: &str) -> bool {
@@ -124,10 +151,8 @@ fn basic_token(user: &str, password: &str) -> String {
 /// a two-layer image pushed and pulled back byte-identical; `docker logout`, bob logs in, his
 /// push is denied and his pull of alice's image works; logged out, a pull is unauthorized, and
 /// a wrong password does not log in.
-#[test]
 fn docker_login_push_pull_and_reader_push_denied() {
-    require_dockerd();
-    let Some(cairn) = start("docker login, push and pull with users") else { return };
+    let cairn = start("docker login, push and pull with users");
     let reg = &cairn.reg;
     let tmp = tempdir("docker-auth");
     let t = tmp.path();
@@ -237,10 +262,8 @@ fn manifest_status(reg: &Registry, repo: &str, reference: &str, creds: Creds) ->
 
 /// `podman login --password-stdin` as alice into a private auth file, a push and a pull back
 /// into an emptied store with the same image id, layers and digest; bob's push is denied.
-#[test]
 fn podman_login_push_pull_and_reader_push_denied() {
-    require_tool("podman");
-    let Some(cairn) = start("podman login, push and pull with users") else { return };
+    let cairn = start("podman login, push and pull with users");
     let reg = &cairn.reg;
     let tmp = tempdir("podman-auth");
     let t = tmp.path();
@@ -369,10 +392,8 @@ fn remote_blobs_as(
 /// unauthorized, alice's `--dest-creds` copy up and bob's `--src-creds` copy back
 /// byte-identical, bob's `--dest-creds` push denied; and the token endpoint issuing bob a
 /// token that pulls but does not push, though he asked for both.
-#[test]
 fn skopeo_creds_copy_round_trip_and_reader_push_denied() {
-    require_tool("skopeo");
-    let Some(cairn) = start("skopeo copy with --src-creds/--dest-creds") else { return };
+    let cairn = start("skopeo copy with --src-creds/--dest-creds");
     let reg = &cairn.reg;
     let tmp = tempdir("skopeo-auth");
     let t = tmp.path();
@@ -497,10 +518,8 @@ fn oras(t: &Path, backend: &str, creds: Creds, mut req: Value) -> Value {
 
 /// oras-py as alice with basic auth (credentials on every request): an artifact pushed and
 /// pulled back byte-identical; bob pulls it through the token flow; an anonymous push fails.
-#[test]
 fn oras_basic_auth_push_pull_and_anonymous_push_refused() {
-    require_oras();
-    let Some(cairn) = start("oras-py push and pull with users") else { return };
+    let cairn = start("oras-py push and pull with users");
     let reg = &cairn.reg;
     let tmp = tempdir("oras-auth");
     let t = tmp.path();
@@ -539,7 +558,7 @@ fn oras_basic_auth_push_pull_and_anonymous_push_refused() {
         lower_contains(error, "unauthorized") || lower_contains(error, "authentication required"),
         "anonymous oras-py push failed, but not as unauthorized: {error}"
     );
-    eprintln!("[clients] anonymous oras-py push refused as expected: {error}");
+    note(format!("anonymous oras-py push refused as expected: {error}"));
     assert_eq!(manifest_status(reg, &repo, "anonymous", Some(ALICE)), 404, "the anonymous push left a tag");
 }
 
@@ -575,10 +594,8 @@ fn robot_line(cairn: &ConfiguredCairn, name: &str) -> String {
 /// skopeo logs in with its name and secret and pulls byte-identical; its push is denied,
 /// and so is a pull of a repository outside its grant; after `cairn token revoke` its
 /// secret is unauthorized.
-#[test]
 fn robot_token_pulls_cannot_push_and_stops_when_revoked() {
-    require_tool("skopeo");
-    let Some(cairn) = start("robot tokens") else { return };
+    let cairn = start("robot tokens");
     let reg = &cairn.reg;
     let tmp = tempdir("robot");
     let t = tmp.path();

@@ -12,7 +12,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cairn_conformance::Registry;
 use serde_json::{Value, json};
 
+use crate::harness::{ClientTest, Need, note};
 use crate::helpers::*;
+
+pub(crate) const TESTS: &[ClientTest] = &[
+    ClientTest { name: "docker_push_pull_round_trip", needs: &[Need::Dockerd], run: docker_push_pull_round_trip },
+    ClientTest {
+        name: "docker_push_to_an_immutable_tag_is_denied",
+        needs: &[Need::Dockerd, Need::Cairn],
+        run: docker_push_to_an_immutable_tag_is_denied,
+    },
+    ClientTest {
+        name: "docker_push_moves_a_mutable_latest_and_records_history",
+        needs: &[Need::Dockerd, Need::Cairn],
+        run: docker_push_moves_a_mutable_latest_and_records_history,
+    },
+];
 
 const T: Duration = Duration::from_secs(180);
 
@@ -21,19 +36,6 @@ pub(crate) fn docker() -> Command {
     // The legacy builder: COPY-only Dockerfiles need no BuildKit and no running container.
     c.env("DOCKER_BUILDKIT", "0");
     c
-}
-
-/// Panics, naming `.ci/setup`, unless the docker client is installed and dockerd answers.
-pub(crate) fn require_dockerd() {
-    require_tool("docker");
-    let out = try_run(docker().arg("info").arg("--format").arg("{{.ServerVersion}}"), Duration::from_secs(30));
-    assert!(
-        out.success() && !out.stdout.trim().is_empty(),
-        "dockerd does not answer `docker info`: run `bash .ci/setup` as root (it starts dockerd \
-         with --storage-driver vfs).\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.stdout,
-        out.stderr
-    );
 }
 
 /// Removes the named local images when the test ends, passed or not.
@@ -79,9 +81,7 @@ pub(crate) fn saved(reference: &str, dir: &Path) -> (Vec<u8>, Vec<Vec<u8>>) {
     (config, layers)
 }
 
-#[test]
 fn docker_push_pull_round_trip() {
-    require_dockerd();
     let reg = Registry::get();
     let tmp = tempdir("docker");
     let t = tmp.path();
@@ -194,11 +194,9 @@ fn pull(reference: &str) -> (String, String) {
 /// DESIGN §4 through the docker client: a tag, once pushed, stays. Pushing another image to
 /// it fails with `denied: tag ... is immutable ...`; pushing the same image again (a retried
 /// CI job) succeeds; and the tag still pulls the first image.
-/// Only Cairn promises this (distribution moves tags), so another registry is not checked.
-#[test]
+/// Only Cairn promises this (distribution moves tags): a [`Need::Cairn`] test.
 fn docker_push_to_an_immutable_tag_is_denied() {
-    require_dockerd();
-    let Some(reg) = cairn_only("tag immutability") else { return };
+    let reg = cairn_only("tag immutability");
     let tmp = tempdir("docker-immutable");
     let t = tmp.path();
     let suffix = unique_suffix();
@@ -229,12 +227,10 @@ fn docker_push_to_an_immutable_tag_is_denied() {
 /// A Cairn config that makes `latest` mutable in every repository (DESIGN §4): pushing
 /// another image to it moves it, and the tag history records the create and the move, and
 /// answers what the tag pointed to at a moment between the two pushes.
-#[test]
 fn docker_push_moves_a_mutable_latest_and_records_history() {
-    require_dockerd();
     let config = "[[immutability.rules]]\nname = \"latest-moves\"\nrepositories = \"**\"\ntags = [\"latest\"]\n\
                   mode = \"mutable\"\n";
-    let Some(cairn) = cairn_with_config(config, "a mutable `latest` and its tag history") else { return };
+    let cairn = cairn_with_config(config, "a mutable `latest` and its tag history");
     let reg = &cairn.reg;
     let tmp = tempdir("docker-mutable");
     let t = tmp.path();
@@ -268,7 +264,7 @@ fn docker_push_moves_a_mutable_latest_and_records_history() {
     let history = get_api_json(reg, &format!("/api/v1/repositories/{repo}/tags/latest/history"));
     assert_eq!(history["repository"], json!(repo), "{history}");
     assert_eq!(history["tag"], json!("latest"), "{history}");
-    eprintln!("[clients] tag history: {history}");
+    note(format!("tag history: {history}"));
     let events = history["events"].as_array().unwrap_or_else(|| panic!("no events: {history}"));
     assert_eq!(events.len(), 2, "one create and one move: {history}");
     let (moved, created) = (&events[0], &events[1]);

@@ -1,7 +1,8 @@
 //! Shared plumbing for the real-client round trips: running a client with a time limit and
-//! both of its output streams, failing loudly (naming `bash .ci/setup`) when a client is not
-//! installed, unique repository names, random file content, and reading back what the
-//! registry holds over plain HTTP so that every blob can be hashed against its digest.
+//! both of its output streams (noting each command for the test's output), unique repository
+//! names, random file content, and reading back what the registry holds over plain HTTP so
+//! that every blob can be hashed against its digest. Whether a client is installed at all is
+//! the harness's business (`harness.rs`), decided before a test starts.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -13,6 +14,8 @@ use cairn_conformance::Registry;
 use rand::Rng;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+use crate::harness::{external_registry, note};
 
 /// Every manifest media type the real clients push.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
@@ -43,18 +46,6 @@ pub fn describe(cmd: &Command) -> String {
     s
 }
 
-/// Panics unless `program` is on PATH, telling how to install the real clients.
-pub fn require_tool(program: &str) {
-    let found =
-        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file())).unwrap_or(false);
-    assert!(
-        found,
-        "`{program}` is not installed (not on PATH): the real-client tests need it. \
-         Run `bash .ci/setup` as root to install docker, podman, skopeo, umoci and oras-py \
-         and to start dockerd."
-    );
-}
-
 /// Runs `cmd` (stdin closed) for at most `timeout`, capturing stdout and stderr. Panics if it
 /// cannot start or runs out of time; otherwise returns whatever the exit status was.
 pub fn try_run(cmd: &mut Command, timeout: Duration) -> Output {
@@ -62,17 +53,33 @@ pub fn try_run(cmd: &mut Command, timeout: Duration) -> Output {
 }
 
 /// Like [`try_run`], with `input` written to the command's stdin (then closed) when given:
-/// for `--password-stdin`.
+/// for `--password-stdin`. Notes the command, its time and its exit status.
 pub fn try_run_with_input(cmd: &mut Command, input: Option<&[u8]>, timeout: Duration) -> Output {
+    let what = describe(cmd);
+    let started = Instant::now();
+    let out = execute(cmd, input, timeout).unwrap_or_else(|e| panic!("{e}"));
+    note(format!("{:>6.2}s  {what}  -> {}", started.elapsed().as_secs_f64(), out.status));
+    out
+}
+
+/// Like [`try_run`], but notes nothing, and says why instead of panicking when the command
+/// cannot start or finish: for the harness's checks of what this machine has.
+pub fn try_run_quietly(cmd: &mut Command, timeout: Duration) -> Result<Output, String> {
+    execute(cmd, None, timeout)
+}
+
+fn execute(cmd: &mut Command, input: Option<&[u8]>, timeout: Duration) -> Result<Output, String> {
     let what = describe(cmd);
     let started = Instant::now();
     let stdin = if input.is_some() { Stdio::piped() } else { Stdio::null() };
     let mut child = match cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            panic!("cannot run `{what}`: {e}. Run `bash .ci/setup` as root to install the real clients.")
+            return Err(format!(
+                "cannot run `{what}`: {e}. `scripts/test` installs the real clients and starts dockerd."
+            ));
         }
-        Err(e) => panic!("cannot run `{what}`: {e}"),
+        Err(e) => return Err(format!("cannot run `{what}`: {e}")),
     };
     let writer = input.map(|bytes| {
         let mut pipe = child.stdin.take().expect("stdin pipe");
@@ -105,7 +112,7 @@ pub fn try_run_with_input(cmd: &mut Command, input: Option<&[u8]>, timeout: Dura
                 break None;
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => panic!("waiting for `{what}`: {e}"),
+            Err(e) => return Err(format!("waiting for `{what}`: {e}")),
         }
     };
     if let Some(w) = writer {
@@ -114,14 +121,13 @@ pub fn try_run_with_input(cmd: &mut Command, input: Option<&[u8]>, timeout: Dura
     let stdout = String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned();
     let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
     let Some(status) = status else {
-        panic!(
+        return Err(format!(
             "`{what}` did not finish within {timeout:?}; killed.\n--- stdout ---\n{}\n--- stderr ---\n{}",
             tail(&stdout),
             tail(&stderr)
-        );
+        ));
     };
-    eprintln!("[clients] {:>6.2}s  {what}  -> {status}", started.elapsed().as_secs_f64());
-    Output { status, stdout, stderr }
+    Ok(Output { status, stdout, stderr })
 }
 
 /// Like [`try_run`], and panics with both output streams unless the command succeeded.
@@ -437,21 +443,21 @@ pub fn tempdir(prefix: &str) -> tempfile::TempDir {
         .tempdir()
         .expect("tempdir");
     if keep {
-        eprintln!("[clients] keeping {}", dir.path().display());
+        note(format!("keeping {}", dir.path().display()));
     }
     dir
 }
 
-/// The registry for a check of Cairn's own behaviour (DESIGN §4: immutable tags, tag history):
-/// a fresh Cairn, or `None` after a NOTE when `CONFORMANCE_URL` names another registry.
-pub fn cairn_only(what: &str) -> Option<Registry> {
-    match std::env::var("CONFORMANCE_URL") {
-        Ok(url) if !url.is_empty() => {
-            eprintln!("[clients] NOTE: {url} is not Cairn; {what} is Cairn's behaviour (DESIGN §4) and is not checked");
-            None
-        }
-        _ => Some(Registry::get()),
+/// The registry for a check of Cairn's own behaviour (DESIGN §4: immutable tags, tag history;
+/// the harness lists such tests with [`Need::Cairn`](crate::harness::Need::Cairn)): always a
+/// fresh Cairn. Such a test is ignored when `CONFORMANCE_URL` names another registry; run
+/// anyway (`--include-ignored`), it checks a Cairn of its own, and notes so.
+pub fn cairn_only(what: &str) -> Registry {
+    if let Some(url) = external_registry() {
+        note(format!("CONFORMANCE_URL={url} is not Cairn; {what} is Cairn's behaviour: checking a Cairn started here"));
     }
+    let server = cairn_conformance::Server::start();
+    Registry { base: server.base.clone(), host: server.host.clone(), server: Some(server) }
 }
 
 /// A Cairn started with the TOML `config` (`cairn serve --config FILE`) on its own data
@@ -465,14 +471,13 @@ pub struct ConfiguredCairn {
     _tmp: tempfile::TempDir,
 }
 
-/// [`ConfiguredCairn`] with `config`, or `None` after a NOTE when `CONFORMANCE_URL` is set:
-/// the config is Cairn's, and another registry cannot be started with it.
-pub fn cairn_with_config(config: &str, what: &str) -> Option<ConfiguredCairn> {
-    if let Ok(url) = std::env::var("CONFORMANCE_URL")
-        && !url.is_empty()
-    {
-        eprintln!("[clients] NOTE: {url} is not Cairn; {what} needs a Cairn config and is not checked");
-        return None;
+/// [`ConfiguredCairn`] with `config` (a test of Cairn's config, a [`Need::Cairn`] test: like
+/// [`cairn_only`], a Cairn of its own even when `CONFORMANCE_URL` is set).
+///
+/// [`Need::Cairn`]: crate::harness::Need::Cairn
+pub fn cairn_with_config(config: &str, what: &str) -> ConfiguredCairn {
+    if let Some(url) = external_registry() {
+        note(format!("CONFORMANCE_URL={url} is not Cairn; {what} needs a Cairn config: checking a Cairn started here"));
     }
     let tmp = tempdir("cairn");
     let file = tmp.path().join("cairn.toml");
@@ -481,7 +486,7 @@ pub fn cairn_with_config(config: &str, what: &str) -> Option<ConfiguredCairn> {
     std::fs::create_dir_all(&data).expect("data dir");
     let server = cairn_conformance::Server::start_in(&data, &["--config", file.to_str().expect("utf-8 path")], &[]);
     let reg = Registry { base: server.base.clone(), host: server.host.clone(), server: Some(server) };
-    Some(ConfiguredCairn { reg, config: file, data_dir: data, _tmp: tmp })
+    ConfiguredCairn { reg, config: file, data_dir: data, _tmp: tmp }
 }
 
 /// Asserts a client's push of another image to the immutable tag `tag` failed, and that what it
@@ -495,7 +500,7 @@ pub fn assert_immutable_refusal(client: &str, out: &Output, denied_marker: &str,
         "{client} should show `{denied_marker} tag {tag} is immutable; it points to {current} ...`; it said:\n{said}"
     );
     let line = said.lines().find(|l| l.contains("is immutable")).unwrap_or_default();
-    eprintln!("[clients] {client} refused as expected: {}", line.trim());
+    note(format!("{client} refused as expected: {}", line.trim()));
 }
 
 /// GETs a JSON document of the REST API (`path` starting with `/api/v1/`), expecting 200.

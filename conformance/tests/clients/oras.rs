@@ -12,7 +12,17 @@ use std::time::Duration;
 use cairn_conformance::Registry;
 use serde_json::{Value, json};
 
+use crate::harness::{ClientTest, Need};
 use crate::helpers::*;
+
+pub(crate) const TESTS: &[ClientTest] = &[
+    ClientTest { name: "oras_artifact_round_trip", needs: &[Need::Oras], run: oras_artifact_round_trip },
+    ClientTest {
+        name: "oras_referrers_are_listed",
+        needs: &[Need::Oras, Need::ReferrersApi],
+        run: oras_referrers_are_listed,
+    },
+];
 
 const T: Duration = Duration::from_secs(120);
 
@@ -63,20 +73,6 @@ else:
 json.dump(result, open(sys.argv[2], "w"))
 "#;
 
-/// Panics, naming `.ci/setup`, unless python3 can import oras-py.
-pub(crate) fn require_oras() {
-    require_tool("python3");
-    let out = try_run(
-        Command::new("python3").args(["-c", "import oras.client, oras.oci; print(oras.__version__)"]),
-        Duration::from_secs(60),
-    );
-    assert!(
-        out.success(),
-        "python3 cannot import oras-py: run `bash .ci/setup` (it runs `pip install oras`).\n{}",
-        out.stderr
-    );
-}
-
 /// Runs one oras-py operation described by `req` and returns its result object.
 fn oras(work: &Path, req: Value) -> Value {
     let script = work.join("oras_driver.py");
@@ -110,9 +106,7 @@ fn pull(reg: &Registry, work: &Path, target: &str, outdir: &Path) -> Vec<String>
     res["files"].as_array().expect("files").iter().map(|f| f.as_str().expect("path").to_string()).collect()
 }
 
-#[test]
 fn oras_artifact_round_trip() {
-    require_oras();
     let reg = Registry::get();
     let tmp = tempdir("oras");
     let t = tmp.path();
@@ -169,9 +163,8 @@ fn oras_artifact_round_trip() {
     assert!(read_file(&out.join("bundle/sub/b.bin")) == d2, "bundle/sub/b.bin differs after the round trip");
 }
 
-#[test]
+/// A [`Need::ReferrersApi`] test: ignored for a registry at `CONFORMANCE_URL` without it.
 fn oras_referrers_are_listed() {
-    require_oras();
     let reg = Registry::get();
     let tmp = tempdir("oras-ref");
     let t = tmp.path();
@@ -225,13 +218,6 @@ fn oras_referrers_are_listed() {
 
     let url = format!("{}/v2/{repo}/referrers/{subject_digest}", reg.base);
     let resp = http().get(&url).send().unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    if resp.status() == reqwest::StatusCode::NOT_FOUND && !reg.is_cairn() {
-        eprintln!(
-            "[clients] NOTE: {} has no referrers API (404 on {url}); the listing check is skipped for it",
-            reg.base
-        );
-        return;
-    }
     assert_eq!(resp.status(), reqwest::StatusCode::OK, "GET {url}");
     let ctype = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     assert!(ctype.starts_with(OCI_INDEX), "referrers Content-Type {ctype}");

@@ -11,7 +11,27 @@ use std::time::Duration;
 use cairn_conformance::Registry;
 use serde_json::Value;
 
+use crate::harness::{ClientTest, Need};
 use crate::helpers::*;
+
+pub(crate) const TESTS: &[ClientTest] = &[
+    ClientTest { name: "podman_push_pull_round_trip", needs: &[Need::Podman], run: podman_push_pull_round_trip },
+    ClientTest {
+        name: "podman_push_to_an_immutable_tag_is_denied",
+        needs: &[Need::Podman, Need::Cairn],
+        run: podman_push_to_an_immutable_tag_is_denied,
+    },
+    ClientTest {
+        name: "podman_oci_index_pushed_twice_to_an_immutable_tag",
+        needs: &[Need::Podman, Need::Cairn],
+        run: podman_oci_index_pushed_twice_to_an_immutable_tag,
+    },
+    ClientTest {
+        name: "podman_manifest_list_round_trip",
+        needs: &[Need::Podman],
+        run: podman_manifest_list_round_trip,
+    },
+];
 
 const T: Duration = Duration::from_secs(180);
 
@@ -69,9 +89,7 @@ fn diff_id_of(blob: &[u8], dir: &Path) -> String {
     sha256_digest(&read_file(&raw))
 }
 
-#[test]
 fn podman_push_pull_round_trip() {
-    require_tool("podman");
     let reg = Registry::get();
     let tmp = tempdir("podman");
     let t = tmp.path();
@@ -184,10 +202,8 @@ fn push(store: &Path, t: &Path, reference: &str) -> String {
 
 /// DESIGN §4 through podman: another image pushed to an existing tag is refused (`denied`,
 /// `immutable`), the same image pushed again is accepted, and the tag keeps its image.
-#[test]
 fn podman_push_to_an_immutable_tag_is_denied() {
-    require_tool("podman");
-    let Some(reg) = cairn_only("tag immutability") else { return };
+    let reg = cairn_only("tag immutability");
     let tmp = tempdir("podman-imm");
     let t = tmp.path();
     let store = t.join("store");
@@ -227,10 +243,8 @@ fn podman_push_to_an_immutable_tag_is_denied() {
 /// A multi-arch OCI index on an immutable tag: `podman manifest push --all` puts both
 /// platform manifests by digest and then the index by tag; doing it again (a retried CI job)
 /// succeeds too, with the same digest, and the repository has no tag but that one.
-#[test]
 fn podman_oci_index_pushed_twice_to_an_immutable_tag() {
-    require_tool("podman");
-    let Some(reg) = cairn_only("re-pushing an index to an immutable tag") else { return };
+    let reg = cairn_only("re-pushing an index to an immutable tag");
     let tmp = tempdir("podman-idx");
     let t = tmp.path();
     let store = t.join("store");
@@ -303,9 +317,7 @@ fn podman_oci_index_pushed_twice_to_an_immutable_tag() {
     assert_eq!(tags["tags"], serde_json::json!(["multi"]), "GET {url}");
 }
 
-#[test]
 fn podman_manifest_list_round_trip() {
-    require_tool("podman");
     let reg = Registry::get();
     let tmp = tempdir("podman-list");
     let t = tmp.path();

@@ -11,7 +11,26 @@ use std::time::Duration;
 use cairn_conformance::Registry;
 use serde_json::Value;
 
+use crate::harness::{ClientTest, Need, note};
 use crate::helpers::*;
+
+pub(crate) const TESTS: &[ClientTest] = &[
+    ClientTest {
+        name: "skopeo_oci_layout_round_trip",
+        needs: &[Need::Skopeo, Need::Umoci],
+        run: skopeo_oci_layout_round_trip,
+    },
+    ClientTest {
+        name: "skopeo_copy_between_repositories_mounts_blobs",
+        needs: &[Need::Skopeo, Need::Umoci],
+        run: skopeo_copy_between_repositories_mounts_blobs,
+    },
+    ClientTest {
+        name: "skopeo_copy_to_an_immutable_tag_is_denied",
+        needs: &[Need::Skopeo, Need::Umoci, Need::Cairn],
+        run: skopeo_copy_to_an_immutable_tag_is_denied,
+    },
+];
 
 const T: Duration = Duration::from_secs(120);
 
@@ -26,7 +45,6 @@ pub(crate) fn skopeo() -> Command {
 /// Builds an OCI layout at `layout` with one image tagged `tag`: two layers of random content
 /// and a config with a label. Returns its manifest digest and every blob (manifest included).
 pub(crate) fn build_layout(layout: &Path, tag: &str, work: &Path) -> (String, BTreeMap<String, Vec<u8>>) {
-    require_tool("umoci");
     let image = format!("{}:{tag}", layout.display());
     run(umoci().args(["init", "--layout"]).arg(layout), T);
     run(umoci().args(["new", "--image", &image]), T);
@@ -94,9 +112,7 @@ fn remote_blobs(reg: &Registry, repo: &str, reference: &str) -> (String, BTreeMa
     (f.digest, all)
 }
 
-#[test]
 fn skopeo_oci_layout_round_trip() {
-    require_tool("skopeo");
     let reg = Registry::get();
     let tmp = tempdir("skopeo");
     let t = tmp.path();
@@ -119,9 +135,7 @@ fn skopeo_oci_layout_round_trip() {
     assert_same_blobs("layout copied back vs source layout", &blobs, &back_blobs);
 }
 
-#[test]
 fn skopeo_copy_between_repositories_mounts_blobs() {
-    require_tool("skopeo");
     let reg = Registry::get();
     let tmp = tempdir("skopeo-mount");
     let t = tmp.path();
@@ -149,7 +163,7 @@ fn skopeo_copy_between_repositories_mounts_blobs() {
         );
     }
     let mounted = out.stderr.matches("mount OK").count();
-    eprintln!("[clients] skopeo: {mounted} blob(s) mounted across repositories");
+    note(format!("skopeo: {mounted} blob(s) mounted across repositories"));
     if reg.is_cairn() {
         assert!(
             mounted >= manifest["layers"].as_array().map_or(0, Vec::len),
@@ -178,10 +192,8 @@ fn skopeo_copy_between_repositories_mounts_blobs() {
 /// DESIGN §4 through skopeo: copying another image to an existing tag is refused (`denied`,
 /// `immutable`), copying the same image again is accepted, deleting the image is refused, and
 /// the tag keeps its manifest.
-#[test]
 fn skopeo_copy_to_an_immutable_tag_is_denied() {
-    require_tool("skopeo");
-    let Some(reg) = cairn_only("tag immutability") else { return };
+    let reg = cairn_only("tag immutability");
     let tmp = tempdir("skopeo-immutable");
     let t = tmp.path();
     let repo = unique_repo("skopeo-immutable");
