@@ -252,7 +252,9 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Audit { command, config, data_dir } => audit(command, Sources { file: config, data_dir, ..Default::default() }).await,
+        Command::Audit { command, config, data_dir } => {
+            audit(command, Sources { file: config, data_dir, ..Default::default() }).await
+        }
         Command::Migrate { config, data_dir } => {
             let (cfg, notes) = match load(&Sources { file: config, data_dir, ..Default::default() }) {
                 Ok(c) => c,
@@ -441,9 +443,8 @@ async fn audit_command(cfg: Config, command: AuditCommand) -> anyhow::Result<()>
             let registry = ledger_registry(&cfg).await?;
             let bar = progress_bar(true);
             let dir = archive_dir.unwrap_or(archives);
-            let report = registry
-                .verify_ledger(&raw, Some(&dir), &mut |seq, total| show_progress(&bar, seq, total))
-                .await;
+            let report =
+                registry.verify_ledger(&raw, Some(&dir), &mut |seq, total| show_progress(&bar, seq, total)).await;
             if let Some(b) = &bar {
                 b.finish_and_clear();
             }
@@ -464,7 +465,8 @@ async fn audit_command(cfg: Config, command: AuditCommand) -> anyhow::Result<()>
                 Some(c) => format!("{} checkpoint(s) verified, the last at seq {c}", v.checkpoints),
                 None => "no checkpoint yet".to_string(),
             };
-            let message = format!("audit ledger verified: seq {first}..{last}, {} events{archived}; {covered}", v.events);
+            let message =
+                format!("audit ledger verified: seq {first}..{last}, {} events{archived}; {covered}", v.events);
             let fields = [
                 ("first_seq", first.to_string()),
                 ("last_seq", last.to_string()),
@@ -491,16 +493,19 @@ async fn audit_command(cfg: Config, command: AuditCommand) -> anyhow::Result<()>
                     state.registry.export_ledger(&state.audit_key, since, until, &mut out).await?
                 }
             };
-            let signed = if report.signed { format!(" (signed the checkpoint at seq {} now)", report.last) } else { String::new() };
+            let signed = if report.signed {
+                format!(" (signed the checkpoint at seq {} now)", report.last)
+            } else {
+                String::new()
+            };
             let message = format!(
                 "exported seq {}..{}: {} events, {} checkpoint(s){signed}",
                 report.first, report.last, report.events, report.checkpoints
             );
             match output {
-                Some(path) => say!(
-                    "{}",
-                    cairn::telemetry::result_line(&log, &format!("{message} to {}", path.display()), &[])
-                ),
+                Some(path) => {
+                    say!("{}", cairn::telemetry::result_line(&log, &format!("{message} to {}", path.display()), &[]))
+                }
                 None => {
                     tell!("{message}");
                 }
@@ -519,7 +524,10 @@ async fn audit_command(cfg: Config, command: AuditCommand) -> anyhow::Result<()>
                         r.export.checkpoints,
                         r.file.display()
                     );
-                    say!("{}", cairn::telemetry::result_line(&log, &message, &[("file", r.file.display().to_string())]));
+                    say!(
+                        "{}",
+                        cairn::telemetry::result_line(&log, &message, &[("file", r.file.display().to_string())])
+                    );
                 }
             }
         }

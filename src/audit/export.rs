@@ -122,4 +122,27 @@ mod tests {
         assert!(Line::parse("[1]").is_err());
         assert!(Line::parse("{").unwrap_err().starts_with("not JSON"));
     }
+
+    /// The README's "A worked example": a real event and checkpoint from a running server.
+    #[test]
+    fn the_readme_worked_example_recomputes() {
+        let event = r#"{"seq":6,"time":"2026-11-30T06:48:09.008Z","actor":"anonymous","address":"127.0.0.1","action":"tag.create","repository":"team/app","tag":"1.0","digest":"sha256:a3aa9a6043e00956389f9e9ac582e89b5acda67f142cb2b9f4ca1ab146b651d7","previous_digest":null,"detail":null,"prev_hash":"59039314fe08ddb87f8aa3eddf65e0cf99e15f710b16d04b77f8a179603bbd2f","hash":"c5d305d7274f983cbac3c6d202bdd7dec3b8101316f41add7e2523468ea35739"}"#;
+        let canonical = r#"{"action":"tag.create","actor":"anonymous","address":"127.0.0.1","detail":null,"digest":"sha256:a3aa9a6043e00956389f9e9ac582e89b5acda67f142cb2b9f4ca1ab146b651d7","prev_hash":"59039314fe08ddb87f8aa3eddf65e0cf99e15f710b16d04b77f8a179603bbd2f","previous_digest":null,"repository":"team/app","seq":6,"tag":"1.0","time":"2026-11-30T06:48:09.008Z"}"#;
+        let checkpoint = r#"{"checkpoint":{"seq":6,"hash":"c5d305d7274f983cbac3c6d202bdd7dec3b8101316f41add7e2523468ea35739","time":"2026-11-30T06:48:11.624Z","signature":"5lFNup+xYC9qMVfoJ98KO7LEZjfI/cablo56dleQdmTzK3C7TfLUIwPT61GA8qNMSm6VaAWFP/xc76+NiyncDQ=="}}"#;
+        let pem = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA/143FzhQQK59rWjuSXseM+WIces6QfjdaSZmB0xgK2Q=\n-----END PUBLIC KEY-----\n";
+        let Line::Event(e) = Line::parse(event).unwrap() else { panic!("an event line") };
+        assert_eq!(String::from_utf8(e.canonical_bytes()).unwrap(), canonical);
+        assert_eq!(e.compute_hash(), "c5d305d7274f983cbac3c6d202bdd7dec3b8101316f41add7e2523468ea35739");
+        assert_eq!(Line::Event(e.clone()).to_json(), event, "written exactly as the README shows");
+        let Line::Checkpoint(cp) = Line::parse(checkpoint).unwrap() else { panic!("a checkpoint line") };
+        assert_eq!(
+            String::from_utf8(Checkpoint::signed_bytes(cp.seq, &cp.hash, &cp.time)).unwrap(),
+            r#"{"hash":"c5d305d7274f983cbac3c6d202bdd7dec3b8101316f41add7e2523468ea35739","seq":6,"time":"2026-11-30T06:48:11.624Z"}"#
+        );
+        let key = crate::audit::checkpoint::public_key_from_pem(pem).unwrap();
+        let mut v = crate::audit::ChainVerifier::new(&key, crate::audit::Start::Anchored);
+        v.event(&e).unwrap();
+        v.checkpoint(&cp).unwrap();
+        v.finish_file().unwrap();
+    }
 }

@@ -154,7 +154,11 @@ async fn verify_passes_on_a_busy_ledger_and_names_the_seq_after_each_kind_of_tam
                  UPDATE ledger_head SET seq = {k}, hash = (SELECT hash FROM ledger WHERE seq = {k})",
                 k = head - 3
             ),
-            format!("seq {}: missing: the ledger ends at seq {} but a signed checkpoint covers seq {head}", head - 2, head - 3),
+            format!(
+                "seq {}: missing: the ledger ends at seq {} but a signed checkpoint covers seq {head}",
+                head - 2,
+                head - 3
+            ),
         ),
         (
             "truncate-rows-only",
@@ -191,7 +195,10 @@ async fn verify_passes_on_a_busy_ledger_and_names_the_seq_after_each_kind_of_tam
     let pem = run(&["audit", "public-key", "--data-dir", other.to_str().unwrap()], &[], other.parent().unwrap());
     assert!(pem.status.success(), "{}", text(&pem.stderr));
     let pem_file = write_file(&other, "other.pem", &pem.stdout);
-    assert_not_verified(&verify(&data, &["--public-key", &pem_file]), "the signature does not verify with the public key");
+    assert_not_verified(
+        &verify(&data, &["--public-key", &pem_file]),
+        "the signature does not verify with the public key",
+    );
 }
 
 #[tokio::test]
@@ -267,7 +274,10 @@ async fn an_export_verifies_with_the_public_key_alone_and_a_tampered_one_fails()
         assert_eq!(got, keys, "event line {i} has exactly the event's fields");
         assert_eq!(e["seq"], i as i64 + 1);
     }
-    assert_eq!(events[head as usize - 1]["hash"], sqlite3(&db(&data), &format!("SELECT hash FROM ledger WHERE seq = {head}")));
+    assert_eq!(
+        events[head as usize - 1]["hash"],
+        sqlite3(&db(&data), &format!("SELECT hash FROM ledger WHERE seq = {head}"))
+    );
     // Each checkpoint line follows the event it covers, and the last line is one.
     for w in lines.windows(2) {
         if let Some(cp) = w[1].get("checkpoint") {
@@ -281,14 +291,29 @@ async fn an_export_verifies_with_the_public_key_alone_and_a_tampered_one_fails()
     // Verified in a directory with no data, config or database: the file and the key alone.
     let ok = run(&["audit", "verify", "--export", "all.jsonl", "--public-key", "cairn.pem"], &[], &auditor);
     assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
-    assert!(text(&ok.stdout).contains(&format!("all.jsonl: verified seq 1..{head}, {head} events")), "{}", text(&ok.stdout));
+    assert!(
+        text(&ok.stdout).contains(&format!("all.jsonl: verified seq 1..{head}, {head} events")),
+        "{}",
+        text(&ok.stdout)
+    );
     assert!(text(&ok.stdout).contains("from the start of the ledger"), "{}", text(&ok.stdout));
     assert_eq!(std::fs::read_dir(&auditor).unwrap().count(), 2, "offline verification wrote nothing");
 
     // A range ending where no checkpoint was: one is signed for it, and the range verifies.
     let part = auditor.join("part.jsonl");
     let out = run(
-        &["audit", "export", "--data-dir", data_arg, "--since", "4", "--until", "9", "--output", part.to_str().unwrap()],
+        &[
+            "audit",
+            "export",
+            "--data-dir",
+            data_arg,
+            "--since",
+            "4",
+            "--until",
+            "9",
+            "--output",
+            part.to_str().unwrap(),
+        ],
         &[],
         root.path(),
     );
@@ -306,18 +331,21 @@ async fn an_export_verifies_with_the_public_key_alone_and_a_tampered_one_fails()
 
     // Tampered exports.
     let full = std::fs::read_to_string(&all).unwrap();
-    let edited: String = full
-        .lines()
-        .map(|l| if l.starts_with("{\"seq\":6,") { l.replacen("\"anonymous\"", "\"mallory\"", 1) } else { l.to_string() })
-        .map(|l| l + "\n")
-        .collect();
+    let edited: String =
+        full.lines()
+            .map(|l| {
+                if l.starts_with("{\"seq\":6,") { l.replacen("\"anonymous\"", "\"mallory\"", 1) } else { l.to_string() }
+            })
+            .map(|l| l + "\n")
+            .collect();
     assert_ne!(edited, full, "seq 6 has an actor to edit");
     let dropped: String = full
         .lines()
         .filter(|l| !l.starts_with("{\"seq\":12,") && !l.starts_with("{\"checkpoint\":{\"seq\":12,"))
         .map(|l| format!("{l}\n"))
         .collect();
-    let uncovered: String = full.lines().take_while(|l| !l.starts_with("{\"checkpoint\"")).map(|l| format!("{l}\n")).collect();
+    let uncovered: String =
+        full.lines().take_while(|l| !l.starts_with("{\"checkpoint\"")).map(|l| format!("{l}\n")).collect();
     let extra: String = full
         .lines()
         .map(|l| if l.starts_with("{\"seq\":3,") { l.replacen("{", "{\"note\":\"x\",", 1) } else { l.to_string() })

@@ -56,7 +56,11 @@ async fn verification_spans_an_archive_made_while_the_server_runs() {
     let first_file = data.join("audit-archive").join("1-7.jsonl");
     assert!(first_file.is_file(), "{} exists", first_file.display());
     assert_eq!(sqlite3(&db(&data), "SELECT count(*), min(seq) FROM ledger WHERE seq <= 7 OR seq = 8"), "1|8");
-    assert_eq!(sqlite3(&db(&data), "SELECT count(*) FROM ledger_checkpoints WHERE seq = 7"), "1", "it ends at a checkpoint");
+    assert_eq!(
+        sqlite3(&db(&data), "SELECT count(*) FROM ledger_checkpoints WHERE seq = 7"),
+        "1",
+        "it ends at a checkpoint"
+    );
     let last_line = std::fs::read_to_string(&first_file).unwrap().lines().last().unwrap().to_string();
     assert!(last_line.starts_with("{\"checkpoint\":{\"seq\":7,"), "{last_line}");
 
