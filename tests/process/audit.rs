@@ -3,7 +3,8 @@
 //! the first bad seq, after each kind of tampering done with the `sqlite3` command line (an
 //! edited field, a deleted row, two rows' contents swapped, the tail cut back past a
 //! checkpoint, a row appended, a forged checkpoint). An export verifies with the public key
-//! alone, in a directory with no database; an edited one does not.
+//! alone, in a directory with no database; an edited one does not. Progress shows only on a
+//! terminal.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -116,6 +117,25 @@ pub(crate) fn assert_not_verified(out: &Output, needle: &str) {
     assert!(stderr.contains(needle), "expected {needle:?} in stderr: {stderr}");
 }
 
+/// Runs a shell command line with a pseudo-terminal as stdout and stderr (util-linux
+/// `script`); returns what it printed.
+fn on_a_terminal(command: &str) -> String {
+    let mut c = Command::new("script");
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("CAIRN_") {
+            c.env_remove(&k);
+        }
+    }
+    let out = c
+        .args(["-qec", command, "/dev/null"])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("script(1) (Debian package bsdutils) could not be run: {e}"));
+    assert!(out.status.success(), "{command}: {}{}", text(&out.stdout), text(&out.stderr));
+    text(&out.stdout)
+}
+
 /// A copy of the database (and the signing key) in a fresh data directory.
 fn copy_ledger(data: &Path, name: &str) -> PathBuf {
     let to = data.parent().unwrap().join(name);
@@ -129,6 +149,11 @@ fn copy_ledger(data: &Path, name: &str) -> PathBuf {
 async fn verify_passes_on_a_busy_ledger_and_names_the_seq_after_each_kind_of_tampering() {
     let (_root, data, head) = busy_ledger().await;
     assert_verified(&verify(&data, &[]), &format!("audit ledger verified: seq 1..{head}, {head} events"));
+
+    // On a terminal (a pty from script(1)) it shows progress on stderr.
+    let shown = on_a_terminal(&format!("{BIN} audit verify --data-dir {}", data.display()));
+    assert!(shown.contains("verifying the audit ledger: seq"), "no progress on a terminal: {shown}");
+    assert!(shown.contains("audit ledger verified"), "{shown}");
 
     // Each tampering on its own copy; the untouched copy verifies, so the copy is not the cause.
     assert_verified(&verify(&copy_ledger(&data, "control"), &[]), &format!("the last at seq {head}"));
