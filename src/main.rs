@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use cairn::config::{Config, Sources};
+use cairn::service::ledger_files::{self, Before, LedgerError};
 
 /// `println!` that never panics (see `out`).
 macro_rules! say {
@@ -93,6 +94,61 @@ enum Command {
         #[arg(long, global = true)]
         data_dir: Option<PathBuf>,
     },
+    /// The audit ledger: verify, export, archive, public-key.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+        /// Config file (TOML); also CAIRN_CONFIG.
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// Data directory, overriding the config; also CAIRN_DATA_DIR.
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain and check every checkpoint signature: the archive files, then
+    /// the database; or, with --export, files alone with the public key. Exit 0 verified,
+    /// 1 does not verify (the first bad seq is named), 2 bad config, 3 could not read.
+    Verify {
+        /// Verify these export or archive files offline, without a database (repeatable, in
+        /// seq order; a file that starts where the one before it ended must link to it).
+        #[arg(long = "export", value_name = "FILE", requires = "public_key")]
+        exports: Vec<PathBuf>,
+        /// The ledger's public key (PEM, from `cairn audit public-key`). Required with
+        /// --export; for the database it replaces the data directory's signing key.
+        #[arg(long, value_name = "PEMFILE")]
+        public_key: Option<PathBuf>,
+        /// Where the archive files are; default <data_dir>/audit-archive.
+        #[arg(long, value_name = "DIR")]
+        archive_dir: Option<PathBuf>,
+    },
+    /// Write events as JSON lines with the checkpoints that cover them, ending at a checkpoint
+    /// (signed and stored now if there is none at --until). Refuses a ledger that does not verify.
+    Export {
+        /// First seq (default: the database's first event).
+        #[arg(long, value_name = "SEQ")]
+        since: Option<i64>,
+        /// Last seq (default: the newest event).
+        #[arg(long, value_name = "SEQ")]
+        until: Option<i64>,
+        /// Write here (whole or not at all) instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Move the events before a seq, or before an RFC 3339 time, to
+    /// <data_dir>/audit-archive/<first>-<last>.jsonl (the export format, ending at a checkpoint)
+    /// and remove them from the database.
+    Archive {
+        /// A seq (events with a lower seq move) or an RFC 3339 time (events before the first one
+        /// at or after it move).
+        #[arg(long, value_name = "SEQ|TIME", value_parser = Before::parse)]
+        before: Before,
+    },
+    /// Print the ledger's public key (PEM, SubjectPublicKeyInfo) for auditors.
+    PublicKey,
 }
 
 #[derive(Subcommand)]
@@ -195,6 +251,9 @@ async fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Audit { command, config, data_dir } => {
+            audit(command, Sources { file: config, data_dir, ..Default::default() }).await
         }
         Command::Migrate { config, data_dir } => {
             let (cfg, notes) = match load(&Sources { file: config, data_dir, ..Default::default() }) {
@@ -323,6 +382,257 @@ async fn token_command(cfg: Config, command: TokenCommand) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+/// Exit code of an audit command that found the ledger does not verify.
+const NOT_VERIFIED: u8 = 1;
+/// Exit code of an audit command that could not do its work (database, file, range).
+const NOT_DONE: u8 = 3;
+
+async fn audit(command: AuditCommand, sources: Sources) -> ExitCode {
+    if let AuditCommand::Verify { exports, public_key: Some(pem), .. } = &command
+        && !exports.is_empty()
+    {
+        return verify_offline(exports, pem);
+    }
+    let (cfg, notes) = match load(&sources) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    start_logs(&cfg, &notes);
+    match audit_command(cfg, command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            match e.downcast_ref::<LedgerError>() {
+                Some(l) if l.is_invalid() => {
+                    tell!("cairn: the audit ledger does not verify: {l}");
+                    return ExitCode::from(NOT_VERIFIED);
+                }
+                Some(LedgerError::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+                    return ExitCode::SUCCESS;
+                }
+                _ => {
+                    tell!("cairn: {e:#}");
+                }
+            }
+            ExitCode::from(NOT_DONE)
+        }
+    }
+}
+
+async fn audit_command(cfg: Config, command: AuditCommand) -> anyhow::Result<()> {
+    let archives = ledger_files::archive_dir(&cfg.server.data_dir);
+    let log = cfg.log.clone();
+    match command {
+        AuditCommand::Verify { public_key, archive_dir, .. } => {
+            let raw = match &public_key {
+                Some(pem) => read_public_key(pem)?,
+                None => {
+                    let path = cfg.audit_key_path();
+                    let der = std::fs::read(&path).map_err(|e| {
+                        anyhow::anyhow!(
+                            "cannot read the ledger's signing key {} ({e}); pass --public-key PEMFILE",
+                            path.display()
+                        )
+                    })?;
+                    let key = cairn::audit::CheckpointKey::from_pkcs8(&der)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                    key.public_key().to_vec()
+                }
+            };
+            let registry = ledger_registry(&cfg).await?;
+            let bar = progress_bar(true);
+            let dir = archive_dir.unwrap_or(archives);
+            let report =
+                registry.verify_ledger(&raw, Some(&dir), &mut |seq, total| show_progress(&bar, seq, total)).await;
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
+            let report = report?;
+            let v = &report.verified;
+            let (first, last) = match (&v.first, &v.last) {
+                (Some((f, _)), Some((l, _))) => (*f, *l),
+                _ => {
+                    say!("{}", cairn::telemetry::result_line(&log, "the audit ledger is empty", &[]));
+                    return Ok(());
+                }
+            };
+            let archived = match report.archive_files.len() {
+                0 => String::new(),
+                n => format!(" ({} in {n} archive file(s))", report.archived_events),
+            };
+            let covered = match v.last_checkpoint {
+                Some(c) => format!("{} checkpoint(s) verified, the last at seq {c}", v.checkpoints),
+                None => "no checkpoint yet".to_string(),
+            };
+            let message =
+                format!("audit ledger verified: seq {first}..{last}, {} events{archived}; {covered}", v.events);
+            let fields = [
+                ("first_seq", first.to_string()),
+                ("last_seq", last.to_string()),
+                ("events", v.events.to_string()),
+                ("checkpoints", v.checkpoints.to_string()),
+                ("last_checkpoint", v.last_checkpoint.unwrap_or(0).to_string()),
+            ];
+            say!("{}", cairn::telemetry::result_line(&log, &message, &fields));
+            let signed = v.last_checkpoint.unwrap_or(0);
+            if signed < last {
+                tell!(
+                    "note: seq {}..{last} are not covered by a signed checkpoint yet (the server signs one every \
+                     [audit] checkpoint_every events or checkpoint_interval)",
+                    signed + 1
+                );
+            }
+        }
+        AuditCommand::Export { since, until, output } => {
+            let state = cairn::AppState::from_config(cfg).await?;
+            let report = match &output {
+                Some(path) => state.registry.export_ledger_to(&state.audit_key, since, until, path).await?,
+                None => {
+                    let mut out = std::io::BufWriter::new(std::io::stdout());
+                    state.registry.export_ledger(&state.audit_key, since, until, &mut out).await?
+                }
+            };
+            let signed = if report.signed {
+                format!(" (signed the checkpoint at seq {} now)", report.last)
+            } else {
+                String::new()
+            };
+            let message = format!(
+                "exported seq {}..{}: {} events, {} checkpoint(s){signed}",
+                report.first, report.last, report.events, report.checkpoints
+            );
+            match output {
+                Some(path) => {
+                    say!("{}", cairn::telemetry::result_line(&log, &format!("{message} to {}", path.display()), &[]))
+                }
+                None => {
+                    tell!("{message}");
+                }
+            }
+        }
+        AuditCommand::Archive { before } => {
+            let state = cairn::AppState::from_config(cfg).await?;
+            match state.registry.archive_ledger(&state.audit_key, before, &archives).await? {
+                None => say!("{}", cairn::telemetry::result_line(&log, "nothing to archive", &[])),
+                Some(r) => {
+                    let message = format!(
+                        "archived seq {}..{} ({} events, {} checkpoint(s)) to {} and removed them from the database",
+                        r.export.first,
+                        r.export.last,
+                        r.removed,
+                        r.export.checkpoints,
+                        r.file.display()
+                    );
+                    say!(
+                        "{}",
+                        cairn::telemetry::result_line(&log, &message, &[("file", r.file.display().to_string())])
+                    );
+                }
+            }
+        }
+        AuditCommand::PublicKey => {
+            let key = cairn::state::load_or_create_audit_key(&cfg.audit_key_path())?;
+            say!("{}", key.public_key_pem().trim_end());
+        }
+    }
+    Ok(())
+}
+
+/// The registry over the configured database only, for reading the ledger: unlike
+/// `AppState::from_config` it creates no signing key and no blob directory.
+async fn ledger_registry(cfg: &Config) -> anyhow::Result<cairn::service::Registry> {
+    let url = cfg.database_url();
+    let meta = cairn::meta::SqliteStore::open(&url)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open database {}: {e}", cfg.database_url_redacted()))?;
+    let blobs = cairn::blob::BlobStore::new(std::sync::Arc::new(object_store::memory::InMemory::new()));
+    let policy = cairn::policy::ImmutabilityPolicy::new(&cfg.immutability)
+        .map_err(|errs| anyhow::anyhow!("invalid immutability rules: {}", errs.join("; ")))?;
+    Ok(cairn::service::Registry::new(
+        std::sync::Arc::new(meta),
+        blobs,
+        std::sync::Arc::new(policy),
+        std::sync::Arc::new(cairn::clock::SystemClock),
+    ))
+}
+
+/// `cairn audit verify --export FILE... --public-key PEMFILE`: no config, no database.
+fn verify_offline(files: &[PathBuf], pem: &std::path::Path) -> ExitCode {
+    let raw = match read_public_key(pem) {
+        Ok(k) => k,
+        Err(e) => {
+            tell!("cairn: {e:#}");
+            return ExitCode::from(NOT_DONE);
+        }
+    };
+    let bar = progress_bar(false);
+    let result = ledger_files::verify_files(&raw, files, &mut |seq, total| show_progress(&bar, seq, total));
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    match result {
+        Ok(reports) => {
+            for r in reports {
+                let v = &r.verified;
+                let (Some((first, prev_hash)), Some((last, _))) = (&v.first, &v.last) else { continue };
+                let anchor = if r.continues_previous {
+                    "continues the file before it".to_string()
+                } else if cairn::audit::verify::is_genesis(&(*first, prev_hash.clone())) {
+                    "from the start of the ledger".to_string()
+                } else {
+                    format!("its first prev_hash {prev_hash} is vouched for by the checkpoint at seq {last}")
+                };
+                say!(
+                    "{}: verified seq {first}..{last}, {} events, {} checkpoint(s); {anchor}",
+                    r.file.display(),
+                    v.events,
+                    v.checkpoints
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) if e.is_invalid() => {
+            tell!("cairn: the export does not verify: {e}");
+            ExitCode::from(NOT_VERIFIED)
+        }
+        Err(e) => {
+            tell!("cairn: {e}");
+            ExitCode::from(NOT_DONE)
+        }
+    }
+}
+
+fn read_public_key(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let pem = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    cairn::audit::checkpoint::public_key_from_pem(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// A progress bar on stderr, only when stderr is a terminal.
+fn progress_bar(known_length: bool) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let template = if known_length {
+        "verifying the audit ledger: seq {pos}/{len} {wide_bar} {elapsed}"
+    } else {
+        "{spinner} verifying: seq {pos} {elapsed}"
+    };
+    let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
+
+fn show_progress(bar: &Option<indicatif::ProgressBar>, seq: i64, total: i64) {
+    if let Some(b) = bar {
+        if total > 0 {
+            b.set_length(total as u64);
+        }
+        b.set_position(seq.max(0) as u64);
+    }
 }
 
 fn print_rules(cfg: &Config) {

@@ -148,6 +148,19 @@ pub struct EventFilter {
     pub before_ms: Option<i64>,
 }
 
+/// An archive cut: events up to `seq` moved to `file` (under the archive directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerArchive {
+    /// The last archived seq.
+    pub seq: i64,
+    /// Its hash.
+    pub hash: String,
+    /// The archive file's name.
+    pub file: String,
+    /// When the cut was made.
+    pub at: SystemTime,
+}
+
 /// How often a manifest was pulled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PullStats {
@@ -396,6 +409,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn ledger_head(&self) -> Result<Option<(i64, String)>, MetaError>;
     /// The last archive cut `(seq, hash)`: events up to it were moved to an archive file.
     async fn ledger_archive_cut(&self) -> Result<Option<(i64, String)>, MetaError>;
+    /// Every archive cut, oldest first.
+    async fn ledger_archives(&self) -> Result<Vec<LedgerArchive>, MetaError>;
     /// Records that events up to `seq` (whose last hash is `hash`) moved to `file`, and deletes
     /// them from the database, in one transaction.
     async fn archive_ledger(&self, seq: i64, hash: &str, file: &str, at: SystemTime) -> Result<u64, MetaError>;

@@ -13,8 +13,8 @@ mod ledger;
 mod tx;
 
 use super::{
-    Actor, BlobRecord, EventFilter, ManifestRecord, MetaError, MetaTx, MetadataStore, PullStats, Referrer, RobotRecord,
-    Segment, TagAction, TagEvent, UploadSession, from_millis, millis,
+    Actor, BlobRecord, EventFilter, LedgerArchive, ManifestRecord, MetaError, MetaTx, MetadataStore, PullStats,
+    Referrer, RobotRecord, Segment, TagAction, TagEvent, UploadSession, from_millis, millis,
 };
 use crate::audit::{Checkpoint, Event};
 use crate::oci::{Algorithm, Digest, Reference, RepoName, Tag};
@@ -362,6 +362,10 @@ impl MetadataStore for SqliteStore {
 
     async fn ledger_archive_cut(&self) -> Result<Option<(i64, String)>, MetaError> {
         ledger::archive_cut(&self.read).await
+    }
+
+    async fn ledger_archives(&self) -> Result<Vec<LedgerArchive>, MetaError> {
+        ledger::archives(&self.read).await
     }
 
     async fn archive_ledger(&self, seq: i64, hash: &str, file: &str, at: SystemTime) -> Result<u64, MetaError> {

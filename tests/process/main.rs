@@ -5,6 +5,8 @@
 
 mod support;
 
+mod audit;
+mod audit_archive;
 mod check_config;
 mod cli;
 mod connections;

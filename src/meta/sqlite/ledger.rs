@@ -5,7 +5,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::{from_millis, millis};
 use crate::audit::{Checkpoint, Event, NewEvent};
-use crate::meta::{EventFilter, MetaError, PullStats};
+use crate::meta::{EventFilter, LedgerArchive, MetaError, PullStats};
 use crate::oci::{Digest, RepoName};
 
 /// Links `events` after the head and stores them, then moves the head: the last statements
@@ -56,8 +56,9 @@ pub(super) async fn append(tx: &mut SqliteConnection, events: Vec<NewEvent>, at_
 
 fn event_row(row: sqlx::sqlite::SqliteRow) -> Result<Event, MetaError> {
     let detail: String = row.get("detail");
+    let seq: i64 = row.get("seq");
     Ok(Event {
-        seq: row.get("seq"),
+        seq,
         time: row.get("time"),
         actor: row.get("actor"),
         address: row.get("address"),
@@ -66,7 +67,8 @@ fn event_row(row: sqlx::sqlite::SqliteRow) -> Result<Event, MetaError> {
         tag: row.get("tag"),
         digest: row.get("digest"),
         previous_digest: row.get("previous_digest"),
-        detail: serde_json::from_str(&detail).map_err(|e| MetaError::Corrupt(format!("ledger detail: {e}")))?,
+        detail: serde_json::from_str(&detail)
+            .map_err(|e| MetaError::Corrupt(format!("seq {seq}: the ledger's detail is not JSON ({e})")))?,
         prev_hash: row.get("prev_hash"),
         hash: row.get("hash"),
     })
@@ -103,6 +105,12 @@ pub(super) async fn head(pool: &SqlitePool) -> Result<Option<(i64, String)>, Met
 
 pub(super) async fn archive_cut(pool: &SqlitePool) -> Result<Option<(i64, String)>, MetaError> {
     Ok(sqlx::query_as("SELECT seq, hash FROM ledger_archives ORDER BY seq DESC LIMIT 1").fetch_optional(pool).await?)
+}
+
+pub(super) async fn archives(pool: &SqlitePool) -> Result<Vec<LedgerArchive>, MetaError> {
+    let rows: Vec<(i64, String, String, i64)> =
+        sqlx::query_as("SELECT seq, hash, file, at_ms FROM ledger_archives ORDER BY seq").fetch_all(pool).await?;
+    Ok(rows.into_iter().map(|(seq, hash, file, at)| LedgerArchive { seq, hash, file, at: from_millis(at) }).collect())
 }
 
 pub(super) async fn archive(
