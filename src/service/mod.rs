@@ -9,6 +9,7 @@ mod manifests;
 mod uploads;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -38,18 +39,63 @@ pub struct Registry {
     blobs: BlobStore,
     immutability: Arc<ImmutabilityPolicy>,
     cache: Arc<cache::ReadCache>,
+    readiness: Arc<tokio::sync::Mutex<Option<(Instant, Readiness)>>>,
 }
+
+/// The outcome of a readiness check: `Err` names the part that cannot work.
+pub type Readiness = Result<(), Arc<NotReady>>;
+
+/// Why the registry is not ready (for `/readyz`).
+#[derive(Debug)]
+pub struct NotReady {
+    /// The part that failed, in words: "database cannot write", ...
+    pub what: &'static str,
+    /// How it failed (logged, never sent).
+    pub error: Error,
+}
+
+/// How long a readiness check may take before it counts as failed.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a readiness answer is reused: `/readyz` needs no credentials and writes, so a
+/// flood of probes costs at most one check per second (concurrent probes share one).
+const READY_REUSE: Duration = Duration::from_secs(1);
 
 impl Registry {
     /// Builds the service over a metadata store, a blob store and the tag rules.
     pub fn new(meta: Arc<dyn MetadataStore>, blobs: BlobStore, immutability: Arc<ImmutabilityPolicy>) -> Registry {
-        Registry { meta, blobs, immutability, cache: Arc::default() }
+        Registry { meta, blobs, immutability, cache: Arc::default(), readiness: Arc::default() }
     }
 
-    /// Checks that the database and the object store answer (for `/readyz`).
-    pub async fn ready(&self) -> Result<(), Error> {
-        self.meta.ping().await?;
-        self.blobs.ping().await?;
+    /// Checks, for `/readyz`, that the database answers and can commit a write and that
+    /// the blob store can store a small object: a full disk, a read-only or unreachable
+    /// database or store makes the registry not ready until it recovers.
+    pub async fn ready(&self) -> Readiness {
+        let mut last = self.readiness.lock().await;
+        if let Some((at, r)) = &*last
+            && at.elapsed() < READY_REUSE
+        {
+            return r.clone();
+        }
+        let r = self.check_ready().await.map_err(Arc::new);
+        *last = Some((Instant::now(), r.clone()));
+        r
+    }
+
+    async fn check_ready(&self) -> Result<(), NotReady> {
+        let timed = |what: &'static str| {
+            move |_| NotReady { what, error: Error::internal(anyhow::anyhow!("no answer within {READY_TIMEOUT:?}")) }
+        };
+        let not = |what: &'static str| move |error: Error| NotReady { what, error };
+        let db = tokio::time::timeout(READY_TIMEOUT, async {
+            self.meta.ping().await?;
+            self.meta.check_write().await
+        });
+        db.await.map_err(timed("database does not answer"))?.map_err(|e| not("database cannot write")(e.into()))?;
+        let store = tokio::time::timeout(READY_TIMEOUT, self.blobs.check_write());
+        store
+            .await
+            .map_err(timed("blob storage does not answer"))?
+            .map_err(|e| not("blob storage cannot write")(e.into()))?;
         Ok(())
     }
 }
