@@ -340,3 +340,25 @@ impl From<ManifestError> for Error {
         Error::ManifestInvalid(e.0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_507_and_a_failing_database_503_with_retry_after() {
+        let full = Error::from(MetaError::Full("database or disk is full".into()));
+        assert_eq!((full.status(), full.code()), (StatusCode::INSUFFICIENT_STORAGE, Some("UNKNOWN")));
+
+        let busy = Error::from(MetaError::Unavailable("database is locked".into()));
+        assert_eq!((busy.status(), busy.code()), (StatusCode::SERVICE_UNAVAILABLE, Some("UNKNOWN")));
+        let resp = busy.into_response();
+        assert_eq!(resp.headers()[header::RETRY_AFTER], UNAVAILABLE_RETRY_AFTER.to_string().as_str());
+
+        let enospc = std::io::Error::from_raw_os_error(28);
+        let store = object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(enospc) };
+        assert_eq!(Error::from(store).status(), StatusCode::INSUFFICIENT_STORAGE);
+        let other = object_store::Error::Generic { store: "LocalFileSystem", source: "boom".into() };
+        assert_eq!(Error::from(other).status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}
