@@ -3,6 +3,7 @@
 //! later). May import `oci`; must not import `api`, `service` or `blob`.
 
 mod sqlite;
+mod sqlite_faults;
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,29 +1,26 @@
 //! `MetadataStore` on SQLite in WAL mode: the embedded default. Reads use a small pool;
 //! writes go through one connection, so write transactions never fight over the lock
 //! (SQLite has one writer at a time anyway) and `BEGIN` never fails with SQLITE_BUSY.
-//! Commits are durable when they return (`synchronous = FULL`), a connection a failed
-//! commit left inside a transaction is replaced, and `open` refuses a file that is not
-//! Cairn's or that it cannot write.
+//! Commits are durable when they return (`synchronous = FULL`); how the backend meets a
+//! full disk, a failed commit and a foreign or read-only file is in `sqlite_faults.rs`.
 
-use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
-    SqliteTransactionManager,
-};
-use sqlx::{Row, SqlitePool, TransactionManager};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
 
+use super::sqlite_faults::{open_error, pool_options, refuse_foreign, write_check};
 use super::{
     Actor, BlobRecord, CommitUpload, Deleted, ManifestRecord, MetaError, MetadataStore, NewManifest, Precondition,
     PutManifest, Referrer, RobotRecord, Segment, TagAction, TagEvent, TagGuard, UploadSession, from_millis, millis,
 };
 use crate::oci::{Algorithm, Digest, Reference, RepoName, Tag};
 
-static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+/// Cairn's schema migrations.
+pub(super) static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// The SQLite backend.
 pub struct SqliteStore {
@@ -64,165 +61,6 @@ impl SqliteStore {
         }
         Ok(store)
     }
-}
-
-/// Both pools: a connection is checked before each use (see `no_open_transaction`).
-fn pool_options(max: u32) -> SqlitePoolOptions {
-    SqlitePoolOptions::new()
-        .max_connections(max)
-        .before_acquire(|conn, _| Box::pin(async move { Ok(no_open_transaction(conn)) }))
-}
-
-/// False for a connection left inside a transaction, which the pool then closes and
-/// replaces. When a statement or COMMIT fails with SQLITE_FULL or an I/O error, SQLite
-/// rolls the transaction back by itself; sqlx's own ROLLBACK then fails and its
-/// transaction depth stays at 1, so every later `BEGIN` on that connection would fail
-/// until a restart. The pool pings a connection before this check, which runs the
-/// rollback a dropped transaction queued, so the depth read here is settled.
-fn no_open_transaction(conn: &SqliteConnection) -> bool {
-    let depth = SqliteTransactionManager::get_transaction_depth(conn);
-    if depth > 0 {
-        tracing::warn!(depth, "replacing a database connection that a failed transaction left open");
-    }
-    depth == 0
-}
-
-/// SQLite's primary result code of an error, if it came from SQLite.
-fn sqlite_code(e: &sqlx::Error) -> Option<i32> {
-    match e {
-        sqlx::Error::Database(d) => d.code().and_then(|c| c.parse::<i32>().ok()).map(|c| c & 0xff),
-        _ => None,
-    }
-}
-
-const SQLITE_PERM: i32 = 3;
-const SQLITE_BUSY: i32 = 5;
-const SQLITE_LOCKED: i32 = 6;
-const SQLITE_READONLY: i32 = 8;
-const SQLITE_IOERR: i32 = 10;
-const SQLITE_FULL: i32 = 13;
-const SQLITE_CANTOPEN: i32 = 14;
-const SQLITE_NOTADB: i32 = 26;
-
-/// Sorts a database error into the kinds callers answer differently: a full disk (507),
-/// a busy or failing database (503), anything else (500).
-impl From<sqlx::Error> for MetaError {
-    fn from(e: sqlx::Error) -> MetaError {
-        let io_full = |io: &std::io::Error| {
-            matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
-        };
-        match (&e, sqlite_code(&e)) {
-            (_, Some(SQLITE_FULL)) => MetaError::Full(e.to_string()),
-            (_, Some(SQLITE_BUSY | SQLITE_LOCKED | SQLITE_READONLY | SQLITE_IOERR | SQLITE_CANTOPEN)) => {
-                MetaError::Unavailable(e.to_string())
-            }
-            (sqlx::Error::Io(io), _) if io_full(io) => MetaError::Full(e.to_string()),
-            (
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed,
-                _,
-            ) => MetaError::Unavailable(e.to_string()),
-            _ => MetaError::Other(e),
-        }
-    }
-}
-
-/// Refuses an existing file that is not a Cairn database, before anything writes to it: a
-/// zero-byte file (SQLite would take it for a new database and Cairn would start an empty
-/// registry over it), a file that is not SQLite, and an SQLite file that holds another
-/// program's tables and no Cairn migrations. A missing file is fine: `open` creates it.
-async fn refuse_foreign(file: &Path) -> Result<(), MetaError> {
-    use sqlx::Connection;
-    match std::fs::metadata(file) {
-        Ok(m) if m.is_file() && m.len() == 0 => {
-            return Err(MetaError::Unusable(format!(
-                "{} is an empty file (0 bytes), not a Cairn database; Cairn will not start an empty registry \
-                 over it. Restore the database from a backup, or delete the file to start a new, empty registry",
-                file.display()
-            )));
-        }
-        Ok(m) if m.is_file() => {}
-        _ => return Ok(()),
-    }
-    // Read-only and without `journal_mode`: looking must not change another program's file.
-    let look = SqliteConnectOptions::new().filename(file).read_only(true);
-    let mut conn = SqliteConnection::connect_with(&look).await.map_err(|e| open_error(file, e))?;
-    let found = foreign_tables(&mut conn).await.map_err(|e| open_error(file, e));
-    conn.close().await.ok();
-    let Some(what) = found? else { return Ok(()) };
-    Err(MetaError::Unusable(format!(
-        "{} is an SQLite database of another program: it has {what}. Point database.url (or --data-dir) at \
-         Cairn's database, or move this file away to start a new, empty registry",
-        file.display()
-    )))
-}
-
-/// What makes a database another program's, if anything: tables besides sqlx's migration
-/// log and no Cairn migration, or a migration log whose first migration is not Cairn's.
-/// An empty database, or one whose migration log is still empty, is Cairn's to fill.
-async fn foreign_tables(conn: &mut SqliteConnection) -> Result<Option<String>, sqlx::Error> {
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_schema WHERE type = 'table' AND substr(name, 1, 7) <> 'sqlite_' ORDER BY name",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    let others: Vec<&str> = tables.iter().map(String::as_str).filter(|t| *t != "_sqlx_migrations").collect();
-    let mut applied = 0i64;
-    if others.len() < tables.len() {
-        let first: Option<Vec<u8>> = sqlx::query_scalar("SELECT checksum FROM _sqlx_migrations WHERE version = 1")
-            .fetch_optional(&mut *conn)
-            .await?;
-        if MIGRATOR.migrations.first().is_some_and(|m| first.as_deref() == Some(&m.checksum[..])) {
-            return Ok(None);
-        }
-        applied = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(&mut *conn).await?;
-    }
-    Ok(if applied > 0 {
-        Some("migrations that are not Cairn's".into())
-    } else if others.is_empty() {
-        None
-    } else {
-        let more = if others.len() > 5 { format!(" and {} more", others.len() - 5) } else { String::new() };
-        Some(format!(
-            "tables that are not Cairn's ({}{more}) and no Cairn migrations",
-            others[..others.len().min(5)].join(", ")
-        ))
-    })
-}
-
-/// An error while opening: a file that is not SQLite, or one Cairn cannot write, gets a
-/// message that says so; anything else is sorted as usual.
-fn open_error(file: &Path, e: sqlx::Error) -> MetaError {
-    match sqlite_code(&e) {
-        Some(SQLITE_NOTADB) => MetaError::Unusable(format!(
-            "{} is not an SQLite database ({e}). Restore Cairn's database from a backup, or point database.url \
-             (or --data-dir) at the right file; move this file away to start a new, empty registry",
-            file.display()
-        )),
-        Some(SQLITE_READONLY | SQLITE_CANTOPEN | SQLITE_PERM) => read_only(file, &e.to_string()),
-        _ => e.into(),
-    }
-}
-
-/// Rewrites the one row of `write_check`: a committed write that holds no data.
-async fn write_check(write: &SqlitePool) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO write_check (id, checked_at) VALUES (1, ?)
-         ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
-    )
-    .bind(now())
-    .execute(write)
-    .await?;
-    Ok(())
-}
-
-fn read_only(file: &Path, e: &str) -> MetaError {
-    let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    MetaError::Unusable(format!(
-        "cannot write the database {} ({e}): Cairn needs to write that file and to create its -wal and -shm \
-         files in {}; check the owner and permissions of both and that the filesystem is not mounted read-only",
-        file.display(),
-        dir.display()
-    ))
 }
 
 fn now() -> i64 {
@@ -992,6 +830,8 @@ mod tests {
 
 #[cfg(test)]
 mod migration_tests {
+    use sqlx::sqlite::SqlitePoolOptions;
+
     use super::*;
 
     /// A database made by the schema before references were enforced, where a DELETE had
