@@ -82,20 +82,22 @@ impl Registry {
     }
 
     async fn check_ready(&self) -> Result<(), NotReady> {
-        let timed = |what: &'static str| {
-            move |_| NotReady { what, error: Error::internal(anyhow::anyhow!("no answer within {READY_TIMEOUT:?}")) }
-        };
-        let not = |what: &'static str| move |error: Error| NotReady { what, error };
-        let db = tokio::time::timeout(READY_TIMEOUT, async {
-            self.meta.ping().await?;
-            self.meta.check_write().await
-        });
-        db.await.map_err(timed("database does not answer"))?.map_err(|e| not("database cannot write")(e.into()))?;
-        let store = tokio::time::timeout(READY_TIMEOUT, self.blobs.check_write());
-        store
-            .await
-            .map_err(timed("blob storage does not answer"))?
-            .map_err(|e| not("blob storage cannot write")(e.into()))?;
-        Ok(())
+        /// Runs one check under the timeout; a failure or a timeout is `what`.
+        async fn check<E: Into<Error>>(
+            what: &'static str,
+            f: impl Future<Output = Result<(), E>>,
+        ) -> Result<(), NotReady> {
+            match tokio::time::timeout(READY_TIMEOUT, f).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(NotReady { what, error: e.into() }),
+                Err(_) => Err(NotReady {
+                    what,
+                    error: Error::internal(anyhow::anyhow!("no answer within {READY_TIMEOUT:?}")),
+                }),
+            }
+        }
+        check("database does not answer", self.meta.ping()).await?;
+        check("database cannot write", self.meta.check_write()).await?;
+        check("blob storage cannot write", self.blobs.check_write()).await
     }
 }
