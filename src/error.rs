@@ -80,9 +80,19 @@ pub enum Error {
     /// No route matched: 404 with code `UNSUPPORTED` (no spec code names an unknown endpoint).
     #[error("no such endpoint: the path matches no route of this API")]
     NotFound,
-    /// The audit ledger does not verify (for `cairn audit verify`; never a request error).
-    #[error("{0}")]
-    LedgerInvalid(String),
+    /// The disk under the database or the blob store is full: 507, code `UNKNOWN`. The
+    /// write did not happen (an upload session keeps its offset), so a retry succeeds
+    /// once space is freed.
+    #[error("the registry's storage is full; nothing was stored; retry when space has been freed")]
+    InsufficientStorage(#[source] anyhow::Error),
+    /// The database is busy beyond its timeout or cannot write for now: 503 with
+    /// Retry-After, code `UNKNOWN`. Nothing was stored.
+    #[error("the registry's database is busy or failing; retry in {retry_after} seconds")]
+    Unavailable {
+        retry_after: u64,
+        #[source]
+        source: anyhow::Error,
+    },
     /// A dependency (database, storage) failed; the client sees a bare 500.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -120,7 +130,9 @@ impl Error {
             Error::Unsupported(_) => StatusCode::BAD_REQUEST,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::NotFound => StatusCode::NOT_FOUND,
-            Error::Internal(_) | Error::LedgerInvalid(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+            Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -149,7 +161,8 @@ impl Error {
             Error::Unsupported(_) => Some("UNSUPPORTED"),
             Error::MethodNotAllowed => Some("UNSUPPORTED"),
             Error::NotFound => Some("UNSUPPORTED"),
-            Error::Internal(_) | Error::LedgerInvalid(_) => Some("UNKNOWN"),
+            Error::InsufficientStorage(_) | Error::Unavailable { .. } => Some("UNKNOWN"),
+            Error::Internal(_) => Some("UNKNOWN"),
         }
     }
 
@@ -189,7 +202,9 @@ impl Error {
             Error::Unsupported(_) => Value::Null,
             Error::MethodNotAllowed => Value::Null,
             Error::NotFound => Value::Null,
-            Error::Internal(_) | Error::LedgerInvalid(_) => Value::Null,
+            Error::InsufficientStorage(_) => Value::Null,
+            Error::Unavailable { retry_after, .. } => json!({ "retry_after": retry_after }),
+            Error::Internal(_) => Value::Null,
         }
     }
 }
@@ -231,7 +246,7 @@ impl IntoResponse for Error {
                     resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
                 }
             }
-            Error::TooManyRequests { retry_after } => {
+            Error::TooManyRequests { retry_after } | Error::Unavailable { retry_after, .. } => {
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             Error::UploadOutOfOrder { offset, .. } => {
@@ -269,16 +284,37 @@ fn referenced_message(repo: &RepoName, what: &str, target: &Digest, holder: &Dig
     )
 }
 
+/// Seconds a client is told to wait after a 503 for a busy or failing database.
+const UNAVAILABLE_RETRY_AFTER: u64 = 5;
+
 impl From<MetaError> for Error {
     fn from(e: MetaError) -> Error {
-        Error::Internal(e.into())
+        match e {
+            MetaError::Full(_) => Error::InsufficientStorage(e.into()),
+            MetaError::Unavailable(_) => Error::Unavailable { retry_after: UNAVAILABLE_RETRY_AFTER, source: e.into() },
+            e => Error::Internal(e.into()),
+        }
     }
 }
 
 impl From<object_store::Error> for Error {
     fn from(e: object_store::Error) -> Error {
-        Error::Internal(e.into())
+        if is_storage_full(&e) { Error::InsufficientStorage(e.into()) } else { Error::Internal(e.into()) }
     }
+}
+
+/// True when an I/O error anywhere in `e`'s chain of causes says the disk (or a quota) is full.
+fn is_storage_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 impl From<NameError> for Error {
@@ -302,5 +338,27 @@ impl From<DigestError> for Error {
 impl From<ManifestError> for Error {
     fn from(e: ManifestError) -> Error {
         Error::ManifestInvalid(e.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_507_and_a_failing_database_503_with_retry_after() {
+        let full = Error::from(MetaError::Full("database or disk is full".into()));
+        assert_eq!((full.status(), full.code()), (StatusCode::INSUFFICIENT_STORAGE, Some("UNKNOWN")));
+
+        let busy = Error::from(MetaError::Unavailable("database is locked".into()));
+        assert_eq!((busy.status(), busy.code()), (StatusCode::SERVICE_UNAVAILABLE, Some("UNKNOWN")));
+        let resp = busy.into_response();
+        assert_eq!(resp.headers()[header::RETRY_AFTER], UNAVAILABLE_RETRY_AFTER.to_string().as_str());
+
+        let enospc = std::io::Error::from_raw_os_error(28);
+        let store = object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(enospc) };
+        assert_eq!(Error::from(store).status(), StatusCode::INSUFFICIENT_STORAGE);
+        let other = object_store::Error::Generic { store: "LocalFileSystem", source: "boom".into() };
+        assert_eq!(Error::from(other).status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

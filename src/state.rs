@@ -3,8 +3,6 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use object_store::ObjectStore;
-use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 
 use crate::audit::CheckpointKey;
@@ -50,12 +48,7 @@ impl AppState {
                     .with_context(|| format!("cannot create blob directory {}", path.display()))?;
                 let root =
                     path.canonicalize().with_context(|| format!("cannot use blob directory {}", path.display()))?;
-                let store: Arc<dyn ObjectStore> = Arc::new(
-                    LocalFileSystem::new_with_prefix(&root)
-                        .with_context(|| format!("cannot use blob directory {}", path.display()))?
-                        .with_automatic_cleanup(true),
-                );
-                BlobStore::local(store, root)
+                BlobStore::filesystem(root).with_context(|| format!("cannot use blob directory {}", path.display()))?
             }
             StorageKind::Memory => BlobStore::new(Arc::new(InMemory::new())),
         };

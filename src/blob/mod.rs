@@ -4,7 +4,13 @@
 //! so commit is a metadata transaction, not a copy or rename.
 //!
 //! Key layout: `uploads/<upload-id>/<seq>-<nonce>` for segment `seq` of an upload; the
-//! nonce keeps two racing writers of the same segment from sharing an object.
+//! nonce keeps two racing writers of the same segment from sharing an object;
+//! `write-check-<nonce>` for the short-lived object of a readiness check.
+//!
+//! Durability: a segment write returns only once its bytes are on stable storage. The
+//! filesystem backend is a `LocalFileSystem` with fsync on ([`BlobStore::filesystem`]):
+//! the written file is fsynced before it is renamed into place, then its directory (and
+//! any directory created for it) is fsynced; nothing is synced per part, only at the end.
 //! May import `meta` row types and `oci`; must not import `api` or `service`.
 
 use std::io::SeekFrom;
@@ -13,6 +19,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, WriteMultipart};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -62,16 +69,26 @@ impl BlobStore {
         BlobStore { store, local_root: Some(root) }
     }
 
+    /// The filesystem backend over the existing directory `root` (canonical): files and
+    /// their directories are fsynced before a write returns, and directories left empty
+    /// by a delete are removed.
+    pub fn filesystem(root: std::path::PathBuf) -> Result<BlobStore, object_store::Error> {
+        let store = LocalFileSystem::new_with_prefix(&root)?.with_automatic_cleanup(true).with_fsync(true);
+        Ok(BlobStore::local(Arc::new(store), root))
+    }
+
     fn upload_dir(&self, upload: &str) -> Option<std::path::PathBuf> {
         self.local_root.as_ref().map(|r| r.join("uploads").join(upload))
     }
 
-    /// Checks that the store answers (lists one entry).
-    pub async fn ping(&self) -> Result<(), object_store::Error> {
-        let mut list = self.store.list(Some(&Path::from("uploads")));
-        match list.next().await {
-            Some(Err(e)) => Err(e),
-            _ => Ok(()),
+    /// Checks that the store can store (for `/readyz`): writes a small object durably and
+    /// deletes it. Fails on a full disk, a read-only or unreachable store.
+    pub async fn check_write(&self) -> Result<(), object_store::Error> {
+        let key = Path::from(format!("write-check-{}", uuid::Uuid::new_v4().simple()));
+        self.store.put(&key, Bytes::from_static(b"cairn write check\n").into()).await?;
+        match self.store.delete(&key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 

@@ -7,6 +7,7 @@
 #[cfg(test)]
 pub(crate) mod contract;
 mod sqlite;
+mod sqlite_faults;
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -21,12 +22,21 @@ pub use sqlite::SqliteStore;
 /// How a backend fails, the same way for every backend.
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
-    /// The database could not be reached or is busy beyond its timeout.
+    /// The database could not be reached, is busy beyond its timeout, or cannot write for
+    /// now (I/O error, read-only file). Nothing was written; a retry may succeed.
     #[error("metadata store unavailable: {0}")]
     Unavailable(String),
+    /// The disk under the database is full. Nothing was written; a retry succeeds once
+    /// space is freed.
+    #[error("metadata store full: {0}")]
+    Full(String),
+    /// The database file is not one Cairn can use (empty, not SQLite, another program's
+    /// tables, read-only). Only `open` returns it; the message says what to do.
+    #[error("{0}")]
+    Unusable(String),
     /// Any other database error.
     #[error(transparent)]
-    Other(#[from] sqlx::Error),
+    Other(sqlx::Error),
     /// Stored data that cannot be decoded (for example a hand-edited row).
     #[error("corrupt metadata: {0}")]
     Corrupt(String),
@@ -353,6 +363,9 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), MetaError>;
     /// Opens a write transaction.
     async fn begin(&self) -> Result<Box<dyn MetaTx>, MetaError>;
+    /// Checks that the database can commit a write (for `/readyz`): one tiny durable write
+    /// that holds no data.
+    async fn check_write(&self) -> Result<(), MetaError>;
 
     /// Repository names after `last`, sorted, at most `n`.
     async fn repositories(&self, last: Option<&str>, n: u32) -> Result<Vec<String>, MetaError>;

@@ -1,23 +1,30 @@
 //! `MetadataStore` on SQLite in WAL mode: the embedded default. Reads use a small pool;
 //! writes go through one connection, so write transactions never fight over the lock
 //! (SQLite has one writer at a time anyway) and `BEGIN` never fails with SQLITE_BUSY.
+//! Commits are durable when they return (`synchronous = FULL`); how the backend meets a
+//! full disk, a failed commit and a foreign or read-only file is in `sqlite_faults.rs`.
 
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
 mod ledger;
 mod tx;
 
+use super::sqlite_faults::{open_error, pool_options, refuse_foreign, write_check};
 use super::{
     Actor, BlobRecord, EventFilter, LedgerArchive, ManifestRecord, MetaError, MetaTx, MetadataStore, PullStats,
     Referrer, RobotRecord, Segment, TagAction, TagEvent, UploadSession, from_millis, millis,
 };
 use crate::audit::{Checkpoint, Event};
 use crate::oci::{Algorithm, Digest, Reference, RepoName, Tag};
+
+/// Cairn's schema migrations.
+pub(super) static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// The SQLite backend.
 pub struct SqliteStore {
@@ -26,21 +33,37 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `url` and runs the migrations.
+    /// Opens the database at `url` (a missing file is created) and runs the migrations.
+    /// Refuses, with a message that says what to do, a file that is not a Cairn database
+    /// (zero bytes, not SQLite, or another program's tables and no Cairn migrations) and a
+    /// database Cairn cannot write. WAL with `synchronous = FULL`: the WAL is fsynced at
+    /// every commit, so a committed write survives a power loss (NORMAL may lose the last
+    /// commits, which would break the promise of a 201).
     pub async fn open(url: &str) -> Result<SqliteStore, MetaError> {
         let opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let write = SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
-        sqlx::migrate!("migrations/sqlite")
-            .run(&write)
-            .await
-            .map_err(|e| MetaError::Unavailable(format!("migrations failed: {e}")))?;
-        let read = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
-        Ok(SqliteStore { read, write })
+        let file = opts.get_filename().to_path_buf();
+        refuse_foreign(&file).await?;
+        let write = pool_options(1).connect_with(opts.clone()).await.map_err(|e| open_error(&file, e))?;
+        MIGRATOR.run(&write).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) => open_error(&file, e),
+            e => MetaError::Unusable(format!("{}: migrations failed: {e}", file.display())),
+        })?;
+        let read = pool_options(8).connect_with(opts).await.map_err(|e| open_error(&file, e))?;
+        let store = SqliteStore { read, write };
+        match write_check(&store.write).await.map_err(|e| open_error(&file, e)) {
+            Ok(()) => {}
+            // Serve anyway: reads work, writes answer 507 and /readyz says not ready.
+            Err(MetaError::Full(e)) => {
+                tracing::warn!(file = %file.display(), error = %e, "the disk under the database is full");
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(store)
     }
 }
 
@@ -137,6 +160,10 @@ impl MetadataStore for SqliteStore {
     async fn begin(&self) -> Result<Box<dyn MetaTx>, MetaError> {
         let tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         Ok(Box::new(tx::SqliteTx { tx }))
+    }
+
+    async fn check_write(&self) -> Result<(), MetaError> {
+        Ok(write_check(&self.write).await?)
     }
 
     async fn repositories(&self, last: Option<&str>, n: u32) -> Result<Vec<String>, MetaError> {
@@ -412,6 +439,8 @@ mod tests {
 
 #[cfg(test)]
 mod migration_tests {
+    use sqlx::sqlite::SqlitePoolOptions;
+
     use super::*;
 
     /// A database made by the schema before references were enforced, where a DELETE had

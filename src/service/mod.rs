@@ -12,6 +12,7 @@ mod pulls;
 mod uploads;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -49,7 +50,26 @@ pub struct Registry {
     clock: Arc<dyn Clock>,
     pulls: Arc<pulls::PullTally>,
     denials: Arc<audit::DenialTally>,
+    readiness: Arc<tokio::sync::Mutex<Option<(Instant, Readiness)>>>,
 }
+
+/// The outcome of a readiness check: `Err` names the part that cannot work.
+pub type Readiness = Result<(), Arc<NotReady>>;
+
+/// Why the registry is not ready (for `/readyz`).
+#[derive(Debug)]
+pub struct NotReady {
+    /// The part that failed, in words: "database cannot write", ...
+    pub what: &'static str,
+    /// How it failed (logged, never sent).
+    pub error: Error,
+}
+
+/// How long a readiness check may take before it counts as failed.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a readiness answer is reused: `/readyz` needs no credentials and writes, so a
+/// flood of probes costs at most one check per second (concurrent probes share one).
+const READY_REUSE: Duration = Duration::from_secs(1);
 
 impl Registry {
     /// Builds the service over a metadata store, a blob store, the tag rules and a clock.
@@ -67,6 +87,7 @@ impl Registry {
             clock,
             pulls: Arc::default(),
             denials: Arc::default(),
+            readiness: Arc::default(),
         }
     }
 
@@ -80,10 +101,38 @@ impl Registry {
         self.cache.invalidate(repo);
     }
 
-    /// Checks that the database and the object store answer (for `/readyz`).
-    pub async fn ready(&self) -> Result<(), Error> {
-        self.meta.ping().await?;
-        self.blobs.ping().await?;
-        Ok(())
+    /// Checks, for `/readyz`, that the database answers and can commit a write and that
+    /// the blob store can store a small object: a full disk, a read-only or unreachable
+    /// database or store makes the registry not ready until it recovers.
+    pub async fn ready(&self) -> Readiness {
+        let mut last = self.readiness.lock().await;
+        if let Some((at, r)) = &*last
+            && at.elapsed() < READY_REUSE
+        {
+            return r.clone();
+        }
+        let r = self.check_ready().await.map_err(Arc::new);
+        *last = Some((Instant::now(), r.clone()));
+        r
+    }
+
+    async fn check_ready(&self) -> Result<(), NotReady> {
+        /// Runs one check under the timeout; a failure or a timeout is `what`.
+        async fn check<E: Into<Error>>(
+            what: &'static str,
+            f: impl Future<Output = Result<(), E>>,
+        ) -> Result<(), NotReady> {
+            match tokio::time::timeout(READY_TIMEOUT, f).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(NotReady { what, error: e.into() }),
+                Err(_) => Err(NotReady {
+                    what,
+                    error: Error::internal(anyhow::anyhow!("no answer within {READY_TIMEOUT:?}")),
+                }),
+            }
+        }
+        check("database does not answer", self.meta.ping()).await?;
+        check("database cannot write", self.meta.check_write()).await?;
+        check("blob storage cannot write", self.blobs.check_write()).await
     }
 }

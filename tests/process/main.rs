@@ -1,8 +1,10 @@
 //! Process-level tests: the real `cairn` binary, started, killed (SIGKILL), stopped
 //! (SIGTERM) and restarted on the same data directory, plus its command line
-//! (`check-config`, `migrate`, environment overrides). Every test owns a temp directory
-//! and its own server processes.
+//! (`check-config`, `migrate`, environment overrides), and faults: a full disk, damaged,
+//! foreign and read-only databases, what a 201 has fsynced. Every test owns a temp
+//! directory and its own server processes.
 
+mod faults;
 mod support;
 
 mod audit;
@@ -11,10 +13,14 @@ mod check_config;
 mod cli;
 mod connections;
 mod crash;
+mod damaged_db;
+mod disk_full;
+mod durability;
 mod health;
 mod logins;
 mod logs;
 mod open_mode;
+mod readiness;
 mod restart;
 mod shutdown;
 mod uploads_on_disk;
