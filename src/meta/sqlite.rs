@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+mod gc;
 mod ledger;
 mod tx;
 
@@ -245,16 +246,37 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn delete_upload(&self, id: &str) -> Result<Option<UploadSession>, MetaError> {
-        let row =
-            sqlx::query("DELETE FROM uploads WHERE id = ? RETURNING *").bind(id).fetch_optional(&self.write).await?;
+        // The ended session's objects are recorded as garbage in the same transaction, so GC
+        // removes them if the caller's own removal never happens (a crash).
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query("DELETE FROM uploads WHERE id = ? RETURNING *").bind(id).fetch_optional(&mut *tx).await?;
+        if row.is_some() {
+            sqlx::query("INSERT INTO upload_garbage (upload, since) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                .bind(id)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         row.map(upload_row).transpose()
     }
 
     async fn expire_uploads(&self, cutoff: SystemTime) -> Result<Vec<UploadSession>, MetaError> {
-        let rows = sqlx::query("DELETE FROM uploads WHERE updated_at < ? RETURNING *")
-            .bind(millis(cutoff))
-            .fetch_all(&self.write)
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let rows =
+            sqlx::query("DELETE FROM uploads WHERE updated_at < ? RETURNING *").bind(millis(cutoff)).fetch_all(&mut *tx).await?;
+        let ids: Vec<String> = rows.iter().map(|r| r.get("id")).collect();
+        if !ids.is_empty() {
+            sqlx::query(
+                "INSERT INTO upload_garbage (upload, since) SELECT value, ? FROM json_each(?) WHERE true
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(now())
+            .bind(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()))
+            .execute(&mut *tx)
             .await?;
+        }
+        tx.commit().await?;
         rows.into_iter().map(upload_row).collect()
     }
 
@@ -386,6 +408,35 @@ impl MetadataStore for SqliteStore {
 
     async fn pulls(&self, repo: &RepoName, digest: &Digest) -> Result<Option<PullStats>, MetaError> {
         ledger::pulls(&self.read, repo, digest).await
+    }
+
+    async fn touch_blobs(&self, touches: &[(Digest, SystemTime)]) -> Result<(), MetaError> {
+        gc::touch(&self.write, touches).await
+    }
+
+    async fn gc_candidates(
+        &self,
+        cutoff: SystemTime,
+        after: Option<&Digest>,
+        limit: u32,
+    ) -> Result<Vec<BlobRecord>, MetaError> {
+        gc::candidates(&self.read, cutoff, after, limit).await
+    }
+
+    async fn gc_lock(&self, holder: &str, now: SystemTime, until: SystemTime) -> Result<bool, MetaError> {
+        gc::lock(&self.write, holder, now, until).await
+    }
+
+    async fn gc_unlock(&self, holder: &str) -> Result<(), MetaError> {
+        gc::unlock(&self.write, holder).await
+    }
+
+    async fn upload_garbage(&self, limit: u32) -> Result<Vec<String>, MetaError> {
+        gc::garbage(&self.write, limit).await
+    }
+
+    async fn forget_upload_garbage(&self, ids: &[String]) -> Result<(), MetaError> {
+        gc::forget(&self.write, ids).await
     }
 }
 

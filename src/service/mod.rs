@@ -4,6 +4,7 @@
 mod audit;
 mod blobs;
 mod cache;
+mod gc;
 mod history;
 mod listing;
 mod manifests;
@@ -26,6 +27,7 @@ pub use crate::meta::{Actor, TagEvent};
 pub use crate::policy::Precondition;
 pub use audit::{VerifyError, VerifyReport};
 pub use blobs::BlobRead;
+pub use gc::{GcOptions, GcProgress, GcReport, collectable};
 pub use history::HistoryPage;
 pub use listing::Page;
 pub use manifests::{ManifestPut, PutOutcome};
@@ -47,6 +49,7 @@ pub struct Registry {
     clock: Arc<dyn Clock>,
     pulls: Arc<pulls::PullTally>,
     denials: Arc<audit::DenialTally>,
+    touches: Arc<gc::TouchTally>,
 }
 
 impl Registry {
@@ -65,6 +68,7 @@ impl Registry {
             clock,
             pulls: Arc::default(),
             denials: Arc::default(),
+            touches: Arc::default(),
         }
     }
 
