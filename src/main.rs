@@ -418,7 +418,9 @@ async fn gc(cfg: Config, dry_run: bool, grace: Option<std::time::Duration>) -> E
     }
     match result {
         Ok(r) if r.busy => {
-            tell!("cairn: another collector holds the GC lock (another `cairn gc` or a server's scheduled run); try later");
+            tell!(
+                "cairn: another collector holds the GC lock (another `cairn gc` or a server's scheduled run); try later"
+            );
             ExitCode::FAILURE
         }
         Ok(r) => {

@@ -317,8 +317,11 @@ pub trait MetaTx: Send {
     /// GC: deletes the blob row only if, checked now under the write lock, no repository links
     /// it and it was not touched since `cutoff`; then records its upload as garbage (its objects
     /// are removed after commit). Returns the deleted blob.
-    async fn delete_unlinked_blob(&mut self, digest: &Digest, cutoff: SystemTime)
-    -> Result<Option<BlobRecord>, MetaError>;
+    async fn delete_unlinked_blob(
+        &mut self,
+        digest: &Digest,
+        cutoff: SystemTime,
+    ) -> Result<Option<BlobRecord>, MetaError>;
     /// Ends an upload session (only if it still has `expected_len` bytes) and stores the blob
     /// unless it exists, linked to the session's repository.
     async fn commit_upload(

@@ -263,8 +263,10 @@ impl MetadataStore for SqliteStore {
 
     async fn expire_uploads(&self, cutoff: SystemTime) -> Result<Vec<UploadSession>, MetaError> {
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let rows =
-            sqlx::query("DELETE FROM uploads WHERE updated_at < ? RETURNING *").bind(millis(cutoff)).fetch_all(&mut *tx).await?;
+        let rows = sqlx::query("DELETE FROM uploads WHERE updated_at < ? RETURNING *")
+            .bind(millis(cutoff))
+            .fetch_all(&mut *tx)
+            .await?;
         let ids: Vec<String> = rows.iter().map(|r| r.get("id")).collect();
         if !ids.is_empty() {
             sqlx::query(

@@ -209,7 +209,9 @@ impl Registry {
         for id in ids {
             match self.blobs.delete_upload(&id).await {
                 Ok(()) => gone.push(id),
-                Err(e) => tracing::warn!(upload = %id, error = %e, "could not remove a garbage upload; next run retries"),
+                Err(e) => {
+                    tracing::warn!(upload = %id, error = %e, "could not remove a garbage upload; next run retries")
+                }
             }
         }
         self.meta.forget_upload_garbage(&gone).await?;

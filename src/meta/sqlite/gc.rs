@@ -58,7 +58,12 @@ pub(super) async fn candidates(
 
 /// Takes or renews the single lock row; one statement, so atomic on the write connection and
 /// serialized with other processes by SQLite's write lock.
-pub(super) async fn lock(pool: &SqlitePool, holder: &str, now: SystemTime, until: SystemTime) -> Result<bool, MetaError> {
+pub(super) async fn lock(
+    pool: &SqlitePool,
+    holder: &str,
+    now: SystemTime,
+    until: SystemTime,
+) -> Result<bool, MetaError> {
     let done = sqlx::query(
         "INSERT INTO gc_lock (id, holder, expires_at) VALUES (1, ?1, ?2)
          ON CONFLICT (id) DO UPDATE SET holder = ?1, expires_at = ?2

@@ -9,7 +9,8 @@ use sqlx::{Row, Sqlite, Transaction};
 use super::{digest, digest_list, json, ledger, millis, now};
 use crate::audit::NewEvent;
 use crate::meta::{
-    Actor, BlobLocation, BlobRecord, CommitUpload, Holder, ManifestRecord, MetaError, MetaTx, RefKind, RobotRecord, TagAction,
+    Actor, BlobLocation, BlobRecord, CommitUpload, Holder, ManifestRecord, MetaError, MetaTx, RefKind, RobotRecord,
+    TagAction,
 };
 use crate::oci::{Digest, RepoName, Tag};
 
