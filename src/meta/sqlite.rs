@@ -492,7 +492,7 @@ mod migration_tests {
         assert!(s.blob(&repo, &layer).await.unwrap().is_some(), "the layer is linked again");
         let mut tx = s.begin().await.unwrap();
         assert!(tx.holder(&repo, crate::meta::RefKind::Blob, &layer).await.unwrap().is_some());
-        assert!(tx.unlink_blob(&repo, &layer).await.is_err(), "the schema refuses");
+        assert!(tx.unlink_blob(&repo, &layer, SystemTime::now()).await.is_err(), "the schema refuses");
         tx.rollback().await.unwrap();
         let m = s.manifest(&repo, &Reference::Digest(manifest)).await.unwrap().unwrap();
         assert_eq!(m.artifact_type, None, "an empty artifactType with no config counts as missing");
