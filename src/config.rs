@@ -37,6 +37,27 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[audit]`: ledger checkpoints.
     pub audit: AuditConfig,
+    /// `[gc]`: garbage collection of unlinked blobs.
+    pub gc: GcConfig,
+}
+
+/// `[gc]`: online garbage collection (DESIGN §6).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct GcConfig {
+    /// A blob no repository links is deleted once it was last uploaded, linked, unlinked or
+    /// checked (HEAD) longer ago than this.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// How often `serve` collects; `"0s"` turns scheduled collection off (`cairn gc` still works).
+    #[serde(with = "humantime_serde")]
+    pub schedule: Duration,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig { grace: Duration::from_secs(3600), schedule: Duration::from_secs(3600) }
+    }
 }
 
 /// `[audit]`: how often the ledger head is signed (DESIGN §7).
@@ -337,6 +358,12 @@ impl Config {
             p.push(format!(
                 "server.listen = {:?} is not an address: use IP:PORT such as 127.0.0.1:5000 or 0.0.0.0:5000",
                 self.server.listen
+            ));
+        }
+        if self.gc.grace < Duration::from_secs(2) {
+            p.push(format!(
+                "gc.grace = {:?} is too short: HEAD touches reach the database within a second, so use at least \"2s\", such as \"1h\"",
+                self.gc.grace
             ));
         }
         if self.audit.checkpoint_every == 0 {

@@ -31,7 +31,7 @@ pub use state::AppState;
 /// Serves `state` on an already bound `listener` until `shutdown` resolves, then lets
 /// running requests finish (up to `server.shutdown_grace`). Connections follow the
 /// `[server]` timeouts and cap (see `server`); the open-file soft limit is raised to the
-/// hard limit first. Also runs the sweeper that expires idle uploads.
+/// hard limit first. Also runs the sweeper that expires idle uploads and scheduled GC.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -53,10 +53,12 @@ pub async fn serve(
     }
     let sweeper = tokio::spawn(sweep_uploads(state.clone()));
     let ledger = tokio::spawn(ledger_tasks(state.clone()));
+    let gc = tokio::spawn(scheduled_gc(state.clone()));
     let final_state = state.clone();
     let result = server::run(listener, router(state), limits, grace, shutdown).await;
     sweeper.abort();
     ledger.abort();
+    gc.abort();
     flush_counters(&final_state).await;
     result
 }
@@ -84,8 +86,35 @@ async fn flush_counters(state: &AppState) {
     if let Err(e) = state.registry.flush_pulls().await {
         tracing::warn!(error = ?e, "could not write pull counters");
     }
+    if let Err(e) = state.registry.flush_touches().await {
+        tracing::warn!(error = ?e, "could not write blob touches");
+    }
     if let Err(e) = state.registry.flush_denials().await {
         tracing::warn!(error = ?e, "could not ledger denied requests");
+    }
+}
+
+/// Every `[gc] schedule` (never when it is zero): one garbage collection; skipped while another
+/// collector (another process or node) holds the lock.
+async fn scheduled_gc(state: AppState) {
+    let cfg = &state.config.gc;
+    if cfg.schedule.is_zero() {
+        return;
+    }
+    let opts = service::GcOptions { grace: cfg.grace, dry_run: false };
+    let mut tick = tokio::time::interval(cfg.schedule);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match state.registry.collect_garbage(&opts, |_| {}).await {
+            Ok(r) if r.busy => tracing::debug!("another collector holds the GC lock; skipped"),
+            Ok(r) if r.blobs > 0 || r.uploads > 0 => {
+                tracing::info!(blobs = r.blobs, bytes = r.bytes, uploads = r.uploads, "garbage collected")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = ?e, "garbage collection failed"),
+        }
     }
 }
 

@@ -83,6 +83,22 @@ enum Command {
     /// Read a password (from the terminal, or stdin when piped) and print its argon2id hash
     /// for `[[auth.users]] password_hash`.
     HashPassword,
+    /// Delete blobs no repository links whose `[gc] grace` has passed, and upload leftovers;
+    /// safe while the registry serves. Prints what was freed.
+    Gc {
+        /// Report what would be freed; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Grace period, overriding `[gc] grace` (for example 2h).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        grace: Option<std::time::Duration>,
+        /// Config file (TOML); also CAIRN_CONFIG.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory, overriding the config; also CAIRN_DATA_DIR.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Robot tokens for CI/CD: create, list, revoke.
     Token {
         #[command(subcommand)]
@@ -238,6 +254,14 @@ async fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::HashPassword => hash_password(),
+        Command::Gc { dry_run, grace, config, data_dir } => {
+            let (cfg, notes) = match load(&Sources { file: config, data_dir, ..Default::default() }) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            start_logs(&cfg, &notes);
+            gc(cfg, dry_run, grace).await
+        }
         Command::Token { command, config, data_dir } => {
             let (cfg, notes) = match load(&Sources { file: config, data_dir, ..Default::default() }) {
                 Ok(c) => c,
@@ -678,4 +702,56 @@ async fn run_server(cfg: Config) -> anyhow::Result<()> {
     cairn::serve(listener, state, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `cairn gc`: one collection with progress on a terminal, then the report.
+async fn gc(cfg: Config, dry_run: bool, grace: Option<std::time::Duration>) -> ExitCode {
+    use std::io::IsTerminal;
+    let opts = cairn::service::GcOptions { grace: grace.unwrap_or(cfg.gc.grace), dry_run };
+    let state = match cairn::AppState::from_config(cfg).await {
+        Ok(s) => s,
+        Err(e) => {
+            tell!("cairn: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let terminal = std::io::stderr().is_terminal();
+    let verb = if dry_run { "would free" } else { "freed" };
+    let progress = |p: cairn::service::GcProgress| {
+        if terminal {
+            let _ = write!(std::io::stderr(), "\rgc: {} blobs, {} bytes {verb} so far", p.blobs, p.bytes);
+        }
+    };
+    let result = state.registry.collect_garbage(&opts, progress).await;
+    if terminal {
+        let _ = writeln!(std::io::stderr());
+    }
+    match result {
+        Ok(r) if r.busy => {
+            tell!(
+                "cairn: another collector holds the GC lock (another `cairn gc` or a server's scheduled run); try later"
+            );
+            ExitCode::FAILURE
+        }
+        Ok(r) => {
+            for d in &r.digests {
+                say!("{} {d}", if dry_run { "would delete" } else { "deleted" });
+            }
+            let grace = humantime::format_duration(opts.grace);
+            let uploads = if dry_run { "upload leftovers waiting" } else { "upload leftovers removed" };
+            say!(
+                "gc{}: {} blobs, {} bytes {verb} (grace {grace}); {} {uploads}; {} kept because they were linked or touched meanwhile",
+                if dry_run { " (dry run)" } else { "" },
+                r.blobs,
+                r.bytes,
+                r.uploads,
+                r.kept
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tell!("cairn: garbage collection failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

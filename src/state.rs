@@ -33,6 +33,15 @@ pub struct AppState {
 impl AppState {
     /// Opens the metadata store (running migrations) and the blob store named by `config`.
     pub async fn from_config(config: Config) -> anyhow::Result<AppState> {
+        AppState::from_config_with_clock(config, Arc::new(crate::clock::SystemClock)).await
+    }
+
+    /// Like [`AppState::from_config`], with the registry asking `clock` for the time (tests pass
+    /// a `ManualClock`).
+    pub async fn from_config_with_clock(
+        config: Config,
+        clock: Arc<dyn crate::clock::Clock>,
+    ) -> anyhow::Result<AppState> {
         std::fs::create_dir_all(&config.server.data_dir)
             .with_context(|| format!("cannot create data directory {}", config.server.data_dir.display()))?;
         let url = config.database_url();
@@ -55,7 +64,7 @@ impl AppState {
         let policy = ImmutabilityPolicy::new(&config.immutability)
             .map_err(|errs| anyhow::anyhow!("invalid immutability rules: {}", errs.join("; ")))?;
         let auth = Arc::new(Auth::new(&config, meta.clone())?);
-        let registry = Registry::new(meta.clone(), blobs, Arc::new(policy), Arc::new(crate::clock::SystemClock));
+        let registry = Registry::new(meta.clone(), blobs, Arc::new(policy), clock);
         let audit_key = Arc::new(load_or_create_audit_key(&config.audit_key_path())?);
         Ok(AppState { registry, auth, meta, config: Arc::new(config), audit_key, bound: Arc::default() })
     }

@@ -63,6 +63,10 @@ pub enum EventKind {
     /// The server started with a configuration (digests of its rules in `detail`).
     #[serde(rename = "config.load")]
     ConfigLoad,
+    /// Garbage collection deleted blobs no repository linked (their digests and bytes in
+    /// `detail`; one event per deleting transaction of at most `gc::BATCH` blobs).
+    #[serde(rename = "gc.delete")]
+    GcDelete,
 }
 
 impl EventKind {
@@ -85,6 +89,7 @@ impl EventKind {
             EventKind::TokenCreate => "token.create",
             EventKind::TokenRevoke => "token.revoke",
             EventKind::ConfigLoad => "config.load",
+            EventKind::GcDelete => "gc.delete",
         }
     }
 

@@ -55,7 +55,7 @@ async fn add_blob(s: &dyn MetadataStore, repo: &RepoName, n: u8) {
     assert_eq!(outcome, CommitUpload::Created);
     let owner = owner.unwrap();
     tx.ensure_repository(&owner).await.unwrap();
-    tx.link_blob(&owner, &d(n)).await.unwrap();
+    tx.link_blob(&owner, &d(n), SystemTime::now()).await.unwrap();
     tx.commit().await.unwrap();
 }
 
@@ -93,9 +93,9 @@ async fn references_are_checked_and_rows_restrict_deletes(s: &dyn MetadataStore)
     let h = tx.holder(&r, RefKind::Blob, &d(1)).await.unwrap().unwrap();
     assert_eq!((h.manifest, h.tag), (m.digest.clone(), Some(Tag::parse("v1").unwrap())), "tag via the index");
     assert!(tx.holder(&r, RefKind::Blob, &d(3)).await.unwrap().is_none());
-    assert!(tx.unlink_blob(&r, &d(3)).await.unwrap());
-    assert!(!tx.unlink_blob(&r, &d(3)).await.unwrap(), "already unlinked");
-    assert!(tx.unlink_blob(&r, &d(1)).await.is_err(), "the schema refuses to orphan a layer");
+    assert!(tx.unlink_blob(&r, &d(3), SystemTime::now()).await.unwrap());
+    assert!(!tx.unlink_blob(&r, &d(3), SystemTime::now()).await.unwrap(), "already unlinked");
+    assert!(tx.unlink_blob(&r, &d(1), SystemTime::now()).await.is_err(), "the schema refuses to orphan a layer");
     tx.rollback().await.unwrap();
     let mut tx = s.begin().await.unwrap();
     assert!(tx.remove_manifest(&r, &m.digest).await.is_err(), "the schema refuses to orphan an index child");

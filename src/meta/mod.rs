@@ -328,13 +328,23 @@ pub trait MetaTx: Send {
     /// Deletes a manifest (its tags and its own references go with it). The schema refuses
     /// when an index still lists it (`MetaError::Corrupt`: a caller skipped `holder`).
     async fn remove_manifest(&mut self, repo: &RepoName, digest: &Digest) -> Result<(), MetaError>;
-    /// Links a stored blob to `repo` (no-op if linked).
-    async fn link_blob(&mut self, repo: &RepoName, digest: &Digest) -> Result<(), MetaError>;
+    /// Links a stored blob to `repo` (no-op if linked) and marks it touched at `at` (its GC
+    /// grace runs from the latest touch).
+    async fn link_blob(&mut self, repo: &RepoName, digest: &Digest, at: SystemTime) -> Result<(), MetaError>;
     /// True if `repo` links the blob.
     async fn blob_linked(&mut self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
-    /// Unlinks a blob from `repo`; false if it was not linked. The schema refuses while a
-    /// manifest references it.
-    async fn unlink_blob(&mut self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
+    /// Unlinks a blob from `repo` and marks it touched at `at` (so the GC grace of a blob that
+    /// lost its last link runs from now); false if it was not linked. The schema refuses while
+    /// a manifest references it.
+    async fn unlink_blob(&mut self, repo: &RepoName, digest: &Digest, at: SystemTime) -> Result<bool, MetaError>;
+    /// GC: deletes the blob row only if, checked now under the write lock, no repository links
+    /// it and it was not touched since `cutoff`; then records its upload as garbage (its objects
+    /// are removed after commit). Returns the deleted blob.
+    async fn delete_unlinked_blob(
+        &mut self,
+        digest: &Digest,
+        cutoff: SystemTime,
+    ) -> Result<Option<BlobRecord>, MetaError>;
     /// Ends an upload session (only if it still has `expected_len` bytes) and stores the blob
     /// unless it exists, linked to the session's repository.
     async fn commit_upload(
@@ -438,6 +448,26 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn add_pulls(&self, pulls: &[(RepoName, Digest, u64, SystemTime)]) -> Result<(), MetaError>;
     /// Pull count and last pull of a manifest.
     async fn pulls(&self, repo: &RepoName, digest: &Digest) -> Result<Option<PullStats>, MetaError>;
+
+    /// Marks blobs touched (a HEAD): `touched_at` becomes the later of its value and the time.
+    async fn touch_blobs(&self, touches: &[(Digest, SystemTime)]) -> Result<(), MetaError>;
+    /// GC candidates: blobs no repository links, not touched since `cutoff`, by digest after
+    /// `after`, at most `limit`. Only a hint: the deleting transaction checks again.
+    async fn gc_candidates(
+        &self,
+        cutoff: SystemTime,
+        after: Option<&Digest>,
+        limit: u32,
+    ) -> Result<Vec<BlobRecord>, MetaError>;
+    /// Takes (or renews) the collector lock for `holder` until `until`, unless another holder
+    /// has it and its expiry is after `now`. True when `holder` has it.
+    async fn gc_lock(&self, holder: &str, now: SystemTime, until: SystemTime) -> Result<bool, MetaError>;
+    /// Releases the collector lock if `holder` has it.
+    async fn gc_unlock(&self, holder: &str) -> Result<(), MetaError>;
+    /// Upload ids whose objects may remain although nothing names them, at most `limit`.
+    async fn upload_garbage(&self, limit: u32) -> Result<Vec<String>, MetaError>;
+    /// Forgets garbage uploads whose objects were removed.
+    async fn forget_upload_garbage(&self, ids: &[String]) -> Result<(), MetaError>;
 }
 
 /// Milliseconds since the epoch, the time format of every row.

@@ -12,6 +12,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+mod gc;
 mod ledger;
 mod tx;
 
@@ -272,16 +273,39 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn delete_upload(&self, id: &str) -> Result<Option<UploadSession>, MetaError> {
-        let row =
-            sqlx::query("DELETE FROM uploads WHERE id = ? RETURNING *").bind(id).fetch_optional(&self.write).await?;
+        // The ended session's objects are recorded as garbage in the same transaction, so GC
+        // removes them if the caller's own removal never happens (a crash).
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query("DELETE FROM uploads WHERE id = ? RETURNING *").bind(id).fetch_optional(&mut *tx).await?;
+        if row.is_some() {
+            sqlx::query("INSERT INTO upload_garbage (upload, since) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                .bind(id)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         row.map(upload_row).transpose()
     }
 
     async fn expire_uploads(&self, cutoff: SystemTime) -> Result<Vec<UploadSession>, MetaError> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query("DELETE FROM uploads WHERE updated_at < ? RETURNING *")
             .bind(millis(cutoff))
-            .fetch_all(&self.write)
+            .fetch_all(&mut *tx)
             .await?;
+        let ids: Vec<String> = rows.iter().map(|r| r.get("id")).collect();
+        if !ids.is_empty() {
+            sqlx::query(
+                "INSERT INTO upload_garbage (upload, since) SELECT value, ? FROM json_each(?) WHERE true
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(now())
+            .bind(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         rows.into_iter().map(upload_row).collect()
     }
 
@@ -418,6 +442,35 @@ impl MetadataStore for SqliteStore {
     async fn pulls(&self, repo: &RepoName, digest: &Digest) -> Result<Option<PullStats>, MetaError> {
         ledger::pulls(&self.read, repo, digest).await
     }
+
+    async fn touch_blobs(&self, touches: &[(Digest, SystemTime)]) -> Result<(), MetaError> {
+        gc::touch(&self.write, touches).await
+    }
+
+    async fn gc_candidates(
+        &self,
+        cutoff: SystemTime,
+        after: Option<&Digest>,
+        limit: u32,
+    ) -> Result<Vec<BlobRecord>, MetaError> {
+        gc::candidates(&self.read, cutoff, after, limit).await
+    }
+
+    async fn gc_lock(&self, holder: &str, now: SystemTime, until: SystemTime) -> Result<bool, MetaError> {
+        gc::lock(&self.write, holder, now, until).await
+    }
+
+    async fn gc_unlock(&self, holder: &str) -> Result<(), MetaError> {
+        gc::unlock(&self.write, holder).await
+    }
+
+    async fn upload_garbage(&self, limit: u32) -> Result<Vec<String>, MetaError> {
+        gc::garbage(&self.write, limit).await
+    }
+
+    async fn forget_upload_garbage(&self, ids: &[String]) -> Result<(), MetaError> {
+        gc::forget(&self.write, ids).await
+    }
 }
 
 #[cfg(test)]
@@ -472,7 +525,7 @@ mod migration_tests {
         assert!(s.blob(&repo, &layer).await.unwrap().is_some(), "the layer is linked again");
         let mut tx = s.begin().await.unwrap();
         assert!(tx.holder(&repo, crate::meta::RefKind::Blob, &layer).await.unwrap().is_some());
-        assert!(tx.unlink_blob(&repo, &layer).await.is_err(), "the schema refuses");
+        assert!(tx.unlink_blob(&repo, &layer, SystemTime::now()).await.is_err(), "the schema refuses");
         tx.rollback().await.unwrap();
         let m = s.manifest(&repo, &Reference::Digest(manifest)).await.unwrap().unwrap();
         assert_eq!(m.artifact_type, None, "an empty artifactType with no config counts as missing");

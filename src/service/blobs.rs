@@ -36,7 +36,11 @@ impl Registry {
         let range = picked.unwrap_or(0..blob.size);
         let body: Option<ByteStream> = match with_body {
             true => Some(self.blobs.read(&blob.location, range.clone()).await?.map_err(std::io::Error::other).boxed()),
-            false => None,
+            // A HEAD may precede a manifest PUT that needs the blob: keep it from GC a while.
+            false => {
+                self.touch_blob(digest);
+                None
+            }
         };
         Ok((BlobRead { size: blob.size, range, body }, partial))
     }
@@ -52,7 +56,7 @@ impl Registry {
             let refusal = Refusal::Referenced { holder: h.manifest, tag: h.tag };
             return Err(self.refuse(repo, refused, refusal, None, true).await);
         }
-        if !tx.unlink_blob(repo, digest).await? {
+        if !tx.unlink_blob(repo, digest, self.clock.now()).await? {
             tx.rollback().await?;
             return Err(Error::BlobUnknown(digest.to_string()));
         }

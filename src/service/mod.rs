@@ -4,6 +4,7 @@
 mod audit;
 mod blobs;
 mod cache;
+mod gc;
 mod history;
 pub mod ledger_files;
 mod listing;
@@ -28,6 +29,7 @@ pub use crate::audit::VerifyError;
 pub use crate::meta::{Actor, TagEvent};
 pub use crate::policy::Precondition;
 pub use blobs::BlobRead;
+pub use gc::{GcOptions, GcProgress, GcReport, collectable};
 pub use history::HistoryPage;
 pub use ledger_files::{LedgerError, VerifyReport};
 pub use listing::Page;
@@ -51,6 +53,7 @@ pub struct Registry {
     pulls: Arc<pulls::PullTally>,
     denials: Arc<audit::DenialTally>,
     readiness: Arc<tokio::sync::Mutex<Option<(Instant, Readiness)>>>,
+    touches: Arc<gc::TouchTally>,
 }
 
 /// The outcome of a readiness check: `Err` names the part that cannot work.
@@ -88,6 +91,7 @@ impl Registry {
             pulls: Arc::default(),
             denials: Arc::default(),
             readiness: Arc::default(),
+            touches: Arc::default(),
         }
     }
 

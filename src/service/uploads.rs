@@ -69,7 +69,7 @@ impl Registry {
         if tx.ensure_repository(repo).await? {
             events.push(event(EventKind::RepositoryCreate, actor, repo));
         }
-        tx.link_blob(repo, digest).await?;
+        tx.link_blob(repo, digest, self.clock.now()).await?;
         events.push(
             event(EventKind::BlobMount, actor, repo).digest(digest.as_str()).detail(json!({ "from": from.as_str() })),
         );
@@ -180,7 +180,7 @@ impl Registry {
             if tx.ensure_repository(&owner).await? {
                 events.push(event(EventKind::RepositoryCreate, actor, &owner));
             }
-            tx.link_blob(&owner, digest).await?;
+            tx.link_blob(&owner, digest, self.clock.now()).await?;
             events.push(
                 event(EventKind::BlobCommit, actor, &owner).digest(digest.as_str()).detail(json!({ "size": size })),
             );

@@ -45,10 +45,18 @@ pub fn rule(name: Option<&str>, repos: &str, tags: &[&str], mode: Mode) -> RuleC
 }
 
 pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_with_clock(std::sync::Arc::new(cairn::clock::SystemClock), tweak).await
+}
+
+/// A server whose registry asks `clock` for the time (a `ManualClock` moves it in tests).
+pub async fn spawn_with_clock(
+    clock: std::sync::Arc<dyn cairn::clock::Clock>,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::for_dir(dir.path());
     tweak(&mut config);
-    let state = AppState::from_config(config).await.unwrap();
+    let state = AppState::from_config_with_clock(config, clock).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -7,6 +7,7 @@ mod auth_tokens;
 mod blobs;
 mod connections;
 mod errors;
+mod gc;
 mod helpers;
 mod history;
 mod immutability;

@@ -4,12 +4,13 @@
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Row, Sqlite, Transaction};
 
-use super::{digest, digest_list, ledger, millis, now};
+use super::{digest, digest_list, json, ledger, millis, now};
 use crate::audit::NewEvent;
 use crate::meta::{
-    Actor, BlobRecord, CommitUpload, Holder, ManifestRecord, MetaError, MetaTx, RefKind, RobotRecord, TagAction,
+    Actor, BlobLocation, BlobRecord, CommitUpload, Holder, ManifestRecord, MetaError, MetaTx, RefKind, RobotRecord,
+    TagAction,
 };
 use crate::oci::{Digest, RepoName, Tag};
 
@@ -29,6 +30,16 @@ fn tag(s: String) -> Result<Tag, MetaError> {
 }
 
 impl SqliteTx {
+    /// Moves a blob's GC mark forward to `at` (never back).
+    async fn touch(&mut self, d: &Digest, at: SystemTime) -> Result<(), MetaError> {
+        sqlx::query("UPDATE blobs SET touched_at = max(touched_at, ?) WHERE digest = ?")
+            .bind(millis(at))
+            .bind(d.as_str())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
     async fn record_tag_event(
         &mut self,
         repo: &RepoName,
@@ -260,14 +271,14 @@ impl MetaTx for SqliteTx {
         }
     }
 
-    async fn link_blob(&mut self, repo: &RepoName, d: &Digest) -> Result<(), MetaError> {
+    async fn link_blob(&mut self, repo: &RepoName, d: &Digest, at: SystemTime) -> Result<(), MetaError> {
         sqlx::query("INSERT INTO repo_blobs (repo, digest, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
             .bind(repo.as_str())
             .bind(d.as_str())
             .bind(now())
             .execute(&mut *self.tx)
             .await?;
-        Ok(())
+        self.touch(d, at).await
     }
 
     async fn blob_linked(&mut self, repo: &RepoName, d: &Digest) -> Result<bool, MetaError> {
@@ -279,19 +290,44 @@ impl MetaTx for SqliteTx {
         Ok(found.is_some())
     }
 
-    async fn unlink_blob(&mut self, repo: &RepoName, d: &Digest) -> Result<bool, MetaError> {
+    async fn unlink_blob(&mut self, repo: &RepoName, d: &Digest, at: SystemTime) -> Result<bool, MetaError> {
         let done = sqlx::query("DELETE FROM repo_blobs WHERE repo = ? AND digest = ?")
             .bind(repo.as_str())
             .bind(d.as_str())
             .execute(&mut *self.tx)
             .await;
         match done {
-            Ok(done) => Ok(done.rows_affected() > 0),
+            Ok(done) if done.rows_affected() > 0 => {
+                self.touch(d, at).await?;
+                Ok(true)
+            }
+            Ok(_) => Ok(false),
             Err(e) if is_foreign_key_violation(&e) => {
                 Err(MetaError::Corrupt(format!("blob {d} of {repo} is still referenced; the schema refused")))
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    async fn delete_unlinked_blob(&mut self, d: &Digest, cutoff: SystemTime) -> Result<Option<BlobRecord>, MetaError> {
+        let row = sqlx::query(
+            "DELETE FROM blobs WHERE digest = ?1 AND touched_at < ?2
+               AND NOT EXISTS (SELECT 1 FROM repo_blobs WHERE digest = ?1)
+             RETURNING size, location",
+        )
+        .bind(d.as_str())
+        .bind(millis(cutoff))
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let location: String = row.get("location");
+        let location: BlobLocation = json(&location)?;
+        sqlx::query("INSERT INTO upload_garbage (upload, since) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            .bind(&location.upload)
+            .bind(now())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(Some(BlobRecord { digest: d.clone(), size: row.get::<i64, _>("size") as u64, location }))
     }
 
     async fn commit_upload(
@@ -321,6 +357,14 @@ impl MetaTx for SqliteTx {
         .await?
         .rows_affected();
         let outcome = if inserted == 1 { CommitUpload::Created } else { CommitUpload::AlreadyStored };
+        if outcome == CommitUpload::AlreadyStored {
+            // This upload's objects duplicate a stored blob: garbage (removed now, or by GC).
+            sqlx::query("INSERT INTO upload_garbage (upload, since) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                .bind(id)
+                .bind(now())
+                .execute(&mut *self.tx)
+                .await?;
+        }
         Ok((outcome, Some(repo)))
     }
 

@@ -1,0 +1,106 @@
+//! Garbage-collection queries on SQLite: touches, candidates, the collector lock and the
+//! upload-garbage list (migrations/sqlite/0006_gc.sql explains the columns).
+
+use std::time::SystemTime;
+
+use sqlx::{Row, SqlitePool};
+
+use super::{digest, json, millis};
+use crate::meta::{BlobRecord, MetaError};
+use crate::oci::Digest;
+
+/// `touched_at = max(touched_at, at)` for each blob, in one transaction.
+pub(super) async fn touch(pool: &SqlitePool, touches: &[(Digest, SystemTime)]) -> Result<(), MetaError> {
+    if touches.is_empty() {
+        return Ok(());
+    }
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    for (d, at) in touches {
+        sqlx::query("UPDATE blobs SET touched_at = max(touched_at, ?) WHERE digest = ?")
+            .bind(millis(*at))
+            .bind(d.as_str())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Unlinked blobs not touched since `cutoff`, by digest.
+pub(super) async fn candidates(
+    pool: &SqlitePool,
+    cutoff: SystemTime,
+    after: Option<&Digest>,
+    limit: u32,
+) -> Result<Vec<BlobRecord>, MetaError> {
+    let rows = sqlx::query(
+        "SELECT digest, size, location FROM blobs b
+         WHERE touched_at < ?1 AND digest > ?2
+           AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest)
+         ORDER BY digest LIMIT ?3",
+    )
+    .bind(millis(cutoff))
+    .bind(after.map(Digest::as_str).unwrap_or(""))
+    .bind(limit as i64)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            let location: String = r.get("location");
+            Ok(BlobRecord {
+                digest: digest(r.get("digest"))?,
+                size: r.get::<i64, _>("size") as u64,
+                location: json(&location)?,
+            })
+        })
+        .collect()
+}
+
+/// Takes or renews the single lock row; one statement, so atomic on the write connection and
+/// serialized with other processes by SQLite's write lock.
+pub(super) async fn lock(
+    pool: &SqlitePool,
+    holder: &str,
+    now: SystemTime,
+    until: SystemTime,
+) -> Result<bool, MetaError> {
+    let done = sqlx::query(
+        "INSERT INTO gc_lock (id, holder, expires_at) VALUES (1, ?1, ?2)
+         ON CONFLICT (id) DO UPDATE SET holder = ?1, expires_at = ?2
+         WHERE gc_lock.holder = ?1 OR gc_lock.expires_at <= ?3",
+    )
+    .bind(holder)
+    .bind(millis(until))
+    .bind(millis(now))
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Releases the lock if `holder` has it.
+pub(super) async fn unlock(pool: &SqlitePool, holder: &str) -> Result<(), MetaError> {
+    sqlx::query("DELETE FROM gc_lock WHERE id = 1 AND holder = ?").bind(holder).execute(pool).await?;
+    Ok(())
+}
+
+/// Upload ids recorded as garbage, oldest first.
+pub(super) async fn garbage(pool: &SqlitePool, limit: u32) -> Result<Vec<String>, MetaError> {
+    let rows = sqlx::query_scalar("SELECT upload FROM upload_garbage ORDER BY since, upload LIMIT ?")
+        .bind(limit as i64)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows)
+}
+
+/// Forgets garbage uploads whose objects are gone.
+pub(super) async fn forget(pool: &SqlitePool, ids: &[String]) -> Result<(), MetaError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let list = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+    sqlx::query("DELETE FROM upload_garbage WHERE upload IN (SELECT value FROM json_each(?))")
+        .bind(list)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! Online garbage collection: what goes, what stays (grace, re-link, HEAD, manifests), dry run,
+//! the lock, upload leftovers, and a stress run with pushes and deletes while GC loops. Time is
+//! moved with a `ManualClock`, never slept.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cairn::clock::ManualClock;
+use cairn::meta::EventFilter;
+use cairn::service::{GcOptions, GcReport};
+use reqwest::StatusCode;
+
+use crate::helpers::*;
+
+const HOUR: Duration = Duration::from_secs(3600);
+const MIN: Duration = Duration::from_secs(60);
+
+async fn spawn_clocked() -> (TestApp, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let app = spawn_with_clock(clock.clone(), |_| {}).await;
+    (app, clock)
+}
+
+async fn gc(app: &TestApp, dry_run: bool) -> GcReport {
+    app.state.registry.collect_garbage(&GcOptions { grace: HOUR, dry_run }, |_| {}).await.unwrap()
+}
+
+/// Every stored object file under the blob directory.
+fn object_files(app: &TestApp) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() { walk(&p, out) } else { out.push(p) }
+        }
+    }
+    let mut out = vec![];
+    walk(&app.dir.path().join("blobs"), &mut out);
+    out
+}
+
+/// True if some stored object holds exactly `bytes`.
+fn stored(app: &TestApp, bytes: &[u8]) -> bool {
+    object_files(app).iter().any(|p| std::fs::read(p).is_ok_and(|b| b == bytes))
+}
+
+async fn unlink(app: &TestApp, repo: &str, d: &str) {
+    let r = app.delete(&format!("/v2/{repo}/blobs/{d}")).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "{:?}", r.text().await);
+}
+
+async fn mount(app: &TestApp, repo: &str, d: &str, from: &str) {
+    let r = app.post(&format!("/v2/{repo}/blobs/uploads/?mount={d}&from={from}")).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "mount {d} from {from} into {repo}");
+}
+
+#[tokio::test]
+async fn an_unlinked_blob_past_the_grace_is_collected_and_ledgered() {
+    let (app, clock) = spawn_clocked().await;
+    let bytes = random_bytes(3000);
+    let d = app.push_blob("gc/a", &bytes).await;
+    unlink(&app, "gc/a", &d).await;
+    assert!(stored(&app, &bytes));
+    clock.advance(HOUR + MIN);
+    let r = gc(&app, false).await;
+    assert_eq!((r.blobs, r.bytes, r.digests.clone()), (1, 3000, vec![d.clone()]));
+    assert!(!stored(&app, &bytes), "its bytes are gone from the data directory");
+    assert_eq!(app.get(&format!("/v2/gc/a/blobs/{d}")).await.status(), StatusCode::NOT_FOUND);
+    let filter = EventFilter { action: Some("gc.delete".into()), ..Default::default() };
+    let events = app.state.meta.events(&filter, 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].detail["digests"][0], d.as_str());
+    assert_eq!(events[0].detail["bytes"], 3000);
+    // The same bytes can be pushed again afterwards.
+    assert_eq!(app.push_blob("gc/a", &bytes).await, d);
+    assert_eq!(app.get(&format!("/v2/gc/a/blobs/{d}")).await.bytes().await.unwrap().as_ref(), &bytes[..]);
+}
+
+#[tokio::test]
+async fn an_unlinked_blob_within_the_grace_is_kept() {
+    let (app, clock) = spawn_clocked().await;
+    let bytes = random_bytes(1000);
+    let d = app.push_blob("gc/b", &bytes).await;
+    clock.advance(2 * HOUR); // old upload, but the grace runs from the unlink
+    unlink(&app, "gc/b", &d).await;
+    clock.advance(59 * MIN);
+    let r = gc(&app, false).await;
+    assert_eq!(r.blobs, 0);
+    assert!(stored(&app, &bytes));
+    clock.advance(2 * MIN);
+    assert_eq!(gc(&app, false).await.blobs, 1);
+    assert!(!stored(&app, &bytes));
+}
+
+#[tokio::test]
+async fn a_blob_mounted_meanwhile_is_kept() {
+    let (app, clock) = spawn_clocked().await;
+    let bytes = random_bytes(1000);
+    let d = app.push_blob("gc/c1", &bytes).await;
+    mount(&app, "gc/c2", &d, "gc/c1").await;
+    unlink(&app, "gc/c1", &d).await;
+    clock.advance(50 * MIN);
+    mount(&app, "gc/c3", &d, "gc/c2").await;
+    unlink(&app, "gc/c2", &d).await;
+    clock.advance(2 * HOUR);
+    assert_eq!(gc(&app, false).await.blobs, 0, "still linked in gc/c3");
+    assert!(stored(&app, &bytes));
+    assert_eq!(app.get(&format!("/v2/gc/c3/blobs/{d}")).await.bytes().await.unwrap().as_ref(), &bytes[..]);
+}
+
+#[tokio::test]
+async fn the_deleting_transaction_checks_again() {
+    let (app, clock) = spawn_clocked().await;
+    let bytes = random_bytes(1000);
+    let d = app.push_blob("gc/r", &bytes).await;
+    unlink(&app, "gc/r", &d).await;
+    clock.advance(2 * HOUR);
+    let cutoff = clock_now(&app) - HOUR;
+    let candidates = app.state.meta.gc_candidates(cutoff, None, 10).await.unwrap();
+    assert_eq!(candidates.len(), 1, "a candidate");
+    // Uploaded again between the candidate list and the deleting transaction.
+    app.push_blob("gc/r2", &bytes).await;
+    let mut tx = app.state.meta.begin().await.unwrap();
+    assert!(tx.delete_unlinked_blob(&candidates[0].digest, cutoff).await.unwrap().is_none(), "re-linked: kept");
+    tx.rollback().await.unwrap();
+    let r = gc(&app, false).await;
+    assert_eq!(r.blobs, 0);
+    assert!(stored(&app, &bytes));
+}
+
+fn clock_now(app: &TestApp) -> SystemTime {
+    app.state.registry.clock().now()
+}
+
+#[tokio::test]
+async fn a_head_moves_the_mark_within_a_second() {
+    let (app, clock) = spawn_clocked().await;
+    let d = app.push_blob("gc/h", &random_bytes(500)).await;
+    clock.advance(50 * MIN);
+    assert_eq!(app.head(&format!("/v2/gc/h/blobs/{d}")).await.status(), StatusCode::OK);
+    let expected = clock_now(&app).duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    // The server's 1-second task writes the touch; wait for it (at most a few seconds).
+    let url = format!("sqlite://{}", app.dir.path().join("cairn.db").display());
+    let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let mut touched = 0i64;
+    for _ in 0..40 {
+        touched =
+            sqlx::query_scalar("SELECT touched_at FROM blobs WHERE digest = ?").bind(&d).fetch_one(&db).await.unwrap();
+        if touched == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(touched, expected, "the HEAD's time is the blob's GC mark");
+}
+
+#[tokio::test]
+async fn a_blob_a_manifest_uses_is_never_collected() {
+    let (app, clock) = spawn_clocked().await;
+    let (_, m) = app.push_image("gc/m", "v1").await;
+    let before = object_files(&app).len();
+    clock.advance(100 * HOUR);
+    assert_eq!(gc(&app, false).await.blobs, 0);
+    assert_eq!(object_files(&app).len(), before);
+    let body: serde_json::Value = app.get(&format!("/v2/gc/m/manifests/{m}")).await.json().await.unwrap();
+    for d in std::iter::once(&body["config"]["digest"])
+        .chain(body["layers"].as_array().unwrap().iter().map(|l| &l["digest"]))
+    {
+        let d = d.as_str().unwrap();
+        let got = app.get(&format!("/v2/gc/m/blobs/{d}")).await.bytes().await.unwrap();
+        assert_eq!(digest(&got), d, "pulls complete");
+    }
+}
+
+#[tokio::test]
+async fn a_dry_run_deletes_nothing() {
+    let (app, clock) = spawn_clocked().await;
+    let bytes = random_bytes(2048);
+    let d = app.push_blob("gc/d", &bytes).await;
+    unlink(&app, "gc/d", &d).await;
+    clock.advance(2 * HOUR);
+    let r = gc(&app, true).await;
+    assert!(r.dry_run);
+    assert_eq!((r.blobs, r.bytes), (1, 2048));
+    assert!(stored(&app, &bytes), "nothing deleted");
+    let filter = EventFilter { action: Some("gc.delete".into()), ..Default::default() };
+    assert!(app.state.meta.events(&filter, 10).await.unwrap().is_empty(), "nothing ledgered");
+    assert_eq!(gc(&app, false).await.blobs, 1);
+}
+
+#[tokio::test]
+async fn only_one_collector_at_a_time() {
+    let (app, clock) = spawn_clocked().await;
+    let bytes = random_bytes(100);
+    let d = app.push_blob("gc/l", &bytes).await;
+    unlink(&app, "gc/l", &d).await;
+    clock.advance(2 * HOUR);
+    let now = clock_now(&app);
+    assert!(app.state.meta.gc_lock("other-node", now, now + 5 * MIN).await.unwrap());
+    let r = gc(&app, false).await;
+    assert!(r.busy);
+    assert_eq!(r.blobs, 0);
+    assert!(stored(&app, &bytes));
+    clock.advance(6 * MIN); // the other holder died: its lock expires
+    let r = gc(&app, false).await;
+    assert!(!r.busy);
+    assert_eq!(r.blobs, 1);
+}
+
+#[tokio::test]
+async fn upload_leftovers_are_removed_from_what_the_database_knows() {
+    let (app, _clock) = spawn_clocked().await;
+    let bytes = random_bytes(700);
+    let loc = app.start_upload("gc/u").await;
+    assert_eq!(app.patch_chunk(&loc, 0, &bytes).await.status(), StatusCode::ACCEPTED);
+    assert!(stored(&app, &bytes));
+    // The session ends but its objects are left behind (as if the process died right after).
+    let id = loc.trim_end_matches('/').rsplit('/').next().unwrap().split('?').next().unwrap().to_string();
+    assert!(app.state.meta.delete_upload(&id).await.unwrap().is_some());
+    assert!(stored(&app, &bytes));
+    let r = gc(&app, false).await;
+    assert!(r.uploads >= 1);
+    assert!(!stored(&app, &bytes), "the leftover segment is gone");
+    assert!(app.state.meta.upload_garbage(10).await.unwrap().is_empty());
+}
+
+/// Clients push images that share layers (some layers first, the manifest a little later),
+/// delete manifests and unlink their blobs, while GC runs every 50 ms with a 2 s grace.
+/// No push meets BLOB_UNKNOWN; every manifest left pulls complete; after a final run past the
+/// grace no unlinked blob and no leftover object remains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stress_pushes_and_deletes_while_gc_runs() {
+    let app = Arc::new(spawn_mutable().await);
+    let shared: Arc<Vec<Vec<u8>>> = Arc::new((0..4).map(|_| random_bytes(4096)).collect());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = {
+        let (app, stop) = (app.clone(), stop.clone());
+        tokio::spawn(async move {
+            let opts = GcOptions { grace: Duration::from_secs(2), dry_run: false };
+            let mut freed = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                freed += app.state.registry.collect_garbage(&opts, |_| {}).await.unwrap().blobs;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            freed
+        })
+    };
+    let mut clients = vec![];
+    for c in 0..6 {
+        let (app, shared) = (app.clone(), shared.clone());
+        clients.push(tokio::spawn(async move {
+            let repo = format!("stress/c{c}");
+            for i in 0..12 {
+                let config = app.push_blob(&repo, format!("{{\"c\":{c},\"i\":{i}}}").as_bytes()).await;
+                let cfg_len = format!("{{\"c\":{c},\"i\":{i}}}").len() as u64;
+                let own = random_bytes(2048);
+                let own_d = app.push_blob(&repo, &own).await;
+                let s = &shared[(c + i) % shared.len()];
+                let s_d = digest(s);
+                // Docker's flow: HEAD, then upload only if missing.
+                if app.head(&format!("/v2/{repo}/blobs/{s_d}")).await.status() != StatusCode::OK {
+                    app.push_blob(&repo, s).await;
+                }
+                if i % 3 == 0 {
+                    tokio::time::sleep(Duration::from_millis(300)).await; // the manifest arrives later
+                }
+                let m = image_manifest(&config, cfg_len, &[(&own_d, 2048), (&s_d, 4096)], None);
+                let r = app.put_manifest(&repo, &format!("t{i}"), OCI_MANIFEST, &m).await;
+                let status = r.status();
+                assert_eq!(status, StatusCode::CREATED, "push {repo}:t{i}: {}", r.text().await.unwrap());
+                if i % 2 == 1 {
+                    let md = digest(&m);
+                    let r = app.delete(&format!("/v2/{repo}/manifests/{md}")).await;
+                    assert_eq!(r.status(), StatusCode::ACCEPTED);
+                    for d in [&config, &own_d, &s_d] {
+                        // A blob another manifest of the repository uses is refused (405): fine.
+                        let r = app.delete(&format!("/v2/{repo}/blobs/{d}")).await;
+                        assert!(matches!(r.status(), StatusCode::ACCEPTED | StatusCode::METHOD_NOT_ALLOWED));
+                    }
+                }
+            }
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let freed_while_running = collector.await.unwrap();
+    // Every manifest that exists pulls complete.
+    for c in 0..6 {
+        let repo = format!("stress/c{c}");
+        let tags = app.tags(&repo).await;
+        assert_eq!(tags.len(), 6, "{repo}: {tags:?}");
+        for t in tags {
+            let m: serde_json::Value = app.get(&format!("/v2/{repo}/manifests/{t}")).await.json().await.unwrap();
+            let layers = m["layers"].as_array().unwrap().iter().map(|l| &l["digest"]);
+            for d in std::iter::once(&m["config"]["digest"]).chain(layers) {
+                let d = d.as_str().unwrap();
+                let r = app.get(&format!("/v2/{repo}/blobs/{d}")).await;
+                assert_eq!(r.status(), StatusCode::OK, "{repo}:{t} blob {d}");
+                assert_eq!(digest(&r.bytes().await.unwrap()), d);
+            }
+        }
+    }
+    // Past the grace, in a quiet registry, nothing unlinked and no leftover object remains.
+    let opts = GcOptions { grace: Duration::ZERO, dry_run: false };
+    let last = app.state.registry.collect_garbage(&opts, |_| {}).await.unwrap();
+    let url = format!("sqlite://{}", app.dir.path().join("cairn.db").display());
+    let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let unlinked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM repo_blobs r WHERE r.digest = b.digest)",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(unlinked, 0);
+    let blobs: i64 = sqlx::query_scalar("SELECT count(*) FROM blobs").fetch_one(&db).await.unwrap();
+    let upload_dirs = std::fs::read_dir(app.dir.path().join("blobs/uploads")).unwrap().count() as i64;
+    assert_eq!(upload_dirs, blobs, "one upload directory per stored blob, no leftovers");
+    assert!(freed_while_running + last.blobs > 0, "GC freed something: {freed_while_running} + {}", last.blobs);
+}
