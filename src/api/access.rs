@@ -136,18 +136,3 @@ pub fn authorize(
     }
     Err(Error::Denied(format!("{} access to repository {repo} denied for {}", action.as_str(), who.subject.name)))
 }
-
-/// `/api/v1` reads: reader, auditor or admin (or open mode).
-pub async fn require_api_read(state: &AppState, headers: &HeaderMap, addr: IpAddr) -> Result<Identity, Error> {
-    let who = identify(state, headers, addr).await?;
-    if state.auth.allows_api_read(&who.subject) {
-        return Ok(who);
-    }
-    if who.subject.is_anonymous() {
-        return Err(Error::Unauthorized {
-            message: "authentication required: /api/v1 needs the reader, auditor or admin role".into(),
-            challenge: "Basic realm=\"cairn\"".into(),
-        });
-    }
-    Err(Error::Denied(format!("{} may not read /api/v1: it needs the reader, auditor or admin role", who.subject.name)))
-}

@@ -280,6 +280,11 @@ impl Auth {
         self.is_open() || self.policy.allows_api_read(subject)
     }
 
+    /// May `subject` read the audit ledger and every repository over `/api/v1`?
+    pub fn allows_audit_read(&self, subject: &Subject) -> bool {
+        self.is_open() || self.policy.allows_audit_read(subject)
+    }
+
     /// Issues a token for `subject` granting, per requested repository, the requested
     /// actions the rules allow (never more). Returns (token, lifetime in seconds).
     pub fn issue_token(

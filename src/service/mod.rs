@@ -7,6 +7,7 @@ mod cache;
 mod history;
 mod listing;
 mod manifests;
+mod provenance;
 mod pulls;
 mod uploads;
 
@@ -22,13 +23,14 @@ use crate::meta::MetadataStore;
 use crate::oci::RepoName;
 use crate::policy::ImmutabilityPolicy;
 
-pub use crate::meta::{Actor, TagEvent};
+pub use crate::meta::{Actor, DigestTagEvent, PullStats, Referrer, RepositorySummary, TagEvent};
 pub use crate::policy::Precondition;
 pub use audit::{VerifyError, VerifyReport};
 pub use blobs::BlobRead;
 pub use history::HistoryPage;
 pub use listing::Page;
 pub use manifests::{ManifestPut, PutOutcome};
+pub use provenance::{ConfigInfo, IndexChild, KindedReferrer, Provenance, Pushed, ReferrerKind};
 pub use uploads::{BlobCommitted, UploadState};
 
 /// A request or response body as a stream of byte chunks.
