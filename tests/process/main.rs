@@ -11,6 +11,7 @@ mod crash;
 mod health;
 mod logs;
 mod open_mode;
+mod openapi;
 mod restart;
 mod shutdown;
 mod uploads_on_disk;
