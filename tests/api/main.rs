@@ -2,6 +2,7 @@
 //! port, real HTTP). Every bad input asserts the status, the OCI code, and that nothing
 //! was stored.
 
+mod audit_api;
 mod auth;
 mod auth_tokens;
 mod blobs;
