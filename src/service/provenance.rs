@@ -112,7 +112,7 @@ pub struct IndexChild {
 /// Who pushed a manifest, and when.
 #[derive(Debug, Clone)]
 pub struct Pushed {
-    /// When it was stored.
+    /// When it was pushed: the time of its `manifest.put` event, else when it was stored.
     pub at: SystemTime,
     /// Who, from the `manifest.put` event (`None` when that event was archived away).
     pub actor: Option<Actor>,
@@ -318,8 +318,15 @@ impl Registry {
             };
             last = self.meta.events(&filter, MAX_EVENTS).await?.pop().or(last);
         }
+        // The event's time is when the push was ledgered; the row's, when it was stored (the
+        // same transaction, a few milliseconds apart). The event's wins, so both agree.
+        let ledgered = last.as_ref().and_then(|e| {
+            time::OffsetDateTime::parse(&e.time, &time::format_description::well_known::Rfc3339)
+                .ok()
+                .map(SystemTime::from)
+        });
         Ok(Some(Pushed {
-            at,
+            at: ledgered.unwrap_or(at),
             actor: last.as_ref().map(|e| Actor { name: e.actor.clone(), address: e.address.clone() }),
             seq: last.map(|e| e.seq),
         }))

@@ -13,5 +13,6 @@ mod immutability;
 mod integrity;
 mod listing;
 mod manifests;
+mod provenance;
 mod sha512;
 mod uploads;
