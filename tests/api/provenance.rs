@@ -137,7 +137,7 @@ async fn the_provenance_of_an_image_tells_its_whole_story() {
     let digests = |k: &str| {
         kinds[k].as_array().unwrap().iter().map(|r| r["digest"].as_str().unwrap().to_string()).collect::<Vec<_>>()
     };
-    assert_eq!(digests("sboms"), [sbom.clone()]);
+    assert_eq!(digests("sboms"), std::slice::from_ref(&sbom));
     assert_eq!(digests("signatures"), [sig]);
     assert_eq!(digests("other"), [other]);
     // The attestation has a subject and a cosign-style tag: found both ways.
