@@ -14,5 +14,6 @@ mod integrity;
 mod listing;
 mod manifests;
 mod provenance;
+mod rest_api;
 mod sha512;
 mod uploads;
