@@ -75,7 +75,8 @@ impl Params {
     pub fn time(&self, key: &str) -> Result<Option<SystemTime>, Error> {
         self.get(key)
             .map(|s| {
-                OffsetDateTime::parse(s, &Rfc3339).map(SystemTime::from).map_err(|e| {
+                // RFC 3339 §5.6 allows a lowercase `t` and `z`.
+                OffsetDateTime::parse(&s.to_ascii_uppercase(), &Rfc3339).map(SystemTime::from).map_err(|e| {
                     Error::Unsupported(format!("{key}={s:?} is not an RFC 3339 time such as 2026-01-31T12:00:00Z: {e}"))
                 })
             })
@@ -155,6 +156,12 @@ mod tests {
             assert!(Params::parse(Some(bad)).number_cursor().is_err(), "{bad}");
         }
         assert!(Params::parse(Some("since=yesterday")).time("since").is_err());
+        for ok in ["2026-01-31t12:00:00z", "2026-12-31T23:59:60Z", "2026-01-31T12:00:00.123456789-05:30"] {
+            assert!(
+                Params::parse(Some(&format!("at={}", ok.replace('+', "%2B")))).time("at").unwrap().is_some(),
+                "{ok}"
+            );
+        }
         assert!(Params::parse(Some("action=tag.teleport")).action("action").is_err());
         assert_eq!(Params::parse(None).limit().unwrap(), DEFAULT_LIMIT);
     }
