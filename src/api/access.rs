@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, Method, header};
 use base64::Engine;
 
 use super::route::{Kind, Route};
-use crate::auth::{API_READ_SCOPE, AuthError, CATALOG_SCOPE, Credentials, Identity};
+use crate::auth::{AuthError, CATALOG_SCOPE, Credentials, Identity};
 use crate::error::Error;
 use crate::oci::RepoName;
 use crate::policy::Action;
@@ -195,30 +195,6 @@ fn scope_challenge(state: &AppState, headers: &HeaderMap, who: &Identity, scope:
         c.push_str(",error=\"insufficient_scope\"");
     }
     c
-}
-
-/// `/api/v1` reads: reader, auditor or admin (or open mode); a bearer token must also hold
-/// `registry:api:read`.
-pub async fn require_api_read(state: &AppState, headers: &HeaderMap, addr: IpAddr) -> Result<Identity, Error> {
-    let who = identify(state, headers, addr).await?;
-    if state.auth.allows_api_read(&who.subject) {
-        if !token_covers(&who, "registry", "api", "read") {
-            return Err(Error::Unauthorized {
-                message: format!(
-                    "the bearer token does not cover /api/v1; ask the token endpoint for {API_READ_SCOPE}"
-                ),
-                challenge: scope_challenge(state, headers, &who, API_READ_SCOPE),
-            });
-        }
-        return Ok(who);
-    }
-    if who.subject.is_anonymous() {
-        return Err(Error::Unauthorized {
-            message: "authentication required: /api/v1 needs the reader, auditor or admin role".into(),
-            challenge: "Basic realm=\"cairn\"".into(),
-        });
-    }
-    Err(Error::Denied(format!("{} may not read /api/v1: it needs the reader, auditor or admin role", who.subject.name)))
 }
 
 #[cfg(test)]

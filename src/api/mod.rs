@@ -37,8 +37,9 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/token", get(token::get_token).post(token::post_token))
-        .route("/api/v1/policies/immutability", get(rest::immutability_policy))
-        .route("/api/v1/repositories/{*rest}", get(rest::repository))
+        .route("/api/v1", any(rest::dispatch))
+        .route("/api/v1/", any(rest::dispatch))
+        .route("/api/v1/{*rest}", any(rest::dispatch))
         .merge(v2)
         .with_state(state)
         .layer(

@@ -328,6 +328,11 @@ impl Auth {
         self.is_open() || self.policy.allows_api_read(subject)
     }
 
+    /// May `subject` read the audit ledger and every repository over `/api/v1`?
+    pub fn allows_audit_read(&self, subject: &Subject) -> bool {
+        self.is_open() || self.policy.allows_audit_read(subject)
+    }
+
     /// Issues a token for `subject` granting, of the requested scopes, only what the rules
     /// allow (never more). Returns (token, lifetime in seconds).
     pub fn issue_token(&self, subject: &Subject, requested: &[Scope]) -> Result<(String, u64), AuthError> {

@@ -209,6 +209,31 @@ pub struct TagEvent {
     pub actor: Actor,
 }
 
+/// A repository with its counts, for `/api/v1/repositories`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositorySummary {
+    /// Its name.
+    pub name: String,
+    /// How many tags it has.
+    pub tag_count: u64,
+    /// How many manifests (images, indexes, artifacts) it stores.
+    pub manifest_count: u64,
+    /// Bytes it holds: its manifests plus every blob linked to it, each blob counted once
+    /// however many manifests share it.
+    pub size: u64,
+    /// The newest manifest stored or tag set in it, if any.
+    pub last_push: Option<SystemTime>,
+}
+
+/// One tag history entry, with the tag it is about.
+#[derive(Debug, Clone)]
+pub struct DigestTagEvent {
+    /// The tag.
+    pub tag: Tag,
+    /// What happened to it.
+    pub event: TagEvent,
+}
+
 /// Outcome of `commit_upload`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommitUpload {
@@ -468,6 +493,21 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn upload_garbage(&self, limit: u32) -> Result<Vec<String>, MetaError>;
     /// Forgets garbage uploads whose objects were removed.
     async fn forget_upload_garbage(&self, ids: &[String]) -> Result<(), MetaError>;
+    /// Repositories after `after` (by name) with their counts, sorted, at most `limit`; only
+    /// repositories that hold a blob or a manifest.
+    async fn repository_summaries(&self, after: Option<&str>, limit: u32) -> Result<Vec<RepositorySummary>, MetaError>;
+    /// The tags of `repo` that point at `digest` now, by name, with when each was last set.
+    async fn tags_pointing_at(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<(Tag, SystemTime)>, MetaError>;
+    /// Tag history entries of `repo` that moved a tag to or away from `digest`, oldest first,
+    /// at most `limit`.
+    async fn digest_tag_history(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        limit: u32,
+    ) -> Result<Vec<DigestTagEvent>, MetaError>;
+    /// When the manifest was stored in `repo`, if it is.
+    async fn manifest_stored_at(&self, repo: &RepoName, digest: &Digest) -> Result<Option<SystemTime>, MetaError>;
 }
 
 /// Milliseconds since the epoch, the time format of every row.

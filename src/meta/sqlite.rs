@@ -14,12 +14,14 @@ use sqlx::{Row, SqlitePool};
 
 mod gc;
 mod ledger;
+mod summary;
 mod tx;
 
 use super::sqlite_faults::{open_error, pool_options, refuse_foreign, write_check};
 use super::{
-    Actor, BlobRecord, EventFilter, LedgerArchive, ManifestRecord, MetaError, MetaTx, MetadataStore, PullStats,
-    Referrer, RobotRecord, Segment, TagAction, TagEvent, UploadSession, from_millis, millis,
+    Actor, BlobRecord, DigestTagEvent, EventFilter, LedgerArchive, ManifestRecord, MetaError, MetaTx, MetadataStore,
+    PullStats, Referrer, RepositorySummary, RobotRecord, Segment, TagAction, TagEvent, UploadSession, from_millis,
+    millis,
 };
 use crate::audit::{Checkpoint, Event};
 use crate::oci::{Algorithm, Digest, Reference, RepoName, Tag};
@@ -470,6 +472,27 @@ impl MetadataStore for SqliteStore {
 
     async fn forget_upload_garbage(&self, ids: &[String]) -> Result<(), MetaError> {
         gc::forget(&self.write, ids).await
+    }
+
+    async fn repository_summaries(&self, after: Option<&str>, limit: u32) -> Result<Vec<RepositorySummary>, MetaError> {
+        summary::repository_summaries(&self.read, after, limit).await
+    }
+
+    async fn tags_pointing_at(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<(Tag, SystemTime)>, MetaError> {
+        summary::tags_pointing_at(&self.read, repo, digest).await
+    }
+
+    async fn digest_tag_history(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        limit: u32,
+    ) -> Result<Vec<DigestTagEvent>, MetaError> {
+        summary::digest_tag_history(&self.read, repo, digest, limit).await
+    }
+
+    async fn manifest_stored_at(&self, repo: &RepoName, digest: &Digest) -> Result<Option<SystemTime>, MetaError> {
+        summary::manifest_stored_at(&self.read, repo, digest).await
     }
 }
 

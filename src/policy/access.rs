@@ -150,6 +150,11 @@ impl AccessPolicy {
     pub fn allows_api_read(&self, who: &Subject) -> bool {
         who.roles.iter().any(|r| matches!(r, Role::Admin | Role::Reader | Role::Auditor))
     }
+
+    /// May `who` read the audit ledger and every repository over `/api/v1`?
+    pub fn allows_audit_read(&self, who: &Subject) -> bool {
+        who.roles.iter().any(|r| matches!(r, Role::Admin | Role::Auditor))
+    }
 }
 
 #[cfg(test)]
@@ -191,6 +196,9 @@ mod tests {
         }
         assert!(p.allows_api_read(&user("a", &[Role::Auditor])));
         assert!(!p.allows_api_read(&user("w", &[Role::Writer])));
+        assert!(p.allows_audit_read(&user("a", &[Role::Auditor])));
+        assert!(p.allows_audit_read(&user("root", &[Role::Admin])));
+        assert!(!p.allows_audit_read(&user("r", &[Role::Reader])));
         let robot =
             Subject { name: "bot".into(), roles: vec![], own_grants: vec![grant(&[], "apps/*", &[Action::Pull])] };
         assert!(p.allows(&robot, "apps/x", Action::Pull));

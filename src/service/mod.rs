@@ -9,6 +9,7 @@ mod history;
 pub mod ledger_files;
 mod listing;
 mod manifests;
+mod provenance;
 mod pulls;
 mod uploads;
 
@@ -26,7 +27,7 @@ use crate::oci::RepoName;
 use crate::policy::ImmutabilityPolicy;
 
 pub use crate::audit::VerifyError;
-pub use crate::meta::{Actor, TagEvent};
+pub use crate::meta::{Actor, DigestTagEvent, PullStats, Referrer, RepositorySummary, TagEvent};
 pub use crate::policy::Precondition;
 pub use blobs::BlobRead;
 pub use gc::{GcOptions, GcProgress, GcReport, collectable};
@@ -34,6 +35,7 @@ pub use history::HistoryPage;
 pub use ledger_files::{LedgerError, VerifyReport};
 pub use listing::Page;
 pub use manifests::{ManifestPut, PutOutcome};
+pub use provenance::{ConfigInfo, IndexChild, KindedReferrer, Provenance, Pushed, ReferrerKind};
 pub use uploads::{BlobCommitted, UploadState};
 
 /// A request or response body as a stream of byte chunks.

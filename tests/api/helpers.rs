@@ -82,13 +82,31 @@ pub fn uniq() -> String {
     format!("{:08x}", rand::rng().next_u32())
 }
 
-/// Asserts an OCI error response: status, code, a non-empty message; returns the body.
+/// Asserts an OCI error response: status, code, a non-empty message; returns the body. An
+/// `/api/v1` answer (RFC 9457 problem+json) is checked with [`assert_problem`] instead.
 pub async fn assert_error(resp: Response, status: StatusCode, code: &str) -> Value {
+    if header(&resp, "content-type").is_some_and(|c| c.starts_with("application/problem+json")) {
+        return assert_problem(resp, status, code).await;
+    }
     assert_eq!(resp.status(), status, "unexpected status for {}", resp.url());
     let body: Value = resp.json().await.expect("error body is JSON");
     let err = &body["errors"][0];
     assert_eq!(err["code"], code, "body: {body}");
     assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "empty message: {body}");
+    body
+}
+
+/// Asserts an RFC 9457 problem+json response with `status` and Cairn's `code`: a `type` URI,
+/// a `title`, the same `status` in the body and a non-empty `detail`; returns the body.
+pub async fn assert_problem(resp: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(resp.status(), status, "unexpected status for {}", resp.url());
+    assert_eq!(header(&resp, "content-type").as_deref(), Some("application/problem+json"), "{}", resp.url());
+    let body: Value = resp.json().await.expect("problem body is JSON");
+    assert_eq!(body["status"], status.as_u16(), "body: {body}");
+    assert_eq!(body["code"], code, "body: {body}");
+    assert!(body["type"].as_str().is_some_and(|t| t.starts_with("urn:cairn:problem:")), "type: {body}");
+    assert!(body["title"].as_str().is_some_and(|t| !t.is_empty()), "title: {body}");
+    assert!(body["detail"].as_str().is_some_and(|t| !t.is_empty()), "detail: {body}");
     body
 }
 

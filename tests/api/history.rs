@@ -91,19 +91,19 @@ async fn history_paginates_with_a_cursor() {
     }
     digests.reverse();
     assert_eq!(seen, digests, "every event once, newest first");
-    assert_error(
+    assert_problem(
         app.get("/api/v1/repositories/hist/page/tags/t/history?limit=0").await,
         StatusCode::BAD_REQUEST,
         "UNSUPPORTED",
     )
     .await;
-    assert_error(
+    assert_problem(
         app.get("/api/v1/repositories/hist/page/tags/t/history?cursor=x").await,
         StatusCode::BAD_REQUEST,
         "UNSUPPORTED",
     )
     .await;
-    assert_error(
+    assert_problem(
         app.get("/api/v1/repositories/hist/page/tags/never/history").await,
         StatusCode::NOT_FOUND,
         "MANIFEST_UNKNOWN",
@@ -137,8 +137,8 @@ async fn tag_at_a_moment_answers_what_it_pointed_to_then() {
     let v: Value = app.get("/api/v1/repositories/hist/at/tags/prod").await.json().await.unwrap();
     assert_eq!(v["digest"], b, "without `at`: now");
     assert_eq!(v["mode"], "mutable");
-    assert_error(at("yesterday".into()).await.unwrap(), StatusCode::BAD_REQUEST, "UNSUPPORTED").await;
-    assert_error(app.get("/api/v1/repositories/Bad/tags/prod").await, StatusCode::BAD_REQUEST, "NAME_INVALID").await;
+    assert_problem(at("yesterday".into()).await.unwrap(), StatusCode::BAD_REQUEST, "UNSUPPORTED").await;
+    assert_problem(app.get("/api/v1/repositories/Bad/tags/prod").await, StatusCode::BAD_REQUEST, "NAME_INVALID").await;
 }
 
 fn urlencode(s: &str) -> String {

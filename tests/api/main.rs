@@ -2,6 +2,7 @@
 //! port, real HTTP). Every bad input asserts the status, the OCI code, and that nothing
 //! was stored.
 
+mod audit_api;
 mod auth;
 mod auth_tokens;
 mod blobs;
@@ -14,5 +15,7 @@ mod immutability;
 mod integrity;
 mod listing;
 mod manifests;
+mod provenance;
+mod rest_api;
 mod sha512;
 mod uploads;

@@ -21,6 +21,7 @@ mod logins;
 mod logs;
 mod open_mode;
 mod readiness;
+mod openapi;
 mod restart;
 mod shutdown;
 mod uploads_on_disk;

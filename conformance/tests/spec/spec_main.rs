@@ -5,6 +5,7 @@
 //!   `OCI-Tag` header for each accepted tag;
 //! - end-4c: a chunked upload of a blob with a digest algorithm other than sha256 opens its
 //!   session with `?digest-algorithm=<algorithm>`.
+//!
 //! Also the v1.1 rule that a mount the registry cannot do falls back to an upload session (202).
 
 use reqwest::{Method, StatusCode};

@@ -1,0 +1,155 @@
+//! `RestRoute::parse`: the only code that knows `/api/v1` URL shapes. Repository names
+//! contain slashes, so paths under `repositories/` are matched from the right, where every
+//! suffix has a fixed length. Each segment is percent-decoded on its own, so an encoded `/`
+//! (`%2F`) stays inside its segment: `a%2Fb` as a repository name is `a/b`, as a tag it is
+//! an invalid tag.
+
+use crate::error::Error;
+use crate::oci::{Digest, RepoName, Tag};
+
+/// A parsed `/api/v1/...` path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestRoute {
+    /// `openapi.json`
+    OpenApi,
+    /// `policies/immutability`
+    ImmutabilityPolicy,
+    /// `repositories`
+    Repositories,
+    /// `repositories/<name>/tags/<tag>/history`
+    TagHistory {
+        /// The repository.
+        name: RepoName,
+        /// The tag.
+        tag: Tag,
+    },
+    /// `repositories/<name>/tags/<tag>` (`?at=`)
+    TagAt {
+        /// The repository.
+        name: RepoName,
+        /// The tag.
+        tag: Tag,
+    },
+    /// `repositories/<name>/artifacts/<digest>`
+    Artifact {
+        /// The repository.
+        name: RepoName,
+        /// The manifest digest.
+        digest: Digest,
+    },
+    /// `audit/events`
+    AuditEvents,
+    /// `audit/checkpoints`
+    AuditCheckpoints,
+    /// `audit/public-key`
+    AuditPublicKey,
+}
+
+/// What a route needs of the caller (see `caller.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Need {
+    /// Nothing: anyone may read it.
+    Nothing,
+    /// The reader, auditor or admin role.
+    ApiRead,
+    /// The auditor or admin role.
+    Audit,
+    /// A signed-in caller; what it sees is filtered by what it may pull.
+    SignedIn,
+    /// The right to read this repository: auditor or admin, or pull on it.
+    Repository(RepoName),
+}
+
+impl RestRoute {
+    /// Parses the path of a request (starting with `/api/v1/`). Unknown shapes are
+    /// `Error::NotFound`; a known shape with a bad name, tag or digest is that parse error.
+    pub fn parse(path: &str) -> Result<RestRoute, Error> {
+        let rest = path.strip_prefix("/api/v1/").ok_or(Error::NotFound)?;
+        let segs = rest
+            .split('/')
+            .map(|s| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8()
+                    .map_err(|_| Error::Unsupported(format!("the path {path:?} is not valid percent-encoded UTF-8")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let segs: Vec<&str> = segs.iter().map(|s| s.as_ref()).collect();
+        Ok(match segs.as_slice() {
+            ["openapi.json"] => RestRoute::OpenApi,
+            ["policies", "immutability"] => RestRoute::ImmutabilityPolicy,
+            ["repositories"] => RestRoute::Repositories,
+            ["audit", "events"] => RestRoute::AuditEvents,
+            ["audit", "checkpoints"] => RestRoute::AuditCheckpoints,
+            ["audit", "public-key"] => RestRoute::AuditPublicKey,
+            ["repositories", name @ .., "tags", tag, "history"] if !name.is_empty() => {
+                RestRoute::TagHistory { name: repo(name)?, tag: Tag::parse(tag)? }
+            }
+            ["repositories", name @ .., "tags", tag] if !name.is_empty() => {
+                RestRoute::TagAt { name: repo(name)?, tag: Tag::parse(tag)? }
+            }
+            ["repositories", name @ .., "artifacts", d] if !name.is_empty() => {
+                RestRoute::Artifact { name: repo(name)?, digest: Digest::parse(d)? }
+            }
+            _ => return Err(Error::NotFound),
+        })
+    }
+
+    /// What the caller needs for this route.
+    pub fn need(&self) -> Need {
+        match self {
+            RestRoute::OpenApi => Need::Nothing,
+            RestRoute::ImmutabilityPolicy => Need::ApiRead,
+            RestRoute::Repositories => Need::SignedIn,
+            RestRoute::TagHistory { name, .. } | RestRoute::TagAt { name, .. } | RestRoute::Artifact { name, .. } => {
+                Need::Repository(name.clone())
+            }
+            RestRoute::AuditEvents | RestRoute::AuditCheckpoints | RestRoute::AuditPublicKey => Need::Audit,
+        }
+    }
+}
+
+fn repo(segs: &[&str]) -> Result<RepoName, Error> {
+    Ok(RepoName::parse(&segs.join("/"))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d() -> String {
+        format!("sha256:{}", "ab".repeat(32))
+    }
+
+    #[test]
+    fn parses_fixed_paths_and_names_from_the_right() {
+        assert_eq!(RestRoute::parse("/api/v1/openapi.json").unwrap(), RestRoute::OpenApi);
+        assert_eq!(RestRoute::parse("/api/v1/repositories").unwrap(), RestRoute::Repositories);
+        assert_eq!(RestRoute::parse("/api/v1/audit/public-key").unwrap(), RestRoute::AuditPublicKey);
+        let r = RestRoute::parse(&format!("/api/v1/repositories/a/tags/b/artifacts/{}", d())).unwrap();
+        assert!(matches!(r, RestRoute::Artifact { ref name, .. } if name.as_str() == "a/tags/b"));
+        let r = RestRoute::parse("/api/v1/repositories/a/b/tags/v1/history").unwrap();
+        assert!(
+            matches!(r, RestRoute::TagHistory { ref name, ref tag } if name.as_str() == "a/b" && tag.as_str() == "v1")
+        );
+        let r = RestRoute::parse("/api/v1/repositories/x/tags/history").unwrap();
+        assert!(matches!(r, RestRoute::TagAt { ref tag, .. } if tag.as_str() == "history"));
+        let r = RestRoute::parse("/api/v1/repositories/a%2Fb/tags/v1").unwrap();
+        assert!(matches!(r, RestRoute::TagAt { ref name, .. } if name.as_str() == "a/b"));
+        assert_eq!(
+            RestRoute::parse("/api/v1/repositories/x/tags/v1").unwrap().need(),
+            Need::Repository(RepoName::parse("x").unwrap())
+        );
+    }
+
+    #[test]
+    fn errors() {
+        for p in ["/api/v1/", "/api/v1/nope", "/api/v1/repositories/", "/api/v1/repositories/x", "/api/v1/audit"] {
+            assert!(matches!(RestRoute::parse(p), Err(Error::NotFound)), "{p}");
+        }
+        assert!(matches!(RestRoute::parse("/api/v1/repositories/tags/v1"), Err(Error::NotFound)));
+        assert!(matches!(RestRoute::parse("/api/v1/repositories/Bad/tags/v1"), Err(Error::NameInvalid(_))));
+        assert!(matches!(RestRoute::parse("/api/v1/repositories/x/tags/a%2Fb"), Err(Error::NameInvalid(_))));
+        assert!(matches!(RestRoute::parse("/api/v1/repositories/x/artifacts/sha256:zz"), Err(Error::DigestInvalid(_))));
+        assert!(matches!(RestRoute::parse("/api/v1/repositories/x/tags/%FF"), Err(Error::Unsupported(_))));
+    }
+}

@@ -1,0 +1,75 @@
+//! The OpenAPI document of `/api/v1` checked against the running server by a schema-driven
+//! tester (schemathesis, PyPI): every operation is called with generated valid and invalid
+//! inputs, and each answer must match the document (status codes, content types, headers,
+//! body schemas) and never be a 5xx. The server is the real binary with a little data
+//! pushed, so the provenance operation is also called with a digest that exists.
+
+use std::process::Command;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::*;
+
+/// The PyPI package the check needs (scripts install the same version).
+const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+
+fn schemathesis_installed() -> bool {
+    Command::new("schemathesis").arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+#[tokio::test]
+async fn the_openapi_document_matches_the_running_server() {
+    assert!(
+        schemathesis_installed(),
+        "the schemathesis command is not installed; it checks /api/v1 against its OpenAPI document: \
+         pip install {SCHEMATHESIS}"
+    );
+    let (root, data) = workdir();
+    let srv = Server::start(&data).await;
+    let http = client();
+
+    let config = json!({
+        "architecture": "amd64", "os": "linux", "created": "2026-01-31T12:00:00Z",
+        "config": { "Labels": { "org.opencontainers.image.source": "https://example.com/app" } },
+    });
+    let config = serde_json::to_vec(&config).unwrap();
+    let cfg = push_blob(&http, &srv, "apps/web", &config).await;
+    let layer = random_bytes(300);
+    let l = push_blob(&http, &srv, "apps/web", &layer).await;
+    let image = image_manifest((&cfg, config.len()), &[(&l, layer.len())]);
+    let image_digest = put_manifest(&http, &srv, "apps/web", "v1", &image).await;
+    let r = http.get(srv.url(&format!("/api/v1/repositories/apps/web/artifacts/{image_digest}"))).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "the provenance answers before the check starts");
+
+    // The provenance operation gets the pushed image's name and digest, so that it is tested
+    // beyond 404s; every other operation gets generated values.
+    let st_config = root.path().join("schemathesis.toml");
+    std::fs::write(
+        &st_config,
+        format!(
+            "[[operations]]\ninclude-path = \"/api/v1/repositories/{{name}}/artifacts/{{digest}}\"\n\
+             parameters = {{ \"path.name\" = \"apps/web\", \"path.digest\" = \"{image_digest}\" }}\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new("schemathesis")
+        .current_dir(root.path())
+        .arg("--no-color")
+        .arg("--config-file")
+        .arg(&st_config)
+        .args(["run", &srv.url("/api/v1/openapi.json")])
+        .args(["--checks", "all", "--max-examples", "10", "--phases", "coverage,fuzzing", "--seed", "1"])
+        .args(["--workers", "2", "--request-timeout", "10"])
+        .output()
+        .expect("run schemathesis");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "schemathesis reports failures ({}):\n{stdout}\n{stderr}\nserver log:\n{}",
+        out.status,
+        srv.stderr()
+    );
+    assert!(stdout.contains("passed"), "schemathesis ran no test:\n{stdout}\n{stderr}");
+}
