@@ -63,7 +63,7 @@ impl AppState {
         };
         let policy = ImmutabilityPolicy::new(&config.immutability)
             .map_err(|errs| anyhow::anyhow!("invalid immutability rules: {}", errs.join("; ")))?;
-        let auth = Arc::new(Auth::new(&config, meta.clone())?);
+        let auth = Arc::new(Auth::new(&config, meta.clone(), clock.clone())?);
         let registry = Registry::new(meta.clone(), blobs, Arc::new(policy), clock);
         let audit_key = Arc::new(load_or_create_audit_key(&config.audit_key_path())?);
         Ok(AppState { registry, auth, meta, config: Arc::new(config), audit_key, bound: Arc::default() })

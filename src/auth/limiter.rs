@@ -7,7 +7,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
+
+use crate::clock::Clock;
 
 /// Keys tracked at most. Past it, expired keys are swept; if none are, new keys are
 /// refused (fail closed) until some expire.
@@ -43,13 +45,13 @@ fn network(addr: IpAddr) -> IpAddr {
 
 #[derive(Default)]
 struct Entry {
-    failures: VecDeque<Instant>,
+    failures: VecDeque<SystemTime>,
     in_flight: u32,
 }
 
 impl Entry {
-    fn expire(&mut self, now: Instant, window: Duration) {
-        while self.failures.front().is_some_and(|t| now.duration_since(*t) >= window) {
+    fn expire(&mut self, now: SystemTime, window: Duration) {
+        while self.failures.front().is_some_and(|t| now.duration_since(*t).unwrap_or_default() >= window) {
             self.failures.pop_front();
         }
     }
@@ -59,7 +61,7 @@ impl Entry {
     }
 
     /// Seconds until this key may try again, counting attempts in flight if `running`.
-    fn wait(&self, max: u32, now: Instant, window: Duration, running: bool) -> Option<u64> {
+    fn wait(&self, max: u32, now: SystemTime, window: Duration, running: bool) -> Option<u64> {
         let used = self.failures.len() as u64 + if running { u64::from(self.in_flight) } else { 0 };
         if used < u64::from(max) {
             return None;
@@ -67,7 +69,10 @@ impl Entry {
         // Over the limit on failures alone: until the oldest leaves the window. Only
         // because of checks in flight: they finish within about a second.
         let wait = match self.failures.len() >= max as usize {
-            true => self.failures.front().map_or(Duration::ZERO, |t| window.saturating_sub(now.duration_since(*t))),
+            true => self
+                .failures
+                .front()
+                .map_or(Duration::ZERO, |t| window.saturating_sub(now.duration_since(*t).unwrap_or_default())),
             false => Duration::ZERO,
         };
         Some(wait.as_secs_f64().ceil().max(1.0) as u64)
@@ -78,6 +83,7 @@ impl Entry {
 pub struct LoginLimiter {
     window: Duration,
     entries: Mutex<HashMap<LimitKey, Entry>>,
+    clock: Arc<dyn Clock>,
 }
 
 /// One admitted login attempt. Unless `succeeded` or `abandoned` is called, dropping it
@@ -89,16 +95,16 @@ pub struct Attempt {
 }
 
 impl LoginLimiter {
-    /// Limits counted over `window`.
-    pub fn new(window: Duration) -> LoginLimiter {
-        LoginLimiter { window, entries: Mutex::new(HashMap::new()) }
+    /// Limits counted over `window` of `clock`'s time (tests move a `ManualClock`).
+    pub fn new(window: Duration, clock: Arc<dyn Clock>) -> LoginLimiter {
+        LoginLimiter { window, entries: Mutex::new(HashMap::new()), clock }
     }
 
     /// `Some(seconds to wait)` if any key is over its limit on failures alone (for a login
     /// that will not run a check of its own).
     pub fn blocked(&self, keys: &[(LimitKey, u32)]) -> Option<u64> {
         let mut map = self.entries.lock().ok()?;
-        let now = Instant::now();
+        let now = self.clock.now();
         keys.iter()
             .filter_map(|(k, max)| {
                 let e = map.get_mut(k)?;
@@ -112,7 +118,7 @@ impl LoginLimiter {
     /// says how many seconds to wait.
     pub fn begin(self: &Arc<Self>, keys: &[(LimitKey, u32)]) -> Result<Attempt, u64> {
         let mut map = self.entries.lock().map_err(|_| 1u64)?;
-        let now = Instant::now();
+        let now = self.clock.now();
         if map.len() + keys.len() > MAX_KEYS {
             map.retain(|_, e| {
                 e.expire(now, self.window);
@@ -141,7 +147,7 @@ impl LoginLimiter {
 
     fn settle(&self, keys: &[(LimitKey, u32)], failed: bool) {
         let Ok(mut map) = self.entries.lock() else { return };
-        let now = Instant::now();
+        let now = self.clock.now();
         for (k, max) in keys {
             let Some(e) = map.get_mut(k) else { continue };
             e.in_flight = e.in_flight.saturating_sub(1);
@@ -191,7 +197,7 @@ mod tests {
 
     #[test]
     fn attempts_in_flight_count_and_successes_do_not() {
-        let l = Arc::new(LoginLimiter::new(Duration::from_secs(60)));
+        let l = Arc::new(LoginLimiter::new(Duration::from_secs(60), Arc::new(crate::clock::SystemClock)));
         let a = l.begin(&keys("10.0.0.1", "bob")).unwrap();
         let b = l.begin(&keys("10.0.0.1", "bob")).unwrap();
         assert_eq!(l.begin(&keys("10.0.0.1", "bob")).err(), Some(1), "two in flight fill the per-name limit");
@@ -212,11 +218,14 @@ mod tests {
 
     #[test]
     fn failures_leave_the_window() {
-        let l = Arc::new(LoginLimiter::new(Duration::from_millis(100)));
+        let clock = Arc::new(crate::clock::ManualClock::new(SystemTime::now()));
+        let l = Arc::new(LoginLimiter::new(Duration::from_secs(60), clock.clone()));
         drop(l.begin(&keys("10.0.0.1", "bob")).unwrap());
         drop(l.begin(&keys("10.0.0.1", "bob")).unwrap());
         assert!(l.begin(&keys("10.0.0.1", "bob")).is_err());
-        std::thread::sleep(Duration::from_millis(150));
+        clock.advance(Duration::from_secs(59));
+        assert!(l.begin(&keys("10.0.0.1", "bob")).is_err(), "still inside the window");
+        clock.advance(Duration::from_secs(2));
         l.begin(&keys("10.0.0.1", "bob")).unwrap().succeeded();
         assert!(l.entries.lock().unwrap().is_empty(), "settled keys are dropped");
     }

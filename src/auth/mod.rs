@@ -140,7 +140,11 @@ fn compile_grants(config: &Config) -> Vec<Grant> {
 
 impl Auth {
     /// Builds access control from the config; loads or creates the token signing key.
-    pub fn new(config: &Config, meta: Arc<dyn MetadataStore>) -> anyhow::Result<Auth> {
+    pub fn new(
+        config: &Config,
+        meta: Arc<dyn MetadataStore>,
+        clock: Arc<dyn crate::clock::Clock>,
+    ) -> anyhow::Result<Auth> {
         let users = config
             .auth
             .users
@@ -159,7 +163,7 @@ impl Auth {
             users,
             meta,
             signer: TokenSigner::load_or_create(&config.token_key_path())?,
-            limiter: Arc::new(LoginLimiter::new(config.auth.failure_window)),
+            limiter: Arc::new(LoginLimiter::new(config.auth.failure_window, clock)),
             limits: (config.auth.max_failed_logins.max(1), config.auth.max_failed_logins_per_address.max(1)),
             gate: PasswordGate::new(config.auth.concurrent_password_checks),
             running: Mutex::new(HashMap::new()),
