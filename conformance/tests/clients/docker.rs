@@ -162,7 +162,7 @@ fn docker_push_pull_round_trip() {
 
 /// Two single-layer images of random content, `docker import`ed as `names` (each also kept
 /// for removal by id in `cleanup`); returns their image ids.
-fn import_random_images(t: &Path, names: &[&str], cleanup: &mut LocalImages) -> Vec<String> {
+pub(crate) fn import_random_images(t: &Path, names: &[&str], cleanup: &mut LocalImages) -> Vec<String> {
     let mut ids = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let rootfs = t.join(format!("rootfs-{i}"));
@@ -178,7 +178,7 @@ fn import_random_images(t: &Path, names: &[&str], cleanup: &mut LocalImages) -> 
 }
 
 /// `docker push`, returning the digest it reports.
-fn push(reference: &str) -> String {
+pub(crate) fn push(reference: &str) -> String {
     let out = run(docker().arg("push").arg(reference), T);
     digest_after(&out.stdout, "digest:").unwrap_or_else(|| panic!("no digest in `docker push` output:\n{}", out.stdout))
 }

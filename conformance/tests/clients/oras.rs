@@ -12,7 +12,7 @@ use std::time::Duration;
 use cairn_conformance::Registry;
 use serde_json::{Value, json};
 
-use crate::harness::{ClientTest, Need};
+use crate::harness::{ClientTest, Need, note};
 use crate::helpers::*;
 
 pub(crate) const TESTS: &[ClientTest] = &[
@@ -21,6 +21,11 @@ pub(crate) const TESTS: &[ClientTest] = &[
         name: "oras_referrers_are_listed",
         needs: &[Need::Oras, Need::ReferrersApi],
         run: oras_referrers_are_listed,
+    },
+    ClientTest {
+        name: "provenance_of_a_docker_pushed_image_with_an_oras_attached_sbom",
+        needs: &[Need::Dockerd, Need::Oras, Need::Cairn],
+        run: provenance_of_a_docker_pushed_image_with_an_oras_attached_sbom,
     },
 ];
 
@@ -254,4 +259,61 @@ fn oras_referrers_are_listed() {
             filtered["manifests"].as_array().expect("manifests").iter().map(|e| &e["digest"]).collect();
         assert_eq!(digests, vec![&json!(sbom_digest)], "filtered referrers: {filtered}");
     }
+}
+
+/// Cairn's provenance API (issue 9) over what real clients pushed: an image pushed with
+/// `docker push`, tagged twice, with an SBOM attached by oras-py the way `oras attach
+/// --artifact-type application/spdx+json` writes it; the answer shows its tags, their history,
+/// who pushed it, the SBOM as a referrer of kind `sboms`, and the ledger events.
+fn provenance_of_a_docker_pushed_image_with_an_oras_attached_sbom() {
+    use crate::docker::{LocalImages, docker, import_random_images};
+    let reg = cairn_only("the provenance API");
+    let tmp = tempdir("provenance");
+    let t = tmp.path();
+    let repo = unique_repo("provenance");
+    let local = format!("cairn-clients-provenance-{}:1", unique_suffix());
+    let (v1, v2) = (format!("{}/{repo}:v1", reg.host), format!("{}/{repo}:v1.0", reg.host));
+    let mut cleanup = LocalImages(vec![local.clone(), v1.clone(), v2.clone()]);
+    import_random_images(t, &[&local], &mut cleanup);
+    run(docker().args(["tag", &local, &v1]), T);
+    run(docker().args(["tag", &local, &v2]), T);
+    let digest = crate::docker::push(&v1);
+    assert_eq!(crate::docker::push(&v2), digest, "one image, two tags");
+
+    let (_, media_type, body) = get_manifest(&reg, &repo, &digest);
+    let src = t.join("src");
+    let sbom = json!({"spdxVersion": "SPDX-2.3", "name": format!("img-{}", unique_suffix())}).to_string();
+    write_file(&src.join("sbom.spdx.json"), sbom.as_bytes());
+    let subject = json!({"mediaType": media_type, "digest": digest, "size": body.len()});
+    let (sbom_digest, _) = push(
+        &reg,
+        t,
+        json!({"target": format!("{}/{repo}:sbom-{}", reg.host, unique_suffix()), "cwd": src,
+               "files": ["sbom.spdx.json:application/spdx+json"],
+               "manifest_config": "absent-config:application/vnd.oci.empty.v1+json",
+               "extra_manifest_fields": {"artifactType": "application/spdx+json"}, "subject": subject}),
+    );
+
+    let p = get_api_json(&reg, &format!("/api/v1/repositories/{repo}/artifacts/{digest}"));
+    note(format!("provenance: {p}"));
+    assert_eq!(p["digest"], json!(digest), "{p}");
+    assert_eq!(p["media_type"], json!(media_type), "{p}");
+    let tags: Vec<&str> = p["tags"].as_array().expect("tags").iter().filter_map(|t| t["tag"].as_str()).collect();
+    assert_eq!(tags, vec!["v1", "v1.0"], "the tags pointing at it now: {p}");
+    let history: Vec<(&str, &str)> = p["tag_history"]
+        .as_array()
+        .expect("tag_history")
+        .iter()
+        .map(|h| (h["tag"].as_str().unwrap_or(""), h["action"].as_str().unwrap_or("")))
+        .collect();
+    for tag in ["v1", "v1.0"] {
+        assert!(history.contains(&(tag, "create")), "{tag} create in the history: {p}");
+    }
+    assert_eq!(p["pushed"]["actor"], json!("anonymous"), "who pushed it: {p}");
+    assert_eq!(p["pushed"]["address"], json!("127.0.0.1"), "from where: {p}");
+    let sboms = p["referrers"]["sboms"].as_array().unwrap_or_else(|| panic!("no sboms: {p}"));
+    assert!(sboms.iter().any(|r| r["digest"] == json!(sbom_digest)), "the attached SBOM is an SBOM referrer: {p}");
+    let actions: Vec<&str> =
+        p["events"].as_array().expect("events").iter().filter_map(|e| e["action"].as_str()).collect();
+    assert!(actions.contains(&"manifest.put") && actions.contains(&"tag.create"), "ledger events: {actions:?}");
 }
