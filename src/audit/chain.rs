@@ -12,8 +12,9 @@ use sha2::{Digest as _, Sha256};
 /// The `prev_hash` of the first event: 64 zeros.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// What happened. Stored and hashed as its dotted name (`tag.move`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// What happened. Stored and hashed as its dotted name (`tag.move`). Its schema (a derive, no
+/// I/O) is the one the REST API's `action` filter documents, so the two cannot drift apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum EventKind {
     /// A repository got its first blob or manifest.
     #[serde(rename = "repository.create")]

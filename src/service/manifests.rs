@@ -245,7 +245,7 @@ impl Registry {
             ),
             Refusal::Referenced { holder, tag } => {
                 let target = event.digest.as_deref().and_then(|d| Digest::parse(d).ok());
-                let what = if event.tag.is_none() && blob { "blob" } else { "manifest" };
+                let what = if blob { "blob" } else { "manifest" };
                 (
                     json!({ "reason": "referenced", "referenced_by": holder.as_str(), "tag": tag.as_ref().map(Tag::as_str) }),
                     match target {

@@ -94,7 +94,7 @@ pub struct EventFilters {
     #[param(min_length = 1, max_length = 255)]
     pub actor: Option<String>,
     /// Events of this action.
-    pub action: Option<Action>,
+    pub action: Option<EventKind>,
     /// Events at or after this time (RFC 3339).
     #[param(value_type = Option<String>, format = DateTime)]
     pub since: Option<SystemTime>,
@@ -111,114 +111,10 @@ impl EventFilters {
             tag: q.tag("tag")?,
             digest: q.digest("digest")?,
             actor: q.text("actor")?.map(str::to_string),
-            action: q.action("action")?.map(Action::from),
+            action: q.action("action")?,
             since: q.time("since")?,
             until: q.time("until")?,
         })
-    }
-}
-
-/// A ledger action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-pub enum Action {
-    /// A repository got its first blob or manifest.
-    #[serde(rename = "repository.create")]
-    RepositoryCreate,
-    /// An upload was verified and its blob linked.
-    #[serde(rename = "blob.commit")]
-    BlobCommit,
-    /// A blob was linked from another repository.
-    #[serde(rename = "blob.mount")]
-    BlobMount,
-    /// A blob was unlinked.
-    #[serde(rename = "blob.unlink")]
-    BlobUnlink,
-    /// A manifest was stored.
-    #[serde(rename = "manifest.put")]
-    ManifestPut,
-    /// A manifest was deleted.
-    #[serde(rename = "manifest.delete")]
-    ManifestDelete,
-    /// A tag was created.
-    #[serde(rename = "tag.create")]
-    TagCreate,
-    /// A tag moved.
-    #[serde(rename = "tag.move")]
-    TagMove,
-    /// A tag was deleted.
-    #[serde(rename = "tag.delete")]
-    TagDelete,
-    /// A write was refused by a rule.
-    #[serde(rename = "write.refuse")]
-    WriteRefuse,
-    /// A delete was refused by a rule.
-    #[serde(rename = "delete.refuse")]
-    DeleteRefuse,
-    /// Requests refused by access control (counted per client).
-    #[serde(rename = "request.deny")]
-    RequestDeny,
-    /// Failed logins (counted per client).
-    #[serde(rename = "login.fail")]
-    LoginFail,
-    /// A robot token was created.
-    #[serde(rename = "token.create")]
-    TokenCreate,
-    /// A robot token was revoked.
-    #[serde(rename = "token.revoke")]
-    TokenRevoke,
-    /// The server started with a configuration.
-    #[serde(rename = "config.load")]
-    ConfigLoad,
-    /// Garbage collection deleted unreferenced blobs.
-    #[serde(rename = "gc.delete")]
-    GcDelete,
-}
-
-impl From<EventKind> for Action {
-    fn from(k: EventKind) -> Action {
-        match k {
-            EventKind::RepositoryCreate => Action::RepositoryCreate,
-            EventKind::BlobCommit => Action::BlobCommit,
-            EventKind::BlobMount => Action::BlobMount,
-            EventKind::BlobUnlink => Action::BlobUnlink,
-            EventKind::ManifestPut => Action::ManifestPut,
-            EventKind::ManifestDelete => Action::ManifestDelete,
-            EventKind::TagCreate => Action::TagCreate,
-            EventKind::TagMove => Action::TagMove,
-            EventKind::TagDelete => Action::TagDelete,
-            EventKind::WriteRefuse => Action::WriteRefuse,
-            EventKind::DeleteRefuse => Action::DeleteRefuse,
-            EventKind::RequestDeny => Action::RequestDeny,
-            EventKind::LoginFail => Action::LoginFail,
-            EventKind::TokenCreate => Action::TokenCreate,
-            EventKind::TokenRevoke => Action::TokenRevoke,
-            EventKind::ConfigLoad => Action::ConfigLoad,
-            EventKind::GcDelete => Action::GcDelete,
-        }
-    }
-}
-
-impl From<Action> for EventKind {
-    fn from(a: Action) -> EventKind {
-        match a {
-            Action::RepositoryCreate => EventKind::RepositoryCreate,
-            Action::BlobCommit => EventKind::BlobCommit,
-            Action::BlobMount => EventKind::BlobMount,
-            Action::BlobUnlink => EventKind::BlobUnlink,
-            Action::ManifestPut => EventKind::ManifestPut,
-            Action::ManifestDelete => EventKind::ManifestDelete,
-            Action::TagCreate => EventKind::TagCreate,
-            Action::TagMove => EventKind::TagMove,
-            Action::TagDelete => EventKind::TagDelete,
-            Action::WriteRefuse => EventKind::WriteRefuse,
-            Action::DeleteRefuse => EventKind::DeleteRefuse,
-            Action::RequestDeny => EventKind::RequestDeny,
-            Action::LoginFail => EventKind::LoginFail,
-            Action::TokenCreate => EventKind::TokenCreate,
-            Action::TokenRevoke => EventKind::TokenRevoke,
-            Action::ConfigLoad => EventKind::ConfigLoad,
-            Action::GcDelete => EventKind::GcDelete,
-        }
     }
 }
 
@@ -244,7 +140,7 @@ pub async fn events(state: &AppState, q: &Params) -> Result<Paged<EventList>, Ap
         tag: f.tag.map(|t| t.to_string()),
         digest: f.digest.map(|d| d.to_string()),
         actor: f.actor,
-        action: f.action.map(|a| EventKind::from(a).as_str().to_string()),
+        action: f.action.map(|a| a.as_str().to_string()),
         since_ms: f.since.map(millis),
         before_ms: f.until.map(millis),
     };

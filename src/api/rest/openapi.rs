@@ -27,7 +27,7 @@ use super::{artifacts, audit, policies, problem, repositories};
         policies::immutability,
         openapi_json,
     ),
-    components(schemas(problem::Problem, audit::Action)),
+    components(schemas(problem::Problem, crate::audit::EventKind)),
     modifiers(&Security),
     tags(
         (name = "repositories", description = "Repositories, tags and the provenance of artifacts"),
