@@ -131,6 +131,8 @@ pub struct Auth {
     verified: Mutex<HashMap<[u8; 32], Instant>>,
     service: String,
     ttl: Duration,
+    /// Robot expiry is judged by this clock (tests move a `ManualClock`).
+    clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// Compiles grants from the config (validated beforehand).
@@ -163,13 +165,14 @@ impl Auth {
             users,
             meta,
             signer: TokenSigner::load_or_create(&config.token_key_path())?,
-            limiter: Arc::new(LoginLimiter::new(config.auth.failure_window, clock)),
+            limiter: Arc::new(LoginLimiter::new(config.auth.failure_window, clock.clone())),
             limits: (config.auth.max_failed_logins.max(1), config.auth.max_failed_logins_per_address.max(1)),
             gate: PasswordGate::new(config.auth.concurrent_password_checks),
             running: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
             service: config.auth.service.clone(),
             ttl: config.auth.token_ttl,
+            clock,
         })
     }
 
@@ -305,7 +308,7 @@ impl Auth {
             }
             return Ok(Some(Subject { name: user.to_string(), roles: u.roles.clone(), own_grants: vec![] }));
         }
-        let robot = robots::verify(self.meta.as_ref(), user, password).await?;
+        let robot = robots::verify(self.meta.as_ref(), user, password, self.clock.now()).await?;
         if robot.is_none() {
             // Spend the time a password check would, so timing does not tell which user
             // names exist.
@@ -319,7 +322,7 @@ impl Auth {
         if let Some(u) = self.users.get(name) {
             return Ok(Some(Subject { name: name.to_string(), roles: u.roles.clone(), own_grants: vec![] }));
         }
-        Ok(robots::live(self.meta.as_ref(), name).await?)
+        Ok(robots::live(self.meta.as_ref(), name, self.clock.now()).await?)
     }
 
     /// May `subject` do `action` on `repo` under the rules?

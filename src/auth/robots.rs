@@ -83,7 +83,7 @@ pub async fn create_robot(meta: &dyn MetadataStore, new: &NewRobot, reserved: &[
         expires_at: new.expires_in.map(|d| now + d),
         revoked_at: None,
     };
-    let mut tx = meta.begin().await?;
+    let mut tx = meta.begin(now).await?;
     if !tx.create_robot(&record).await? {
         tx.rollback().await?;
         return Err(RobotError::Invalid(format!("a robot named {:?} exists already", new.name)));
@@ -108,7 +108,7 @@ pub async fn list_robots(meta: &dyn MetadataStore) -> Result<Vec<RobotRecord>, M
 /// Revokes a robot; false if there is no such live robot. Ledgered as `token.revoke`.
 pub async fn revoke_robot(meta: &dyn MetadataStore, name: &str) -> Result<bool, MetaError> {
     let now = SystemTime::now();
-    let mut tx = meta.begin().await?;
+    let mut tx = meta.begin(now).await?;
     if !tx.revoke_robot(name, now).await? {
         tx.rollback().await?;
         return Ok(false);
@@ -131,19 +131,24 @@ fn subject(r: &RobotRecord) -> Subject {
     }
 }
 
-fn is_live(r: &RobotRecord) -> bool {
-    r.revoked_at.is_none() && r.expires_at.is_none_or(|t| t > SystemTime::now())
+fn is_live(r: &RobotRecord, now: SystemTime) -> bool {
+    r.revoked_at.is_none() && r.expires_at.is_none_or(|t| t > now)
 }
 
-/// The robot as a subject, if it exists and is neither revoked nor expired.
-pub async fn live(meta: &dyn MetadataStore, name: &str) -> Result<Option<Subject>, MetaError> {
-    Ok(meta.robot(name).await?.filter(is_live).map(|r| subject(&r)))
+/// The robot as a subject, if it exists and is neither revoked nor expired at `now`.
+pub async fn live(meta: &dyn MetadataStore, name: &str, now: SystemTime) -> Result<Option<Subject>, MetaError> {
+    Ok(meta.robot(name).await?.filter(|r| is_live(r, now)).map(|r| subject(&r)))
 }
 
-/// Checks a robot's secret in constant time.
-pub async fn verify(meta: &dyn MetadataStore, name: &str, secret: &str) -> Result<Option<Subject>, MetaError> {
+/// Checks a robot's secret in constant time; `None` unless it matches a robot live at `now`.
+pub async fn verify(
+    meta: &dyn MetadataStore,
+    name: &str,
+    secret: &str,
+    now: SystemTime,
+) -> Result<Option<Subject>, MetaError> {
     let Some(r) = meta.robot(name).await? else { return Ok(None) };
     let presented = Sha256::digest(secret.as_bytes());
     let same: bool = subtle::ConstantTimeEq::ct_eq(presented.as_slice(), r.secret_sha256.as_slice()).into();
-    Ok((same && is_live(&r)).then(|| subject(&r)))
+    Ok((same && is_live(&r, now)).then(|| subject(&r)))
 }

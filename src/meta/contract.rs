@@ -48,9 +48,9 @@ fn actor() -> Actor {
 
 async fn add_blob(s: &dyn MetadataStore, repo: &RepoName, n: u8) {
     let id = format!("u{n}");
-    s.create_upload(repo, &id, Algorithm::Sha256).await.unwrap();
+    s.create_upload(repo, &id, Algorithm::Sha256, SystemTime::now()).await.unwrap();
     let blob = BlobRecord { digest: d(n), size: 1, location: BlobLocation { upload: id.clone(), segments: vec![] } };
-    let mut tx = s.begin().await.unwrap();
+    let mut tx = s.begin(SystemTime::now()).await.unwrap();
     let (outcome, owner) = tx.commit_upload(&id, 0, &blob).await.unwrap();
     assert_eq!(outcome, CommitUpload::Created);
     let owner = owner.unwrap();
@@ -76,7 +76,7 @@ async fn references_are_checked_and_rows_restrict_deletes(s: &dyn MetadataStore)
     for n in 1..=3 {
         add_blob(s, &r, n).await;
     }
-    let mut tx = s.begin().await.unwrap();
+    let mut tx = s.begin(SystemTime::now()).await.unwrap();
     let mut wanted = vec![d(1), d(9), d(2)];
     wanted.sort();
     assert_eq!(tx.first_missing(&r, RefKind::Blob, &wanted).await.unwrap(), Some(d(9)));
@@ -89,7 +89,7 @@ async fn references_are_checked_and_rows_restrict_deletes(s: &dyn MetadataStore)
     tx.set_tag(&r, &Tag::parse("v1").unwrap(), None, &index.digest, &actor()).await.unwrap();
     tx.commit().await.unwrap();
 
-    let mut tx = s.begin().await.unwrap();
+    let mut tx = s.begin(SystemTime::now()).await.unwrap();
     let h = tx.holder(&r, RefKind::Blob, &d(1)).await.unwrap().unwrap();
     assert_eq!((h.manifest, h.tag), (m.digest.clone(), Some(Tag::parse("v1").unwrap())), "tag via the index");
     assert!(tx.holder(&r, RefKind::Blob, &d(3)).await.unwrap().is_none());
@@ -97,7 +97,7 @@ async fn references_are_checked_and_rows_restrict_deletes(s: &dyn MetadataStore)
     assert!(!tx.unlink_blob(&r, &d(3), SystemTime::now()).await.unwrap(), "already unlinked");
     assert!(tx.unlink_blob(&r, &d(1), SystemTime::now()).await.is_err(), "the schema refuses to orphan a layer");
     tx.rollback().await.unwrap();
-    let mut tx = s.begin().await.unwrap();
+    let mut tx = s.begin(SystemTime::now()).await.unwrap();
     assert!(tx.remove_manifest(&r, &m.digest).await.is_err(), "the schema refuses to orphan an index child");
     tx.rollback().await.unwrap();
     assert!(s.blob(&r, &d(1)).await.unwrap().is_some());
@@ -106,7 +106,7 @@ async fn references_are_checked_and_rows_restrict_deletes(s: &dyn MetadataStore)
 
 async fn a_rolled_back_transaction_leaves_nothing(s: &dyn MetadataStore) {
     let r = repo();
-    let mut tx = s.begin().await.unwrap();
+    let mut tx = s.begin(SystemTime::now()).await.unwrap();
     assert!(tx.ensure_repository(&r).await.unwrap());
     let m = manifest("x");
     tx.insert_manifest(&r, &m, &[], &[]).await.unwrap();
@@ -115,10 +115,10 @@ async fn a_rolled_back_transaction_leaves_nothing(s: &dyn MetadataStore) {
     assert!(s.manifest(&r, &Reference::Digest(m.digest)).await.unwrap().is_none());
     assert_eq!(s.ledger_head().await.unwrap(), None);
     // Dropping a transaction without commit rolls back too, and the next one works.
-    let mut tx = s.begin().await.unwrap();
+    let mut tx = s.begin(SystemTime::now()).await.unwrap();
     tx.ensure_repository(&r).await.unwrap();
     drop(tx);
-    let mut tx = s.begin().await.unwrap();
+    let mut tx = s.begin(SystemTime::now()).await.unwrap();
     assert!(tx.ensure_repository(&r).await.unwrap(), "the dropped transaction created nothing");
     tx.commit().await.unwrap();
 }
@@ -127,7 +127,7 @@ async fn tags_move_and_are_recorded(s: &dyn MetadataStore) {
     let r = repo();
     let t = Tag::parse("prod").unwrap();
     let (a, b) = (manifest("a"), manifest("b"));
-    let mut tx = s.begin().await.unwrap();
+    let mut tx = s.begin(SystemTime::now()).await.unwrap();
     tx.ensure_repository(&r).await.unwrap();
     tx.insert_manifest(&r, &a, &[], &[]).await.unwrap();
     tx.insert_manifest(&r, &b, &[], &[]).await.unwrap();
@@ -153,7 +153,7 @@ async fn concurrent_writers_build_one_valid_chain(s: Arc<dyn MetadataStore>) {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..per_writer {
-                let mut tx = s.begin().await.unwrap();
+                let mut tx = s.begin(SystemTime::now()).await.unwrap();
                 let events = vec![
                     NewEvent::new(EventKind::TagCreate, &format!("w{w}"), None).tag(format!("t{i}")),
                     NewEvent::new(EventKind::TagMove, &format!("w{w}"), None).tag(format!("t{i}")),
@@ -179,7 +179,7 @@ async fn concurrent_writers_build_one_valid_chain(s: Arc<dyn MetadataStore>) {
 async fn ledger_filters_and_pulls(s: &dyn MetadataStore) {
     let r = repo();
     let m = manifest("pulled");
-    let mut tx = s.begin().await.unwrap();
+    let mut tx = s.begin(SystemTime::now()).await.unwrap();
     tx.ensure_repository(&r).await.unwrap();
     tx.insert_manifest(&r, &m, &[], &[]).await.unwrap();
     let events = vec![

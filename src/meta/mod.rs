@@ -396,8 +396,9 @@ pub trait MetaTx: Send {
 pub trait MetadataStore: Send + Sync + 'static {
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), MetaError>;
-    /// Opens a write transaction.
-    async fn begin(&self) -> Result<Box<dyn MetaTx>, MetaError>;
+    /// Opens a write transaction whose rows are stamped `now` (the caller's clock: every
+    /// row written in one transaction carries the same time as its ledger events).
+    async fn begin(&self, now: SystemTime) -> Result<Box<dyn MetaTx>, MetaError>;
     /// Checks that the database can commit a write (for `/readyz`): one tiny durable write
     /// that holds no data.
     async fn check_write(&self) -> Result<(), MetaError>;
@@ -413,7 +414,13 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn blob_repositories(&self, digest: &Digest, limit: u32) -> Result<Vec<String>, MetaError>;
 
     /// Opens an upload session that hashes with `algorithm`.
-    async fn create_upload(&self, repo: &RepoName, id: &str, algorithm: Algorithm) -> Result<UploadSession, MetaError>;
+    async fn create_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        algorithm: Algorithm,
+        now: SystemTime,
+    ) -> Result<UploadSession, MetaError>;
     /// The session, if it exists for `repo`.
     async fn upload(&self, repo: &RepoName, id: &str) -> Result<Option<UploadSession>, MetaError>;
     /// Records one more segment, only if the session still has `expected_len` bytes
@@ -424,11 +431,13 @@ pub trait MetadataStore: Send + Sync + 'static {
         expected_len: u64,
         segment: &Segment,
         hash_state: &[u8],
+        now: SystemTime,
     ) -> Result<bool, MetaError>;
-    /// Deletes a session; returns it if it existed.
-    async fn delete_upload(&self, id: &str) -> Result<Option<UploadSession>, MetaError>;
-    /// Deletes and returns every session idle since before `cutoff`.
-    async fn expire_uploads(&self, cutoff: SystemTime) -> Result<Vec<UploadSession>, MetaError>;
+    /// Deletes a session; returns it if it existed. Its objects become garbage as of `now`.
+    async fn delete_upload(&self, id: &str, now: SystemTime) -> Result<Option<UploadSession>, MetaError>;
+    /// Deletes and returns every session idle since before `cutoff`; their objects become
+    /// garbage as of `now`.
+    async fn expire_uploads(&self, cutoff: SystemTime, now: SystemTime) -> Result<Vec<UploadSession>, MetaError>;
 
     /// A manifest by tag or digest.
     async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>, MetaError>;

@@ -70,10 +70,6 @@ impl SqliteStore {
     }
 }
 
-fn now() -> i64 {
-    millis(SystemTime::now())
-}
-
 fn digest(s: String) -> Result<Digest, MetaError> {
     Digest::parse(&s).map_err(|e| MetaError::Corrupt(e.to_string()))
 }
@@ -160,9 +156,9 @@ impl MetadataStore for SqliteStore {
         Ok(())
     }
 
-    async fn begin(&self) -> Result<Box<dyn MetaTx>, MetaError> {
+    async fn begin(&self, now: SystemTime) -> Result<Box<dyn MetaTx>, MetaError> {
         let tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        Ok(Box::new(tx::SqliteTx { tx }))
+        Ok(Box::new(tx::SqliteTx { tx, now: millis(now) }))
     }
 
     async fn check_write(&self) -> Result<(), MetaError> {
@@ -219,8 +215,14 @@ impl MetadataStore for SqliteStore {
         Ok(rows)
     }
 
-    async fn create_upload(&self, repo: &RepoName, id: &str, algorithm: Algorithm) -> Result<UploadSession, MetaError> {
-        let t = now();
+    async fn create_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        algorithm: Algorithm,
+        now: SystemTime,
+    ) -> Result<UploadSession, MetaError> {
+        let t = millis(now);
         sqlx::query("INSERT INTO uploads (id, repo, algorithm, created_at, updated_at) VALUES (?, ?, ?, ?, ?)")
             .bind(id)
             .bind(repo.as_str())
@@ -256,6 +258,7 @@ impl MetadataStore for SqliteStore {
         expected_len: u64,
         segment: &Segment,
         hash_state: &[u8],
+        now: SystemTime,
     ) -> Result<bool, MetaError> {
         let seg = serde_json::to_string(segment).map_err(|e| MetaError::Corrupt(e.to_string()))?;
         let done = sqlx::query(
@@ -265,7 +268,7 @@ impl MetadataStore for SqliteStore {
         )
         .bind(segment.len as i64)
         .bind(hash_state)
-        .bind(now())
+        .bind(millis(now))
         .bind(id)
         .bind(expected_len as i64)
         .bind(seg)
@@ -274,7 +277,7 @@ impl MetadataStore for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn delete_upload(&self, id: &str) -> Result<Option<UploadSession>, MetaError> {
+    async fn delete_upload(&self, id: &str, now: SystemTime) -> Result<Option<UploadSession>, MetaError> {
         // The ended session's objects are recorded as garbage in the same transaction, so GC
         // removes them if the caller's own removal never happens (a crash).
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
@@ -282,7 +285,7 @@ impl MetadataStore for SqliteStore {
         if row.is_some() {
             sqlx::query("INSERT INTO upload_garbage (upload, since) VALUES (?, ?) ON CONFLICT DO NOTHING")
                 .bind(id)
-                .bind(now())
+                .bind(millis(now))
                 .execute(&mut *tx)
                 .await?;
         }
@@ -290,7 +293,7 @@ impl MetadataStore for SqliteStore {
         row.map(upload_row).transpose()
     }
 
-    async fn expire_uploads(&self, cutoff: SystemTime) -> Result<Vec<UploadSession>, MetaError> {
+    async fn expire_uploads(&self, cutoff: SystemTime, now: SystemTime) -> Result<Vec<UploadSession>, MetaError> {
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query("DELETE FROM uploads WHERE updated_at < ? RETURNING *")
             .bind(millis(cutoff))
@@ -302,7 +305,7 @@ impl MetadataStore for SqliteStore {
                 "INSERT INTO upload_garbage (upload, since) SELECT value, ? FROM json_each(?) WHERE true
                  ON CONFLICT DO NOTHING",
             )
-            .bind(now())
+            .bind(millis(now))
             .bind(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()))
             .execute(&mut *tx)
             .await?;
@@ -546,7 +549,7 @@ mod migration_tests {
         let s = SqliteStore::open(&url).await.unwrap();
         let repo = RepoName::parse("r").unwrap();
         assert!(s.blob(&repo, &layer).await.unwrap().is_some(), "the layer is linked again");
-        let mut tx = s.begin().await.unwrap();
+        let mut tx = s.begin(SystemTime::now()).await.unwrap();
         assert!(tx.holder(&repo, crate::meta::RefKind::Blob, &layer).await.unwrap().is_some());
         assert!(tx.unlink_blob(&repo, &layer, SystemTime::now()).await.is_err(), "the schema refuses");
         tx.rollback().await.unwrap();

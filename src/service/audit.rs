@@ -66,7 +66,7 @@ impl Registry {
 
     /// Ledgers the configuration the server started with: digests of its rules.
     pub async fn record_config_load(&self, detail: serde_json::Value) -> Result<(), Error> {
-        let mut tx = self.meta.begin().await?;
+        let mut tx = self.meta.begin(self.clock.now()).await?;
         tx.append_events(vec![NewEvent::new(EventKind::ConfigLoad, "cairn", None).detail(detail)], self.clock.now())
             .await?;
         tx.commit().await?;
@@ -115,7 +115,7 @@ impl Registry {
                 e
             })
             .collect();
-        let mut tx = self.meta.begin().await?;
+        let mut tx = self.meta.begin(self.clock.now()).await?;
         tx.append_events(events, self.clock.now()).await?;
         tx.commit().await?;
         Ok(n)

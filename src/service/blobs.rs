@@ -49,7 +49,7 @@ impl Registry {
     /// naming that manifest: an image that can be pulled stays pullable; ledgered). The bytes
     /// stay until garbage collection, since other repositories may share them.
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest, actor: &Actor) -> Result<(), Error> {
-        let mut tx = self.meta.begin().await?;
+        let mut tx = self.meta.begin(self.clock.now()).await?;
         if let Some(h) = tx.holder(repo, RefKind::Blob, digest).await? {
             tx.rollback().await?;
             let refused = event(EventKind::DeleteRefuse, actor, repo).digest(digest.as_str());

@@ -164,7 +164,7 @@ impl Registry {
             if !self.meta.gc_lock(holder, now, now + LOCK_TTL).await? {
                 return Err(Error::internal(anyhow::anyhow!("the GC lock expired; another collector took over")));
             }
-            let mut tx = self.meta.begin().await?;
+            let mut tx = self.meta.begin(self.clock.now()).await?;
             let mut deleted = Vec::new();
             for b in &batch {
                 match tx.delete_unlinked_blob(&b.digest, cutoff).await? {

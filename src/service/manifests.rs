@@ -87,7 +87,7 @@ impl Registry {
             annotations: parsed.annotations.clone(),
         };
         let (repo, actor) = (put.repo, &put.actor);
-        let mut tx = self.meta.begin().await?;
+        let mut tx = self.meta.begin(self.clock.now()).await?;
         for (kind, list) in [(RefKind::Blob, &parsed.blobs), (RefKind::Child, &parsed.manifests)] {
             if let Some(missing) = tx.first_missing(repo, kind, list).await? {
                 tx.rollback().await?;
@@ -167,7 +167,7 @@ impl Registry {
             let d = self.immutability.decide(repo, tag);
             (d.mode == Mode::Immutable).then_some(d.rule)
         };
-        let mut tx = self.meta.begin().await?;
+        let mut tx = self.meta.begin(self.clock.now()).await?;
         let mut events = Vec::new();
         let (target, decision) = match reference {
             Reference::Tag(tag) => {
@@ -257,7 +257,7 @@ impl Registry {
         };
         let event = event.detail(detail);
         let recorded = async {
-            let mut tx = self.meta.begin().await?;
+            let mut tx = self.meta.begin(self.clock.now()).await?;
             tx.append_events(vec![event], self.clock.now()).await?;
             tx.commit().await
         };

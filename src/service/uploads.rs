@@ -35,7 +35,7 @@ impl Registry {
     /// (`?digest-algorithm=`, sha256 by default).
     pub async fn start_upload(&self, repo: &RepoName, algorithm: Algorithm) -> Result<UploadState, Error> {
         let id = uuid::Uuid::new_v4().to_string();
-        let s = self.meta.create_upload(repo, &id, algorithm).await?;
+        let s = self.meta.create_upload(repo, &id, algorithm, self.clock.now()).await?;
         Ok(UploadState { id: s.id, len: s.len })
     }
 
@@ -60,7 +60,7 @@ impl Registry {
                 RepoName::parse(h)?
             }
         };
-        let mut tx = self.meta.begin().await?;
+        let mut tx = self.meta.begin(self.clock.now()).await?;
         if !tx.blob_linked(&from, digest).await? {
             tx.rollback().await?;
             return Ok(None);
@@ -119,7 +119,7 @@ impl Registry {
                 segment.len, s.len
             )));
         }
-        if !self.meta.record_segment(&s.id, s.len, &segment, &hasher.save()).await? {
+        if !self.meta.record_segment(&s.id, s.len, &segment, &hasher.save(), self.clock.now()).await? {
             return Err(Error::UploadOutOfOrder { start: s.len, offset: self.session(repo, id).await?.len });
         }
         Ok(UploadState { id: s.id, len: s.len + segment.len })
@@ -173,7 +173,7 @@ impl Registry {
         }
         let record =
             BlobRecord { digest: digest.clone(), size, location: BlobLocation { upload: s.id.clone(), segments } };
-        let mut tx = self.meta.begin().await?;
+        let mut tx = self.meta.begin(self.clock.now()).await?;
         let (outcome, owner) = tx.commit_upload(&s.id, s.len, &record).await?;
         if let Some(owner) = owner {
             let mut events = Vec::new();
@@ -236,8 +236,8 @@ impl Registry {
     /// Expires sessions idle for longer than `idle` and removes their bytes; returns how
     /// many were expired.
     pub async fn expire_uploads(&self, idle: Duration) -> Result<usize, Error> {
-        let cutoff = self.clock.now() - idle;
-        let expired = self.meta.expire_uploads(cutoff).await?;
+        let now = self.clock.now();
+        let expired = self.meta.expire_uploads(now - idle, now).await?;
         for s in &expired {
             if let Err(e) = self.blobs.delete_upload(&s.id).await {
                 tracing::warn!(upload = %s.id, error = %e, "could not remove an expired upload's segments");
@@ -261,7 +261,7 @@ impl Registry {
     /// Ends a session and removes its bytes, but only if this call ended it: a session a
     /// racing request committed meanwhile now holds a blob's bytes, which must stay.
     async fn discard(&self, id: &str) {
-        match self.meta.delete_upload(id).await {
+        match self.meta.delete_upload(id, self.clock.now()).await {
             Ok(Some(_)) => {
                 if let Err(e) = self.blobs.delete_upload(id).await {
                     tracing::warn!(upload = %id, error = %e, "could not remove an upload's segments");

@@ -141,8 +141,17 @@ pub async fn spawn_auth(toml_text: &str) -> TestApp {
 
 /// As `spawn_auth`, then `tweak` on the loaded config (after the data dir is set).
 pub async fn spawn_auth_with(toml_text: &str, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_auth_with_clock(toml_text, std::sync::Arc::new(cairn::clock::SystemClock), tweak).await
+}
+
+/// As `spawn_auth_with`, on `clock`'s time.
+pub async fn spawn_auth_with_clock(
+    toml_text: &str,
+    clock: std::sync::Arc<dyn cairn::clock::Clock>,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
     let loaded = load_config(toml_text);
-    spawn_with(move |c| {
+    spawn_with_clock(clock, move |c| {
         let (dir, listen) = (c.server.data_dir.clone(), c.server.listen.clone());
         *c = loaded;
         c.server.data_dir = dir;
@@ -392,6 +401,19 @@ pub fn cairn_cli(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `cairn_cli` off the runtime's thread: a test's in-process server keeps serving (and
+/// finishes any transaction it holds) while the command runs.
+pub async fn cairn_cli_async(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let stdin = stdin.map(str::to_string);
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cairn_cli(&args, stdin.as_deref())
+    })
+    .await
+    .unwrap()
 }
 
 /// The data directory of an app (for the CLI's `--data-dir`).

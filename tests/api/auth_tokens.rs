@@ -480,12 +480,12 @@ async fn expired_not_yet_valid_and_foreign_claims_are_refused_even_when_signed()
 // ---------------------------------------------------------------------------------------
 
 /// `cairn token create ...` against `app`'s data dir; returns the secret.
-fn create_robot(app: &TestApp, args: &[&str]) -> String {
+async fn create_robot(app: &TestApp, args: &[&str]) -> String {
     let dir = data_dir(app);
     let mut all = vec!["token", "create"];
     all.extend_from_slice(args);
     all.extend(["--data-dir", arg(&dir)]);
-    let (ok, out, err) = cairn_cli(&all, None);
+    let (ok, out, err) = cairn_cli_async(&all, None).await;
     assert!(ok, "token create {args:?} failed:\n{out}\n{err}");
     let secrets: Vec<&str> = out.lines().filter_map(|l| l.trim().strip_prefix("secret: ")).collect();
     assert_eq!(secrets.len(), 1, "one `secret: ` line in:\n{out}");
@@ -494,12 +494,12 @@ fn create_robot(app: &TestApp, args: &[&str]) -> String {
     s
 }
 
-fn robot_cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
+async fn robot_cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
     let dir = data_dir(app);
     let mut all = vec!["token"];
     all.extend_from_slice(args);
     all.extend(["--data-dir", arg(&dir)]);
-    cairn_cli(&all, None)
+    cairn_cli_async(&all, None).await
 }
 
 /// STANDARD plus a config grant naming the robot `deploy`.
@@ -510,7 +510,7 @@ fn robot_config() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_robot_with_a_pull_grant_pulls_but_cannot_push() {
     let (app, _, _dir) = spawn_seeded(&robot_config()).await;
-    let secret = create_robot(&app, &["--name", "deploy", "--grant", "apps/**=pull"]);
+    let secret = create_robot(&app, &["--name", "deploy", "--grant", "apps/**=pull"]).await;
     let robot = Cred::Basic("deploy", &secret);
     for repo in ["apps/web", "apps/team/api", "other"] {
         let r = call(&app, Method::GET, &format!("/v2/{repo}/manifests/v1"), robot).await;
@@ -539,11 +539,11 @@ async fn a_robot_with_a_pull_grant_pulls_but_cannot_push() {
 #[tokio::test]
 async fn a_revoked_robot_is_refused() {
     let app = spawn_auth(STANDARD).await;
-    let secret = create_robot(&app, &["--name", "deploy", "--grant", "public/**=pull,push"]);
+    let secret = create_robot(&app, &["--name", "deploy", "--grant", "public/**=pull,push"]).await;
     let robot = Cred::Basic("deploy", &secret);
     push_small_image(&app, robot, "public/rev", "v1", "1").await;
     let (t, _) = token_for(&app, robot, &["repository:public/rev:pull,push"]).await;
-    let (ok, out, err) = robot_cli(&app, &["revoke", "deploy"]);
+    let (ok, out, err) = robot_cli(&app, &["revoke", "deploy"]).await;
     assert!(ok, "revoke failed:\n{out}\n{err}");
     let r = call(&app, Method::POST, "/v2/public/rev/blobs/uploads/", robot).await;
     assert_error(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
@@ -560,9 +560,12 @@ async fn a_revoked_robot_is_refused() {
 
 #[tokio::test]
 async fn an_expired_robot_is_refused() {
-    let app = spawn_auth(STANDARD).await;
-    let secret = create_robot(&app, &["--name", "brief", "--grant", "apps/**=pull", "--expires", "1s"]);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let clock = std::sync::Arc::new(cairn::clock::ManualClock::new(SystemTime::now()));
+    let app = spawn_auth_with_clock(STANDARD, clock.clone(), |_| {}).await;
+    let secret = create_robot(&app, &["--name", "brief", "--grant", "apps/**=pull", "--expires", "1h"]).await;
+    let r = call(&app, Method::GET, "/v2/apps/web/tags/list", Cred::Basic("brief", &secret)).await;
+    assert_ne!(r.status(), StatusCode::UNAUTHORIZED, "live for its first hour");
+    clock.advance(Duration::from_secs(3601));
     let r = call(&app, Method::GET, "/v2/apps/web/tags/list", Cred::Basic("brief", &secret)).await;
     assert_error(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
     let r = get_token(&app, Cred::Basic("brief", &secret), &["repository:apps/web:pull"]).await;
@@ -572,7 +575,7 @@ async fn an_expired_robot_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wrong_secrets_for_a_robot_from_elsewhere_do_not_lock_the_robot_out() {
     let app = spawn_auth(STANDARD).await;
-    let secret = create_robot(&app, &["--name", "deploy", "--grant", "public/**=pull"]);
+    let secret = create_robot(&app, &["--name", "deploy", "--grant", "public/**=pull"]).await;
     let attacker = client_from("127.0.0.50");
     for i in 0..8 {
         let r =
@@ -608,10 +611,10 @@ async fn token_for_from(
 #[tokio::test]
 async fn token_list_shows_name_grants_and_expiry_but_never_the_secret() {
     let app = spawn_auth(STANDARD).await;
-    let s1 = create_robot(&app, &["--name", "deploy", "--grant", "apps/**=pull,push", "--expires", "30d"]);
-    let s2 = create_robot(&app, &["--name", "auditbot", "--role", "auditor"]);
+    let s1 = create_robot(&app, &["--name", "deploy", "--grant", "apps/**=pull,push", "--expires", "30d"]).await;
+    let s2 = create_robot(&app, &["--name", "auditbot", "--role", "auditor"]).await;
     assert_ne!(s1, s2);
-    let (ok, out, err) = robot_cli(&app, &["list"]);
+    let (ok, out, err) = robot_cli(&app, &["list"]).await;
     assert!(ok, "list failed: {err}");
     assert!(!out.contains(&s1) && !out.contains(&s2), "secret listed:\n{out}");
     assert!(!err.contains(&s1) && !err.contains(&s2), "secret on stderr:\n{err}");
@@ -637,7 +640,7 @@ async fn token_list_shows_name_grants_and_expiry_but_never_the_secret() {
 #[tokio::test]
 async fn a_robot_push_is_recorded_with_its_name() {
     let app = spawn_auth(STANDARD).await;
-    let secret = create_robot(&app, &["--name", "ci-bot", "--role", "writer"]);
+    let secret = create_robot(&app, &["--name", "ci-bot", "--role", "writer"]).await;
     push_small_image(&app, Cred::Basic("ci-bot", &secret), "apps/robo", "v1", "1").await;
     let r = call(&app, Method::GET, "/api/v1/repositories/apps/robo/tags/v1/history", user("aud")).await;
     let v: Value = r.json().await.unwrap();
@@ -654,7 +657,7 @@ async fn a_robot_push_is_recorded_with_its_name() {
 async fn a_robot_ends_open_mode() {
     let app = spawn_app().await;
     assert_eq!(app.post("/v2/x/blobs/uploads/").await.status(), StatusCode::ACCEPTED, "open");
-    let secret = create_robot(&app, &["--name", "only", "--grant", "x=pull,push"]);
+    let secret = create_robot(&app, &["--name", "only", "--grant", "x=pull,push"]).await;
     // The server notices the new robot within a moment (it rechecks about once a second).
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
     let r = loop {

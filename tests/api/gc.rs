@@ -121,7 +121,7 @@ async fn the_deleting_transaction_checks_again() {
     assert_eq!(candidates.len(), 1, "a candidate");
     // Uploaded again between the candidate list and the deleting transaction.
     app.push_blob("gc/r2", &bytes).await;
-    let mut tx = app.state.meta.begin().await.unwrap();
+    let mut tx = app.state.meta.begin(std::time::SystemTime::now()).await.unwrap();
     assert!(tx.delete_unlinked_blob(&candidates[0].digest, cutoff).await.unwrap().is_none(), "re-linked: kept");
     tx.rollback().await.unwrap();
     let r = gc(&app, false).await;
@@ -217,7 +217,7 @@ async fn upload_leftovers_are_removed_from_what_the_database_knows() {
     assert!(stored(&app, &bytes));
     // The session ends but its objects are left behind (as if the process died right after).
     let id = loc.trim_end_matches('/').rsplit('/').next().unwrap().split('?').next().unwrap().to_string();
-    assert!(app.state.meta.delete_upload(&id).await.unwrap().is_some());
+    assert!(app.state.meta.delete_upload(&id, std::time::SystemTime::now()).await.unwrap().is_some());
     assert!(stored(&app, &bytes));
     let r = gc(&app, false).await;
     assert!(r.uploads >= 1);

@@ -6,6 +6,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use cairn::clock::Clock as _;
+
 use crate::helpers::*;
 
 async fn push_n(app: &TestApp, repo: &str, tag: &str, n: u32) -> String {
@@ -16,10 +18,6 @@ async fn push_n(app: &TestApp, repo: &str, tag: &str, n: u32) -> String {
     let r = app.put_manifest(repo, tag, OCI_MANIFEST, &body).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     digest(&body)
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap()
 }
 
 #[tokio::test]
@@ -113,13 +111,18 @@ async fn history_paginates_with_a_cursor() {
 
 #[tokio::test]
 async fn tag_at_a_moment_answers_what_it_pointed_to_then() {
-    let app = spawn_mutable().await;
-    let before = now_rfc3339();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let clock = std::sync::Arc::new(cairn::clock::ManualClock::new(std::time::SystemTime::now()));
+    let app = spawn_with_clock(clock.clone(), |c| {
+        c.immutability.rules = vec![rule(None, "**", &["*"], cairn::policy::Mode::Mutable)]
+    })
+    .await;
+    let before = time::OffsetDateTime::from(clock.now()).format(&time::format_description::well_known::Rfc3339);
+    let before = before.unwrap();
+    clock.advance(Duration::from_secs(5));
     let a = push_n(&app, "hist/at", "prod", 1).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let between = time::OffsetDateTime::now_utc();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    clock.advance(Duration::from_secs(5));
+    let between = time::OffsetDateTime::from(clock.now());
+    clock.advance(Duration::from_secs(5));
     let b = push_n(&app, "hist/at", "prod", 2).await;
     let at = |t: String| {
         let url = app.url(&format!("/api/v1/repositories/hist/at/tags/prod?at={}", urlencode(&t)));

@@ -227,14 +227,15 @@ async fn cancel_upload_removes_its_bytes() {
 
 #[tokio::test]
 async fn idle_uploads_expire_with_their_bytes() {
-    let app = spawn_app().await;
+    let clock = std::sync::Arc::new(cairn::clock::ManualClock::new(std::time::SystemTime::now()));
+    let app = spawn_with_clock(clock.clone(), |_| {}).await;
     let loc = app.start_upload("expire").await;
     assert_eq!(app.patch_chunk(&loc, 0, &random_bytes(1000)).await.status(), StatusCode::ACCEPTED);
     let fresh = app.start_upload("expire").await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    clock.advance(Duration::from_secs(3600));
     assert_eq!(app.patch_chunk(&fresh, 0, b"abc").await.status(), StatusCode::ACCEPTED);
     let id = loc.rsplit('/').next().unwrap().to_string();
-    let expired = app.state.registry.expire_uploads(Duration::from_millis(40)).await.unwrap();
+    let expired = app.state.registry.expire_uploads(Duration::from_secs(1800)).await.unwrap();
     assert_eq!(expired, 1, "only the idle upload expires");
     assert_error(app.get(&loc).await, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
     assert!(!app.dir.path().join("blobs/uploads").join(&id).exists(), "expired bytes left behind");

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::{digest, digest_list, json, ledger, millis, now};
+use super::{digest, digest_list, json, ledger, millis};
 use crate::audit::NewEvent;
 use crate::meta::{
     Actor, BlobLocation, BlobRecord, CommitUpload, Holder, ManifestRecord, MetaError, MetaTx, RefKind, RobotRecord,
@@ -17,6 +17,8 @@ use crate::oci::{Digest, RepoName, Tag};
 /// A write transaction.
 pub(super) struct SqliteTx {
     pub(super) tx: Transaction<'static, Sqlite>,
+    /// The time every row of this transaction is stamped with (ms since the epoch).
+    pub(super) now: i64,
 }
 
 /// True for SQLite's "FOREIGN KEY constraint failed": the schema refused to orphan a reference.
@@ -65,7 +67,7 @@ impl SqliteTx {
         .bind(to.map(Digest::as_str))
         .bind(&actor.name)
         .bind(&actor.address)
-        .bind(now())
+        .bind(self.now)
         .execute(&mut *self.tx)
         .await?;
         Ok(())
@@ -94,7 +96,7 @@ impl MetaTx for SqliteTx {
     async fn ensure_repository(&mut self, repo: &RepoName) -> Result<bool, MetaError> {
         let done = sqlx::query("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
             .bind(repo.as_str())
-            .bind(now())
+            .bind(self.now)
             .execute(&mut *self.tx)
             .await?;
         Ok(done.rows_affected() == 1)
@@ -148,7 +150,7 @@ impl MetaTx for SqliteTx {
         .bind(&r.artifact_type)
         .bind(r.subject.as_ref().map(Digest::as_str))
         .bind(annotations)
-        .bind(now())
+        .bind(self.now)
         .execute(&mut *self.tx)
         .await?
         .rows_affected();
@@ -217,7 +219,7 @@ impl MetaTx for SqliteTx {
         .bind(repo.as_str())
         .bind(t.as_str())
         .bind(to.as_str())
-        .bind(now())
+        .bind(self.now)
         .execute(&mut *self.tx)
         .await?;
         let action = if from.is_some() { TagAction::Move } else { TagAction::Create };
@@ -275,7 +277,7 @@ impl MetaTx for SqliteTx {
         sqlx::query("INSERT INTO repo_blobs (repo, digest, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
             .bind(repo.as_str())
             .bind(d.as_str())
-            .bind(now())
+            .bind(self.now)
             .execute(&mut *self.tx)
             .await?;
         self.touch(d, at).await
@@ -324,7 +326,7 @@ impl MetaTx for SqliteTx {
         let location: BlobLocation = json(&location)?;
         sqlx::query("INSERT INTO upload_garbage (upload, since) VALUES (?, ?) ON CONFLICT DO NOTHING")
             .bind(&location.upload)
-            .bind(now())
+            .bind(self.now)
             .execute(&mut *self.tx)
             .await?;
         Ok(Some(BlobRecord { digest: d.clone(), size: row.get::<i64, _>("size") as u64, location }))
@@ -352,7 +354,7 @@ impl MetaTx for SqliteTx {
         .bind(blob.digest.as_str())
         .bind(blob.size as i64)
         .bind(location)
-        .bind(now())
+        .bind(self.now)
         .execute(&mut *self.tx)
         .await?
         .rows_affected();
@@ -361,7 +363,7 @@ impl MetaTx for SqliteTx {
             // This upload's objects duplicate a stored blob: garbage (removed now, or by GC).
             sqlx::query("INSERT INTO upload_garbage (upload, since) VALUES (?, ?) ON CONFLICT DO NOTHING")
                 .bind(id)
-                .bind(now())
+                .bind(self.now)
                 .execute(&mut *self.tx)
                 .await?;
         }
