@@ -34,6 +34,30 @@ where
     ledger_filters_and_pulls(&*s).await;
 }
 
+/// Two handles on one database (two nodes, or the server and the `cairn` command line)
+/// append in turn, one of them rolling an append back: the chain stays one unbroken chain.
+/// Backends whose handles cache anything about the ledger must pass this.
+pub async fn two_handles_append_to_one_chain(a: Arc<dyn MetadataStore>, b: Arc<dyn MetadataStore>) {
+    let append = |s: Arc<dyn MetadataStore>, who: &'static str, n: usize, commit: bool| async move {
+        let mut tx = s.begin(SystemTime::now()).await.unwrap();
+        let events = (0..n).map(|i| NewEvent::new(EventKind::TagCreate, who, None).tag(format!("t{i}"))).collect();
+        tx.append_events(events, SystemTime::now()).await.unwrap();
+        if commit { tx.commit().await.unwrap() } else { tx.rollback().await.unwrap() }
+    };
+    for round in 0..3 {
+        append(a.clone(), "a", 2, true).await;
+        append(a.clone(), "a", 1, round != 1).await;
+        append(b.clone(), "b", 3, true).await;
+        append(a.clone(), "a", 1, true).await;
+        append(b.clone(), "b", 1, round != 2).await;
+    }
+    let all = a.events(&EventFilter::default(), 1000).await.unwrap();
+    assert_eq!(all.len(), 3 * 8 - 2, "every committed event, none of the rolled back");
+    let head = chain::verify(None, &all).expect("one unbroken chain");
+    assert_eq!(head, a.ledger_head().await.unwrap());
+    assert_eq!(head, b.ledger_head().await.unwrap());
+}
+
 fn d(n: u8) -> Digest {
     Digest::of(&[n])
 }

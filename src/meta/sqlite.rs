@@ -33,6 +33,8 @@ pub(super) static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 pub struct SqliteStore {
     read: SqlitePool,
     write: SqlitePool,
+    /// The ledger head this process last committed (a hint; see `ledger::HeadCache`).
+    head: std::sync::Arc<ledger::HeadCache>,
 }
 
 impl SqliteStore {
@@ -57,7 +59,7 @@ impl SqliteStore {
             e => MetaError::Unusable(format!("{}: migrations failed: {e}", file.display())),
         })?;
         let read = pool_options(8).connect_with(opts).await.map_err(|e| open_error(&file, e))?;
-        let store = SqliteStore { read, write };
+        let store = SqliteStore { read, write, head: Default::default() };
         match write_check(&store.write).await.map_err(|e| open_error(&file, e)) {
             Ok(()) => {}
             // Serve anyway: reads work, writes answer 507 and /readyz says not ready.
@@ -158,7 +160,7 @@ impl MetadataStore for SqliteStore {
 
     async fn begin(&self, now: SystemTime) -> Result<Box<dyn MetaTx>, MetaError> {
         let tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        Ok(Box::new(tx::SqliteTx { tx, now: millis(now) }))
+        Ok(Box::new(tx::SqliteTx { tx, now: millis(now), head: self.head.clone(), appended: None }))
     }
 
     async fn check_write(&self) -> Result<(), MetaError> {
@@ -513,6 +515,16 @@ mod tests {
             (store, Box::new(dir) as Box<dyn std::any::Any + Send>)
         })
         .await;
+    }
+
+    /// Two stores on one file, as the server and the command line are.
+    #[tokio::test]
+    async fn two_handles_append_to_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let a = std::sync::Arc::new(SqliteStore::open(&url).await.unwrap());
+        let b = std::sync::Arc::new(SqliteStore::open(&url).await.unwrap());
+        crate::meta::contract::two_handles_append_to_one_chain(a, b).await;
     }
 }
 

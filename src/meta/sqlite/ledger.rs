@@ -1,6 +1,8 @@
 //! The ledger on SQLite: appending linked events inside a write transaction, and the reads
 //! (filtered events, head, checkpoints, archive cuts, pull counters).
 
+use std::sync::Mutex;
+
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::{from_millis, millis};
@@ -8,50 +10,116 @@ use crate::audit::{Checkpoint, Event, NewEvent};
 use crate::meta::{EventFilter, LedgerArchive, MetaError, PullStats};
 use crate::oci::{Digest, RepoName};
 
+/// The ledger head `(seq, hash)` as this process last committed it, so an append needs no
+/// read of `ledger_head`. It is a hint, never trusted: every append checks it in SQL and
+/// reads the real head when another process (the CLI, another node) appended meanwhile.
+#[derive(Default)]
+pub(super) struct HeadCache(Mutex<Option<(i64, String)>>);
+
+impl HeadCache {
+    pub(super) fn get(&self) -> Option<(i64, String)> {
+        self.0.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// Remembers the head a transaction committed.
+    pub(super) fn set(&self, head: (i64, String)) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some(head);
+        }
+    }
+}
+
+const LEDGER_COLUMNS: &str = "seq, time, at_ms, actor, address, action, repository, tag, digest, previous_digest, \
+                              detail, prev_hash, hash";
+
 /// Links `events` after the head and stores them, then moves the head: the last statements
-/// of the transaction, so the write lock orders every append (see `MetaTx`).
-pub(super) async fn append(tx: &mut SqliteConnection, events: Vec<NewEvent>, at_ms: i64) -> Result<(), MetaError> {
+/// of the transaction, so the write lock orders every append (see `MetaTx`). Returns the new
+/// head, for `HeadCache` once the transaction commits.
+///
+/// One round trip when `cached` is the head: the rows and the head move in one batch whose
+/// statements all check that the head is still `cached`. When it is not (or nothing is
+/// cached), nothing was written; the head is read and the batch runs again.
+pub(super) async fn append(
+    tx: &mut SqliteConnection,
+    events: Vec<NewEvent>,
+    at_ms: i64,
+    cached: Option<(i64, String)>,
+) -> Result<Option<(i64, String)>, MetaError> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
-    let head: Option<(i64, String)> =
+    if let Some(base) = cached
+        && let Some(head) = write_after(tx, events.clone(), at_ms, Some(base)).await?
+    {
+        return Ok(Some(head));
+    }
+    let base: Option<(i64, String)> =
         sqlx::query_as("SELECT seq, hash FROM ledger_head WHERE id = 1").fetch_optional(&mut *tx).await?;
-    let mut prev = head;
+    match write_after(tx, events, at_ms, base).await? {
+        Some(head) => Ok(Some(head)),
+        None => Err(MetaError::Corrupt("the ledger head changed inside a write transaction".into())),
+    }
+}
+
+/// Writes `events` linked after `base` if the head is still `base`; `None` if it is not.
+async fn write_after(
+    tx: &mut SqliteConnection,
+    events: Vec<NewEvent>,
+    at_ms: i64,
+    base: Option<(i64, String)>,
+) -> Result<Option<(i64, String)>, MetaError> {
+    let guard = match base {
+        Some(_) => "EXISTS (SELECT 1 FROM ledger_head WHERE id = 1 AND seq = ? AND hash = ?)",
+        None => "NOT EXISTS (SELECT 1 FROM ledger_head WHERE id = 1)",
+    };
+    let n = events.len();
+    let mut prev = base.clone();
+    let mut linked = Vec::with_capacity(n);
     for e in events {
-        let linked = e.link(prev.as_ref().map(|(s, h)| (*s, h.as_str())), at_ms);
-        sqlx::query(
-            "INSERT INTO ledger (seq, time, at_ms, actor, address, action, repository, tag, digest,
-                                 previous_digest, detail, prev_hash, hash)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(linked.seq)
-        .bind(&linked.time)
-        .bind(at_ms)
-        .bind(&linked.actor)
-        .bind(&linked.address)
-        .bind(&linked.action)
-        .bind(&linked.repository)
-        .bind(&linked.tag)
-        .bind(&linked.digest)
-        .bind(&linked.previous_digest)
-        .bind(linked.detail.to_string())
-        .bind(&linked.prev_hash)
-        .bind(&linked.hash)
-        .execute(&mut *tx)
-        .await?;
-        prev = Some((linked.seq, linked.hash));
+        let l = e.link(prev.as_ref().map(|(s, h)| (*s, h.as_str())), at_ms);
+        prev = Some((l.seq, l.hash.clone()));
+        linked.push(l);
     }
-    if let Some((seq, hash)) = prev {
-        sqlx::query(
-            "INSERT INTO ledger_head (id, seq, hash) VALUES (1, ?1, ?2)
-             ON CONFLICT (id) DO UPDATE SET seq = ?1, hash = ?2",
-        )
-        .bind(seq)
-        .bind(hash)
-        .execute(&mut *tx)
-        .await?;
+    let Some(head) = prev else { return Ok(None) };
+    let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; n].join(", ");
+    let sql = format!(
+        "INSERT INTO ledger ({LEDGER_COLUMNS}) SELECT * FROM (VALUES {rows}) WHERE {guard};
+         INSERT INTO ledger_head (id, seq, hash) SELECT 1, ?, ? WHERE {guard}
+           ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash;"
+    );
+    let mut q = sqlx::query(&sql);
+    for l in &linked {
+        q = q
+            .bind(l.seq)
+            .bind(&l.time)
+            .bind(at_ms)
+            .bind(&l.actor)
+            .bind(&l.address)
+            .bind(&l.action)
+            .bind(&l.repository)
+            .bind(&l.tag)
+            .bind(&l.digest)
+            .bind(&l.previous_digest)
+            .bind(l.detail.to_string())
+            .bind(&l.prev_hash)
+            .bind(&l.hash);
     }
-    Ok(())
+    // The first statement's guard, then the second's head and guard.
+    if let Some((seq, hash)) = &base {
+        q = q.bind(*seq).bind(hash.clone());
+    }
+    q = q.bind(head.0).bind(head.1.clone());
+    if let Some((seq, hash)) = &base {
+        q = q.bind(*seq).bind(hash.clone());
+    }
+    let written = q.execute(&mut *tx).await?.rows_affected();
+    if written == 0 {
+        return Ok(None);
+    }
+    if written != n as u64 + 1 {
+        return Err(MetaError::Corrupt(format!("a ledger append wrote {written} rows for {n} events")));
+    }
+    Ok(Some(head))
 }
 
 fn event_row(row: sqlx::sqlite::SqliteRow) -> Result<Event, MetaError> {

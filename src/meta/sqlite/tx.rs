@@ -14,11 +14,25 @@ use crate::meta::{
 };
 use crate::oci::{Digest, RepoName, Tag};
 
+/// The statement that records a tag change (`change_tag` binds its values).
+macro_rules! record_tag_history {
+    () => {
+        "INSERT INTO tag_history (repo, tag, action, from_digest, to_digest, actor, address, at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    };
+}
+
+/// A query on SQLite.
+type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
 /// A write transaction.
 pub(super) struct SqliteTx {
     pub(super) tx: Transaction<'static, Sqlite>,
     /// The time every row of this transaction is stamped with (ms since the epoch).
     pub(super) now: i64,
+    /// The store's ledger head hint, and the head this transaction appended up to.
+    pub(super) head: std::sync::Arc<ledger::HeadCache>,
+    pub(super) appended: Option<(i64, String)>,
 }
 
 /// True for SQLite's "FOREIGN KEY constraint failed": the schema refused to orphan a reference.
@@ -42,34 +56,35 @@ impl SqliteTx {
         Ok(())
     }
 
-    async fn record_tag_event(
+    /// Runs `sql`: a statement on `tags` (whose values `bind` adds) followed by
+    /// `record_tag_history!()`, so the change and its history row take one round trip.
+    #[allow(clippy::too_many_arguments)]
+    async fn change_tag<'q>(
         &mut self,
-        repo: &RepoName,
-        tag: &Tag,
+        sql: &'q str,
+        bind: impl FnOnce(SqliteQuery<'q>) -> SqliteQuery<'q>,
+        repo: &'q RepoName,
+        tag: &'q Tag,
         action: TagAction,
-        from: Option<&Digest>,
-        to: Option<&Digest>,
-        actor: &Actor,
+        (from, to): (Option<&'q Digest>, Option<&'q Digest>),
+        actor: &'q Actor,
     ) -> Result<(), MetaError> {
         let action = match action {
             TagAction::Create => "create",
             TagAction::Move => "move",
             TagAction::Delete => "delete",
         };
-        sqlx::query(
-            "INSERT INTO tag_history (repo, tag, action, from_digest, to_digest, actor, address, at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(repo.as_str())
-        .bind(tag.as_str())
-        .bind(action)
-        .bind(from.map(Digest::as_str))
-        .bind(to.map(Digest::as_str))
-        .bind(&actor.name)
-        .bind(&actor.address)
-        .bind(self.now)
-        .execute(&mut *self.tx)
-        .await?;
+        bind(sqlx::query(sql))
+            .bind(repo.as_str())
+            .bind(tag.as_str())
+            .bind(action)
+            .bind(from.map(Digest::as_str))
+            .bind(to.map(Digest::as_str))
+            .bind(&actor.name)
+            .bind(&actor.address)
+            .bind(self.now)
+            .execute(&mut *self.tx)
+            .await?;
         Ok(())
     }
 
@@ -212,27 +227,35 @@ impl MetaTx for SqliteTx {
         to: &Digest,
         actor: &Actor,
     ) -> Result<(), MetaError> {
-        sqlx::query(
-            "INSERT INTO tags (repo, name, digest, updated_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (repo, name) DO UPDATE SET digest = ?3, updated_at = ?4",
-        )
-        .bind(repo.as_str())
-        .bind(t.as_str())
-        .bind(to.as_str())
-        .bind(self.now)
-        .execute(&mut *self.tx)
-        .await?;
+        let now = self.now;
         let action = if from.is_some() { TagAction::Move } else { TagAction::Create };
-        self.record_tag_event(repo, t, action, from, Some(to), actor).await
+        self.change_tag(
+            concat!(
+                "INSERT INTO tags (repo, name, digest, updated_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (repo, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at;",
+                record_tag_history!()
+            ),
+            |q| q.bind(repo.as_str()).bind(t.as_str()).bind(to.as_str()).bind(now),
+            repo,
+            t,
+            action,
+            (from, Some(to)),
+            actor,
+        )
+        .await
     }
 
     async fn remove_tag(&mut self, repo: &RepoName, t: &Tag, from: &Digest, actor: &Actor) -> Result<(), MetaError> {
-        sqlx::query("DELETE FROM tags WHERE repo = ? AND name = ?")
-            .bind(repo.as_str())
-            .bind(t.as_str())
-            .execute(&mut *self.tx)
-            .await?;
-        self.record_tag_event(repo, t, TagAction::Delete, Some(from), None, actor).await
+        self.change_tag(
+            concat!("DELETE FROM tags WHERE repo = ? AND name = ?;", record_tag_history!()),
+            |q| q.bind(repo.as_str()).bind(t.as_str()),
+            repo,
+            t,
+            TagAction::Delete,
+            (Some(from), None),
+            actor,
+        )
+        .await
     }
 
     async fn holder(&mut self, repo: &RepoName, kind: RefKind, d: &Digest) -> Result<Option<Holder>, MetaError> {
@@ -396,11 +419,18 @@ impl MetaTx for SqliteTx {
     }
 
     async fn append_events(&mut self, events: Vec<NewEvent>, at: SystemTime) -> Result<(), MetaError> {
-        ledger::append(&mut self.tx, events, millis(at)).await
+        let cached = self.appended.clone().or_else(|| self.head.get());
+        if let Some(head) = ledger::append(&mut self.tx, events, millis(at), cached).await? {
+            self.appended = Some(head);
+        }
+        Ok(())
     }
 
     async fn commit(self: Box<Self>) -> Result<(), MetaError> {
         self.tx.commit().await?;
+        if let Some(head) = self.appended {
+            self.head.set(head);
+        }
         Ok(())
     }
 
