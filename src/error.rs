@@ -99,6 +99,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// True when a concurrent writer conflicted (`MetaError::Conflict`, or `NotFound`: a
+    /// row the transaction read was removed by another node before it wrote): the operation
+    /// wrote nothing and may run again, deciding anew.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Unavailable { source, .. }
+            if matches!(source.downcast_ref::<MetaError>(), Some(MetaError::Conflict(_) | MetaError::NotFound(_))))
+    }
+
     /// Wraps any lower-level failure as an internal error.
     pub fn internal(e: impl Into<anyhow::Error>) -> Error {
         Error::Internal(e.into())
@@ -292,6 +300,7 @@ impl From<MetaError> for Error {
         match e {
             MetaError::Full(_) => Error::InsufficientStorage(e.into()),
             MetaError::Unavailable(_) => Error::Unavailable { retry_after: UNAVAILABLE_RETRY_AFTER, source: e.into() },
+            MetaError::Conflict(_) | MetaError::NotFound(_) => Error::Unavailable { retry_after: 1, source: e.into() },
             e => Error::Internal(e.into()),
         }
     }

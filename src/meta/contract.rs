@@ -9,7 +9,8 @@ use std::time::SystemTime;
 
 use crate::audit::{EventKind, NewEvent, chain};
 use crate::meta::{
-    Actor, BlobLocation, BlobRecord, CommitUpload, EventFilter, ManifestRecord, MetadataStore, RefKind, TagAction,
+    Actor, BlobLocation, BlobRecord, CommitUpload, EventFilter, ManifestRecord, MetaError, MetadataStore, RefKind,
+    TagAction,
 };
 use crate::oci::{Algorithm, Digest, Reference, RepoName, Tag};
 
@@ -167,6 +168,15 @@ async fn tags_move_and_are_recorded(s: &dyn MetadataStore) {
     assert_eq!(actions, vec![TagAction::Delete, TagAction::Move, TagAction::Create]);
     assert_eq!(history[1].from, Some(a.digest.clone()));
     assert_eq!(s.tags(&r).await.unwrap(), Vec::<String>::new());
+    // What is already gone is NotFound (on a backend with row locks, another node removed
+    // it after this transaction read it), and nothing of the attempt stays.
+    let mut tx = s.begin(SystemTime::now()).await.unwrap();
+    let gone = tx.remove_tag(&r, &t, &b.digest, &actor()).await;
+    assert!(matches!(gone, Err(MetaError::NotFound(_))), "{gone:?}");
+    let gone = tx.remove_manifest(&r, &manifest("never").digest).await;
+    assert!(matches!(gone, Err(MetaError::NotFound(_))), "{gone:?}");
+    tx.rollback().await.unwrap();
+    assert_eq!(s.tag_history(&r, &t, None, 10).await.unwrap().len(), 3);
 }
 
 async fn concurrent_writers_build_one_valid_chain(s: Arc<dyn MetadataStore>) {

@@ -34,6 +34,15 @@ pub enum MetaError {
     /// tables, read-only). Only `open` returns it; the message says what to do.
     #[error("{0}")]
     Unusable(String),
+    /// A concurrent writer got there first: a uniqueness race (two nodes inserting the same
+    /// tag or row) or a serialization failure. Nothing was written; the caller runs the whole
+    /// operation again, which then sees the other writer's result (503 once retries are
+    /// spent).
+    #[error("conflict with a concurrent write: {0}")]
+    Conflict(String),
+    /// The row an operation targets does not exist (any more).
+    #[error("not found: {0}")]
+    NotFound(String),
     /// Any other database error.
     #[error(transparent)]
     Other(sqlx::Error),

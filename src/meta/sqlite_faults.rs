@@ -66,6 +66,9 @@ impl From<sqlx::Error> for MetaError {
                 MetaError::Unavailable(e.to_string())
             }
             (sqlx::Error::Io(io), _) if io_full(io) => MetaError::Full(e.to_string()),
+            (sqlx::Error::Database(d), _) if d.kind() == sqlx::error::ErrorKind::UniqueViolation => {
+                MetaError::Conflict(e.to_string())
+            }
             (
                 sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed,
                 _,
@@ -178,6 +181,25 @@ mod tests {
     use std::str::FromStr;
 
     use super::*;
+
+    /// A uniqueness race (two writers inserting the same key) is a `Conflict`, which the
+    /// service retries and, once retries are spent, answers 503 with Retry-After.
+    #[tokio::test]
+    async fn a_uniqueness_violation_is_a_conflict() {
+        let pool = pool_options(1).connect("sqlite::memory:").await.unwrap();
+        sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT UNIQUE)").execute(&pool).await.unwrap();
+        sqlx::query("INSERT INTO t VALUES ('a', 'x')").execute(&pool).await.unwrap();
+        for dup in ["INSERT INTO t VALUES ('a', 'y')", "INSERT INTO t VALUES ('b', 'x')"] {
+            let e = MetaError::from(sqlx::query(dup).execute(&pool).await.unwrap_err());
+            assert!(matches!(e, MetaError::Conflict(_)), "{dup}: {e:?}");
+            let e = crate::error::Error::from(e);
+            assert!(e.is_conflict());
+            assert_eq!(e.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        }
+        let other = MetaError::from(sqlx::query("INSERT INTO nope VALUES (1)").execute(&pool).await.unwrap_err());
+        assert!(matches!(other, MetaError::Other(_)), "{other:?}");
+        assert!(!crate::error::Error::from(other).is_conflict());
+    }
 
     /// SQLite rolls a transaction back by itself when a statement in it fails with
     /// SQLITE_FULL (here: the connection's `max_page_count`); the next transaction on the

@@ -16,6 +16,9 @@ use crate::oci::{Algorithm, Digest, ParsedManifest, Reference, RepoName, Tag};
 use crate::policy::Mode;
 use crate::policy::writes::{self, Precondition, Refusal, TagWrite};
 
+/// Attempts after the first when a concurrent writer conflicts (`MetaError::Conflict`).
+const CONFLICT_RETRIES: u32 = 3;
+
 /// A manifest PUT as the handler parsed it.
 pub struct ManifestPut<'a> {
     /// The repository.
@@ -52,7 +55,7 @@ pub(super) fn event(kind: EventKind, actor: &Actor, repo: &RepoName) -> NewEvent
 
 impl Registry {
     /// end-7: validates and stores a manifest with its tags, all or nothing.
-    pub async fn put_manifest(&self, put: ManifestPut<'_>) -> Result<PutOutcome, Error> {
+    pub async fn put_manifest(&self, mut put: ManifestPut<'_>) -> Result<PutOutcome, Error> {
         // A manifest pushed by digest is addressed with that digest's algorithm (sha256 or
         // sha512); one pushed by tag with sha256, as every client expects.
         let algorithm = match put.reference {
@@ -60,7 +63,7 @@ impl Registry {
             Reference::Tag(_) => Algorithm::Sha256,
         };
         let digest = Digest::of_with(algorithm, &put.body);
-        let mut tags = put.extra_tags;
+        let mut tags = std::mem::take(&mut put.extra_tags);
         match put.reference {
             Reference::Digest(d) if d != &digest => {
                 return Err(Error::DigestInvalid(format!(
@@ -81,11 +84,32 @@ impl Registry {
         let record = ManifestRecord {
             digest: digest.clone(),
             media_type: parsed.media_type.clone(),
-            body: put.body,
+            body: put.body.clone(),
             artifact_type: parsed.artifact_type.clone(),
             subject: parsed.subject.clone(),
             annotations: parsed.annotations.clone(),
         };
+        // A conflict with a concurrent writer (another node inserting the same row) rolled
+        // everything back; the next attempt sees that writer's result and decides again.
+        let mut attempt = 0;
+        loop {
+            match self.store_manifest(&put, &record, &parsed, &tags).await {
+                Err(e) if e.is_conflict() && attempt < CONFLICT_RETRIES => attempt += 1,
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(PutOutcome { digest, subject: parsed.subject, tags }),
+            }
+        }
+    }
+
+    /// One attempt at storing a validated manifest and its tags, in one transaction.
+    async fn store_manifest(
+        &self,
+        put: &ManifestPut<'_>,
+        record: &ManifestRecord,
+        parsed: &ParsedManifest,
+        tags: &[Tag],
+    ) -> Result<(), Error> {
+        let digest = &record.digest;
         let (repo, actor) = (put.repo, &put.actor);
         let mut tx = self.meta.begin(self.clock.now()).await?;
         for (kind, list) in [(RefKind::Blob, &parsed.blobs), (RefKind::Child, &parsed.manifests)] {
@@ -98,25 +122,25 @@ impl Registry {
         if tx.ensure_repository(repo).await? {
             events.push(event(EventKind::RepositoryCreate, actor, repo));
         }
-        if tx.insert_manifest(repo, &record, &parsed.blobs, &parsed.manifests).await? {
+        if tx.insert_manifest(repo, record, &parsed.blobs, &parsed.manifests).await? {
             events.push(event(EventKind::ManifestPut, actor, repo).digest(digest.as_str()).detail(json!({
                 "media_type": record.media_type,
                 "size": record.body.len(),
                 "subject": record.subject.as_ref().map(Digest::as_str),
             })));
         }
-        for tag in &tags {
+        for tag in tags {
             let d = self.immutability.decide(repo, tag);
             let immutable = (d.mode == Mode::Immutable).then_some(d.rule.as_str());
             let current = tx.tag_for_update(repo, tag).await?;
-            match writes::decide_tag_write(tag, current.as_ref(), &digest, &put.precondition, immutable) {
+            match writes::decide_tag_write(tag, current.as_ref(), digest, &put.precondition, immutable) {
                 TagWrite::Keep => {}
                 TagWrite::Create => {
-                    tx.set_tag(repo, tag, None, &digest, actor).await?;
+                    tx.set_tag(repo, tag, None, digest, actor).await?;
                     events.push(event(EventKind::TagCreate, actor, repo).tag(tag.as_str()).digest(digest.as_str()));
                 }
                 TagWrite::Move { from } => {
-                    tx.set_tag(repo, tag, Some(&from), &digest, actor).await?;
+                    tx.set_tag(repo, tag, Some(&from), digest, actor).await?;
                     events.push(
                         event(EventKind::TagMove, actor, repo)
                             .tag(tag.as_str())
@@ -128,14 +152,14 @@ impl Registry {
                     tx.rollback().await?;
                     self.invalidate(repo);
                     let refused = event(EventKind::WriteRefuse, actor, repo).digest(digest.as_str());
-                    return Err(self.refuse(repo, refused, refusal, Some(&digest), false).await);
+                    return Err(self.refuse(repo, refused, refusal, Some(digest), false).await);
                 }
             }
         }
         tx.append_events(events, self.clock.now()).await?;
         tx.commit().await?;
         self.invalidate(repo);
-        Ok(PutOutcome { digest, subject: parsed.subject, tags })
+        Ok(())
     }
 
     /// end-3: a manifest by tag or digest.

@@ -74,7 +74,7 @@ impl SqliteTx {
             TagAction::Move => "move",
             TagAction::Delete => "delete",
         };
-        bind(sqlx::query(sql))
+        let done = bind(sqlx::query(sql))
             .bind(repo.as_str())
             .bind(tag.as_str())
             .bind(action)
@@ -85,6 +85,11 @@ impl SqliteTx {
             .bind(self.now)
             .execute(&mut *self.tx)
             .await?;
+        // The change and the history row; a tag already gone changed nothing (a concurrent
+        // writer removed it) and the caller's transaction rolls the history row back.
+        if done.rows_affected() < 2 {
+            return Err(MetaError::NotFound(format!("tag {tag} of {repo}")));
+        }
         Ok(())
     }
 
@@ -288,6 +293,7 @@ impl MetaTx for SqliteTx {
             .execute(&mut *self.tx)
             .await;
         match done {
+            Ok(done) if done.rows_affected() == 0 => Err(MetaError::NotFound(format!("manifest {d} of {repo}"))),
             Ok(_) => Ok(()),
             Err(e) if is_foreign_key_violation(&e) => {
                 Err(MetaError::Corrupt(format!("manifest {d} of {repo} is still referenced; the schema refused")))
