@@ -719,7 +719,14 @@ async fn gc(cfg: Config, dry_run: bool, grace: Option<std::time::Duration>) -> E
     let verb = if dry_run { "would free" } else { "freed" };
     let progress = |p: cairn::service::GcProgress| {
         if terminal {
-            let _ = write!(std::io::stderr(), "\rgc: {} blobs, {} bytes {verb} so far", p.blobs, p.bytes);
+            let _ = write!(
+                std::io::stderr(),
+                "\rgc: {} links {}, {} blobs, {} bytes {verb} so far",
+                p.links,
+                if dry_run { "would go" } else { "removed" },
+                p.blobs,
+                p.bytes
+            );
         }
     };
     let result = state.registry.collect_garbage(&opts, progress).await;
@@ -734,14 +741,20 @@ async fn gc(cfg: Config, dry_run: bool, grace: Option<std::time::Duration>) -> E
             ExitCode::FAILURE
         }
         Ok(r) => {
+            for l in &r.unlinked {
+                say!("{} {l}", if dry_run { "would unlink" } else { "unlinked" });
+            }
             for d in &r.digests {
                 say!("{} {d}", if dry_run { "would delete" } else { "deleted" });
             }
             let grace = humantime::format_duration(opts.grace);
             let uploads = if dry_run { "upload leftovers waiting" } else { "upload leftovers removed" };
             say!(
-                "gc{}: {} blobs, {} bytes {verb} (grace {grace}); {} {uploads}; {} kept because they were linked or touched meanwhile",
+                "gc{}: {} repository links no manifest uses {} ({} bytes); {} blobs, {} bytes {verb} (grace {grace}); {} {uploads}; {} kept because they were referenced, linked or touched meanwhile",
                 if dry_run { " (dry run)" } else { "" },
+                r.links,
+                if dry_run { "would be removed" } else { "removed" },
+                r.link_bytes,
                 r.blobs,
                 r.bytes,
                 r.uploads,
