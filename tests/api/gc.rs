@@ -1,6 +1,6 @@
-//! Online garbage collection: what goes, what stays (grace, re-link, HEAD, manifests), dry run,
-//! the lock, upload leftovers, and a stress run with pushes and deletes while GC loops. Time is
-//! moved with a `ManualClock`, never slept.
+//! Online garbage collection: what goes, what stays (grace, re-link, HEAD, manifests, links no
+//! manifest uses), dry run, the lock, upload leftovers, storage figures. Time is moved with a
+//! `ManualClock`, never slept. The stress run is in `gc_stress.rs`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -386,100 +386,4 @@ async fn storage_figures_count_shared_blobs_once() {
     assert_eq!(t["manifest_bytes"], manifest_bytes);
     assert_eq!(t["size_bytes"], 2 + 4000 + 100 + 200 + manifest_bytes);
     assert_eq!(t["unreferenced_bytes"], 0);
-}
-
-/// Clients push images that share layers (some layers first, the manifest a little later),
-/// delete manifests and unlink their blobs, while GC runs every 50 ms with a 2 s grace.
-/// No push meets BLOB_UNKNOWN; every manifest left pulls complete; after a final run past the
-/// grace no unlinked blob and no leftover object remains.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn stress_pushes_and_deletes_while_gc_runs() {
-    let app = Arc::new(spawn_mutable().await);
-    let shared: Arc<Vec<Vec<u8>>> = Arc::new((0..4).map(|_| random_bytes(4096)).collect());
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let collector = {
-        let (app, stop) = (app.clone(), stop.clone());
-        tokio::spawn(async move {
-            let opts = GcOptions { grace: Duration::from_secs(2), dry_run: false };
-            let mut freed = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                freed += app.state.registry.collect_garbage(&opts, |_| {}).await.unwrap().blobs;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            freed
-        })
-    };
-    let mut clients = vec![];
-    for c in 0..6 {
-        let (app, shared) = (app.clone(), shared.clone());
-        clients.push(tokio::spawn(async move {
-            let repo = format!("stress/c{c}");
-            for i in 0..12 {
-                let config = app.push_blob(&repo, format!("{{\"c\":{c},\"i\":{i}}}").as_bytes()).await;
-                let cfg_len = format!("{{\"c\":{c},\"i\":{i}}}").len() as u64;
-                let own = random_bytes(2048);
-                let own_d = app.push_blob(&repo, &own).await;
-                let s = &shared[(c + i) % shared.len()];
-                let s_d = digest(s);
-                // Docker's flow: HEAD, then upload only if missing.
-                if app.head(&format!("/v2/{repo}/blobs/{s_d}")).await.status() != StatusCode::OK {
-                    app.push_blob(&repo, s).await;
-                }
-                if i % 3 == 0 {
-                    tokio::time::sleep(Duration::from_millis(300)).await; // the manifest arrives later
-                }
-                let m = image_manifest(&config, cfg_len, &[(&own_d, 2048), (&s_d, 4096)], None);
-                let r = app.put_manifest(&repo, &format!("t{i}"), OCI_MANIFEST, &m).await;
-                let status = r.status();
-                assert_eq!(status, StatusCode::CREATED, "push {repo}:t{i}: {}", r.text().await.unwrap());
-                if i % 2 == 1 {
-                    let md = digest(&m);
-                    let r = app.delete(&format!("/v2/{repo}/manifests/{md}")).await;
-                    assert_eq!(r.status(), StatusCode::ACCEPTED);
-                    for d in [&config, &own_d, &s_d] {
-                        // A blob another manifest of the repository uses is refused (405): fine.
-                        let r = app.delete(&format!("/v2/{repo}/blobs/{d}")).await;
-                        assert!(matches!(r.status(), StatusCode::ACCEPTED | StatusCode::METHOD_NOT_ALLOWED));
-                    }
-                }
-            }
-        }));
-    }
-    for c in clients {
-        c.await.unwrap();
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let freed_while_running = collector.await.unwrap();
-    // Every manifest that exists pulls complete.
-    for c in 0..6 {
-        let repo = format!("stress/c{c}");
-        let tags = app.tags(&repo).await;
-        assert_eq!(tags.len(), 6, "{repo}: {tags:?}");
-        for t in tags {
-            let m: serde_json::Value = app.get(&format!("/v2/{repo}/manifests/{t}")).await.json().await.unwrap();
-            let layers = m["layers"].as_array().unwrap().iter().map(|l| &l["digest"]);
-            for d in std::iter::once(&m["config"]["digest"]).chain(layers) {
-                let d = d.as_str().unwrap();
-                let r = app.get(&format!("/v2/{repo}/blobs/{d}")).await;
-                assert_eq!(r.status(), StatusCode::OK, "{repo}:{t} blob {d}");
-                assert_eq!(digest(&r.bytes().await.unwrap()), d);
-            }
-        }
-    }
-    // Past the grace, in a quiet registry, nothing unlinked and no leftover object remains.
-    let opts = GcOptions { grace: Duration::ZERO, dry_run: false };
-    let last = app.state.registry.collect_garbage(&opts, |_| {}).await.unwrap();
-    let url = format!("sqlite://{}", app.dir.path().join("cairn.db").display());
-    let db = sqlx::SqlitePool::connect(&url).await.unwrap();
-    let unlinked: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM repo_blobs r WHERE r.digest = b.digest)",
-    )
-    .fetch_one(&db)
-    .await
-    .unwrap();
-    assert_eq!(unlinked, 0);
-    let blobs: i64 = sqlx::query_scalar("SELECT count(*) FROM blobs").fetch_one(&db).await.unwrap();
-    let upload_dirs = std::fs::read_dir(app.dir.path().join("blobs/uploads")).unwrap().count() as i64;
-    assert_eq!(upload_dirs, blobs, "one upload directory per stored blob, no leftovers");
-    assert!(freed_while_running + last.blobs > 0, "GC freed something: {freed_while_running} + {}", last.blobs);
 }
