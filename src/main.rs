@@ -83,8 +83,9 @@ enum Command {
     /// Read a password (from the terminal, or stdin when piped) and print its argon2id hash
     /// for `[[auth.users]] password_hash`.
     HashPassword,
-    /// Delete blobs no repository links whose `[gc] grace` has passed, and upload leftovers;
-    /// safe while the registry serves. Prints what was freed.
+    /// Unlink blobs no manifest of their repository uses and delete blobs no repository links,
+    /// once their `[gc] grace` has passed, and upload leftovers; safe while the registry
+    /// serves. Prints what was unlinked and freed.
     Gc {
         /// Report what would be freed; delete nothing.
         #[arg(long)]
