@@ -562,6 +562,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Takes (or renews) the collector lock for `holder` until `until`, unless another holder
     /// has it and its expiry is after `now`. True when `holder` has it.
     async fn gc_lock(&self, holder: &str, now: SystemTime, until: SystemTime) -> Result<bool, MetaError>;
+    /// The collector lock's holder and expiry, if anyone holds it.
+    async fn gc_lock_holder(&self) -> Result<Option<(String, SystemTime)>, MetaError>;
+    /// Takes the collector lock from `dead` (a holder known to have died) for `holder` until
+    /// `until`, only if `dead` still has it. True when `holder` has it.
+    async fn gc_lock_take_over(&self, holder: &str, dead: &str, until: SystemTime) -> Result<bool, MetaError>;
     /// Releases the collector lock if `holder` has it.
     async fn gc_unlock(&self, holder: &str) -> Result<(), MetaError>;
     /// Upload ids whose objects may remain although nothing names them, at most `limit`.

@@ -505,6 +505,14 @@ impl MetadataStore for SqliteStore {
         gc::lock(&self.write, holder, now, until).await
     }
 
+    async fn gc_lock_holder(&self) -> Result<Option<(String, SystemTime)>, MetaError> {
+        gc::lock_holder(&self.write).await
+    }
+
+    async fn gc_lock_take_over(&self, holder: &str, dead: &str, until: SystemTime) -> Result<bool, MetaError> {
+        gc::take_over(&self.write, holder, dead, until).await
+    }
+
     async fn gc_unlock(&self, holder: &str) -> Result<(), MetaError> {
         gc::unlock(&self.write, holder).await
     }

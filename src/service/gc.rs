@@ -30,11 +30,13 @@
 //! - Upload leftovers: cancelled, expired and duplicate uploads are recorded as garbage when
 //!   their session ends; each run removes their objects too.
 //! - One collector at a time across processes: a lock row (`gc_lock`) with holder and expiry,
-//!   renewed before each batch.
+//!   renewed before each batch. A collector killed on this machine is noticed at once (its
+//!   process is gone) and its lock taken over; one on another node frees it when it expires.
 //! - Ledger: one `blob.unlink` event per link removed (actor `gc`, in the unlinking
 //!   transaction), and one `gc.delete` event per deleting transaction (at most `BATCH` digests).
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -191,8 +193,8 @@ impl Registry {
             report.uploads = self.meta.upload_garbage(u32::MAX).await?.len() as u64;
             return Ok(report);
         }
-        let holder = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
-        if !self.meta.gc_lock(&holder, now, now + LOCK_TTL).await? {
+        let holder = lock_holder_id();
+        if !self.take_lock(&holder).await? {
             report.busy = true;
             return Ok(report);
         }
@@ -308,6 +310,21 @@ impl Registry {
         Ok(())
     }
 
+    /// Takes the collector lock, also from a holder that died on this machine (killed, for
+    /// example) before its lock expired; see [`lock_holder_id`].
+    async fn take_lock(&self, holder: &str) -> Result<bool, Error> {
+        let now = self.clock.now();
+        if self.meta.gc_lock(holder, now, now + LOCK_TTL).await? {
+            return Ok(true);
+        }
+        let Some((current, _)) = self.meta.gc_lock_holder().await? else { return Ok(false) };
+        if !holder_died(&current) {
+            return Ok(false);
+        }
+        tracing::warn!(holder = %current, "the GC lock's holder died; taking the lock over");
+        Ok(self.meta.gc_lock_take_over(holder, &current, now + LOCK_TTL).await?)
+    }
+
     async fn renew_lock(&self, holder: &str) -> Result<(), Error> {
         let now = self.clock.now();
         if !self.meta.gc_lock(holder, now, now + LOCK_TTL).await? {
@@ -352,6 +369,38 @@ impl Registry {
         self.meta.forget_upload_garbage(&gone).await?;
         Ok(gone.len())
     }
+}
+
+/// This collector's lock holder name: `<boot id>/<pid namespace>/<pid>/<random>` on Linux, so
+/// a collector on the same machine can tell that the holder died (no such process in the same
+/// boot and namespace) without waiting for the lock to expire; elsewhere `-/-/<pid>/<random>`.
+fn lock_holder_id() -> String {
+    let (boot, ns) = machine_ids();
+    format!(
+        "{}/{}/{}/{}",
+        boot.as_deref().unwrap_or("-"),
+        ns.as_deref().unwrap_or("-"),
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+fn machine_ids() -> (Option<String>, Option<String>) {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_string());
+    let ns = std::fs::read_link("/proc/self/ns/pid").ok().map(|p| p.to_string_lossy().replace('/', "_"));
+    (boot, ns)
+}
+
+/// True only when `holder` ran in this boot and pid namespace and its process is gone. A reused
+/// pid looks alive, so the lock then waits for its expiry: never a wrong takeover.
+fn holder_died(holder: &str) -> bool {
+    let mut parts = holder.split('/');
+    let (Some(boot), Some(ns), Some(pid)) = (parts.next(), parts.next(), parts.next()) else { return false };
+    let (my_boot, my_ns) = machine_ids();
+    let same = my_boot.as_deref() == Some(boot) && my_ns.as_deref() == Some(ns) && boot != "-" && ns != "-";
+    same && pid
+        .parse::<u32>()
+        .is_ok_and(|pid| pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists())
 }
 
 impl GcReport {
@@ -399,6 +448,23 @@ mod tests {
             // Stage 1 has the same shape over references instead of links.
             assert_eq!(unlinkable(links, touched, now, grace), want, "{links} {touched:?} {now:?}");
         }
+    }
+
+    #[test]
+    fn a_dead_holder_on_this_machine_is_noticed() {
+        let mine = lock_holder_id();
+        assert!(!holder_died(&mine), "this process is alive");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        let prefix: Vec<&str> = mine.split('/').take(2).collect();
+        let dead = format!("{}/{}/{gone}/x", prefix[0], prefix[1]);
+        if cfg!(target_os = "linux") {
+            assert!(holder_died(&dead), "{dead}");
+        }
+        assert!(!holder_died(&format!("other-boot/{}/{gone}/x", prefix[1])), "another machine: wait for expiry");
+        assert!(!holder_died(&format!("-/-/{gone}/x")), "unknown machine");
+        assert!(!holder_died("12345-abcdef"), "an old-style holder");
     }
 
     #[test]

@@ -13,8 +13,8 @@ use reqwest::StatusCode;
 use crate::support::*;
 
 /// Blobs pushed without a manifest, and images pushed by digest and deleted: the garbage.
-const LOOSE_BLOBS: usize = 1500;
-const DELETED_IMAGES: usize = 100;
+const LOOSE_BLOBS: usize = 800;
+const DELETED_IMAGES: usize = 60;
 
 /// sha256 of every file under the blob directory (one object per stored blob).
 fn stored(data: &Path) -> Vec<String> {

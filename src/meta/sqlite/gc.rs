@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use sqlx::{Row, SqlitePool};
 
 use super::{digest, json, millis};
+use crate::meta::from_millis;
 use crate::meta::{BlobRecord, LinkCandidate, MetaError};
 use crate::oci::{Digest, RepoName};
 
@@ -158,6 +159,29 @@ pub(super) async fn lock(
     .bind(millis(now))
     .execute(pool)
     .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The lock row's holder and expiry.
+pub(super) async fn lock_holder(pool: &SqlitePool) -> Result<Option<(String, SystemTime)>, MetaError> {
+    let row: Option<(String, i64)> =
+        sqlx::query_as("SELECT holder, expires_at FROM gc_lock WHERE id = 1").fetch_optional(pool).await?;
+    Ok(row.map(|(h, at)| (h, from_millis(at))))
+}
+
+/// Moves the lock from `dead` to `holder`, only if `dead` still has it; one statement.
+pub(super) async fn take_over(
+    pool: &SqlitePool,
+    holder: &str,
+    dead: &str,
+    until: SystemTime,
+) -> Result<bool, MetaError> {
+    let done = sqlx::query("UPDATE gc_lock SET holder = ?1, expires_at = ?2 WHERE id = 1 AND holder = ?3")
+        .bind(holder)
+        .bind(millis(until))
+        .bind(dead)
+        .execute(pool)
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
