@@ -86,17 +86,18 @@ async fn kill_9_during_gc_loses_nothing_referenced_and_the_next_run_finishes() {
     let before = stored(&data);
     assert_eq!(before.len(), referenced.len() + garbage.len(), "one object per blob before GC");
 
-    // Kill `cairn gc` once it has deleted some objects, long before it is done.
+    // Kill `cairn gc` as soon as its first deleting transaction committed, long before it is
+    // done (the database is watched, not the directory: listing it is too slow to catch a run).
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", data.join("cairn.db").display())).await.unwrap();
+    let count = || async { sqlx::query_scalar::<_, i64>("SELECT count(*) FROM blobs").fetch_one(&db).await.unwrap() };
+    let rows = count().await as usize;
+    assert_eq!(rows, before.len());
     let mut child = gc_command(&data).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn cairn gc");
     let started = Instant::now();
-    loop {
-        let n = files_under(&data.join("blobs")).len();
-        if n + 20 <= before.len() {
-            break;
-        }
+    while count().await as usize == rows {
         assert!(child.try_wait().unwrap().is_none(), "cairn gc finished before it could be killed");
         assert!(started.elapsed() < Duration::from_secs(60), "cairn gc deleted nothing within 60 s");
-        std::thread::sleep(Duration::from_millis(2));
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     child.kill().unwrap();
     let status = child.wait().unwrap();
@@ -105,6 +106,7 @@ async fn kill_9_during_gc_loses_nothing_referenced_and_the_next_run_finishes() {
     let left = after_kill.iter().filter(|d| !referenced.contains(*d)).count();
     assert!(left > 0, "the killed run left garbage behind (else this test proves nothing)");
     assert!(left < garbage.len(), "the killed run had freed some");
+    db.close().await;
 
     // Restart: every tagged image pulls complete.
     let srv = Server::start(&data).await;
