@@ -105,7 +105,8 @@ async fn kill_9_during_gc_loses_nothing_referenced_and_the_next_run_finishes() {
     let after_kill = stored(&data);
     let left = after_kill.iter().filter(|d| !referenced.contains(*d)).count();
     assert!(left > 0, "the killed run left garbage behind (else this test proves nothing)");
-    assert!(left < garbage.len(), "the killed run had freed some");
+    // Some blob rows are gone (that is when it was killed); their objects may still be there.
+    assert!(count().await < rows as i64);
     db.close().await;
 
     // Restart: every tagged image pulls complete.
