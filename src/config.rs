@@ -45,8 +45,8 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct GcConfig {
-    /// A blob no repository links is deleted once it was last uploaded, linked, unlinked or
-    /// checked (HEAD) longer ago than this.
+    /// A blob no manifest uses is unlinked, and then deleted, once it was last uploaded,
+    /// linked, unlinked or checked (HEAD) longer ago than this.
     #[serde(with = "humantime_serde")]
     pub grace: Duration,
     /// How often `serve` collects; `"0s"` turns scheduled collection off (`cairn gc` still works).

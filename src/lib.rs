@@ -109,9 +109,18 @@ async fn scheduled_gc(state: AppState) {
         tick.tick().await;
         match state.registry.collect_garbage(&opts, |_| {}).await {
             Ok(r) if r.busy => tracing::debug!("another collector holds the GC lock; skipped"),
-            Ok(r) if r.blobs > 0 || r.uploads > 0 => {
-                tracing::info!(blobs = r.blobs, bytes = r.bytes, uploads = r.uploads, "garbage collected")
-            }
+            Ok(r) if r.links > 0 || r.blobs > 0 || r.uploads > 0 => tracing::info!(
+                links = r.links,
+                blobs = r.blobs,
+                bytes = r.bytes,
+                uploads = r.uploads,
+                kept = r.kept,
+                "garbage collected: {} unused repository links removed, {} blobs ({} bytes) freed, {} upload leftovers removed",
+                r.links,
+                r.blobs,
+                r.bytes,
+                r.uploads
+            ),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = ?e, "garbage collection failed"),
         }

@@ -83,8 +83,9 @@ enum Command {
     /// Read a password (from the terminal, or stdin when piped) and print its argon2id hash
     /// for `[[auth.users]] password_hash`.
     HashPassword,
-    /// Delete blobs no repository links whose `[gc] grace` has passed, and upload leftovers;
-    /// safe while the registry serves. Prints what was freed.
+    /// Unlink blobs no manifest of their repository uses and delete blobs no repository links,
+    /// once their `[gc] grace` has passed, and upload leftovers; safe while the registry
+    /// serves. Prints what was unlinked and freed.
     Gc {
         /// Report what would be freed; delete nothing.
         #[arg(long)]
@@ -719,7 +720,14 @@ async fn gc(cfg: Config, dry_run: bool, grace: Option<std::time::Duration>) -> E
     let verb = if dry_run { "would free" } else { "freed" };
     let progress = |p: cairn::service::GcProgress| {
         if terminal {
-            let _ = write!(std::io::stderr(), "\rgc: {} blobs, {} bytes {verb} so far", p.blobs, p.bytes);
+            let _ = write!(
+                std::io::stderr(),
+                "\rgc: {} links {}, {} blobs, {} bytes {verb} so far",
+                p.links,
+                if dry_run { "would go" } else { "removed" },
+                p.blobs,
+                p.bytes
+            );
         }
     };
     let result = state.registry.collect_garbage(&opts, progress).await;
@@ -734,14 +742,20 @@ async fn gc(cfg: Config, dry_run: bool, grace: Option<std::time::Duration>) -> E
             ExitCode::FAILURE
         }
         Ok(r) => {
+            for l in &r.unlinked {
+                say!("{} {l}", if dry_run { "would unlink" } else { "unlinked" });
+            }
             for d in &r.digests {
                 say!("{} {d}", if dry_run { "would delete" } else { "deleted" });
             }
             let grace = humantime::format_duration(opts.grace);
             let uploads = if dry_run { "upload leftovers waiting" } else { "upload leftovers removed" };
             say!(
-                "gc{}: {} blobs, {} bytes {verb} (grace {grace}); {} {uploads}; {} kept because they were linked or touched meanwhile",
+                "gc{}: {} repository links no manifest uses {} ({} bytes); {} blobs, {} bytes {verb} (grace {grace}); {} {uploads}; {} kept because they were referenced, linked or touched meanwhile",
                 if dry_run { " (dry run)" } else { "" },
+                r.links,
+                if dry_run { "would be removed" } else { "removed" },
+                r.link_bytes,
                 r.blobs,
                 r.bytes,
                 r.uploads,

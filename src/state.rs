@@ -64,7 +64,7 @@ impl AppState {
         let policy = ImmutabilityPolicy::new(&config.immutability)
             .map_err(|errs| anyhow::anyhow!("invalid immutability rules: {}", errs.join("; ")))?;
         let auth = Arc::new(Auth::new(&config, meta.clone(), clock.clone())?);
-        let registry = Registry::new(meta.clone(), blobs, Arc::new(policy), clock);
+        let registry = Registry::new(meta.clone(), blobs, Arc::new(policy), clock).with_gc_grace(config.gc.grace);
         let audit_key = Arc::new(load_or_create_audit_key(&config.audit_key_path())?);
         Ok(AppState { registry, auth, meta, config: Arc::new(config), audit_key, bound: Arc::default() })
     }

@@ -5,12 +5,12 @@
 use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::audit::{EventKind, NewEvent, chain};
 use crate::meta::{
     Actor, BlobLocation, BlobRecord, CommitUpload, EventFilter, ManifestRecord, MetaError, MetadataStore, RefKind,
-    TagAction,
+    StorageTotals, TagAction, from_millis, millis,
 };
 use crate::oci::{Algorithm, Digest, Reference, RepoName, Tag};
 
@@ -33,6 +33,10 @@ where
     concurrent_writers_build_one_valid_chain(s).await;
     let (s, _keep) = fresh().await;
     ledger_filters_and_pulls(&*s).await;
+    let (s, _keep) = fresh().await;
+    gc_unlinks_what_no_manifest_references_and_keeps_the_mark(&*s).await;
+    let (s, _keep) = fresh().await;
+    storage_figures_count_each_blob_once(&*s).await;
 }
 
 /// Two handles on one database (two nodes, or the server and the `cairn` command line)
@@ -240,4 +244,80 @@ async fn ledger_filters_and_pulls(s: &dyn MetadataStore) {
     let stats = s.pulls(&r, &m.digest).await.unwrap().unwrap();
     assert_eq!(stats.count, 5);
     assert_eq!(s.pulls(&r, &d(77)).await.unwrap(), None, "a manifest that does not exist is skipped");
+}
+
+/// Two repositories: `team/app` has a manifest using d(1) and d(2) and an unused link to d(3);
+/// `team/other` links d(1) without a manifest. Returns the manifest.
+async fn two_repositories(s: &dyn MetadataStore) -> ManifestRecord {
+    let (r, other) = (repo(), RepoName::parse("team/other").unwrap());
+    for n in 1..=3 {
+        add_blob(s, &r, n).await;
+    }
+    let m = manifest("uses 1 and 2");
+    let mut tx = s.begin(SystemTime::now()).await.unwrap();
+    tx.insert_manifest(&r, &m, &[d(1), d(2)], &[]).await.unwrap();
+    tx.ensure_repository(&other).await.unwrap();
+    tx.link_blob(&other, &d(1), SystemTime::now()).await.unwrap();
+    tx.commit().await.unwrap();
+    m
+}
+
+async fn gc_unlinks_what_no_manifest_references_and_keeps_the_mark(s: &dyn MetadataStore) {
+    let hour = Duration::from_secs(3600);
+    let (r, other) = (repo(), RepoName::parse("team/other").unwrap());
+    two_repositories(s).await;
+    let early = SystemTime::now() - hour;
+    let cutoff = SystemTime::now() + hour;
+    assert!(s.gc_link_candidates(early, None, 10).await.unwrap().is_empty(), "touched after the cutoff");
+    let links = s.gc_link_candidates(cutoff, None, 10).await.unwrap();
+    let pairs: Vec<(String, Digest)> = links.iter().map(|l| (l.repo.to_string(), l.digest.clone())).collect();
+    assert_eq!(pairs, vec![("team/app".to_string(), d(3)), ("team/other".to_string(), d(1))]);
+    let rest = s.gc_link_candidates(cutoff, Some(("team/app", &d(3))), 10).await.unwrap();
+    assert_eq!(rest.len(), 1, "paged after (repository, digest)");
+    let free: Vec<Digest> = s.gc_unreferenced(cutoff, None, 10).await.unwrap().into_iter().map(|b| b.digest).collect();
+    assert_eq!(free, vec![d(3)], "d(1) and d(2) are referenced in team/app");
+
+    let mut tx = s.begin(SystemTime::now()).await.unwrap();
+    assert!(!tx.unlink_unreferenced(&r, &d(1), cutoff).await.unwrap(), "a manifest references it");
+    assert!(!tx.unlink_unreferenced(&r, &d(3), early).await.unwrap(), "touched since the cutoff");
+    assert!(tx.unlink_unreferenced(&r, &d(3), cutoff).await.unwrap());
+    assert!(tx.unlink_unreferenced(&other, &d(1), cutoff).await.unwrap());
+    assert!(!tx.unlink_unreferenced(&r, &d(3), cutoff).await.unwrap(), "already unlinked");
+    tx.commit().await.unwrap();
+    let gone: Vec<Digest> = s.gc_candidates(cutoff, None, 10).await.unwrap().into_iter().map(|b| b.digest).collect();
+    assert_eq!(gone, vec![d(3)], "the unlink kept the old mark, so the same run may collect it");
+    assert!(s.blob(&r, &d(1)).await.unwrap().is_some(), "still linked where it is used");
+
+    let later = SystemTime::now() + hour;
+    assert!(!s.touch_linked_blob(&r, &d(3), later).await.unwrap(), "no link, no touch");
+    assert!(s.touch_linked_blob(&r, &d(2), later).await.unwrap());
+    let (_, mark) = s.blob_with_mark(&r, &d(2)).await.unwrap().unwrap();
+    assert_eq!(mark, from_millis(millis(later)));
+    assert!(s.blob_with_mark(&other, &d(1)).await.unwrap().is_none());
+}
+
+async fn storage_figures_count_each_blob_once(s: &dyn MetadataStore) {
+    let m = two_repositories(s).await;
+    let mut tx = s.begin(SystemTime::now()).await.unwrap();
+    tx.set_tag(&repo(), &Tag::parse("v1").unwrap(), None, &m.digest, &actor()).await.unwrap();
+    tx.commit().await.unwrap();
+    let totals = s.storage_totals().await.unwrap();
+    let want = StorageTotals {
+        repositories: 2,
+        tag_count: 1,
+        manifest_count: 1,
+        blob_count: 3,
+        blob_bytes: 3,
+        manifest_bytes: m.body.len() as u64,
+        unreferenced_bytes: 1,
+    };
+    assert_eq!(totals, want, "d(1), linked to both repositories, counts once");
+    let sums = s.repository_summaries(None, 10).await.unwrap();
+    let sizes: Vec<(String, u64, u64, u64)> =
+        sums.iter().map(|r| (r.name.clone(), r.tag_count, r.manifest_count, r.size)).collect();
+    assert_eq!(
+        sizes,
+        vec![("team/app".into(), 1, 1, m.body.len() as u64 + 3), ("team/other".into(), 0, 0, 1)],
+        "each repository counts its linked blobs once, plus its manifests' bodies"
+    );
 }

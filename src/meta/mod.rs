@@ -234,6 +234,36 @@ pub struct RepositorySummary {
     pub last_push: Option<SystemTime>,
 }
 
+/// The whole registry's storage figures, for `/api/v1/repositories`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageTotals {
+    /// Repositories that hold a blob or a manifest.
+    pub repositories: u64,
+    /// Tags in all repositories.
+    pub tag_count: u64,
+    /// Manifest rows in all repositories (one pushed to two repositories counts twice).
+    pub manifest_count: u64,
+    /// Distinct blobs stored (linked or waiting for GC).
+    pub blob_count: u64,
+    /// Their bytes, each blob once however many repositories link it.
+    pub blob_bytes: u64,
+    /// Bytes of every manifest row (a manifest is stored once per repository).
+    pub manifest_bytes: u64,
+    /// Bytes of blobs no manifest references (GC frees them once their grace has passed).
+    pub unreferenced_bytes: u64,
+}
+
+/// A repository link the first GC stage may remove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkCandidate {
+    /// The repository.
+    pub repo: RepoName,
+    /// The linked blob.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+}
+
 /// One tag history entry, with the tag it is about.
 #[derive(Debug, Clone)]
 pub struct DigestTagEvent {
@@ -379,6 +409,15 @@ pub trait MetaTx: Send {
         digest: &Digest,
         cutoff: SystemTime,
     ) -> Result<Option<BlobRecord>, MetaError>;
+    /// GC, first stage: unlinks `digest` from `repo` only if, checked now under the write lock,
+    /// no manifest of `repo` references it and the blob was not touched since `cutoff`. The
+    /// mark stays as it was (so the same run may collect the blob). True when it was unlinked.
+    async fn unlink_unreferenced(
+        &mut self,
+        repo: &RepoName,
+        digest: &Digest,
+        cutoff: SystemTime,
+    ) -> Result<bool, MetaError>;
     /// Ends an upload session (only if it still has `expected_len` bytes) and stores the blob
     /// unless it exists, linked to the session's repository.
     async fn commit_upload(
@@ -502,9 +541,41 @@ pub trait MetadataStore: Send + Sync + 'static {
         after: Option<&Digest>,
         limit: u32,
     ) -> Result<Vec<BlobRecord>, MetaError>;
+    /// GC, first stage: repository links no manifest of their repository references, whose
+    /// blob was not touched since `cutoff`, by (repository, digest) after `after`, at most
+    /// `limit`. Only a hint: the unlinking transaction checks again.
+    async fn gc_link_candidates(
+        &self,
+        cutoff: SystemTime,
+        after: Option<(&str, &Digest)>,
+        limit: u32,
+    ) -> Result<Vec<LinkCandidate>, MetaError>;
+    /// For a dry run: blobs that no manifest of any repository references and that were not
+    /// touched since `cutoff` (what a run would free once it unlinked them), by digest after
+    /// `after`, at most `limit`.
+    async fn gc_unreferenced(
+        &self,
+        cutoff: SystemTime,
+        after: Option<&Digest>,
+        limit: u32,
+    ) -> Result<Vec<BlobRecord>, MetaError>;
+    /// The blob if it is linked to `repo`, with its GC mark (`touched_at`).
+    async fn blob_with_mark(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<(BlobRecord, SystemTime)>, MetaError>;
+    /// Marks a blob touched at `at` at once, only while `repo` links it; false when it does not
+    /// (any more). For a HEAD of a blob whose mark is close to its grace.
+    async fn touch_linked_blob(&self, repo: &RepoName, digest: &Digest, at: SystemTime) -> Result<bool, MetaError>;
     /// Takes (or renews) the collector lock for `holder` until `until`, unless another holder
     /// has it and its expiry is after `now`. True when `holder` has it.
     async fn gc_lock(&self, holder: &str, now: SystemTime, until: SystemTime) -> Result<bool, MetaError>;
+    /// The collector lock's holder and expiry, if anyone holds it.
+    async fn gc_lock_holder(&self) -> Result<Option<(String, SystemTime)>, MetaError>;
+    /// Takes the collector lock from `dead` (a holder known to have died) for `holder` until
+    /// `until`, only if `dead` still has it. True when `holder` has it.
+    async fn gc_lock_take_over(&self, holder: &str, dead: &str, until: SystemTime) -> Result<bool, MetaError>;
     /// Releases the collector lock if `holder` has it.
     async fn gc_unlock(&self, holder: &str) -> Result<(), MetaError>;
     /// Upload ids whose objects may remain although nothing names them, at most `limit`.
@@ -514,6 +585,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Repositories after `after` (by name) with their counts, sorted, at most `limit`; only
     /// repositories that hold a blob or a manifest.
     async fn repository_summaries(&self, after: Option<&str>, limit: u32) -> Result<Vec<RepositorySummary>, MetaError>;
+    /// The whole registry's figures: every stored blob once, every manifest row.
+    async fn storage_totals(&self) -> Result<StorageTotals, MetaError>;
     /// The tags of `repo` that point at `digest` now, by name, with when each was last set.
     async fn tags_pointing_at(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<(Tag, SystemTime)>, MetaError>;
     /// Tag history entries of `repo` that moved a tag to or away from `digest`, oldest first,

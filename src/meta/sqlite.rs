@@ -19,9 +19,9 @@ mod tx;
 
 use super::sqlite_faults::{open_error, pool_options, refuse_foreign, write_check};
 use super::{
-    Actor, BlobRecord, DigestTagEvent, EventFilter, LedgerArchive, ManifestRecord, MetaError, MetaTx, MetadataStore,
-    PullStats, Referrer, RepositorySummary, RobotRecord, Segment, TagAction, TagEvent, UploadSession, from_millis,
-    millis,
+    Actor, BlobRecord, DigestTagEvent, EventFilter, LedgerArchive, LinkCandidate, ManifestRecord, MetaError, MetaTx,
+    MetadataStore, PullStats, Referrer, RepositorySummary, RobotRecord, Segment, StorageTotals, TagAction, TagEvent,
+    UploadSession, from_millis, millis,
 };
 use crate::audit::{Checkpoint, Event};
 use crate::oci::{Algorithm, Digest, Reference, RepoName, Tag};
@@ -206,6 +206,28 @@ impl MetadataStore for SqliteStore {
             Ok(BlobRecord { digest: d.clone(), size: r.get::<i64, _>("size") as u64, location: json(&location)? })
         })
         .transpose()
+    }
+
+    async fn blob_with_mark(&self, repo: &RepoName, d: &Digest) -> Result<Option<(BlobRecord, SystemTime)>, MetaError> {
+        let row = sqlx::query(
+            "SELECT b.size, b.location, b.touched_at FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest
+             WHERE rb.repo = ? AND rb.digest = ?",
+        )
+        .bind(repo.as_str())
+        .bind(d.as_str())
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| {
+            let location: String = r.get("location");
+            let blob =
+                BlobRecord { digest: d.clone(), size: r.get::<i64, _>("size") as u64, location: json(&location)? };
+            Ok((blob, from_millis(r.get("touched_at"))))
+        })
+        .transpose()
+    }
+
+    async fn touch_linked_blob(&self, repo: &RepoName, d: &Digest, at: SystemTime) -> Result<bool, MetaError> {
+        gc::touch_linked(&self.write, repo, d, at).await
     }
 
     async fn blob_repositories(&self, d: &Digest, limit: u32) -> Result<Vec<String>, MetaError> {
@@ -463,8 +485,34 @@ impl MetadataStore for SqliteStore {
         gc::candidates(&self.read, cutoff, after, limit).await
     }
 
+    async fn gc_link_candidates(
+        &self,
+        cutoff: SystemTime,
+        after: Option<(&str, &Digest)>,
+        limit: u32,
+    ) -> Result<Vec<LinkCandidate>, MetaError> {
+        gc::link_candidates(&self.read, cutoff, after, limit).await
+    }
+
+    async fn gc_unreferenced(
+        &self,
+        cutoff: SystemTime,
+        after: Option<&Digest>,
+        limit: u32,
+    ) -> Result<Vec<BlobRecord>, MetaError> {
+        gc::unreferenced(&self.read, cutoff, after, limit).await
+    }
+
     async fn gc_lock(&self, holder: &str, now: SystemTime, until: SystemTime) -> Result<bool, MetaError> {
         gc::lock(&self.write, holder, now, until).await
+    }
+
+    async fn gc_lock_holder(&self) -> Result<Option<(String, SystemTime)>, MetaError> {
+        gc::lock_holder(&self.write).await
+    }
+
+    async fn gc_lock_take_over(&self, holder: &str, dead: &str, until: SystemTime) -> Result<bool, MetaError> {
+        gc::take_over(&self.write, holder, dead, until).await
     }
 
     async fn gc_unlock(&self, holder: &str) -> Result<(), MetaError> {
@@ -481,6 +529,10 @@ impl MetadataStore for SqliteStore {
 
     async fn repository_summaries(&self, after: Option<&str>, limit: u32) -> Result<Vec<RepositorySummary>, MetaError> {
         summary::repository_summaries(&self.read, after, limit).await
+    }
+
+    async fn storage_totals(&self) -> Result<StorageTotals, MetaError> {
+        summary::storage_totals(&self.read).await
     }
 
     async fn tags_pointing_at(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<(Tag, SystemTime)>, MetaError> {

@@ -30,17 +30,18 @@ impl Registry {
         pick: impl FnOnce(u64) -> Result<Option<std::ops::Range<u64>>, Error>,
         with_body: bool,
     ) -> Result<(BlobRead, bool), Error> {
-        let blob = self.meta.blob(repo, digest).await?.ok_or_else(|| Error::BlobUnknown(digest.to_string()))?;
+        let blob = match with_body {
+            true => self.meta.blob(repo, digest).await?,
+            // A HEAD may precede a manifest PUT that needs the blob: keep it from GC a while.
+            false => self.head_blob(repo, digest).await?,
+        };
+        let blob = blob.ok_or_else(|| Error::BlobUnknown(digest.to_string()))?;
         let picked = pick(blob.size)?;
         let partial = picked.is_some();
         let range = picked.unwrap_or(0..blob.size);
         let body: Option<ByteStream> = match with_body {
             true => Some(self.blobs.read(&blob.location, range.clone()).await?.map_err(std::io::Error::other).boxed()),
-            // A HEAD may precede a manifest PUT that needs the blob: keep it from GC a while.
-            false => {
-                self.touch_blob(digest);
-                None
-            }
+            false => None,
         };
         Ok((BlobRead { size: blob.size, range, body }, partial))
     }

@@ -27,10 +27,10 @@ use crate::oci::RepoName;
 use crate::policy::ImmutabilityPolicy;
 
 pub use crate::audit::VerifyError;
-pub use crate::meta::{Actor, DigestTagEvent, PullStats, Referrer, RepositorySummary, TagEvent};
+pub use crate::meta::{Actor, DigestTagEvent, PullStats, Referrer, RepositorySummary, StorageTotals, TagEvent};
 pub use crate::policy::Precondition;
 pub use blobs::BlobRead;
-pub use gc::{GcOptions, GcProgress, GcReport, collectable};
+pub use gc::{GcOptions, GcProgress, GcReport, collectable, tally_suffices, unlinkable};
 pub use history::HistoryPage;
 pub use ledger_files::{LedgerError, VerifyReport};
 pub use listing::Page;
@@ -56,6 +56,7 @@ pub struct Registry {
     denials: Arc<audit::DenialTally>,
     readiness: Arc<tokio::sync::Mutex<Option<(Instant, Readiness)>>>,
     touches: Arc<gc::TouchTally>,
+    gc_grace: Duration,
 }
 
 /// The outcome of a readiness check: `Err` names the part that cannot work.
@@ -94,7 +95,15 @@ impl Registry {
             denials: Arc::default(),
             readiness: Arc::default(),
             touches: Arc::default(),
+            gc_grace: gc::DEFAULT_GRACE,
         }
+    }
+
+    /// The `[gc] grace` collectors use: a HEAD of a blob whose mark is close to it is written
+    /// at once instead of tallied (see `service/gc.rs`).
+    pub fn with_gc_grace(mut self, grace: Duration) -> Registry {
+        self.gc_grace = grace;
+        self
     }
 
     /// The registry's clock.

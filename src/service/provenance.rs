@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::Registry;
 use crate::audit::{Event, EventKind};
 use crate::error::Error;
-use crate::meta::{Actor, DigestTagEvent, EventFilter, PullStats, Referrer, RepositorySummary};
+use crate::meta::{Actor, DigestTagEvent, EventFilter, PullStats, Referrer, RepositorySummary, StorageTotals};
 use crate::oci::{Digest, Reference, RepoName, Tag};
 
 /// The largest config blob read for its labels; a bigger one is reported, not read.
@@ -223,6 +223,11 @@ impl Registry {
         let more = items.len() > limit as usize;
         items.truncate(limit as usize);
         Ok((items, more))
+    }
+
+    /// The whole registry's storage figures (each blob once, every manifest row).
+    pub async fn storage_totals(&self) -> Result<StorageTotals, Error> {
+        Ok(self.meta.storage_totals().await?)
     }
 
     /// The ledger head `(seq, hash)`, or `None` before the first event.

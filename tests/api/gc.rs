@@ -1,6 +1,6 @@
-//! Online garbage collection: what goes, what stays (grace, re-link, HEAD, manifests), dry run,
-//! the lock, upload leftovers, and a stress run with pushes and deletes while GC loops. Time is
-//! moved with a `ManualClock`, never slept.
+//! Online garbage collection: what goes, what stays (grace, re-link, HEAD, manifests, links no
+//! manifest uses), dry run, the lock, upload leftovers, storage figures. Time is moved with a
+//! `ManualClock`, never slept. The stress run is in `gc_stress.rs`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,7 +18,11 @@ const MIN: Duration = Duration::from_secs(60);
 
 async fn spawn_clocked() -> (TestApp, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(SystemTime::now()));
-    let app = spawn_with_clock(clock.clone(), |_| {}).await;
+    // Mutable tags, so tests can delete the manifests they pushed.
+    let app = spawn_with_clock(clock.clone(), |c| {
+        c.immutability.rules = vec![rule(None, "**", &["*"], cairn::policy::Mode::Mutable)]
+    })
+    .await;
     (app, clock)
 }
 
@@ -103,8 +107,12 @@ async fn a_blob_mounted_meanwhile_is_kept() {
     clock.advance(50 * MIN);
     mount(&app, "gc/c3", &d, "gc/c2").await;
     unlink(&app, "gc/c2", &d).await;
+    let config = app.push_blob("gc/c3", b"{}").await;
+    let m = image_manifest(&config, 2, &[(&d, 1000)], None);
+    assert_eq!(app.put_manifest("gc/c3", "v1", OCI_MANIFEST, &m).await.status(), StatusCode::CREATED);
     clock.advance(2 * HOUR);
-    assert_eq!(gc(&app, false).await.blobs, 0, "still linked in gc/c3");
+    let r = gc(&app, false).await;
+    assert_eq!((r.links, r.blobs), (0, 0), "linked in gc/c3, where a manifest uses it");
     assert!(stored(&app, &bytes));
     assert_eq!(app.get(&format!("/v2/gc/c3/blobs/{d}")).await.bytes().await.unwrap().as_ref(), &bytes[..]);
 }
@@ -225,98 +233,157 @@ async fn upload_leftovers_are_removed_from_what_the_database_knows() {
     assert!(app.state.meta.upload_garbage(10).await.unwrap().is_empty());
 }
 
-/// Clients push images that share layers (some layers first, the manifest a little later),
-/// delete manifests and unlink their blobs, while GC runs every 50 ms with a 2 s grace.
-/// No push meets BLOB_UNKNOWN; every manifest left pulls complete; after a final run past the
-/// grace no unlinked blob and no leftover object remains.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn stress_pushes_and_deletes_while_gc_runs() {
-    let app = Arc::new(spawn_mutable().await);
-    let shared: Arc<Vec<Vec<u8>>> = Arc::new((0..4).map(|_| random_bytes(4096)).collect());
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let collector = {
-        let (app, stop) = (app.clone(), stop.clone());
-        tokio::spawn(async move {
-            let opts = GcOptions { grace: Duration::from_secs(2), dry_run: false };
-            let mut freed = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                freed += app.state.registry.collect_garbage(&opts, |_| {}).await.unwrap().blobs;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            freed
-        })
-    };
-    let mut clients = vec![];
-    for c in 0..6 {
-        let (app, shared) = (app.clone(), shared.clone());
-        clients.push(tokio::spawn(async move {
-            let repo = format!("stress/c{c}");
-            for i in 0..12 {
-                let config = app.push_blob(&repo, format!("{{\"c\":{c},\"i\":{i}}}").as_bytes()).await;
-                let cfg_len = format!("{{\"c\":{c},\"i\":{i}}}").len() as u64;
-                let own = random_bytes(2048);
-                let own_d = app.push_blob(&repo, &own).await;
-                let s = &shared[(c + i) % shared.len()];
-                let s_d = digest(s);
-                // Docker's flow: HEAD, then upload only if missing.
-                if app.head(&format!("/v2/{repo}/blobs/{s_d}")).await.status() != StatusCode::OK {
-                    app.push_blob(&repo, s).await;
-                }
-                if i % 3 == 0 {
-                    tokio::time::sleep(Duration::from_millis(300)).await; // the manifest arrives later
-                }
-                let m = image_manifest(&config, cfg_len, &[(&own_d, 2048), (&s_d, 4096)], None);
-                let r = app.put_manifest(&repo, &format!("t{i}"), OCI_MANIFEST, &m).await;
-                let status = r.status();
-                assert_eq!(status, StatusCode::CREATED, "push {repo}:t{i}: {}", r.text().await.unwrap());
-                if i % 2 == 1 {
-                    let md = digest(&m);
-                    let r = app.delete(&format!("/v2/{repo}/manifests/{md}")).await;
-                    assert_eq!(r.status(), StatusCode::ACCEPTED);
-                    for d in [&config, &own_d, &s_d] {
-                        // A blob another manifest of the repository uses is refused (405): fine.
-                        let r = app.delete(&format!("/v2/{repo}/blobs/{d}")).await;
-                        assert!(matches!(r.status(), StatusCode::ACCEPTED | StatusCode::METHOD_NOT_ALLOWED));
-                    }
-                }
-            }
-        }));
+/// The config and layer of a manifest, as (digest, bytes).
+async fn push_image_blobs(app: &TestApp, repo: &str, tag: &str) -> (String, Vec<(String, Vec<u8>)>) {
+    let config = format!("{{\"repo\":\"{repo}\",\"tag\":\"{tag}\",\"n\":\"{}\"}}", uniq()).into_bytes();
+    let layer = random_bytes(1500);
+    let (cd, ld) = (app.push_blob(repo, &config).await, app.push_blob(repo, &layer).await);
+    let m = image_manifest(&cd, config.len() as u64, &[(&ld, 1500)], None);
+    let r = app.put_manifest(repo, tag, OCI_MANIFEST, &m).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    (digest(&m), vec![(cd, config), (ld, layer)])
+}
+
+#[tokio::test]
+async fn a_deleted_manifests_blobs_are_unlinked_and_freed_in_one_run_after_the_grace() {
+    let (app, clock) = spawn_clocked().await;
+    let (m, blobs) = push_image_blobs(&app, "gc/del", "v1").await;
+    let bytes: u64 = blobs.iter().map(|(_, b)| b.len() as u64).sum();
+    assert_eq!(app.delete(&format!("/v2/gc/del/manifests/{m}")).await.status(), StatusCode::ACCEPTED);
+    clock.advance(HOUR + MIN);
+    let dry = gc(&app, true).await;
+    assert_eq!((dry.links, dry.link_bytes, dry.blobs, dry.bytes), (2, bytes, 2, bytes), "dry run: {dry:?}");
+    assert!(dry.unlinked.iter().all(|l| l.starts_with("gc/del@sha256:")), "{:?}", dry.unlinked);
+    assert!(blobs.iter().all(|(_, b)| stored(&app, b)), "a dry run deletes nothing");
+    let r = gc(&app, false).await;
+    assert_eq!((r.links, r.blobs, r.bytes), (2, 2, bytes), "one run unlinks and frees: {r:?}");
+    for (d, b) in &blobs {
+        assert!(!stored(&app, b), "{d}: bytes gone from the blob directory");
+        assert_eq!(app.head(&format!("/v2/gc/del/blobs/{d}")).await.status(), StatusCode::NOT_FOUND);
     }
-    for c in clients {
-        c.await.unwrap();
+    let filter = EventFilter { action: Some("blob.unlink".into()), actor: Some("gc".into()), ..Default::default() };
+    let events = app.state.meta.events(&filter, 10).await.unwrap();
+    let mut got: Vec<(String, String)> = events
+        .iter()
+        .map(|e| (e.repository.clone().unwrap_or_default(), e.digest.clone().unwrap_or_default()))
+        .collect();
+    got.sort();
+    let mut want: Vec<(String, String)> = blobs.iter().map(|(d, _)| ("gc/del".to_string(), d.clone())).collect();
+    want.sort();
+    assert_eq!(got, want, "each unlink is ledgered with actor gc");
+    assert_eq!(gc(&app, false).await, GcReport::default(), "nothing left");
+}
+
+#[tokio::test]
+async fn a_link_no_manifest_uses_is_kept_within_the_grace() {
+    let (app, clock) = spawn_clocked().await;
+    let bytes = random_bytes(900);
+    let d = app.push_blob("gc/wait", &bytes).await;
+    clock.advance(HOUR - MIN);
+    let r = gc(&app, false).await;
+    assert_eq!((r.links, r.blobs), (0, 0), "uploaded within the grace: its manifest may still come");
+    clock.advance(2 * MIN);
+    let r = gc(&app, false).await;
+    assert_eq!((r.links, r.blobs, r.bytes), (1, 1, 900));
+    assert!(!stored(&app, &bytes));
+    assert_eq!(r.unlinked, vec![format!("gc/wait@{d}")]);
+}
+
+#[tokio::test]
+async fn a_layer_another_repository_uses_stays() {
+    let (app, clock) = spawn_clocked().await;
+    let (m, blobs) = push_image_blobs(&app, "gc/one", "v1").await;
+    let (cd, ld) = (&blobs[0].0, &blobs[1].0);
+    mount(&app, "gc/two", ld, "gc/one").await;
+    mount(&app, "gc/two", cd, "gc/one").await;
+    let body = image_manifest(cd, blobs[0].1.len() as u64, &[(ld, 1500)], None);
+    assert_eq!(app.put_manifest("gc/two", "v1", OCI_MANIFEST, &body).await.status(), StatusCode::CREATED);
+    assert_eq!(app.delete(&format!("/v2/gc/one/manifests/{m}")).await.status(), StatusCode::ACCEPTED);
+    clock.advance(3 * HOUR);
+    let r = gc(&app, false).await;
+    assert_eq!((r.links, r.blobs), (2, 0), "unlinked from gc/one only: {r:?}");
+    for (d, b) in &blobs {
+        assert_eq!(app.head(&format!("/v2/gc/one/blobs/{d}")).await.status(), StatusCode::NOT_FOUND);
+        let got = app.get(&format!("/v2/gc/two/blobs/{d}")).await.bytes().await.unwrap();
+        assert_eq!(got.as_ref(), &b[..], "gc/two still pulls {d}");
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let freed_while_running = collector.await.unwrap();
-    // Every manifest that exists pulls complete.
-    for c in 0..6 {
-        let repo = format!("stress/c{c}");
-        let tags = app.tags(&repo).await;
-        assert_eq!(tags.len(), 6, "{repo}: {tags:?}");
-        for t in tags {
-            let m: serde_json::Value = app.get(&format!("/v2/{repo}/manifests/{t}")).await.json().await.unwrap();
-            let layers = m["layers"].as_array().unwrap().iter().map(|l| &l["digest"]);
-            for d in std::iter::once(&m["config"]["digest"]).chain(layers) {
-                let d = d.as_str().unwrap();
-                let r = app.get(&format!("/v2/{repo}/blobs/{d}")).await;
-                assert_eq!(r.status(), StatusCode::OK, "{repo}:{t} blob {d}");
-                assert_eq!(digest(&r.bytes().await.unwrap()), d);
-            }
-        }
+}
+
+#[tokio::test]
+async fn a_head_close_to_the_grace_keeps_the_link_for_a_late_manifest() {
+    let (app, clock) = spawn_clocked().await;
+    let config = app.push_blob("gc/late", b"{}").await;
+    let layer = app.push_blob("gc/late", &random_bytes(700)).await;
+    clock.advance(HOUR - Duration::from_secs(2));
+    // Docker's flow: HEAD each blob, then PUT the manifest without uploading them again. The
+    // marks are 2 s from the grace, so the HEAD writes them at once (no tally to wait for).
+    for d in [&config, &layer] {
+        assert_eq!(app.head(&format!("/v2/gc/late/blobs/{d}")).await.status(), StatusCode::OK);
     }
-    // Past the grace, in a quiet registry, nothing unlinked and no leftover object remains.
-    let opts = GcOptions { grace: Duration::ZERO, dry_run: false };
-    let last = app.state.registry.collect_garbage(&opts, |_| {}).await.unwrap();
     let url = format!("sqlite://{}", app.dir.path().join("cairn.db").display());
     let db = sqlx::SqlitePool::connect(&url).await.unwrap();
-    let unlinked: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM repo_blobs r WHERE r.digest = b.digest)",
-    )
-    .fetch_one(&db)
-    .await
-    .unwrap();
-    assert_eq!(unlinked, 0);
-    let blobs: i64 = sqlx::query_scalar("SELECT count(*) FROM blobs").fetch_one(&db).await.unwrap();
-    let upload_dirs = std::fs::read_dir(app.dir.path().join("blobs/uploads")).unwrap().count() as i64;
-    assert_eq!(upload_dirs, blobs, "one upload directory per stored blob, no leftovers");
-    assert!(freed_while_running + last.blobs > 0, "GC freed something: {freed_while_running} + {}", last.blobs);
+    let expected = clock_now(&app).duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let touched: i64 =
+        sqlx::query_scalar("SELECT touched_at FROM blobs WHERE digest = ?").bind(&layer).fetch_one(&db).await.unwrap();
+    assert_eq!(touched, expected, "written by the HEAD itself");
+    clock.advance(30 * MIN); // past the upload's grace, within the HEAD's
+    let r = gc(&app, false).await;
+    assert_eq!((r.links, r.blobs), (0, 0), "{r:?}");
+    let m = image_manifest(&config, 2, &[(&layer, 700)], None);
+    let r = app.put_manifest("gc/late", "v1", OCI_MANIFEST, &m).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "no MANIFEST_BLOB_UNKNOWN: {:?}", r.text().await);
+}
+
+#[tokio::test]
+async fn the_unlinking_transaction_checks_again() {
+    let (app, clock) = spawn_clocked().await;
+    let config = app.push_blob("gc/re", b"{}").await;
+    let layer = app.push_blob("gc/re", &random_bytes(600)).await;
+    clock.advance(2 * HOUR);
+    let cutoff = clock_now(&app) - HOUR;
+    let candidates = app.state.meta.gc_link_candidates(cutoff, None, 10).await.unwrap();
+    assert_eq!(candidates.len(), 2);
+    // The manifest arrives between the candidate list and the unlinking transaction.
+    let m = image_manifest(&config, 2, &[(&layer, 600)], None);
+    assert_eq!(app.put_manifest("gc/re", "v1", OCI_MANIFEST, &m).await.status(), StatusCode::CREATED);
+    let mut tx = app.state.meta.begin(clock_now(&app)).await.unwrap();
+    for c in &candidates {
+        assert!(!tx.unlink_unreferenced(&c.repo, &c.digest, cutoff).await.unwrap(), "referenced now: kept");
+    }
+    tx.rollback().await.unwrap();
+    assert_eq!(gc(&app, false).await.links, 0);
+}
+
+#[tokio::test]
+async fn storage_figures_count_shared_blobs_once() {
+    let (app, _clock) = spawn_clocked().await;
+    let shared = random_bytes(4000);
+    let config = app.push_blob("fig/a", b"{}").await;
+    let s = app.push_blob("fig/a", &shared).await;
+    let mut manifest_bytes = 0;
+    for (i, own) in [random_bytes(100), random_bytes(200)].iter().enumerate() {
+        let o = app.push_blob("fig/a", own).await;
+        let m = image_manifest(&config, 2, &[(&s, 4000), (&o, own.len() as u64)], None);
+        manifest_bytes += m.len() as u64;
+        let r = app.put_manifest("fig/a", &format!("v{i}"), OCI_MANIFEST, &m).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    mount(&app, "fig/b", &s, "fig/a").await;
+    let v: serde_json::Value = app.get("/api/v1/repositories").await.json().await.unwrap();
+    let a = &v["repositories"][0];
+    assert_eq!(
+        (a["name"].as_str(), a["tag_count"].as_u64(), a["manifest_count"].as_u64()),
+        (Some("fig/a"), Some(2), Some(2))
+    );
+    assert_eq!(a["size_bytes"], 2 + 4000 + 100 + 200 + manifest_bytes, "the shared layer and config once: {a}");
+    assert_eq!(v["repositories"][1]["size_bytes"], 4000);
+    let t = &v["total"];
+    assert_eq!(t["repositories"], 2);
+    assert_eq!(t["tag_count"], 2);
+    assert_eq!(t["manifest_count"], 2);
+    assert_eq!(t["blob_count"], 4, "{t}");
+    assert_eq!(t["blob_bytes"], 2 + 4000 + 100 + 200, "a blob in two repositories counts once");
+    assert_eq!(t["manifest_bytes"], manifest_bytes);
+    assert_eq!(t["size_bytes"], 2 + 4000 + 100 + 200 + manifest_bytes);
+    assert_eq!(t["unreferenced_bytes"], 0);
 }

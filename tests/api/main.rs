@@ -9,6 +9,7 @@ mod blobs;
 mod connections;
 mod errors;
 mod gc;
+mod gc_stress;
 mod helpers;
 mod history;
 mod immutability;

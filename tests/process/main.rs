@@ -16,6 +16,7 @@ mod crash;
 mod damaged_db;
 mod disk_full;
 mod durability;
+mod gc_crash;
 mod health;
 mod logins;
 mod logs;

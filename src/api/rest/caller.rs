@@ -50,7 +50,7 @@ pub struct Caller {
 
 impl Caller {
     /// True if the caller may read everything (auditor, admin, or open mode).
-    fn reads_all(&self) -> bool {
+    pub fn reads_all(&self) -> bool {
         self.state.auth.allows_audit_read(&self.who.subject) && self.token_covers("registry", "api", "read")
     }
 

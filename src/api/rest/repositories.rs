@@ -13,7 +13,7 @@ use super::params::{Paging, Params};
 use super::problem::{ApiError, Problem};
 use super::{Mode, rfc3339};
 use crate::oci::{RepoName, Tag};
-use crate::service::{RepositorySummary, TagEvent};
+use crate::service::{RepositorySummary, StorageTotals, TagEvent};
 use crate::state::AppState;
 
 /// A page of repositories.
@@ -23,6 +23,48 @@ pub struct RepositoryList {
     pub repositories: Vec<RepositoryInfo>,
     /// The `cursor` of the next page; `null` on the last page.
     pub next_cursor: Option<String>,
+    /// The whole registry's figures, for callers who may read every repository (auditors,
+    /// admins, open mode); `null` for others.
+    pub total: Option<RegistryTotal>,
+}
+
+/// The whole registry's storage. A blob is stored once however many repositories and
+/// manifests use it, so `blob_bytes` counts each blob once; a manifest is stored per
+/// repository, so `manifest_bytes` counts each repository's copy.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegistryTotal {
+    /// Repositories that hold a blob or a manifest.
+    pub repositories: u64,
+    /// Tags in all repositories.
+    pub tag_count: u64,
+    /// Manifests in all repositories (one pushed to two repositories counts twice).
+    pub manifest_count: u64,
+    /// Distinct blobs stored, including those waiting for garbage collection.
+    pub blob_count: u64,
+    /// Their bytes, each blob once.
+    pub blob_bytes: u64,
+    /// Bytes of the manifests themselves (their JSON bodies).
+    pub manifest_bytes: u64,
+    /// `blob_bytes + manifest_bytes`: what the registry stores.
+    pub size_bytes: u64,
+    /// Bytes of blobs no manifest references (uploads whose manifest has not come yet, layers
+    /// of deleted manifests); garbage collection frees them once their grace has passed.
+    pub unreferenced_bytes: u64,
+}
+
+impl From<StorageTotals> for RegistryTotal {
+    fn from(t: StorageTotals) -> RegistryTotal {
+        RegistryTotal {
+            repositories: t.repositories,
+            tag_count: t.tag_count,
+            manifest_count: t.manifest_count,
+            blob_count: t.blob_count,
+            blob_bytes: t.blob_bytes,
+            manifest_bytes: t.manifest_bytes,
+            size_bytes: t.blob_bytes + t.manifest_bytes,
+            unreferenced_bytes: t.unreferenced_bytes,
+        }
+    }
 }
 
 /// One repository.
@@ -35,8 +77,9 @@ pub struct RepositoryInfo {
     pub tag_count: u64,
     /// How many manifests (images, indexes, signatures, SBOMs, …) it stores.
     pub manifest_count: u64,
-    /// Bytes it holds: its manifests plus every blob linked to it, each blob counted once
-    /// however many of its manifests share it.
+    /// Bytes it holds: its manifests' own bodies plus every blob linked to it (layers, configs,
+    /// and uploads whose manifest has not come yet), each blob counted once however many of
+    /// its manifests share it. A blob linked to two repositories counts in each.
     pub size_bytes: u64,
     /// When a manifest was last pushed or a tag last set in it (RFC 3339 UTC); `null` if never.
     #[schema(format = DateTime)]
@@ -68,7 +111,8 @@ pub struct RepositoryPaging {
 }
 
 /// The repositories the caller may read (auditors and admins: all), by name, with their tag
-/// and manifest counts, size and last push.
+/// and manifest counts, size and last push; for auditors and admins also the whole
+/// registry's total (each blob counted once).
 #[utoipa::path(
     get, path = "/api/v1/repositories", tag = "repositories",
     params(RepositoryPaging),
@@ -87,7 +131,12 @@ pub async fn list(state: &AppState, caller: &Caller, q: &Params) -> Result<Paged
         .repository_summaries(p.cursor.as_ref().map(RepoName::as_str), p.limit, |r| caller.may_read(r))
         .await?;
     let next = if more { items.last().map(|s| s.name.clone()) } else { None };
-    let body = RepositoryList { repositories: items.into_iter().map(Into::into).collect(), next_cursor: next.clone() };
+    let total = match caller.reads_all() {
+        true => Some(state.registry.storage_totals().await?.into()),
+        false => None,
+    };
+    let body =
+        RepositoryList { repositories: items.into_iter().map(Into::into).collect(), next_cursor: next.clone(), total };
     Ok(paged(&state.config, "/api/v1/repositories", q, next.as_deref(), body))
 }
 

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use sqlx::{Row, SqlitePool};
 
 use super::tag_event_row;
-use crate::meta::{DigestTagEvent, MetaError, RepositorySummary, from_millis};
+use crate::meta::{DigestTagEvent, MetaError, RepositorySummary, StorageTotals, from_millis};
 use crate::oci::{Digest, RepoName, Tag};
 
 pub(super) async fn repository_summaries(
@@ -48,6 +48,35 @@ pub(super) async fn repository_summaries(
             }
         })
         .collect())
+}
+
+pub(super) async fn storage_totals(pool: &SqlitePool) -> Result<StorageTotals, MetaError> {
+    let r = sqlx::query(
+        "SELECT (SELECT count(*) FROM repositories r
+                  WHERE EXISTS (SELECT 1 FROM manifests m WHERE m.repo = r.name)
+                     OR EXISTS (SELECT 1 FROM repo_blobs b WHERE b.repo = r.name)) AS repositories,
+                (SELECT count(*) FROM tags) AS tag_count,
+                (SELECT count(*) FROM manifests) AS manifest_count,
+                (SELECT count(*) FROM blobs) AS blob_count,
+                (SELECT coalesce(sum(size), 0) FROM blobs) AS blob_bytes,
+                (SELECT coalesce(sum(size), 0) FROM manifests) AS manifest_bytes,
+                (SELECT coalesce(sum(size), 0) FROM blobs b
+                  WHERE NOT EXISTS (SELECT 1 FROM repo_blobs rb JOIN manifest_blobs mb
+                                    ON mb.repo = rb.repo AND mb.blob = rb.digest WHERE rb.digest = b.digest))
+                  AS unreferenced_bytes",
+    )
+    .fetch_one(pool)
+    .await?;
+    let n = |c: &str| r.get::<i64, _>(c).max(0) as u64;
+    Ok(StorageTotals {
+        repositories: n("repositories"),
+        tag_count: n("tag_count"),
+        manifest_count: n("manifest_count"),
+        blob_count: n("blob_count"),
+        blob_bytes: n("blob_bytes"),
+        manifest_bytes: n("manifest_bytes"),
+        unreferenced_bytes: n("unreferenced_bytes"),
+    })
 }
 
 pub(super) async fn tags_pointing_at(

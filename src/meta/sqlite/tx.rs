@@ -361,6 +361,25 @@ impl MetaTx for SqliteTx {
         Ok(Some(BlobRecord { digest: d.clone(), size: row.get::<i64, _>("size") as u64, location }))
     }
 
+    async fn unlink_unreferenced(
+        &mut self,
+        repo: &RepoName,
+        d: &Digest,
+        cutoff: SystemTime,
+    ) -> Result<bool, MetaError> {
+        let done = sqlx::query(
+            "DELETE FROM repo_blobs WHERE repo = ?1 AND digest = ?2
+               AND NOT EXISTS (SELECT 1 FROM manifest_blobs WHERE repo = ?1 AND blob = ?2)
+               AND EXISTS (SELECT 1 FROM blobs WHERE digest = ?2 AND touched_at < ?3)",
+        )
+        .bind(repo.as_str())
+        .bind(d.as_str())
+        .bind(millis(cutoff))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn commit_upload(
         &mut self,
         id: &str,
