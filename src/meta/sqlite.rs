@@ -17,7 +17,7 @@ mod ledger;
 mod summary;
 mod tx;
 
-use super::sqlite_faults::{open_error, pool_options, refuse_foreign, write_check};
+use super::sqlite_faults::{applied_version, open_error, pool_options, refuse_foreign, write_check};
 use super::{
     Actor, BlobRecord, DigestTagEvent, EventFilter, LedgerArchive, ManifestRecord, MetaError, MetaTx, MetadataStore,
     PullStats, Referrer, RepositorySummary, RobotRecord, Segment, TagAction, TagEvent, UploadSession, from_millis,
@@ -54,6 +54,8 @@ impl SqliteStore {
         let file = opts.get_filename().to_path_buf();
         refuse_foreign(&file).await?;
         let write = pool_options(1).connect_with(opts.clone()).await.map_err(|e| open_error(&file, e))?;
+        let applied = applied_version(&write).await.map_err(|e| open_error(&file, e))?;
+        super::refuse_newer_schema(&file.display().to_string(), applied, &MIGRATOR)?;
         MIGRATOR.run(&write).await.map_err(|e| match e {
             sqlx::migrate::MigrateError::Execute(e) => open_error(&file, e),
             e => MetaError::Unusable(format!("{}: migrations failed: {e}", file.display())),
@@ -525,6 +527,16 @@ mod tests {
         let a = std::sync::Arc::new(SqliteStore::open(&url).await.unwrap());
         let b = std::sync::Arc::new(SqliteStore::open(&url).await.unwrap());
         crate::meta::contract::two_handles_append_to_one_chain(a, b).await;
+    }
+
+    /// Two stores on one file create the same tags at once: one wins each.
+    #[tokio::test]
+    async fn two_handles_create_one_tag() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let a = std::sync::Arc::new(SqliteStore::open(&url).await.unwrap());
+        let b = std::sync::Arc::new(SqliteStore::open(&url).await.unwrap());
+        crate::meta::contract::two_handles_create_one_tag(a, b).await;
     }
 }
 
