@@ -389,10 +389,7 @@ impl Config {
             && !u.starts_with("sqlite:")
             && !crate::meta::is_postgres_url(u)
         {
-            p.push(format!(
-                "database.url = {:?}: use a sqlite:// or postgres:// (postgresql://) URL",
-                redact_url(u)
-            ));
+            p.push(format!("database.url = {:?}: use a sqlite:// or postgres:// (postgresql://) URL", redact_url(u)));
         }
         let s = &self.server;
         for (key, d) in [("header", s.header_timeout), ("keepalive", s.keepalive_timeout), ("body", s.body_timeout)] {

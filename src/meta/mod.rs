@@ -39,11 +39,7 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn MetadataStore>, MetaEr
 
 /// Refuses a database whose schema a newer Cairn migrated (`applied`, the highest migration
 /// it records, is beyond the last one this build knows): this build would misread it.
-fn refuse_newer_schema(
-    shown: &str,
-    applied: Option<i64>,
-    migrator: &sqlx::migrate::Migrator,
-) -> Result<(), MetaError> {
+fn refuse_newer_schema(shown: &str, applied: Option<i64>, migrator: &sqlx::migrate::Migrator) -> Result<(), MetaError> {
     let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
     match applied {
         Some(v) if v > known => Err(MetaError::Unusable(format!(

@@ -8,9 +8,9 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use sqlx::Row;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::Row;
 
 mod faults;
 mod gc;
@@ -49,21 +49,18 @@ impl PostgresStore {
     /// server it cannot use, with a message that says what to do.
     pub async fn open(url: &str) -> Result<PostgresStore, MetaError> {
         let shown = crate::config::redact_url(url);
-        let opts = PgConnectOptions::from_str(url)
-            .map_err(|e| faults_open(&shown, e))?;
+        let opts = PgConnectOptions::from_str(url).map_err(|e| faults_open(&shown, e))?;
         let pool = |n: u32| PgPoolOptions::new().max_connections(n).acquire_timeout(Duration::from_secs(10));
         let write = pool(WRITE_CONNECTIONS).connect_with(opts.clone()).await.map_err(|e| faults_open(&shown, e))?;
-        let applied: Option<i64> = sqlx::query_scalar(
-            "SELECT max(version) FROM _sqlx_migrations WHERE success",
-        )
-        .fetch_optional(&write)
-        .await
-        .or_else(|e| match &e {
-            // No migration table yet: a new database.
-            sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01") => Ok(None),
-            _ => Err(faults_open(&shown, e)),
-        })?
-        .flatten();
+        let applied: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_optional(&write)
+            .await
+            .or_else(|e| match &e {
+                // No migration table yet: a new database.
+                sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01") => Ok(None),
+                _ => Err(faults_open(&shown, e)),
+            })?
+            .flatten();
         super::refuse_newer_schema(&shown, applied, &MIGRATOR)?;
         MIGRATOR.run(&write).await.map_err(|e| match e {
             sqlx::migrate::MigrateError::Execute(e) => faults_open(&shown, e),
@@ -358,15 +355,14 @@ impl MetadataStore for PostgresStore {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<TagEvent>, MetaError> {
-        let rows = sqlx::query(
-            "SELECT * FROM tag_history WHERE repo = $1 AND tag = $2 AND id < $3 ORDER BY id DESC LIMIT $4",
-        )
-        .bind(repo.as_str())
-        .bind(tag.as_str())
-        .bind(before.unwrap_or(i64::MAX))
-        .bind(limit as i64)
-        .fetch_all(&self.read)
-        .await?;
+        let rows =
+            sqlx::query("SELECT * FROM tag_history WHERE repo = $1 AND tag = $2 AND id < $3 ORDER BY id DESC LIMIT $4")
+                .bind(repo.as_str())
+                .bind(tag.as_str())
+                .bind(before.unwrap_or(i64::MAX))
+                .bind(limit as i64)
+                .fetch_all(&self.read)
+                .await?;
         rows.into_iter().map(tag_event_row).collect()
     }
 

@@ -546,6 +546,27 @@ mod migration_tests {
 
     use super::*;
 
+    /// A database a newer Cairn migrated (a migration this build does not know) is refused at
+    /// open, and the message says so, before anything is written.
+    #[tokio::test]
+    async fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        SqliteStore::open(&url).await.unwrap();
+        let pool = SqlitePoolOptions::new().connect(&url).await.unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+             VALUES (9999, 'from the future', 1, X'00', 0)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        let refused = SqliteStore::open(&url).await.err().expect("a newer schema is refused");
+        assert!(matches!(refused, MetaError::Unusable(_)), "{refused:?}");
+        assert!(refused.to_string().contains("schema version 9999, newer than this Cairn"), "{refused}");
+    }
+
     /// A database made by the schema before references were enforced, where a DELETE had
     /// unlinked a layer that a tagged manifest used, is repaired by the migration.
     #[tokio::test]

@@ -54,8 +54,12 @@ fn main() {
             let run = t.run;
             let given = url.clone();
             let trial = Trial::test(name, move || match &given {
-                Some(url) => std::panic::catch_unwind(|| run(url)).map_err(|_| Failed::from("panicked (message above)")),
-                None => Err(Failed::from(format!("cannot run here: {why} (CI=true: a missing PostgreSQL is a failure)"))),
+                Some(url) => {
+                    std::panic::catch_unwind(|| run(url)).map_err(|_| Failed::from("panicked (message above)"))
+                }
+                None => {
+                    Err(Failed::from(format!("cannot run here: {why} (CI=true: a missing PostgreSQL is a failure)")))
+                }
             });
             trials.push(trial.with_ignored_flag(url.is_none() && !ci));
         }

@@ -41,9 +41,8 @@ pub(super) async fn append(
     if events.is_empty() {
         return Ok(());
     }
-    let head: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM ledger_head WHERE id = 1 FOR UPDATE")
-        .fetch_optional(&mut **tx)
-        .await?;
+    let head: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, hash FROM ledger_head WHERE id = 1 FOR UPDATE").fetch_optional(&mut **tx).await?;
     let (seq, hash) =
         head.ok_or_else(|| MetaError::Corrupt("the ledger head row is missing (see migrations/postgres)".into()))?;
     let mut prev = (seq > 0).then_some((seq, hash));

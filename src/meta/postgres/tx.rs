@@ -24,7 +24,8 @@ use crate::oci::{Digest, RepoName, Tag};
 /// Appended to a statement on `tags` (a CTE named `changed` that returns a row when the tag
 /// changed): the tag history row, written only when the change happened. Parameters: `$1`
 /// repo, `$2` tag, `$3` action, `$4` from, `$5` to, `$6` actor, `$7` address, `$8` time.
-const RECORD_TAG_HISTORY: &str = "INSERT INTO tag_history (repo, tag, action, from_digest, to_digest, actor, address, at)
+const RECORD_TAG_HISTORY: &str =
+    "INSERT INTO tag_history (repo, tag, action, from_digest, to_digest, actor, address, at)
      SELECT $1, $2, $3, $4, $5, $6, $7, $8 FROM changed";
 
 /// A write transaction.
@@ -183,12 +184,11 @@ impl MetaTx for PgTx {
     }
 
     async fn manifest_exists(&mut self, repo: &RepoName, d: &Digest) -> Result<bool, MetaError> {
-        let found: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM manifests WHERE repo = $1 AND digest = $2)")
-                .bind(repo.as_str())
-                .bind(d.as_str())
-                .fetch_one(&mut *self.tx)
-                .await?;
+        let found: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM manifests WHERE repo = $1 AND digest = $2)")
+            .bind(repo.as_str())
+            .bind(d.as_str())
+            .fetch_one(&mut *self.tx)
+            .await?;
         Ok(found)
     }
 
@@ -307,14 +307,12 @@ impl MetaTx for PgTx {
     }
 
     async fn link_blob(&mut self, repo: &RepoName, d: &Digest, at: SystemTime) -> Result<(), MetaError> {
-        sqlx::query(
-            "INSERT INTO repo_blobs (repo, digest, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(repo.as_str())
-        .bind(d.as_str())
-        .bind(self.now)
-        .execute(&mut *self.tx)
-        .await?;
+        sqlx::query("INSERT INTO repo_blobs (repo, digest, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(repo.as_str())
+            .bind(d.as_str())
+            .bind(self.now)
+            .execute(&mut *self.tx)
+            .await?;
         self.touch(d, at).await
     }
 
@@ -341,9 +339,9 @@ impl MetaTx for PgTx {
             }
             Ok(_) => Ok(false),
             // As in `remove_manifest`: a manifest stored by another node after `holder` read.
-            Err(e) if is_foreign_key_violation(&e) => Err(MetaError::Conflict(format!(
-                "blob {d} of {repo} is still referenced; the schema refused ({e})"
-            ))),
+            Err(e) if is_foreign_key_violation(&e) => {
+                Err(MetaError::Conflict(format!("blob {d} of {repo} is still referenced; the schema refused ({e})")))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -377,12 +375,11 @@ impl MetaTx for PgTx {
         expected_len: u64,
         blob: &BlobRecord,
     ) -> Result<(CommitUpload, Option<RepoName>), MetaError> {
-        let repo: Option<String> =
-            sqlx::query_scalar("DELETE FROM uploads WHERE id = $1 AND len = $2 RETURNING repo")
-                .bind(id)
-                .bind(expected_len as i64)
-                .fetch_optional(&mut *self.tx)
-                .await?;
+        let repo: Option<String> = sqlx::query_scalar("DELETE FROM uploads WHERE id = $1 AND len = $2 RETURNING repo")
+            .bind(id)
+            .bind(expected_len as i64)
+            .fetch_optional(&mut *self.tx)
+            .await?;
         let Some(repo) = repo else {
             return Ok((CommitUpload::UploadGone, None));
         };
