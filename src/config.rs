@@ -193,7 +193,8 @@ pub struct ServerConfig {
 #[derive(Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct DatabaseConfig {
-    /// `sqlite://PATH`; defaults to `sqlite://<data_dir>/cairn.db`.
+    /// `sqlite://PATH` or `postgres://USER:PASS@HOST:PORT/DB`; defaults to
+    /// `sqlite://<data_dir>/cairn.db`.
     pub url: Option<String>,
 }
 
@@ -205,7 +206,7 @@ impl fmt::Debug for DatabaseConfig {
     }
 }
 
-fn redact_url(u: &str) -> String {
+pub(crate) fn redact_url(u: &str) -> String {
     match url::Url::parse(u) {
         Ok(mut parsed) if parsed.password().is_some() => {
             let _ = parsed.set_password(Some("***"));
@@ -386,11 +387,9 @@ impl Config {
         }
         if let Some(u) = &self.database.url
             && !u.starts_with("sqlite:")
+            && !crate::meta::is_postgres_url(u)
         {
-            p.push(format!(
-                "database.url = {:?}: only sqlite:// URLs are supported by this build (PostgreSQL is planned)",
-                redact_url(u)
-            ));
+            p.push(format!("database.url = {:?}: use a sqlite:// or postgres:// (postgresql://) URL", redact_url(u)));
         }
         let s = &self.server;
         for (key, d) in [("header", s.header_timeout), ("keepalive", s.keepalive_timeout), ("body", s.body_timeout)] {

@@ -568,14 +568,14 @@ async fn audit_command(cfg: Config, command: AuditCommand) -> anyhow::Result<()>
 /// `AppState::from_config` it creates no signing key and no blob directory.
 async fn ledger_registry(cfg: &Config) -> anyhow::Result<cairn::service::Registry> {
     let url = cfg.database_url();
-    let meta = cairn::meta::SqliteStore::open(&url)
+    let meta = cairn::meta::open(&url)
         .await
         .map_err(|e| anyhow::anyhow!("cannot open database {}: {e}", cfg.database_url_redacted()))?;
     let blobs = cairn::blob::BlobStore::new(std::sync::Arc::new(object_store::memory::InMemory::new()));
     let policy = cairn::policy::ImmutabilityPolicy::new(&cfg.immutability)
         .map_err(|errs| anyhow::anyhow!("invalid immutability rules: {}", errs.join("; ")))?;
     Ok(cairn::service::Registry::new(
-        std::sync::Arc::new(meta),
+        meta,
         blobs,
         std::sync::Arc::new(policy),
         std::sync::Arc::new(cairn::clock::SystemClock),

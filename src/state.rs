@@ -9,7 +9,7 @@ use crate::audit::CheckpointKey;
 use crate::auth::Auth;
 use crate::blob::BlobStore;
 use crate::config::{Config, StorageKind};
-use crate::meta::{MetadataStore, SqliteStore};
+use crate::meta::MetadataStore;
 use crate::policy::ImmutabilityPolicy;
 use crate::service::Registry;
 
@@ -45,11 +45,9 @@ impl AppState {
         std::fs::create_dir_all(&config.server.data_dir)
             .with_context(|| format!("cannot create data directory {}", config.server.data_dir.display()))?;
         let url = config.database_url();
-        let meta: Arc<dyn MetadataStore> = Arc::new(
-            SqliteStore::open(&url)
-                .await
-                .with_context(|| format!("cannot open database {}", config.database_url_redacted()))?,
-        );
+        let meta: Arc<dyn MetadataStore> = crate::meta::open(&url)
+            .await
+            .with_context(|| format!("cannot open database {}", config.database_url_redacted()))?;
         let blobs = match config.storage.kind {
             StorageKind::Filesystem => {
                 let path = config.storage_path();

@@ -1,6 +1,7 @@
 //! The contract every `MetadataStore` backend passes (STYLE §10, distribution's driver
 //! testsuites): each case gets a fresh store from the factory. SQLite runs it in
-//! `sqlite.rs`; a second backend calls [`run_all`] with its own factory.
+//! `sqlite.rs`; PostgreSQL in tests/postgres (it needs a server). The cases on two handles
+//! ([`two_handles_append_to_one_chain`], [`two_handles_create_one_tag`]) are two nodes.
 
 use std::any::Any;
 use std::future::Future;
@@ -61,6 +62,67 @@ pub async fn two_handles_append_to_one_chain(a: Arc<dyn MetadataStore>, b: Arc<d
     let head = chain::verify(None, &all).expect("one unbroken chain");
     assert_eq!(head, a.ledger_head().await.unwrap());
     assert_eq!(head, b.ledger_head().await.unwrap());
+}
+
+/// Two handles (two nodes) create the same new tags at once, each pointing them at its own
+/// manifest, the way the service does: lock the tag, create it if it is missing, run again on
+/// `Conflict` or `NotFound`. Every tag ends with exactly one create in its history, for the
+/// winner's manifest; the loser finds the winner's tag and never overwrites it.
+pub async fn two_handles_create_one_tag(a: Arc<dyn MetadataStore>, b: Arc<dyn MetadataStore>) {
+    let r = repo();
+    let (ma, mb) = (manifest("from a"), manifest("from b"));
+    let mut tx = a.begin(SystemTime::now()).await.unwrap();
+    tx.ensure_repository(&r).await.unwrap();
+    tx.insert_manifest(&r, &ma, &[], &[]).await.unwrap();
+    tx.insert_manifest(&r, &mb, &[], &[]).await.unwrap();
+    tx.commit().await.unwrap();
+    // (created it, where the tag points afterwards)
+    async fn create(s: Arc<dyn MetadataStore>, r: RepoName, t: Tag, mine: Digest) -> (bool, Digest) {
+        for _ in 0..20 {
+            let mut tx = s.begin(SystemTime::now()).await.unwrap();
+            if let Some(current) = tx.tag_for_update(&r, &t).await.unwrap() {
+                tx.rollback().await.unwrap();
+                return (false, current);
+            }
+            let event = NewEvent::new(EventKind::TagCreate, "ci", None).tag(t.as_str()).digest(mine.as_str());
+            let done = match tx.set_tag(&r, &t, None, &mine, &actor()).await {
+                Ok(()) => match tx.append_events(vec![event], SystemTime::now()).await {
+                    Ok(()) => tx.commit().await,
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            match done {
+                Ok(()) => return (true, mine),
+                Err(MetaError::Conflict(_) | MetaError::NotFound(_)) => continue,
+                Err(e) => panic!("creating {t}: {e:?} (a race must be a Conflict or NotFound)"),
+            }
+        }
+        panic!("creating {t}: still conflicting after 20 attempts");
+    }
+    let tags: Vec<Tag> = (0..16).map(|i| Tag::parse(&format!("race-{i}")).unwrap()).collect();
+    let mut tasks = Vec::new();
+    for t in &tags {
+        for (s, m) in [(a.clone(), &ma), (b.clone(), &mb)] {
+            tasks.push(tokio::spawn(create(s, r.clone(), t.clone(), m.digest.clone())));
+        }
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap());
+    }
+    for (t, pair) in tags.iter().zip(outcomes.chunks(2)) {
+        assert_eq!(pair.iter().filter(|(won, _)| *won).count(), 1, "{t}: exactly one creator wins: {pair:?}");
+        assert_eq!(pair[0].1, pair[1].1, "{t}: the loser sees the winner's digest");
+        let history = a.tag_history(&r, t, None, 10).await.unwrap();
+        assert_eq!(history.len(), 1, "{t}: one create, no overwrite: {history:?}");
+        assert_eq!((history[0].action, history[0].to.as_ref()), (TagAction::Create, Some(&pair[0].1)));
+        let now = a.manifest(&r, &Reference::Tag(t.clone())).await.unwrap().unwrap();
+        assert_eq!(now.digest, pair[0].1);
+    }
+    let all = b.events(&EventFilter::default(), 1000).await.unwrap();
+    assert_eq!(all.len(), tags.len(), "one ledger event per created tag");
+    chain::verify(None, &all).expect("one unbroken chain");
 }
 
 fn d(n: u8) -> Digest {

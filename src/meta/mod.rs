@@ -1,11 +1,13 @@
 //! The metadata seam: `MetadataStore` (reads, each one statement) and `MetaTx` (a write
 //! transaction of locked reads and writes that ends with its ledger events), the rows they
 //! return and `MetaError`. SQL lives only in this module's backends (`sqlite.rs` and
-//! `sqlite/`; PostgreSQL later). May import `oci` and the pure `audit` chain; must not import
+//! `sqlite/`, `postgres.rs` and `postgres/`); [`open`] picks one by the URL. May import `oci` and the pure `audit` chain; must not import
 //! `api`, `service`, `policy` or `blob`.
 
-#[cfg(test)]
-pub(crate) mod contract;
+/// The contract suite every backend passes (public, hidden, for the PostgreSQL test target).
+#[doc(hidden)]
+pub mod contract;
+mod postgres;
 mod sqlite;
 mod sqlite_faults;
 
@@ -17,7 +19,37 @@ use async_trait::async_trait;
 use crate::audit::{Checkpoint, Event, NewEvent};
 use crate::oci::{Algorithm, Digest, Reference, RepoName, Tag};
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+
+/// True when `url` names a PostgreSQL database (`postgres://` or `postgresql://`).
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Opens the store `url` names, running its migrations: PostgreSQL for `postgres://` and
+/// `postgresql://` URLs, SQLite otherwise.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn MetadataStore>, MetaError> {
+    Ok(if is_postgres_url(url) {
+        std::sync::Arc::new(PostgresStore::open(url).await?)
+    } else {
+        std::sync::Arc::new(SqliteStore::open(url).await?)
+    })
+}
+
+/// Refuses a database whose schema a newer Cairn migrated (`applied`, the highest migration
+/// it records, is beyond the last one this build knows): this build would misread it.
+fn refuse_newer_schema(shown: &str, applied: Option<i64>, migrator: &sqlx::migrate::Migrator) -> Result<(), MetaError> {
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    match applied {
+        Some(v) if v > known => Err(MetaError::Unusable(format!(
+            "the database {shown} has schema version {v}, newer than this Cairn {} knows (up to {known}): a newer \
+             Cairn migrated it. Run that newer Cairn (or later), or restore a backup taken before the upgrade",
+            env!("CARGO_PKG_VERSION")
+        ))),
+        _ => Ok(()),
+    }
+}
 
 /// How a backend fails, the same way for every backend.
 #[derive(Debug, thiserror::Error)]

@@ -17,7 +17,7 @@ mod ledger;
 mod summary;
 mod tx;
 
-use super::sqlite_faults::{open_error, pool_options, refuse_foreign, write_check};
+use super::sqlite_faults::{applied_version, open_error, pool_options, refuse_foreign, write_check};
 use super::{
     Actor, BlobRecord, DigestTagEvent, EventFilter, LedgerArchive, LinkCandidate, ManifestRecord, MetaError, MetaTx,
     MetadataStore, PullStats, Referrer, RepositorySummary, RobotRecord, Segment, StorageTotals, TagAction, TagEvent,
@@ -54,6 +54,8 @@ impl SqliteStore {
         let file = opts.get_filename().to_path_buf();
         refuse_foreign(&file).await?;
         let write = pool_options(1).connect_with(opts.clone()).await.map_err(|e| open_error(&file, e))?;
+        let applied = applied_version(&write).await.map_err(|e| open_error(&file, e))?;
+        super::refuse_newer_schema(&file.display().to_string(), applied, &MIGRATOR)?;
         MIGRATOR.run(&write).await.map_err(|e| match e {
             sqlx::migrate::MigrateError::Execute(e) => open_error(&file, e),
             e => MetaError::Unusable(format!("{}: migrations failed: {e}", file.display())),
@@ -578,6 +580,16 @@ mod tests {
         let b = std::sync::Arc::new(SqliteStore::open(&url).await.unwrap());
         crate::meta::contract::two_handles_append_to_one_chain(a, b).await;
     }
+
+    /// Two stores on one file create the same tags at once: one wins each.
+    #[tokio::test]
+    async fn two_handles_create_one_tag() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let a = std::sync::Arc::new(SqliteStore::open(&url).await.unwrap());
+        let b = std::sync::Arc::new(SqliteStore::open(&url).await.unwrap());
+        crate::meta::contract::two_handles_create_one_tag(a, b).await;
+    }
 }
 
 #[cfg(test)]
@@ -585,6 +597,27 @@ mod migration_tests {
     use sqlx::sqlite::SqlitePoolOptions;
 
     use super::*;
+
+    /// A database a newer Cairn migrated (a migration this build does not know) is refused at
+    /// open, and the message says so, before anything is written.
+    #[tokio::test]
+    async fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        SqliteStore::open(&url).await.unwrap();
+        let pool = SqlitePoolOptions::new().connect(&url).await.unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+             VALUES (9999, 'from the future', 1, X'00', 0)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        let refused = SqliteStore::open(&url).await.err().expect("a newer schema is refused");
+        assert!(matches!(refused, MetaError::Unusable(_)), "{refused:?}");
+        assert!(refused.to_string().contains("schema version 9999, newer than this Cairn"), "{refused}");
+    }
 
     /// A database made by the schema before references were enforced, where a DELETE had
     /// unlinked a layer that a tagged manifest used, is repaired by the migration.

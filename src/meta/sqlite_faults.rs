@@ -39,7 +39,9 @@ fn no_open_transaction(conn: &SqliteConnection) -> bool {
 /// SQLite's primary result code of an error, if it came from SQLite.
 fn sqlite_code(e: &sqlx::Error) -> Option<i32> {
     match e {
-        sqlx::Error::Database(d) => d.code().and_then(|c| c.parse::<i32>().ok()).map(|c| c & 0xff),
+        sqlx::Error::Database(d) if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() => {
+            d.code().and_then(|c| c.parse::<i32>().ok()).map(|c| c & 0xff)
+        }
         _ => None,
     }
 }
@@ -54,9 +56,13 @@ const SQLITE_CANTOPEN: i32 = 14;
 const SQLITE_NOTADB: i32 = 26;
 
 /// Sorts a database error into the kinds callers answer differently: a full disk (507),
-/// a busy or failing database (503), anything else (500).
+/// a busy or failing database (503), anything else (500). PostgreSQL's SQLSTATEs are sorted
+/// by `postgres/faults.rs`.
 impl From<sqlx::Error> for MetaError {
     fn from(e: sqlx::Error) -> MetaError {
+        if let Some(sorted) = super::postgres::classify(&e) {
+            return sorted;
+        }
         let io_full = |io: &std::io::Error| {
             matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
         };
@@ -138,6 +144,19 @@ async fn foreign_tables(conn: &mut SqliteConnection) -> Result<Option<String>, s
             others[..others.len().min(5)].join(", ")
         ))
     })
+}
+
+/// The highest migration the database records as applied, if it has any.
+pub(super) async fn applied_version(pool: &SqlitePool) -> Result<Option<i64>, sqlx::Error> {
+    let has_log: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = '_sqlx_migrations')",
+    )
+    .fetch_one(pool)
+    .await?;
+    if !has_log {
+        return Ok(None);
+    }
+    sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success").fetch_one(pool).await
 }
 
 /// An error while opening: a file that is not SQLite, or one Cairn cannot write, gets a

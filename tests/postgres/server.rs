@@ -1,0 +1,150 @@
+//! In-process Cairn servers on PostgreSQL over real HTTP: a push and pull round trip, and two
+//! servers on one database (two nodes sharing one blob directory, as they would share a
+//! bucket) racing PUTs of different manifests to the same immutable tags.
+
+use cairn::{AppState, Config};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use crate::db::TempDb;
+use crate::{PgTest, block_on};
+
+pub const TESTS: &[PgTest] = &[
+    PgTest { name: "push_and_pull_an_image", run: push_and_pull_an_image },
+    PgTest { name: "two_nodes_race_an_immutable_tag", run: two_nodes_race_an_immutable_tag },
+];
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+struct Node {
+    base: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// A server on `database`, its blobs under `blobs`.
+async fn node(database: &str, blobs: &std::path::Path) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::for_dir(dir.path());
+    config.database.url = Some(database.to_string());
+    config.storage.path = Some(blobs.to_path_buf());
+    let state = AppState::from_config(config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(cairn::serve(listener, state, async {
+        stopped.await.ok();
+    }));
+    Node { base, http: reqwest::Client::new(), _dir: dir, _stop: stop }
+}
+
+fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+impl Node {
+    async fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
+        let d = digest(bytes);
+        let r = self.http.post(format!("{}/v2/{repo}/blobs/uploads/", self.base)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let loc = r.headers()["location"].to_str().unwrap().to_string();
+        let loc = if loc.starts_with("http") { loc } else { format!("{}{loc}", self.base) };
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        let r = self.http.put(format!("{loc}{sep}digest={d}")).body(bytes.to_vec()).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+        d
+    }
+
+    async fn put_manifest(&self, repo: &str, reference: &str, body: &[u8]) -> reqwest::Response {
+        self.http
+            .put(format!("{}/v2/{repo}/manifests/{reference}", self.base))
+            .header("Content-Type", OCI_MANIFEST)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(format!("{}{path}", self.base)).header("Accept", OCI_MANIFEST).send().await.unwrap()
+    }
+}
+
+fn image(config: &str, config_size: usize, layer: &str, layer_size: usize, note: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size },
+        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": layer_size }],
+        "annotations": { "note": note },
+    }))
+    .unwrap()
+}
+
+fn push_and_pull_an_image(admin: &str) {
+    block_on(async {
+        let db = TempDb::create(admin).await;
+        let blobs = tempfile::tempdir().unwrap();
+        let n = node(&db.url, blobs.path()).await;
+        let config = br#"{"architecture":"amd64","os":"linux"}"#;
+        let layer: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let (cd, ld) = (n.push_blob("pg/app", config).await, n.push_blob("pg/app", &layer).await);
+        let m = image(&cd, config.len(), &ld, layer.len(), "one");
+        let r = n.put_manifest("pg/app", "v1", &m).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+
+        let r = n.get("/v2/pg/app/manifests/v1").await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["docker-content-digest"].to_str().unwrap(), digest(&m));
+        assert_eq!(r.bytes().await.unwrap().as_ref(), &m[..]);
+        let r = n.get(&format!("/v2/pg/app/blobs/{ld}")).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.bytes().await.unwrap().as_ref(), &layer[..]);
+        let tags: Value = n.get("/v2/pg/app/tags/list").await.json().await.unwrap();
+        assert_eq!(tags["tags"], json!(["v1"]));
+        let history: Value = n.get("/api/v1/repositories/pg/app/tags/v1/history").await.json().await.unwrap();
+        assert!(history.to_string().contains(&digest(&m)), "{history}");
+        let events: Value = n.get("/api/v1/audit/events").await.json().await.unwrap();
+        assert!(events.to_string().contains("manifest.put") || events.to_string().contains("tag.create"), "{events}");
+    });
+}
+
+/// Two nodes PUT different manifests to the same new immutable tags at the same moment:
+/// for every tag exactly one 201, the other 409 DENIED (the tag is immutable and points at
+/// the winner's manifest), never a 500 or a 503; every tag then points at its winner on
+/// both nodes.
+fn two_nodes_race_an_immutable_tag(admin: &str) {
+    block_on(async {
+        let db = TempDb::create(admin).await;
+        let blobs = tempfile::tempdir().unwrap();
+        let (a, b) = (node(&db.url, blobs.path()).await, node(&db.url, blobs.path()).await);
+        let config = br#"{"architecture":"amd64","os":"linux"}"#;
+        let cd = a.push_blob("race/app", config).await;
+        let la = a.push_blob("race/app", b"layer of a").await;
+        let lb = b.push_blob("race/app", b"layer of b").await;
+        let ma = image(&cd, config.len(), &la, 10, "a");
+        let mb = image(&cd, config.len(), &lb, 10, "b");
+        for round in 0..12 {
+            let tag = format!("v{round}");
+            let (ra, rb) = tokio::join!(a.put_manifest("race/app", &tag, &ma), b.put_manifest("race/app", &tag, &mb));
+            let (sa, sb) = (ra.status(), rb.status());
+            let (ba, bb): (String, String) = (ra.text().await.unwrap(), rb.text().await.unwrap());
+            let (winner, loser_body) = match (sa, sb) {
+                (StatusCode::CREATED, StatusCode::CONFLICT) => (&ma, bb),
+                (StatusCode::CONFLICT, StatusCode::CREATED) => (&mb, ba),
+                _ => panic!("{tag}: expected one 201 and one 409, got {sa} ({ba}) and {sb} ({bb})"),
+            };
+            let body: Value = serde_json::from_str(&loser_body).unwrap();
+            assert_eq!(body["errors"][0]["code"], "DENIED", "{body}");
+            assert_eq!(body["errors"][0]["detail"]["current"], digest(winner), "{body}");
+            for n in [&a, &b] {
+                let r = n.get(&format!("/v2/race/app/manifests/{tag}")).await;
+                assert_eq!(r.headers()["docker-content-digest"].to_str().unwrap(), digest(winner), "{tag}");
+            }
+        }
+        let events: Value = a.get("/api/v1/audit/events?limit=1000").await.json().await.unwrap();
+        assert!(events.is_object() || events.is_array(), "{events}");
+    });
+}
