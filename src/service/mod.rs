@@ -11,6 +11,7 @@ mod listing;
 mod manifests;
 mod provenance;
 mod pulls;
+mod retention;
 mod uploads;
 
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub use history::HistoryPage;
 pub use ledger_files::{LedgerError, VerifyReport};
 pub use listing::Page;
 pub use manifests::{ManifestPut, PutOutcome};
+pub use retention::{ApplyReport, Plan, RollbackOutcome, Trigger};
 pub use provenance::{ConfigInfo, IndexChild, KindedReferrer, Provenance, Pushed, ReferrerKind};
 pub use uploads::{BlobCommitted, UploadState};
 
@@ -56,6 +58,7 @@ pub struct Registry {
     denials: Arc<audit::DenialTally>,
     readiness: Arc<tokio::sync::Mutex<Option<(Instant, Readiness)>>>,
     touches: Arc<gc::TouchTally>,
+    retention: Arc<crate::policy::retention::RetentionPolicy>,
 }
 
 /// The outcome of a readiness check: `Err` names the part that cannot work.
@@ -94,6 +97,7 @@ impl Registry {
             denials: Arc::default(),
             readiness: Arc::default(),
             touches: Arc::default(),
+            retention: Arc::default(),
         }
     }
 
