@@ -259,9 +259,22 @@ impl Registry {
         filter: Option<&str>,
         actor: &Actor,
         trigger: Trigger,
-        mut progress: impl FnMut(&ApplyReport),
+        progress: impl FnMut(&ApplyReport),
     ) -> Result<(Plan, ApplyReport), Error> {
         let plan = self.retention_plan(filter).await?;
+        let report = self.apply_plan(&plan, actor, trigger, progress).await?;
+        Ok((plan, report))
+    }
+
+    /// Carries out the deletions of `plan` (made earlier), each re-checked against the state
+    /// now: what changed since is kept and counted in `kept_on_recheck`.
+    pub async fn apply_plan(
+        &self,
+        plan: &Plan,
+        actor: &Actor,
+        trigger: Trigger,
+        mut progress: impl FnMut(&ApplyReport),
+    ) -> Result<ApplyReport, Error> {
         let mut report = ApplyReport::default();
         for p in &plan.repositories {
             if p.summary.tags_deleted == 0 && p.summary.manifests_deleted == 0 {
@@ -270,7 +283,7 @@ impl Registry {
             let repo = RepoName::parse(&p.repository).map_err(|e| Error::internal(anyhow::anyhow!("{e}")))?;
             self.apply_repo(&repo, p, actor, trigger, &mut report, &mut progress).await?;
         }
-        Ok((plan, report))
+        Ok(report)
     }
 
     async fn apply_repo(
