@@ -712,7 +712,9 @@ fn print_rules(cfg: &Config) {
         true => "off".to_string(),
         false => format!("every {}", humantime::format_duration(cfg.retention.schedule)),
     };
-    say!("  retention policies (first match wins; unmatched repositories keep everything; scheduled apply {schedule}):");
+    say!(
+        "  retention policies (first match wins; unmatched repositories keep everything; scheduled apply {schedule}):"
+    );
     let span = |d: Option<std::time::Duration>| d.map(cairn::policy::retention::span).unwrap_or_else(|| "-".into());
     for (i, p) in cfg.retention.policies.iter().enumerate() {
         let name = p.name.clone().unwrap_or_else(|| format!("#{}", i + 1));
@@ -780,7 +782,8 @@ async fn retention(cfg: Config, command: RetentionCommand) -> ExitCode {
     }
     let bad_glob = |e: &cairn::error::Error| matches!(e, cairn::error::Error::Unsupported(_));
     match command {
-        RetentionCommand::Plan { repository, json } => match state.registry.retention_plan(repository.as_deref()).await {
+        RetentionCommand::Plan { repository, json } => match state.registry.retention_plan(repository.as_deref()).await
+        {
             Ok(plan) if json => match serde_json::to_string_pretty(&plan) {
                 Ok(text) => {
                     say!("{text}");
@@ -798,7 +801,13 @@ async fn retention(cfg: Config, command: RetentionCommand) -> ExitCode {
                         say!("  {:<6} tag {} -> {}: {}", decision(t.decision), t.tag, t.digest, t.reasons.join("; "));
                     }
                     for m in &r.manifests {
-                        say!("  {:<6} manifest {} ({} bytes): {}", decision(m.decision), m.digest, m.size, m.reasons.join("; "));
+                        say!(
+                            "  {:<6} manifest {} ({} bytes): {}",
+                            decision(m.decision),
+                            m.digest,
+                            m.size,
+                            m.reasons.join("; ")
+                        );
                     }
                 }
                 for name in &plan.unmatched_repositories {

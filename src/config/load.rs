@@ -233,15 +233,18 @@ fn check_elements(section: &str, key: &str, items: &[toml::Value]) -> Vec<String
                 let bad_keys: Vec<String> = errs
                     .iter()
                     .filter_map(|e| e.strip_prefix(&first)?.strip_prefix('.'))
-                    .map(|rest| rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next().unwrap_or("").to_string())
+                    .map(|rest| {
+                        rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next().unwrap_or("").to_string()
+                    })
                     .collect();
                 problems.extend(errs.into_iter().map(reindex));
                 if let toml::Value::Table(t) = item {
                     let mut rest = t.clone();
                     rest.retain(|k, _| !bad_keys.iter().any(|b| b == k));
                     match parse(one(section, key, toml::Value::Array(vec![toml::Value::Table(rest)]))) {
-                        Ok(c) if !bad_keys.is_empty() => problems
-                            .extend(c.problems().into_iter().filter(|p| p.starts_with(&first)).map(reindex)),
+                        Ok(c) if !bad_keys.is_empty() => {
+                            problems.extend(c.problems().into_iter().filter(|p| p.starts_with(&first)).map(reindex))
+                        }
                         _ => problems.extend(glob_problems(&at, t)),
                     }
                 }

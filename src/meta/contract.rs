@@ -226,7 +226,7 @@ async fn retention_reads_one_repository(s: &dyn MetadataStore) {
     tx.insert_manifest(&r, &a, &[d(1)], &[]).await.unwrap();
     tx.insert_manifest(&r, &b, &[], &[]).await.unwrap();
     tx.insert_manifest(&r, &sig, &[], &[]).await.unwrap();
-    tx.insert_manifest(&r, &idx, &[], &[a.digest.clone()]).await.unwrap();
+    tx.insert_manifest(&r, &idx, &[], std::slice::from_ref(&a.digest)).await.unwrap();
     tx.insert_manifest(&other, &manifest("elsewhere"), &[], &[]).await.unwrap();
     tx.set_tag(&r, &prod, None, &a.digest, &actor()).await.unwrap();
     tx.commit().await.unwrap();

@@ -21,8 +21,8 @@ mod tx;
 use super::sqlite_faults::{open_error, pool_options, refuse_foreign, write_check};
 use super::{
     Actor, BlobRecord, DigestTagEvent, EventFilter, LedgerArchive, ManifestRecord, MetaError, MetaTx, MetadataStore,
-    PullStats, Referrer, RepositorySummary, RetentionSnapshot, RobotRecord, Segment, TagAction, TagEvent, UploadSession, from_millis,
-    millis,
+    PullStats, Referrer, RepositorySummary, RetentionSnapshot, RobotRecord, Segment, TagAction, TagEvent,
+    UploadSession, from_millis, millis,
 };
 use crate::audit::{Checkpoint, Event};
 use crate::oci::{Algorithm, Digest, Reference, RepoName, Tag};

@@ -292,7 +292,9 @@ pub fn plan(policy: &Policy, repository: &str, state: &RepoState, now: SystemTim
             }
         }
         if !policy.has_tag_rules() {
-            keep.push("kept: the policy has no tag rule (keep_last, keep_within, keep_tags, keep_pulled_within)".into());
+            keep.push(
+                "kept: the policy has no tag rule (keep_last, keep_within, keep_tags, keep_pulled_within)".into(),
+            );
         }
         if keep.is_empty() {
             tag_delete.insert(&t.tag, del);
@@ -324,7 +326,8 @@ pub fn plan(policy: &Policy, repository: &str, state: &RepoState, now: SystemTim
             if index.contains_key(&s) {
                 ref_tags_of.entry(s).or_default().push(*t);
             } else {
-                tag_keep.insert(&t.tag, vec![format!("kept: referrer tag whose subject {s} is not in this repository")]);
+                tag_keep
+                    .insert(&t.tag, vec![format!("kept: referrer tag whose subject {s} is not in this repository")]);
             }
         }
     }
@@ -345,7 +348,10 @@ pub fn plan(policy: &Policy, repository: &str, state: &RepoState, now: SystemTim
             keep[i].push(format!("kept: rollback window of {}, {} of {}", w.tag, w.position, w.size));
         }
         let referrer = m.subject.as_ref().is_some_and(|s| index.contains_key(s));
-        if !referrer && let (Some(d), Some(p)) = (policy.keep_pulled_within, m.last_pulled) && within(p, d, now) {
+        if !referrer
+            && let (Some(d), Some(p)) = (policy.keep_pulled_within, m.last_pulled)
+            && within(p, d, now)
+        {
             keep[i].push(format!("kept: pulled {}, within {}", day(p), span(d)));
         }
         let untagged = on.is_empty() && !listed_by.contains_key(&m.digest) && !referrer;
@@ -377,7 +383,9 @@ pub fn plan(policy: &Policy, repository: &str, state: &RepoState, now: SystemTim
             reached.push((j, format!("kept: referrer of {}, which is kept", m.digest)));
         }
         for t in ref_tags_of.get(&m.digest).map(Vec::as_slice).unwrap_or(&[]) {
-            tag_keep.entry(&t.tag).or_insert_with(|| vec![format!("kept: referrer tag of {}, which is kept", m.digest)]);
+            tag_keep
+                .entry(&t.tag)
+                .or_insert_with(|| vec![format!("kept: referrer tag of {}, which is kept", m.digest)]);
             if let Some(&j) = index.get(&t.digest) {
                 reached.push((j, format!("kept: tagged {}", t.tag)));
             }
@@ -440,7 +448,8 @@ pub fn plan(policy: &Policy, repository: &str, state: &RepoState, now: SystemTim
             why.push(format!("delete: referrer of {s}, which is deleted"));
         }
         why.extend(untagged_delete[i].take());
-        if let (Some(d), false) = (policy.keep_pulled_within, m.subject.as_ref().is_some_and(|s| index.contains_key(s))) {
+        if let (Some(d), false) = (policy.keep_pulled_within, m.subject.as_ref().is_some_and(|s| index.contains_key(s)))
+        {
             match m.last_pulled {
                 Some(p) => why.push(format!("delete: last pulled {}, not within {}", day(p), span(d))),
                 None => why.push(format!("delete: never pulled, not within {}", span(d))),
@@ -453,7 +462,8 @@ pub fn plan(policy: &Policy, repository: &str, state: &RepoState, now: SystemTim
             reasons: why,
         });
     }
-    let deleted: BTreeSet<&Digest> = manifests.iter().zip(&kept).filter(|(_, k)| !**k).map(|(m, _)| &m.digest).collect();
+    let deleted: BTreeSet<&Digest> =
+        manifests.iter().zip(&kept).filter(|(_, k)| !**k).map(|(m, _)| &m.digest).collect();
     summary.bytes = freed_bytes(state, &deleted);
     RepoPlan {
         repository: repository.to_string(),

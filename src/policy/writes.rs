@@ -246,7 +246,8 @@ mod tests {
     fn rollbacks() {
         let prod = t("prod");
         let w = [d(3), d(2), d(1)];
-        let cases: Vec<(RollbackTarget, Result<(Digest, usize), &str>)> = vec![
+        type Want = Result<(Digest, usize), &'static str>;
+        let cases: Vec<(RollbackTarget, Want)> = vec![
             (RollbackTarget::Steps(1), Ok((d(2), 2))),
             (RollbackTarget::Steps(2), Ok((d(1), 3))),
             (RollbackTarget::Steps(3), Err("steps = 3 is outside the rollback window of prod")),

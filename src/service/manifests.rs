@@ -205,8 +205,9 @@ impl Registry {
                 let mut decision = writes::decide_tag_delete(std::slice::from_ref(tag), &current, rule_of);
                 if decision.is_ok() {
                     let hit = self.window_hit(&mut tx, repo, Some(tag), &current).await?;
-                    decision = writes::decide_window_delete(hit, force.is_some())
-                        .map(|forced| events.extend(forced.map(|w| forced_event(actor, repo, Some(tag), &current, &w, force))));
+                    decision = writes::decide_window_delete(hit, force.is_some()).map(|forced| {
+                        events.extend(forced.map(|w| forced_event(actor, repo, Some(tag), &current, &w, force)))
+                    });
                 }
                 if decision.is_ok() {
                     tx.remove_tag(repo, tag, &current, actor).await?;

@@ -36,8 +36,8 @@ pub use history::HistoryPage;
 pub use ledger_files::{LedgerError, VerifyReport};
 pub use listing::Page;
 pub use manifests::{ManifestPut, PutOutcome};
-pub use retention::{ApplyReport, Plan, RollbackOutcome, Trigger};
 pub use provenance::{ConfigInfo, IndexChild, KindedReferrer, Provenance, Pushed, ReferrerKind};
+pub use retention::{ApplyReport, Plan, RollbackOutcome, Trigger};
 pub use uploads::{BlobCommitted, UploadState};
 
 /// A request or response body as a stream of byte chunks.

@@ -130,7 +130,13 @@ pub fn repo_state(snap: &RetentionSnapshot, immutable: impl Fn(&Tag) -> bool) ->
                 if h.first() != Some(digest) {
                     h.insert(0, digest.clone());
                 }
-                TagState { tag: tag.clone(), digest: digest.clone(), set_at: *set_at, immutable: immutable(tag), history: h }
+                TagState {
+                    tag: tag.clone(),
+                    digest: digest.clone(),
+                    set_at: *set_at,
+                    immutable: immutable(tag),
+                    history: h,
+                }
             })
             .collect(),
         manifests: snap
@@ -225,7 +231,13 @@ impl Registry {
         }
     }
 
-    fn plan_repo(&self, policy: &Policy, repo: &RepoName, snap: &RetentionSnapshot, now: SystemTime) -> (RepoPlan, RepoState) {
+    fn plan_repo(
+        &self,
+        policy: &Policy,
+        repo: &RepoName,
+        snap: &RetentionSnapshot,
+        now: SystemTime,
+    ) -> (RepoPlan, RepoState) {
         let state = repo_state(snap, |t| self.is_release(repo, t));
         (retention::plan(policy, repo.as_str(), &state, now), state)
     }
@@ -306,9 +318,7 @@ impl Registry {
         let state0 = repo_state(&snap0, |t| self.is_release(repo, t));
         let (mut tags, mut manifests) = deletions(planned, &state0);
         let mut deleted: BTreeSet<Digest> = BTreeSet::new();
-        let detail = |kind: &str, key: &str| {
-            json!({ "kind": kind, "policy": policy.label, "reasons": reasons.get(key), "trigger": trigger.as_str() })
-        };
+        let detail = |kind: &str, key: &str| json!({ "kind": kind, "policy": policy.label, "reasons": reasons.get(key), "trigger": trigger.as_str() });
         while !tags.is_empty() || !manifests.is_empty() {
             let now = self.clock.now();
             let mut tx = self.meta.begin(now).await?;
@@ -329,7 +339,8 @@ impl Registry {
                 let d = manifests.remove(0);
                 done += 1;
                 let on = tx.tags_of(repo, &d).await?;
-                let tags_planned = on.iter().all(|t| tags.get(t) == Some(&d) && fresh_tags.contains(&(t.as_str(), d.as_str())));
+                let tags_planned =
+                    on.iter().all(|t| tags.get(t) == Some(&d) && fresh_tags.contains(&(t.as_str(), d.as_str())));
                 let still = fresh_manifests.contains(d.as_str())
                     && tags_planned
                     && tx.manifest_exists(repo, &d).await?
@@ -351,12 +362,16 @@ impl Registry {
                 }
                 tx.remove_manifest(repo, &d).await?;
                 events.push(
-                    event(EventKind::RetentionDelete, actor, repo).digest(d.as_str()).detail(detail("manifest", d.as_str())),
+                    event(EventKind::RetentionDelete, actor, repo)
+                        .digest(d.as_str())
+                        .detail(detail("manifest", d.as_str())),
                 );
                 report.manifests_deleted += 1;
                 deleted.insert(d);
             }
-            while done < BATCH && let Some((t, d)) = tags.pop_first() {
+            while done < BATCH
+                && let Some((t, d)) = tags.pop_first()
+            {
                 done += 1;
                 let current = tx.tag_for_update(repo, &t).await?;
                 if current.as_ref() != Some(&d) || !fresh_tags.contains(&(t.as_str(), d.as_str())) {

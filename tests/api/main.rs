@@ -16,7 +16,7 @@ mod integrity;
 mod listing;
 mod manifests;
 mod provenance;
-mod retention;
 mod rest_api;
+mod retention;
 mod sha512;
 mod uploads;

@@ -123,7 +123,11 @@ async fn a_cd_sequence_is_planned_and_applied_without_touching_a_rollback_target
     assert_eq!(tag("v20")["reasons"][0], "kept: one of the last 3 releases, 1 of 3");
     assert_eq!(tag("v19")["decision"], "keep");
     assert_eq!(tag("v18")["decision"], "keep");
-    assert!(tag("v3")["reasons"].as_array().unwrap().iter().any(|r| r.as_str().unwrap().starts_with("kept: pulled ")), "{}", tag("v3"));
+    assert!(
+        tag("v3")["reasons"].as_array().unwrap().iter().any(|r| r.as_str().unwrap().starts_with("kept: pulled ")),
+        "{}",
+        tag("v3")
+    );
     let v16 = tag("v16");
     assert_eq!(v16["decision"], "delete");
     assert_eq!(v16["reasons"][0], "delete: not among the last 3 pushed");
@@ -171,7 +175,8 @@ async fn a_cd_sequence_is_planned_and_applied_without_touching_a_rollback_target
     assert_eq!(v16_event.detail["reasons"][0], "delete: not among the last 3 pushed");
     assert_eq!((v16_event.actor.as_str(), v16_event.detail["trigger"].as_str()), ("anonymous", Some("api")));
     // Nothing is left to delete.
-    let (_, second) = app.state.registry.retention_apply(None, &actor(), cairn::service::Trigger::Cli, |_| {}).await.unwrap();
+    let (_, second) =
+        app.state.registry.retention_apply(None, &actor(), cairn::service::Trigger::Cli, |_| {}).await.unwrap();
     assert_eq!((second.tags_deleted, second.manifests_deleted), (0, 0));
 
     // Roll prod back one step, then check `?at=` before and after.
@@ -182,7 +187,8 @@ async fn a_cd_sequence_is_planned_and_applied_without_touching_a_rollback_target
     let done: Value = r.json().await.unwrap();
     assert_eq!((done["from"].as_str(), done["to"].as_str()), (Some(rel[20].1.as_str()), Some(rel[18].1.as_str())));
     assert_eq!((done["position"].as_u64(), done["window"].as_u64()), (Some(2), Some(3)));
-    let then: Value = app.get(&format!("/api/v1/repositories/{repo}/tags/prod?at={before}")).await.json().await.unwrap();
+    let then: Value =
+        app.get(&format!("/api/v1/repositories/{repo}/tags/prod?at={before}")).await.json().await.unwrap();
     assert_eq!(then["digest"], rel[20].1.as_str(), "{then}");
     assert_eq!(pull(&app, &repo, "prod").await.1, rel[18].0);
     let moves = events(&app, "tag.move").await;
@@ -422,8 +428,9 @@ async fn rollback_refuses_every_bad_request_with_a_reason() {
         let p = assert_problem(post("wri", body, None).await, StatusCode::BAD_REQUEST, "UNSUPPORTED").await;
         assert!(p["detail"].as_str().unwrap().contains(needle), "{body}: {p}");
     }
-    let p = assert_problem(post("wri", r#"{"to": "sha256:zz"}"#, None).await, StatusCode::BAD_REQUEST, "DIGEST_INVALID")
-        .await;
+    let p =
+        assert_problem(post("wri", r#"{"to": "sha256:zz"}"#, None).await, StatusCode::BAD_REQUEST, "DIGEST_INVALID")
+            .await;
     assert!(p["detail"].as_str().unwrap().contains("is not a digest"), "{p}");
     let r = app
         .http
@@ -436,11 +443,13 @@ async fn rollback_refuses_every_bad_request_with_a_reason() {
         .unwrap();
     assert_problem(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
     // A stale If-Match: 412, and the tag did not move.
-    let p = assert_problem(post("wri", r#"{"steps": 1}"#, Some(&a)).await, StatusCode::PRECONDITION_FAILED, "DENIED").await;
+    let p =
+        assert_problem(post("wri", r#"{"steps": 1}"#, Some(&a)).await, StatusCode::PRECONDITION_FAILED, "DENIED").await;
     assert!(p["detail"].as_str().unwrap().contains("If-Match"), "{p}");
     let p = assert_problem(post("wri", r#"{"steps": 2}"#, None).await, StatusCode::CONFLICT, "DENIED").await;
     assert!(p["detail"].as_str().unwrap().contains("at most 1 step(s) back"), "{p}");
-    let p = assert_problem(post("wri", &json!({"to": b}).to_string(), None).await, StatusCode::CONFLICT, "DENIED").await;
+    let p =
+        assert_problem(post("wri", &json!({"to": b}).to_string(), None).await, StatusCode::CONFLICT, "DENIED").await;
     assert!(p["detail"].as_str().unwrap().contains("already points to"), "{p}");
     let r = rollback_as(&app, Some("wri"), repo, "nosuch", r#"{"steps": 1}"#.into(), None).await;
     assert_problem(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
@@ -455,7 +464,10 @@ async fn rollback_refuses_every_bad_request_with_a_reason() {
     assert_eq!(r.status(), StatusCode::OK);
     let ev = events(&app, "tag.move").await;
     let last = ev.last().unwrap();
-    assert_eq!((last.actor.as_str(), last.digest.as_deref(), last.previous_digest.as_deref()), ("wri", Some(a.as_str()), Some(b.as_str())));
+    assert_eq!(
+        (last.actor.as_str(), last.digest.as_deref(), last.previous_digest.as_deref()),
+        ("wri", Some(a.as_str()), Some(b.as_str()))
+    );
     assert_eq!(last.detail["rollback"]["position"], 2);
 }
 
@@ -469,13 +481,18 @@ async fn rollback_of_an_immutable_tag_or_with_windows_off_is_refused() {
     })
     .await;
     app.push_image("fixed", "v1").await;
-    let p = assert_problem(rollback(&app, "fixed", "v1", json!({"steps": 1}), None).await, StatusCode::CONFLICT, "DENIED")
-        .await;
+    let p =
+        assert_problem(rollback(&app, "fixed", "v1", json!({"steps": 1}), None).await, StatusCode::CONFLICT, "DENIED")
+            .await;
     assert!(p["detail"].as_str().unwrap().contains("is immutable"), "{p}");
     app.push_image("off/x", "prod").await;
     app.push_image("off/x", "prod").await;
-    let p = assert_problem(rollback(&app, "off/x", "prod", json!({"steps": 1}), None).await, StatusCode::CONFLICT, "DENIED")
-        .await;
+    let p = assert_problem(
+        rollback(&app, "off/x", "prod", json!({"steps": 1}), None).await,
+        StatusCode::CONFLICT,
+        "DENIED",
+    )
+    .await;
     assert!(p["detail"].as_str().unwrap().contains("rollback_window = 0"), "{p}");
 }
 
@@ -500,7 +517,8 @@ async fn plan_and_apply_need_their_roles_and_a_valid_glob() {
     let p = assert_problem(r, StatusCode::BAD_REQUEST, "UNSUPPORTED").await;
     assert!(p["detail"].as_str().unwrap().contains("is not a repository glob"), "{p}");
     let doc: Value = app.get("/api/v1/openapi.json").await.json().await.unwrap();
-    for path in ["/api/v1/retention/plan", "/api/v1/retention/apply", "/api/v1/repositories/{name}/tags/{tag}/rollback"] {
+    for path in ["/api/v1/retention/plan", "/api/v1/retention/apply", "/api/v1/repositories/{name}/tags/{tag}/rollback"]
+    {
         assert!(doc["paths"][path].is_object(), "{path} missing from the OpenAPI document");
     }
     assert!(doc["components"]["schemas"]["RepoPlan"].is_object());
@@ -531,7 +549,8 @@ keep_pulled_within = "7d"
     )
     .unwrap();
     let data = crate::auth::data_dir(&app);
-    let args = ["retention", "plan", "--json", "--repository", "apps/cli*", "--config", arg(&cfg), "--data-dir", arg(&data)];
+    let args =
+        ["retention", "plan", "--json", "--repository", "apps/cli*", "--config", arg(&cfg), "--data-dir", arg(&data)];
     let (ok, out, err) = cairn_cli_async(&args, None).await;
     assert!(ok, "{err}");
     let cli: Value = serde_json::from_str(&out).unwrap();
@@ -539,15 +558,19 @@ keep_pulled_within = "7d"
     assert_eq!(cli["repositories"], rest["repositories"], "the CLI and REST plans agree");
     assert_eq!(cli["summary"]["tags_deleted"], 2);
 
-    let (ok, out, _) = cairn_cli_async(&["retention", "plan", "--config", arg(&cfg), "--data-dir", arg(&data)], None).await;
+    let (ok, out, _) =
+        cairn_cli_async(&["retention", "plan", "--config", arg(&cfg), "--data-dir", arg(&data)], None).await;
     assert!(ok);
     assert!(out.contains("delete tag v1") && out.contains("not among the last 3 pushed"), "{out}");
-    let (ok, _, err) =
-        cairn_cli_async(&["retention", "plan", "--repository", "a/[b", "--config", arg(&cfg), "--data-dir", arg(&data)], None)
-            .await;
+    let (ok, _, err) = cairn_cli_async(
+        &["retention", "plan", "--repository", "a/[b", "--config", arg(&cfg), "--data-dir", arg(&data)],
+        None,
+    )
+    .await;
     assert!(!ok && err.contains("is not a repository glob"), "{err}");
 
-    let (ok, out, err) = cairn_cli_async(&["retention", "apply", "--config", arg(&cfg), "--data-dir", arg(&data)], None).await;
+    let (ok, out, err) =
+        cairn_cli_async(&["retention", "apply", "--config", arg(&cfg), "--data-dir", arg(&data)], None).await;
     assert!(ok, "{err}");
     assert!(out.contains("deleted 2 tags and 2 manifests"), "{out}");
     let tags: BTreeSet<String> = app.tags(&repo).await.into_iter().collect();

@@ -87,7 +87,9 @@ pub async fn delete(ctx: &Ctx, name: &RepoName, reference: &Reference) -> Result
             Some(reason)
         }
         Some(other) => {
-            return Err(Error::Unsupported(format!("force={other:?}: use force=true (with reason=<why>) or leave it out")));
+            return Err(Error::Unsupported(format!(
+                "force={other:?}: use force=true (with reason=<why>) or leave it out"
+            )));
         }
     };
     ctx.state.registry.delete_manifest(name, reference, &ctx.actor, force).await?;

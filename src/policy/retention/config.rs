@@ -157,7 +157,9 @@ impl RetentionPolicy {
             }
             for (key, d) in [("keep_within", p.keep_within), ("keep_pulled_within", p.keep_pulled_within)] {
                 if d.is_some_and(|d| d.is_zero()) {
-                    problems.push(format!("{at}.{key} = \"0s\" keeps nothing: use a duration such as \"30d\", or leave it out"));
+                    problems.push(format!(
+                        "{at}.{key} = \"0s\" keeps nothing: use a duration such as \"30d\", or leave it out"
+                    ));
                 }
             }
             if p.untagged_grace.is_some_and(|d| d < Duration::from_secs(60)) {
@@ -228,15 +230,25 @@ mod tests {
                 rollback_window: None,
             };
             f(&mut p);
-            RetentionPolicy::new(&RetentionConfig { schedule: Duration::ZERO, policies: vec![p] }).err().unwrap_or_default()
+            RetentionPolicy::new(&RetentionConfig { schedule: Duration::ZERO, policies: vec![p] })
+                .err()
+                .unwrap_or_default()
         };
         assert!(bad(|_| {}).is_empty());
-        assert_eq!(bad(|p| p.repositories = "a/[b".into())[0].split(':').next(), Some("retention.policies[0].repositories = \"a/[b\""));
-        assert!(bad(|p| p.keep_tags = vec!["ok".into(), "[x".into()])[0].starts_with("retention.policies[0].keep_tags[1] = \"[x\""));
+        assert_eq!(
+            bad(|p| p.repositories = "a/[b".into())[0].split(':').next(),
+            Some("retention.policies[0].repositories = \"a/[b\"")
+        );
+        assert!(
+            bad(|p| p.keep_tags = vec!["ok".into(), "[x".into()])[0]
+                .starts_with("retention.policies[0].keep_tags[1] = \"[x\"")
+        );
         assert!(bad(|p| p.keep_last = Some(0))[0].contains("keep_last = 0"));
         assert!(bad(|p| p.keep_within = Some(Duration::ZERO))[0].contains("keep_within = \"0s\""));
         assert!(bad(|p| p.keep_pulled_within = Some(Duration::ZERO))[0].contains("keep_pulled_within"));
-        assert!(bad(|p| p.untagged_grace = Some(Duration::from_secs(5)))[0].contains("untagged_grace is shorter than 1m"));
+        assert!(
+            bad(|p| p.untagged_grace = Some(Duration::from_secs(5)))[0].contains("untagged_grace is shorter than 1m")
+        );
         assert!(bad(|p| p.name = Some(" ".into()))[0].contains("name is empty"));
     }
 
@@ -252,7 +264,8 @@ mod tests {
             untagged_grace: None,
             rollback_window: w,
         };
-        let cfg = RetentionConfig { schedule: Duration::ZERO, policies: vec![p("a", "apps/*", Some(0)), p("b", "**", None)] };
+        let cfg =
+            RetentionConfig { schedule: Duration::ZERO, policies: vec![p("a", "apps/*", Some(0)), p("b", "**", None)] };
         let r = RetentionPolicy::new(&cfg).unwrap();
         let repo = |s: &str| RepoName::parse(s).unwrap();
         assert_eq!(r.window_for(&repo("apps/web")), (0, Some("a")));

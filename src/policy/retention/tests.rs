@@ -51,7 +51,12 @@ fn decide(policy: &Policy, state: &RepoState, now: SystemTime, names: &[&str]) -
     let manifests = p
         .manifests
         .iter()
-        .map(|e| (by_digest.get(&e.digest).map(|n| n.to_string()).unwrap_or(e.digest.clone()), (e.decision, e.reasons.clone())))
+        .map(|e| {
+            (
+                by_digest.get(&e.digest).map(|n| n.to_string()).unwrap_or(e.digest.clone()),
+                (e.decision, e.reasons.clone()),
+            )
+        })
         .collect();
     (tags, manifests)
 }
@@ -229,18 +234,7 @@ fn indexes_referrers_and_untagged_manifests() {
             t(&sig2_tag, "sig2", 2, false, &[]),
             t(&orphan_tag, "orph", 2, false, &[]),
         ],
-        manifests: vec![
-            idx,
-            idx2,
-            m("c1", 0),
-            m("c2", 0),
-            m("c3", 0),
-            sig,
-            sig2,
-            m("orph", 0),
-            loose1,
-            loose2,
-        ],
+        manifests: vec![idx, idx2, m("c1", 0), m("c2", 0), m("c3", 0), sig, sig2, m("orph", 0), loose1, loose2],
     };
     let names = ["idx", "idx2", "c1", "c2", "c3", "sig", "sig2", "orph", "loose1", "loose2"];
     let (tags, manifests) = decide(&policy, &state, at(10), &names);
@@ -271,7 +265,10 @@ fn indexes_referrers_and_untagged_manifests() {
             ("c3", del(&[format!("delete: listed only by index {idx2_d}, which is deleted")])),
             (
                 "sig2",
-                del(&[format!("delete: its tag {sig2_tag} is deleted"), format!("delete: referrer of {idx2_d}, which is deleted")]),
+                del(&[
+                    format!("delete: its tag {sig2_tag} is deleted"),
+                    format!("delete: referrer of {idx2_d}, which is deleted"),
+                ]),
             ),
             ("loose1", keep(&[format!("kept: untagged since {}, within untagged_grace 1d", day(at(9)))])),
             ("loose2", del(&[format!("delete: untagged since {}, longer than untagged_grace 1d", day(at(5)))])),
@@ -314,7 +311,8 @@ fn windows_are_distinct_digests_newest_first() {
     let h = [dg("a"), dg("b"), dg("a"), dg("c"), dg("d")];
     assert_eq!(window(&h, 3), vec![dg("a"), dg("b"), dg("c")]);
     assert!(window(&h, 0).is_empty());
-    let tags = vec![t("prod", "a", 0, false, &["b"]), t("v1", "a", 0, true, &[]), t(&ref_tag("a", ""), "x", 0, false, &[])];
+    let tags =
+        vec![t("prod", "a", 0, false, &["b"]), t("v1", "a", 0, true, &[]), t(&ref_tag("a", ""), "x", 0, false, &[])];
     let w = windows(&tags, 2);
     assert_eq!(w[&dg("b")], vec![WindowHit { tag: Tag::parse("prod").unwrap(), position: 2, size: 2 }]);
     assert_eq!(w.len(), 2, "releases and referrer tags have no window");
