@@ -30,7 +30,7 @@ use crate::policy::Mode;
 use crate::policy::retention::{
     self, Decision, ManifestState, PlanSummary, Policy, RepoPlan, RepoState, RetentionPolicy, TagState, WindowHit,
 };
-use crate::policy::writes::{self, Precondition, RollbackTarget};
+use crate::policy::writes::{self, RollbackTarget};
 
 /// Deletions per transaction.
 const BATCH: usize = 200;
@@ -430,13 +430,15 @@ impl Registry {
 
     /// Moves a mutable tag back to a digest inside its rollback window (DESIGN §6), with the
     /// guarantees of a conditional PUT, ledgered as a `tag.move` whose detail says it was a
-    /// rollback.
+    /// rollback. `if_match` is the raw `If-Match` value (`"<digest>"`, quotes optional): the
+    /// tag must point there now, else 412; a value that is no digest never matches (412 too,
+    /// after the tag is found, as RFC 9110 has it).
     pub async fn rollback_tag(
         &self,
         repo: &RepoName,
         tag: &Tag,
         target: &RollbackTarget,
-        precondition: &Precondition,
+        if_match: Option<&str>,
         actor: &Actor,
     ) -> Result<RollbackOutcome, Error> {
         let mut tx = self.meta.begin(self.clock.now()).await?;
@@ -445,13 +447,22 @@ impl Registry {
             tx.rollback().await?;
             return Err(Error::ManifestUnknown(format!("{tag} (no such tag in {repo})")));
         };
-        if let Precondition::PointsTo(want) = precondition
-            && want != &current
-        {
-            tx.rollback().await?;
-            return Err(Error::PreconditionFailed(format!(
-                "tag {repo}:{tag} points to {current}, not {want}; the If-Match precondition does not hold"
-            )));
+        if let Some(raw) = if_match {
+            let bare = raw.trim().trim_start_matches("W/").trim_matches('"');
+            let failed = match Digest::parse(bare) {
+                Ok(want) if want == current => None,
+                Ok(want) => Some(format!(
+                    "tag {repo}:{tag} points to {current}, not {want}; the If-Match precondition does not hold"
+                )),
+                Err(_) => Some(format!(
+                    "If-Match {raw:?} is not a digest, so it never matches; send the tag's current digest, such as \
+                     If-Match: \"{current}\""
+                )),
+            };
+            if let Some(why) = failed {
+                tx.rollback().await?;
+                return Err(Error::PreconditionFailed(why));
+            }
         }
         let d = self.immutability.decide(repo, tag);
         if d.mode == Mode::Immutable {

@@ -441,7 +441,8 @@ async fn rollback_refuses_every_bad_request_with_a_reason() {
         .send()
         .await
         .unwrap();
-    assert_problem(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+    let p = assert_problem(r, StatusCode::PRECONDITION_FAILED, "DENIED").await;
+    assert!(p["detail"].as_str().unwrap().contains("is not a digest, so it never matches"), "{p}");
     // A stale If-Match: 412, and the tag did not move.
     let p =
         assert_problem(post("wri", r#"{"steps": 1}"#, Some(&a)).await, StatusCode::PRECONDITION_FAILED, "DENIED").await;
@@ -458,6 +459,7 @@ async fn rollback_refuses_every_bad_request_with_a_reason() {
     let r = rollback_as(&app, None, repo, "prod", r#"{"steps": 1}"#.into(), None).await;
     assert_problem(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
     let r = as_user(&app, "wri", M::GET, &format!("/api/v1/repositories/{repo}/tags/prod/rollback")).await;
+    assert_eq!(header(&r, "allow").as_deref(), Some("POST"));
     assert_problem(r, StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED").await;
     // Done right, with If-Match.
     let r = post("wri", r#"{"steps": 1}"#, Some(&b)).await;
@@ -522,6 +524,8 @@ async fn plan_and_apply_need_their_roles_and_a_valid_glob() {
         assert!(doc["paths"][path].is_object(), "{path} missing from the OpenAPI document");
     }
     assert!(doc["components"]["schemas"]["RepoPlan"].is_object());
+    let params = &doc["paths"]["/api/v1/repositories/{name}/tags/{tag}/rollback"]["post"]["parameters"];
+    assert!(params.as_array().unwrap().iter().any(|p| p["name"] == "If-Match"), "{params}");
 }
 
 #[tokio::test]

@@ -155,17 +155,22 @@ impl Caller {
 }
 
 impl FromRequestParts<AppState> for Authorized {
-    type Rejection = ApiError;
+    type Rejection = axum::response::Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Authorized, ApiError> {
-        let route = RestRoute::parse(parts.uri.path())?;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Authorized, Self::Rejection> {
+        use axum::response::IntoResponse;
+        let route = RestRoute::parse(parts.uri.path()).map_err(|e| ApiError(e).into_response())?;
         let allowed = if route.is_post() {
             parts.method == Method::POST
         } else {
             parts.method == Method::GET || parts.method == Method::HEAD
         };
         if !allowed {
-            return Err(Error::MethodNotAllowed.into());
+            let mut resp = ApiError(Error::MethodNotAllowed).into_response();
+            if route.is_post() {
+                resp.headers_mut().insert(axum::http::header::ALLOW, axum::http::HeaderValue::from_static("POST"));
+            }
+            return Err(resp);
         }
         let query = Params::parse(parts.uri.query());
         let need = route.need();
@@ -173,18 +178,21 @@ impl FromRequestParts<AppState> for Authorized {
         let who = match need {
             // The OpenAPI document is public: do not even look at credentials.
             Need::Nothing => Identity { subject: crate::policy::Subject::anonymous(), token_access: None },
-            _ => identify(state, &parts.headers, &peer).await?,
+            _ => identify(state, &parts.headers, &peer).await.map_err(|e| ApiError(e).into_response())?,
         };
         let caller = Caller { state: state.clone(), who, peer: peer.clone() };
-        caller.authorize(&parts.headers, &need).inspect_err(|e| {
-            if let Error::Denied(reason) = e {
-                let repo = match &need {
-                    Need::Repository(r) | Need::Push(r) => r.as_str(),
-                    _ => "",
-                };
-                state.registry.count_denial(EventKind::RequestDeny, &caller.who.subject.name, &peer, repo, reason);
-            }
-        })?;
+        caller
+            .authorize(&parts.headers, &need)
+            .inspect_err(|e| {
+                if let Error::Denied(reason) = e {
+                    let repo = match &need {
+                        Need::Repository(r) | Need::Push(r) => r.as_str(),
+                        _ => "",
+                    };
+                    state.registry.count_denial(EventKind::RequestDeny, &caller.who.subject.name, &peer, repo, reason);
+                }
+            })
+            .map_err(|e| ApiError(e).into_response())?;
         Ok(Authorized { route, caller, query })
     }
 }

@@ -11,7 +11,7 @@ use super::params::Params;
 use super::problem::{ApiError, Problem};
 use crate::error::Error;
 use crate::oci::{Digest, RepoName, Tag};
-use crate::policy::writes::{Precondition, RollbackTarget};
+use crate::policy::writes::RollbackTarget;
 use crate::service::{ApplyReport, Plan, Trigger};
 use crate::state::AppState;
 
@@ -78,14 +78,35 @@ pub async fn apply(state: &AppState, caller: &Caller, q: &Params) -> Result<Json
 }
 
 /// The body of a rollback: exactly one of `steps` and `to`.
-#[derive(Debug, ToSchema)]
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(untagged)]
 #[allow(dead_code)]
-pub struct RollbackRequest {
-    /// Back this many distinct digests (1: the one before the current).
+pub enum RollbackRequest {
+    /// Back a number of distinct digests.
+    Steps(RollbackSteps),
+    /// To a digest.
+    To(RollbackTo),
+}
+
+/// `{"steps": n}`.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RollbackSteps {
+    /// Back this many distinct digests (1: the one before the current); at most the window
+    /// minus one, else 409.
     #[schema(minimum = 1, example = 1)]
-    pub steps: Option<u32>,
-    /// To this digest, which must be inside the tag's rollback window.
-    pub to: Option<String>,
+    pub steps: u32,
+}
+
+/// `{"to": "<digest>"}`.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RollbackTo {
+    /// A digest inside the tag's rollback window (else 409).
+    #[schema(pattern = "^sha256:[a-f0-9]{64}$", example = "sha256:4f5e…")]
+    pub to: String,
 }
 
 /// A rollback done.
@@ -117,26 +138,17 @@ fn target(body: &[u8]) -> Result<RollbackTarget, Error> {
     match (obj.get("steps"), obj.get("to")) {
         (Some(_), Some(_)) => Err(Error::Unsupported(format!("give either steps or to, not both; {BODY_HINT}"))),
         (None, None) => Err(Error::Unsupported(format!("the body names no target; {BODY_HINT}"))),
-        (Some(s), None) => match s.as_u64() {
-            Some(n) if (1..=u32::MAX as u64).contains(&n) => Ok(RollbackTarget::Steps(n as u32)),
-            _ => Err(Error::Unsupported(format!("steps = {s} must be a whole number of at least 1"))),
-        },
+        // JSON Schema counts 3.0 as an integer too.
+        (Some(s), None) => {
+            match s.as_u64().or_else(|| s.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64)) {
+                Some(n) if (1..=u32::MAX as u64).contains(&n) => Ok(RollbackTarget::Steps(n as u32)),
+                _ => Err(Error::Unsupported(format!("steps = {s} must be a whole number of at least 1"))),
+            }
+        }
         (None, Some(serde_json::Value::String(d))) => Ok(RollbackTarget::To(Digest::parse(d).map_err(|e| {
             Error::DigestInvalid(format!("to = {d:?} is not a digest such as \"sha256:<64 hex>\": {e}"))
         })?)),
         (None, Some(other)) => Err(Error::Unsupported(format!("to = {other} must be a digest string; {BODY_HINT}"))),
-    }
-}
-
-fn if_match(headers: &HeaderMap) -> Result<Precondition, Error> {
-    match headers.get(header::IF_MATCH).map(|v| v.to_str().unwrap_or("")) {
-        None => Ok(Precondition::None),
-        Some(etag) => {
-            let bare = etag.trim().trim_start_matches("W/").trim_matches('"');
-            Digest::parse(bare).map(Precondition::PointsTo).map_err(|e| {
-                Error::DigestInvalid(format!("If-Match must be the tag's current digest such as \"sha256:<hex>\": {e}"))
-            })
-        }
     }
 }
 
@@ -146,19 +158,20 @@ fn if_match(headers: &HeaderMap) -> Result<Precondition, Error> {
 #[utoipa::path(
     post, path = "/api/v1/repositories/{name}/tags/{tag}/rollback", tag = "repositories",
     params(
-        ("name" = String, Path, description = "Repository name"),
-        ("tag" = String, Path, description = "A mutable tag"),
-        ("If-Match" = Option<String>, Header, description = "The digest the tag must point to now"),
+        ("name" = String, Path, description = "Repository name (may contain `/`)", pattern = r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$", max_length = 255),
+        ("tag" = String, Path, description = "A mutable tag", pattern = "^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$"),
+        ("If-Match" = Option<String>, Header, nullable = false,
+         description = "The digest the tag must point to now, as an ETag (`\"sha256:<hex>\"`); anything else never matches (412)"),
     ),
     request_body(content = RollbackRequest, description = "Exactly one of steps and to"),
     responses(
         (status = 200, description = "The tag moved back", body = RollbackResult),
-        (status = 400, description = "A bad body or If-Match", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A bad name, tag or body", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Needs push on the repository", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such tag", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Refused: immutable tag, target outside the window or no longer stored", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match does not hold", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match does not hold (the tag moved, or the value is no digest)", body = Problem, content_type = "application/problem+json"),
     ),
     security((), ("basic" = []), ("bearer" = []))
 )]
@@ -171,8 +184,8 @@ pub async fn rollback(
     body: &[u8],
 ) -> Result<Json<RollbackResult>, ApiError> {
     let target = target(body)?;
-    let pre = if_match(headers)?;
-    let out = state.registry.rollback_tag(name, tag, &target, &pre, &caller.actor()).await?;
+    let if_match = headers.get(header::IF_MATCH).map(|v| v.to_str().unwrap_or("?"));
+    let out = state.registry.rollback_tag(name, tag, &target, if_match, &caller.actor()).await?;
     Ok(Json(RollbackResult {
         repository: name.to_string(),
         tag: tag.to_string(),
