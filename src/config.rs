@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::policy::ImmutabilityPolicy;
 use crate::policy::immutability::ImmutabilityConfig;
+use crate::policy::retention::{RetentionConfig, RetentionPolicy};
 
 mod load;
 
@@ -39,6 +40,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `[gc]`: garbage collection of unlinked blobs.
     pub gc: GcConfig,
+    /// `[retention]`: which tags and manifests retention deletes, and rollback windows.
+    pub retention: RetentionConfig,
 }
 
 /// `[gc]`: online garbage collection (DESIGN §6).
@@ -407,6 +410,9 @@ impl Config {
             p.push("uploads.sweep_interval must be at least 1s".into());
         }
         if let Err(errs) = ImmutabilityPolicy::new(&self.immutability) {
+            p.extend(errs);
+        }
+        if let Err(errs) = RetentionPolicy::new(&self.retention) {
             p.extend(errs);
         }
         p.extend(self.auth_problems());

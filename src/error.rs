@@ -59,6 +59,17 @@ pub enum Error {
     /// uses, or a manifest an index lists): 405 DENIED naming the holder, DESIGN §4.
     #[error("{}", referenced_message(repo, what, target, holder, tag.as_ref()))]
     Referenced { repo: RepoName, what: &'static str, target: Digest, holder: Digest, tag: Option<Tag> },
+    /// A DELETE of a tag or manifest inside a rollback window, not forced: 405 DENIED naming
+    /// the window (DESIGN §6).
+    #[error(
+        "{what} of {repo} is inside the rollback window of {tag} ({position} of {size}); an admin may force the \
+         delete with ?force=true&reason=<why>"
+    )]
+    InWindow { repo: RepoName, what: String, tag: Tag, position: usize, size: u32 },
+    /// A rollback that cannot be done (immutable tag, target outside the window or gone): 409
+    /// DENIED saying why.
+    #[error("{0}")]
+    RollbackRefused(String),
     /// An `If-Match` / `If-None-Match` condition does not hold: 412.
     #[error("{0}")]
     PreconditionFailed(String),
@@ -131,6 +142,8 @@ impl Error {
             Error::TagImmutable { attempted: Some(_), .. } => StatusCode::CONFLICT,
             Error::TagImmutable { attempted: None, .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::Referenced { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Error::InWindow { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Error::RollbackRefused(_) => StatusCode::CONFLICT,
             Error::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Error::Denied(_) => StatusCode::FORBIDDEN,
@@ -162,6 +175,7 @@ impl Error {
             Error::RangeNotSatisfiable { .. } => Some("UNSUPPORTED"),
             Error::TagImmutable { .. } => Some("DENIED"),
             Error::Referenced { .. } => Some("DENIED"),
+            Error::InWindow { .. } | Error::RollbackRefused(_) => Some("DENIED"),
             Error::PreconditionFailed(_) => Some("DENIED"),
             Error::Unauthorized { .. } => Some("UNAUTHORIZED"),
             Error::Denied(_) => Some("DENIED"),
@@ -203,6 +217,10 @@ impl Error {
                 "referenced_by": holder.as_str(),
                 "tag": tag.as_ref().map(Tag::as_str),
             }),
+            Error::InWindow { tag, position, size, .. } => json!({
+                "window": { "tag": tag.as_str(), "position": position, "size": size },
+            }),
+            Error::RollbackRefused(_) => Value::Null,
             Error::PreconditionFailed(_) => Value::Null,
             Error::Unauthorized { .. } => Value::Null,
             Error::Denied(_) => Value::Null,

@@ -31,7 +31,8 @@ pub use state::AppState;
 /// Serves `state` on an already bound `listener` until `shutdown` resolves, then lets
 /// running requests finish (up to `server.shutdown_grace`). Connections follow the
 /// `[server]` timeouts and cap (see `server`); the open-file soft limit is raised to the
-/// hard limit first. Also runs the sweeper that expires idle uploads and scheduled GC.
+/// hard limit first. Also runs the sweeper that expires idle uploads, scheduled GC and
+/// scheduled retention.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -54,11 +55,13 @@ pub async fn serve(
     let sweeper = tokio::spawn(sweep_uploads(state.clone()));
     let ledger = tokio::spawn(ledger_tasks(state.clone()));
     let gc = tokio::spawn(scheduled_gc(state.clone()));
+    let retention = tokio::spawn(scheduled_retention(state.clone()));
     let final_state = state.clone();
     let result = server::run(listener, router(state), limits, grace, shutdown).await;
     sweeper.abort();
     ledger.abort();
     gc.abort();
+    retention.abort();
     flush_counters(&final_state).await;
     result
 }
@@ -123,6 +126,32 @@ async fn scheduled_gc(state: AppState) {
             ),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = ?e, "garbage collection failed"),
+        }
+    }
+}
+
+/// Every `[retention] schedule` (never when it is zero, or when no policy is configured): one
+/// retention apply as the server (`cairn`).
+async fn scheduled_retention(state: AppState) {
+    let cfg = &state.config.retention;
+    if cfg.schedule.is_zero() || cfg.policies.is_empty() {
+        return;
+    }
+    let mut tick = tokio::time::interval(cfg.schedule);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match state.registry.scheduled_retention().await {
+            Ok(r) if r.tags_deleted > 0 || r.manifests_deleted > 0 => tracing::info!(
+                tags = r.tags_deleted,
+                manifests = r.manifests_deleted,
+                bytes = r.bytes,
+                kept_on_recheck = r.kept_on_recheck,
+                "retention applied"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = ?e, "retention apply failed"),
         }
     }
 }

@@ -100,6 +100,17 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Retention: plan (what would be deleted, and why) and apply (delete it).
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+        /// Config file (TOML); also CAIRN_CONFIG.
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// Data directory, overriding the config; also CAIRN_DATA_DIR.
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
     /// Robot tokens for CI/CD: create, list, revoke.
     Token {
         #[command(subcommand)]
@@ -121,6 +132,25 @@ enum Command {
         /// Data directory, overriding the config; also CAIRN_DATA_DIR.
         #[arg(long, global = true)]
         data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RetentionCommand {
+    /// List every candidate tag and manifest with keep or delete and every reason. Deletes nothing.
+    Plan {
+        /// Only repositories matching this glob (for example 'apps/**').
+        #[arg(long, value_name = "GLOB")]
+        repository: Option<String>,
+        /// Print the plan as JSON (the shape of GET /api/v1/retention/plan).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Carry out the plan's deletions now; safe while the registry serves. Prints a summary.
+    Apply {
+        /// Only repositories matching this glob (for example 'apps/**').
+        #[arg(long, value_name = "GLOB")]
+        repository: Option<String>,
     },
 }
 
@@ -262,6 +292,14 @@ async fn main() -> ExitCode {
             };
             start_logs(&cfg, &notes);
             gc(cfg, dry_run, grace).await
+        }
+        Command::Retention { command, config, data_dir } => {
+            let (cfg, notes) = match load(&Sources { file: config, data_dir, ..Default::default() }) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            start_logs(&cfg, &notes);
+            retention(cfg, command).await
         }
         Command::Token { command, config, data_dir } => {
             let (cfg, notes) = match load(&Sources { file: config, data_dir, ..Default::default() }) {
@@ -671,6 +709,30 @@ fn print_rules(cfg: &Config) {
     }
     let referrer = if cfg.immutability.include_referrer_tags { "follow the rules" } else { "are exempt" };
     say!("    referrer fallback tags (sha256-<hex>[.sig|.att|.sbom]) {referrer}");
+    let schedule = match cfg.retention.schedule.is_zero() {
+        true => "off".to_string(),
+        false => format!("every {}", humantime::format_duration(cfg.retention.schedule)),
+    };
+    say!(
+        "  retention policies (first match wins; unmatched repositories keep everything; scheduled apply {schedule}):"
+    );
+    let span = |d: Option<std::time::Duration>| d.map(cairn::policy::retention::span).unwrap_or_else(|| "-".into());
+    for (i, p) in cfg.retention.policies.iter().enumerate() {
+        let name = p.name.clone().unwrap_or_else(|| format!("#{}", i + 1));
+        say!(
+            "    {name}: repositories {:?} keep_last {} keep_within {} keep_tags {:?} keep_pulled_within {} untagged_grace {} rollback_window {}",
+            p.repositories,
+            p.keep_last.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+            span(p.keep_within),
+            p.keep_tags,
+            span(p.keep_pulled_within),
+            span(p.untagged_grace),
+            p.rollback_window.unwrap_or(cairn::policy::retention::DEFAULT_ROLLBACK_WINDOW)
+        );
+    }
+    if cfg.retention.policies.is_empty() {
+        say!("    (none: retention deletes nothing)");
+    }
 }
 
 /// Runs the server. The config was loaded by `load`, which already refused a
@@ -703,6 +765,116 @@ async fn run_server(cfg: Config) -> anyhow::Result<()> {
     cairn::serve(listener, state, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `cairn retention plan|apply`.
+async fn retention(cfg: Config, command: RetentionCommand) -> ExitCode {
+    use std::io::IsTerminal;
+    let no_policies = cfg.retention.policies.is_empty();
+    let state = match cairn::AppState::from_config(cfg).await {
+        Ok(s) => s,
+        Err(e) => {
+            tell!("cairn: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if no_policies {
+        tell!("note: no [[retention.policies]] are configured, so every repository keeps everything");
+    }
+    let bad_glob = |e: &cairn::error::Error| matches!(e, cairn::error::Error::Unsupported(_));
+    match command {
+        RetentionCommand::Plan { repository, json } => match state.registry.retention_plan(repository.as_deref()).await
+        {
+            Ok(plan) if json => match serde_json::to_string_pretty(&plan) {
+                Ok(text) => {
+                    say!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    tell!("cairn: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Ok(plan) => {
+                for r in &plan.repositories {
+                    say!("{} (policy {})", r.repository, r.policy);
+                    for t in &r.tags {
+                        say!("  {:<6} tag {} -> {}: {}", decision(t.decision), t.tag, t.digest, t.reasons.join("; "));
+                    }
+                    for m in &r.manifests {
+                        say!(
+                            "  {:<6} manifest {} ({} bytes): {}",
+                            decision(m.decision),
+                            m.digest,
+                            m.size,
+                            m.reasons.join("; ")
+                        );
+                    }
+                }
+                for name in &plan.unmatched_repositories {
+                    say!("{name}: no policy matches; everything is kept");
+                }
+                let s = &plan.summary;
+                say!(
+                    "plan: delete {} tags and {} manifests ({} bytes); keep {} tags and {} manifests",
+                    s.tags_deleted,
+                    s.manifests_deleted,
+                    s.bytes,
+                    s.tags_kept,
+                    s.manifests_kept
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tell!("cairn: {e}");
+                if bad_glob(&e) { ExitCode::from(2) } else { ExitCode::FAILURE }
+            }
+        },
+        RetentionCommand::Apply { repository } => {
+            let terminal = std::io::stderr().is_terminal();
+            let actor = cairn::service::Actor { name: "cli".into(), address: None };
+            let progress = |r: &cairn::service::ApplyReport| {
+                if terminal {
+                    let _ = write!(
+                        std::io::stderr(),
+                        "\rretention: {} tags, {} manifests deleted so far",
+                        r.tags_deleted,
+                        r.manifests_deleted
+                    );
+                }
+            };
+            let result = state
+                .registry
+                .retention_apply(repository.as_deref(), &actor, cairn::service::Trigger::Cli, progress)
+                .await;
+            if terminal {
+                let _ = writeln!(std::io::stderr());
+            }
+            match result {
+                Ok((_, r)) => {
+                    say!(
+                        "retention: deleted {} tags and {} manifests ({} bytes; GC frees unreferenced blobs later); {} kept because they changed since planning",
+                        r.tags_deleted,
+                        r.manifests_deleted,
+                        r.bytes,
+                        r.kept_on_recheck
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    tell!("cairn: retention apply failed: {e}");
+                    if bad_glob(&e) { ExitCode::from(2) } else { ExitCode::FAILURE }
+                }
+            }
+        }
+    }
+}
+
+fn decision(d: cairn::policy::retention::Decision) -> &'static str {
+    match d {
+        cairn::policy::retention::Decision::Keep => "keep",
+        cairn::policy::retention::Decision::Delete => "delete",
+    }
 }
 
 /// `cairn gc`: one collection with progress on a terminal, then the report.

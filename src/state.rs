@@ -62,7 +62,11 @@ impl AppState {
         let policy = ImmutabilityPolicy::new(&config.immutability)
             .map_err(|errs| anyhow::anyhow!("invalid immutability rules: {}", errs.join("; ")))?;
         let auth = Arc::new(Auth::new(&config, meta.clone(), clock.clone())?);
-        let registry = Registry::new(meta.clone(), blobs, Arc::new(policy), clock).with_gc_grace(config.gc.grace);
+        let retention = crate::policy::retention::RetentionPolicy::new(&config.retention)
+            .map_err(|errs| anyhow::anyhow!("invalid retention policies: {}", errs.join("; ")))?;
+        let registry = Registry::new(meta.clone(), blobs, Arc::new(policy), clock)
+            .with_gc_grace(config.gc.grace)
+            .with_retention(Arc::new(retention));
         let audit_key = Arc::new(load_or_create_audit_key(&config.audit_key_path())?);
         Ok(AppState { registry, auth, meta, config: Arc::new(config), audit_key, bound: Arc::default() })
     }
@@ -90,7 +94,7 @@ pub fn load_or_create_audit_key(path: &std::path::Path) -> anyhow::Result<Checkp
 }
 
 /// What the `config.load` event records: SHA-256 digests of the effective rules (immutability,
-/// access without secrets, audit), so an auditor sees when a rule changed without the ledger
+/// access without secrets, audit, retention), so an auditor sees when a rule changed without the ledger
 /// holding a secret.
 pub fn config_detail(config: &Config) -> serde_json::Value {
     use sha2::Digest as _;
@@ -99,6 +103,7 @@ pub fn config_detail(config: &Config) -> serde_json::Value {
         format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
     };
     let immutability = serde_json::to_value(&config.immutability).unwrap_or_default();
+    let retention = serde_json::to_value(&config.retention).unwrap_or_default();
     let access = serde_json::json!({
         "allow_anonymous_write": config.auth.allow_anonymous_write,
         "users": config.auth.users.iter().map(|u| serde_json::json!({ "name": u.name, "roles": u.roles })).collect::<Vec<_>>(),
@@ -114,6 +119,6 @@ pub fn config_detail(config: &Config) -> serde_json::Value {
         "immutability": digest(immutability),
         "access": digest(access),
         "audit": digest(audit),
-        "retention": null,
+        "retention": digest(retention),
     })
 }

@@ -68,6 +68,12 @@ pub enum EventKind {
     /// `detail`; one event per deleting transaction of at most `gc::BATCH` blobs).
     #[serde(rename = "gc.delete")]
     GcDelete,
+    /// Retention deleted a tag or a manifest (`detail`: kind, policy, reasons, trigger).
+    #[serde(rename = "retention.delete")]
+    RetentionDelete,
+    /// An admin forced a delete inside a rollback window (`detail`: reason, window).
+    #[serde(rename = "delete.force")]
+    DeleteForce,
 }
 
 impl EventKind {
@@ -91,6 +97,8 @@ impl EventKind {
             EventKind::TokenRevoke => "token.revoke",
             EventKind::ConfigLoad => "config.load",
             EventKind::GcDelete => "gc.delete",
+            EventKind::RetentionDelete => "retention.delete",
+            EventKind::DeleteForce => "delete.force",
         }
     }
 

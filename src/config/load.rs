@@ -228,9 +228,25 @@ fn check_elements(section: &str, key: &str, items: &[toml::Value]) -> Vec<String
         match parse(one(section, key, toml::Value::Array(vec![item.clone()]))) {
             Ok(c) => problems.extend(c.problems().into_iter().filter(|p| p.starts_with(&first)).map(reindex)),
             Err(errs) => {
+                // Without the keys that failed, the rest of the element may parse: then its
+                // semantic problems are reported too, else at least its bad globs.
+                let bad_keys: Vec<String> = errs
+                    .iter()
+                    .filter_map(|e| e.strip_prefix(&first)?.strip_prefix('.'))
+                    .map(|rest| {
+                        rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next().unwrap_or("").to_string()
+                    })
+                    .collect();
                 problems.extend(errs.into_iter().map(reindex));
                 if let toml::Value::Table(t) = item {
-                    problems.extend(glob_problems(&at, t));
+                    let mut rest = t.clone();
+                    rest.retain(|k, _| !bad_keys.iter().any(|b| b == k));
+                    match parse(one(section, key, toml::Value::Array(vec![toml::Value::Table(rest)]))) {
+                        Ok(c) if !bad_keys.is_empty() => {
+                            problems.extend(c.problems().into_iter().filter(|p| p.starts_with(&first)).map(reindex))
+                        }
+                        _ => problems.extend(glob_problems(&at, t)),
+                    }
                 }
             }
         }
@@ -238,7 +254,7 @@ fn check_elements(section: &str, key: &str, items: &[toml::Value]) -> Vec<String
     problems
 }
 
-/// Bad globs in the `repositories` and `tags` of a table that did not parse, so that
+/// Bad globs in the `repositories`, `tags` and `keep_tags` of a table that did not parse, so that
 /// every bad glob is reported even when something else in the same rule is wrong.
 fn glob_problems(at: &str, t: &toml::Table) -> Vec<String> {
     let mut p = Vec::new();
@@ -247,12 +263,14 @@ fn glob_problems(at: &str, t: &toml::Table) -> Vec<String> {
     {
         p.push(format!("{at}.repositories = {r:?}: {}", e.kind()));
     }
-    if let Some(toml::Value::Array(tags)) = t.get("tags") {
-        for (j, tag) in tags.iter().enumerate() {
-            if let toml::Value::String(tag) = tag
-                && let Err(e) = globset::Glob::new(tag)
-            {
-                p.push(format!("{at}.tags[{j}] = {tag:?}: {}", e.kind()));
+    for key in ["tags", "keep_tags"] {
+        if let Some(toml::Value::Array(tags)) = t.get(key) {
+            for (j, tag) in tags.iter().enumerate() {
+                if let toml::Value::String(tag) = tag
+                    && let Err(e) = globset::Glob::new(tag)
+                {
+                    p.push(format!("{at}.{key}[{j}] = {tag:?}: {}", e.kind()));
+                }
             }
         }
     }
@@ -455,5 +473,40 @@ colour = "red"
         assert_eq!(listed, Some("CAIRN_PORT, CAIRN_PORT_5000_TCP_ADDR, CAIRN_SERVICE_HOST"), "{:?}", loaded.notes);
         // A misspelt key is still an error.
         assert!(load(&Sources::default(), env(&[("CAIRN_SERVER__LISEN", "x")])).config.is_err());
+    }
+
+    #[test]
+    fn every_retention_problem_is_reported() {
+        let file = r#"
+[retention]
+schedule = "often"
+[[retention.policies]]
+repositories = "a/[b"
+keep_tags = ["[x", "ok"]
+keep_last = 0
+[[retention.policies]]
+repositories = "**"
+keep_within = "0s"
+untagged_grace = "1s"
+colour = "red"
+[[retention.policies]]
+repositories = "c/**"
+keep_last = -1
+keep_tags = ["{y"]
+"#;
+        let p = problems(Some(file), &[]);
+        for needle in [
+            "retention.schedule = \"often\"",
+            "retention.policies[0].repositories = \"a/[b\"",
+            "retention.policies[0].keep_tags[0] = \"[x\"",
+            "retention.policies[0].keep_last = 0",
+            "retention.policies[1].keep_within = \"0s\"",
+            "retention.policies[1].untagged_grace is shorter than 1m",
+            "retention.policies[1].colour: unknown key",
+            "retention.policies[2].keep_last",
+            "retention.policies[2].keep_tags[0] = \"{y\"",
+        ] {
+            assert!(p.iter().any(|m| m.starts_with(needle)), "{needle} not in {p:#?}");
+        }
     }
 }

@@ -38,6 +38,8 @@ where
     gc_unlinks_what_no_manifest_references_and_keeps_the_mark(&*s).await;
     let (s, _keep) = fresh().await;
     storage_figures_count_each_blob_once(&*s).await;
+    let (s, _keep) = fresh().await;
+    retention_reads_one_repository(&*s).await;
 }
 
 /// Two handles on one database (two nodes, or the server and the `cairn` command line)
@@ -382,4 +384,57 @@ async fn storage_figures_count_each_blob_once(s: &dyn MetadataStore) {
         vec![("team/app".into(), 1, 1, m.body.len() as u64 + 3), ("team/other".into(), 0, 0, 1)],
         "each repository counts its linked blobs once, plus its manifests' bodies"
     );
+}
+
+async fn retention_reads_one_repository(s: &dyn MetadataStore) {
+    use std::time::Duration;
+    let r = repo();
+    let other = RepoName::parse("team/other").unwrap();
+    add_blob(s, &r, 1).await;
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let (a, b, mut sig) = (manifest("a"), manifest("b"), manifest("sig"));
+    sig.subject = Some(a.digest.clone());
+    let idx = manifest("idx");
+    let prod = Tag::parse("prod").unwrap();
+    let mut tx = s.begin(t0).await.unwrap();
+    tx.ensure_repository(&r).await.unwrap();
+    tx.ensure_repository(&other).await.unwrap();
+    tx.insert_manifest(&r, &a, &[d(1)], &[]).await.unwrap();
+    tx.insert_manifest(&r, &b, &[], &[]).await.unwrap();
+    tx.insert_manifest(&r, &sig, &[], &[]).await.unwrap();
+    tx.insert_manifest(&r, &idx, &[], std::slice::from_ref(&a.digest)).await.unwrap();
+    tx.insert_manifest(&other, &manifest("elsewhere"), &[], &[]).await.unwrap();
+    tx.set_tag(&r, &prod, None, &a.digest, &actor()).await.unwrap();
+    tx.commit().await.unwrap();
+    let t1 = t0 + Duration::from_secs(60);
+    let mut tx = s.begin(t1).await.unwrap();
+    tx.set_tag(&r, &prod, Some(&a.digest), &b.digest, &actor()).await.unwrap();
+    tx.set_tag(&r, &Tag::parse("old").unwrap(), None, &b.digest, &actor()).await.unwrap();
+    tx.remove_tag(&r, &Tag::parse("old").unwrap(), &b.digest, &actor()).await.unwrap();
+    tx.commit().await.unwrap();
+    let t2 = t1 + Duration::from_secs(60);
+    let mut tx = s.begin(t2).await.unwrap();
+    tx.set_tag(&r, &prod, Some(&b.digest), &a.digest, &actor()).await.unwrap();
+    // Distinct digests, newest first: a (now), b.
+    assert_eq!(tx.tag_targets(&r, &prod, 5).await.unwrap(), vec![a.digest.clone(), b.digest.clone()]);
+    assert_eq!(tx.tag_targets(&r, &prod, 1).await.unwrap(), vec![a.digest.clone()]);
+    let locked = tx.retention_snapshot(&r).await.unwrap();
+    tx.commit().await.unwrap();
+    s.add_pulls(&[(r.clone(), b.digest.clone(), 2, t2)]).await.unwrap();
+
+    let snap = s.retention_snapshot(&r).await.unwrap();
+    assert_eq!(snap.tags, vec![(prod.clone(), a.digest.clone(), t2)]);
+    assert_eq!(snap.history.len(), 5, "{:?}", snap.history);
+    assert_eq!(snap.history[0].to, Some(a.digest.clone()), "newest first");
+    assert_eq!((snap.history[1].tag.as_str(), snap.history[1].to.as_ref()), ("old", None));
+    let mut digests: Vec<Digest> = vec![a.digest.clone(), b.digest.clone(), sig.digest.clone(), idx.digest.clone()];
+    digests.sort();
+    assert_eq!(snap.manifests.iter().map(|m| m.digest.clone()).collect::<Vec<_>>(), digests, "only this repository");
+    let stored_sig = snap.manifests.iter().find(|m| m.digest == sig.digest).unwrap();
+    assert_eq!((stored_sig.subject.as_ref(), stored_sig.size, stored_sig.pushed_at), (Some(&a.digest), 3, t0));
+    assert_eq!(snap.children, vec![(idx.digest.clone(), a.digest.clone())]);
+    assert_eq!(snap.blobs, vec![(a.digest.clone(), d(1), 1)]);
+    assert_eq!(snap.pulls, vec![(b.digest.clone(), crate::meta::PullStats { count: 2, last_pulled: t2 })]);
+    assert_eq!(locked.pulls, vec![], "the locked read saw the state before the pulls");
+    assert_eq!(locked.tags, snap.tags);
 }

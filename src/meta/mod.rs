@@ -305,6 +305,49 @@ pub struct DigestTagEvent {
     pub event: TagEvent,
 }
 
+/// One tag history row, as retention reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagChange {
+    /// The tag.
+    pub tag: Tag,
+    /// The digest before (none for a create).
+    pub from: Option<Digest>,
+    /// The digest after (none for a delete).
+    pub to: Option<Digest>,
+    /// When.
+    pub at: SystemTime,
+}
+
+/// A stored manifest without its body, as retention reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredManifest {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its body size.
+    pub size: u64,
+    /// The manifest it refers to, if any.
+    pub subject: Option<Digest>,
+    /// When it was stored in the repository.
+    pub pushed_at: SystemTime,
+}
+
+/// What retention needs of one repository, read in one transaction (a consistent snapshot).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionSnapshot {
+    /// Every tag: where it points and when it was last set, by name.
+    pub tags: Vec<(Tag, Digest, SystemTime)>,
+    /// Every tag history row of the repository, newest first.
+    pub history: Vec<TagChange>,
+    /// Every manifest, by digest.
+    pub manifests: Vec<StoredManifest>,
+    /// `(index, child)`: what each index lists.
+    pub children: Vec<(Digest, Digest)>,
+    /// `(manifest, blob, blob size)`: what each manifest uses.
+    pub blobs: Vec<(Digest, Digest, u64)>,
+    /// Pull counters by manifest.
+    pub pulls: Vec<(Digest, PullStats)>,
+}
+
 /// Outcome of `commit_upload`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommitUpload {
@@ -458,6 +501,12 @@ pub trait MetaTx: Send {
         expected_len: u64,
         blob: &BlobRecord,
     ) -> Result<(CommitUpload, Option<RepoName>), MetaError>;
+    /// The repository's state for retention, read under this transaction's lock (so a deleting
+    /// transaction re-checks its decisions against what is there now).
+    async fn retention_snapshot(&mut self, repo: &RepoName) -> Result<RetentionSnapshot, MetaError>;
+    /// The last `limit` distinct digests `tag` pointed to, newest first (its current one first
+    /// when it exists), from tag history.
+    async fn tag_targets(&mut self, repo: &RepoName, tag: &Tag, limit: u32) -> Result<Vec<Digest>, MetaError>;
     /// Stores a new robot; false if the name is taken.
     async fn create_robot(&mut self, robot: &RobotRecord) -> Result<bool, MetaError>;
     /// Marks a robot revoked at `at`; false if there is no such (unrevoked) robot.
@@ -631,6 +680,9 @@ pub trait MetadataStore: Send + Sync + 'static {
     ) -> Result<Vec<DigestTagEvent>, MetaError>;
     /// When the manifest was stored in `repo`, if it is.
     async fn manifest_stored_at(&self, repo: &RepoName, digest: &Digest) -> Result<Option<SystemTime>, MetaError>;
+    /// The repository's state for retention: several statements in one read transaction, so
+    /// the rows agree with each other.
+    async fn retention_snapshot(&self, repo: &RepoName) -> Result<RetentionSnapshot, MetaError>;
 }
 
 /// Milliseconds since the epoch, the time format of every row.

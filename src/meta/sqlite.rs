@@ -14,13 +14,15 @@ use sqlx::{Row, SqlitePool};
 
 mod gc;
 mod ledger;
+mod retention;
 mod summary;
 mod tx;
 
 use super::sqlite_faults::{applied_version, open_error, pool_options, refuse_foreign, write_check};
 use super::{
     Actor, BlobRecord, DigestTagEvent, EventFilter, LedgerArchive, LinkCandidate, ManifestRecord, MetaError, MetaTx,
-    MetadataStore, PullStats, Referrer, RepositorySummary, RobotRecord, Segment, StorageTotals, TagAction, TagEvent,
+    MetadataStore, PullStats, Referrer, RepositorySummary, RetentionSnapshot, RobotRecord, Segment, StorageTotals,
+    TagAction, TagEvent,
     UploadSession, from_millis, millis,
 };
 use crate::audit::{Checkpoint, Event};
@@ -552,6 +554,14 @@ impl MetadataStore for SqliteStore {
 
     async fn manifest_stored_at(&self, repo: &RepoName, digest: &Digest) -> Result<Option<SystemTime>, MetaError> {
         summary::manifest_stored_at(&self.read, repo, digest).await
+    }
+
+    async fn retention_snapshot(&self, repo: &RepoName) -> Result<RetentionSnapshot, MetaError> {
+        // A read transaction: in WAL mode every statement sees the same snapshot.
+        let mut tx = self.read.begin().await?;
+        let snap = retention::snapshot(&mut tx, repo).await?;
+        tx.commit().await?;
+        Ok(snap)
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod immutability;
+pub mod retention;
 pub mod writes;
 
 pub use access::{AccessPolicy, Action, Role, Subject};

@@ -2,6 +2,7 @@
 //! state under a lock, these functions decide, and the service writes or refuses (and
 //! ledgers the refusal). No I/O; one place decides for every backend.
 
+use super::retention::WindowHit;
 use crate::oci::{Digest, Tag};
 
 /// A conditional-write requirement (`If-None-Match: *` / `If-Match`), checked for every tag.
@@ -57,6 +58,8 @@ pub enum Refusal {
         /// A tag on the holder (or on an index holding it).
         tag: Option<Tag>,
     },
+    /// A manual delete inside a rollback window, not forced.
+    InWindow(WindowHit),
 }
 
 /// Decides a tag write of `new` given where the tag points now. `immutable` is `Some(rule)`
@@ -107,6 +110,59 @@ pub fn decide_unreferenced(holder: Option<(Digest, Option<Tag>)>) -> Result<(), 
     match holder {
         None => Ok(()),
         Some((holder, tag)) => Err(Refusal::Referenced { holder, tag }),
+    }
+}
+
+/// Decides a manual delete of something a rollback window may protect (`hit`, the first window
+/// it is in): refused unless forced. Returns the window a forced delete overrides (to ledger).
+pub fn decide_window_delete(hit: Option<WindowHit>, forced: bool) -> Result<Option<WindowHit>, Refusal> {
+    match (hit, forced) {
+        (None, _) => Ok(None),
+        (Some(h), true) => Ok(Some(h)),
+        (Some(h), false) => Err(Refusal::InWindow(h)),
+    }
+}
+
+/// Where a rollback goes: back a number of steps, or to a digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RollbackTarget {
+    /// Back this many distinct digests (1: the one before the current).
+    Steps(u32),
+    /// To this digest.
+    To(Digest),
+}
+
+/// Decides a rollback of a mutable tag pointing at `current`, whose window (its last distinct
+/// digests, newest first, `size` at most) is `window`. Returns the target and its 1-based
+/// position in the window, or why not, in words.
+pub fn decide_rollback(
+    tag: &Tag,
+    current: &Digest,
+    window: &[Digest],
+    size: u32,
+    target: &RollbackTarget,
+) -> Result<(Digest, usize), String> {
+    let held = window.len();
+    match target {
+        RollbackTarget::Steps(k) => match window.get(*k as usize) {
+            Some(d) if *k > 0 => Ok((d.clone(), *k as usize + 1)),
+            _ => Err(format!(
+                "steps = {k} is outside the rollback window of {tag}: the window keeps its last {size} digests and \
+                 holds {held}, so at most {} step(s) back are possible",
+                held.saturating_sub(1)
+            )),
+        },
+        RollbackTarget::To(d) if d == current => {
+            Err(format!("tag {tag} already points to {d}; there is nothing to roll back"))
+        }
+        RollbackTarget::To(d) => match window.iter().position(|w| w == d) {
+            Some(p) => Ok((d.clone(), p + 1)),
+            None => Err(format!(
+                "{d} is outside the rollback window of {tag}: it is not among the last {size} digests the tag pointed \
+                 to ({})",
+                window.iter().map(Digest::as_str).collect::<Vec<_>>().join(", ")
+            )),
+        },
     }
 }
 
@@ -176,5 +232,37 @@ mod tests {
             decide_unreferenced(Some((d(2), Some(t("v1"))))),
             Err(Refusal::Referenced { holder: d(2), tag: Some(t("v1")) })
         );
+    }
+
+    #[test]
+    fn window_deletes_are_refused_unless_forced() {
+        let hit = WindowHit { tag: t("prod"), position: 2, size: 3 };
+        assert_eq!(decide_window_delete(None, false), Ok(None));
+        assert_eq!(decide_window_delete(Some(hit.clone()), false), Err(Refusal::InWindow(hit.clone())));
+        assert_eq!(decide_window_delete(Some(hit.clone()), true), Ok(Some(hit)));
+    }
+
+    #[test]
+    fn rollbacks() {
+        let prod = t("prod");
+        let w = [d(3), d(2), d(1)];
+        type Want = Result<(Digest, usize), &'static str>;
+        let cases: Vec<(RollbackTarget, Want)> = vec![
+            (RollbackTarget::Steps(1), Ok((d(2), 2))),
+            (RollbackTarget::Steps(2), Ok((d(1), 3))),
+            (RollbackTarget::Steps(3), Err("steps = 3 is outside the rollback window of prod")),
+            (RollbackTarget::Steps(0), Err("steps = 0 is outside")),
+            (RollbackTarget::To(d(1)), Ok((d(1), 3))),
+            (RollbackTarget::To(d(3)), Err("tag prod already points to")),
+            (RollbackTarget::To(d(9)), Err("is outside the rollback window of prod: it is not among the last 3")),
+        ];
+        for (target, want) in cases {
+            let got = decide_rollback(&prod, &d(3), &w, 3, &target);
+            match (got, want) {
+                (Ok(g), Ok(w)) => assert_eq!(g, w, "{target:?}"),
+                (Err(g), Err(w)) => assert!(g.contains(w), "{target:?}: {g}"),
+                (g, w) => panic!("{target:?}: got {g:?}, want {w:?}"),
+            }
+        }
     }
 }

@@ -48,6 +48,25 @@ pub struct PutOutcome {
     pub tags: Vec<Tag>,
 }
 
+/// The `delete.force` event of a forced delete inside window `w`.
+fn forced_event(
+    actor: &Actor,
+    repo: &RepoName,
+    tag: Option<&Tag>,
+    digest: &Digest,
+    w: &crate::policy::retention::WindowHit,
+    reason: Option<&str>,
+) -> NewEvent {
+    let mut e = event(EventKind::DeleteForce, actor, repo).digest(digest.as_str()).detail(json!({
+        "reason": reason,
+        "window": { "tag": w.tag.as_str(), "position": w.position, "size": w.size },
+    }));
+    if let Some(t) = tag {
+        e = e.tag(t.as_str());
+    }
+    e
+}
+
 /// An event by `actor`.
 pub(super) fn event(kind: EventKind, actor: &Actor, repo: &RepoName) -> NewEvent {
     NewEvent::new(kind, &actor.name, actor.address.as_deref()).repository(repo.as_str())
@@ -185,8 +204,16 @@ impl Registry {
 
     /// end-9: deletes a manifest (by digest, with every tag on it) or only a tag. An
     /// immutable tag, a manifest an immutable tag points to, or a manifest an index of the
-    /// repository lists is refused (405 DENIED), and the refusal is ledgered.
-    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference, actor: &Actor) -> Result<(), Error> {
+    /// repository lists is refused (405 DENIED), and the refusal is ledgered. So is a delete
+    /// inside a rollback window (DESIGN §6), unless `force` carries an admin's reason: then it
+    /// is done and a `delete.force` event records the actor, the reason and the window.
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        actor: &Actor,
+        force: Option<&str>,
+    ) -> Result<(), Error> {
         let rule_of = |tag: &Tag| {
             let d = self.immutability.decide(repo, tag);
             (d.mode == Mode::Immutable).then_some(d.rule)
@@ -199,7 +226,13 @@ impl Registry {
                     tx.rollback().await?;
                     return Err(Error::ManifestUnknown(reference.to_string()));
                 };
-                let decision = writes::decide_tag_delete(std::slice::from_ref(tag), &current, rule_of);
+                let mut decision = writes::decide_tag_delete(std::slice::from_ref(tag), &current, rule_of);
+                if decision.is_ok() {
+                    let hit = self.window_hit(&mut tx, repo, Some(tag), &current).await?;
+                    decision = writes::decide_window_delete(hit, force.is_some()).map(|forced| {
+                        events.extend(forced.map(|w| forced_event(actor, repo, Some(tag), &current, &w, force)))
+                    });
+                }
                 if decision.is_ok() {
                     tx.remove_tag(repo, tag, &current, actor).await?;
                     events.push(
@@ -215,8 +248,13 @@ impl Registry {
                 }
                 let holder = tx.holder(repo, RefKind::Child, d).await?;
                 let tags = tx.tags_of(repo, d).await?;
-                let decision = writes::decide_unreferenced(holder.map(|h| (h.manifest, h.tag)))
+                let mut decision = writes::decide_unreferenced(holder.map(|h| (h.manifest, h.tag)))
                     .and_then(|()| writes::decide_tag_delete(&tags, d, rule_of));
+                if decision.is_ok() {
+                    let hit = self.window_hit(&mut tx, repo, None, d).await?;
+                    decision = writes::decide_window_delete(hit, force.is_some())
+                        .map(|forced| events.extend(forced.map(|w| forced_event(actor, repo, None, d, &w, force))));
+                }
                 if decision.is_ok() {
                     for tag in &tags {
                         tx.remove_tag(repo, tag, d, actor).await?;
@@ -267,6 +305,17 @@ impl Registry {
                     None => format!("tag {repo}:{tag} does not exist; the request's precondition does not hold"),
                 }),
             ),
+            Refusal::InWindow(w) => {
+                let what = match (&event.tag, &event.digest) {
+                    (Some(t), _) => format!("tag {t}"),
+                    (None, Some(d)) => format!("manifest {d}"),
+                    _ => "it".to_string(),
+                };
+                (
+                    json!({ "reason": "rollback-window", "window": { "tag": w.tag.as_str(), "position": w.position, "size": w.size } }),
+                    Error::InWindow { repo: repo.clone(), what, tag: w.tag, position: w.position, size: w.size },
+                )
+            }
             Refusal::Referenced { holder, tag } => {
                 let target = event.digest.as_deref().and_then(|d| Digest::parse(d).ok());
                 let what = if blob { "blob" } else { "manifest" };

@@ -11,6 +11,7 @@ mod listing;
 mod manifests;
 mod provenance;
 mod pulls;
+mod retention;
 mod uploads;
 
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub use ledger_files::{LedgerError, VerifyReport};
 pub use listing::Page;
 pub use manifests::{ManifestPut, PutOutcome};
 pub use provenance::{ConfigInfo, IndexChild, KindedReferrer, Provenance, Pushed, ReferrerKind};
+pub use retention::{ApplyReport, Plan, RollbackOutcome, Trigger};
 pub use uploads::{BlobCommitted, UploadState};
 
 /// A request or response body as a stream of byte chunks.
@@ -57,6 +59,7 @@ pub struct Registry {
     readiness: Arc<tokio::sync::Mutex<Option<(Instant, Readiness)>>>,
     touches: Arc<gc::TouchTally>,
     gc_grace: Duration,
+    retention: Arc<crate::policy::retention::RetentionPolicy>,
 }
 
 /// The outcome of a readiness check: `Err` names the part that cannot work.
@@ -96,6 +99,7 @@ impl Registry {
             readiness: Arc::default(),
             touches: Arc::default(),
             gc_grace: gc::DEFAULT_GRACE,
+            retention: Arc::default(),
         }
     }
 

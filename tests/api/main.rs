@@ -18,5 +18,6 @@ mod listing;
 mod manifests;
 mod provenance;
 mod rest_api;
+mod retention;
 mod sha512;
 mod uploads;

@@ -7,6 +7,8 @@
 //! - a repository's tags, history and artifacts: auditor and admin, and any signed-in
 //!   caller that may pull the repository (reader role, writer role, pull grants).
 //! - `repositories`: any signed-in caller; it lists what the caller may read.
+//! - `retention/plan`: the auditor and admin roles; `retention/apply` (POST): the admin role.
+//! - `repositories/<name>/tags/<tag>/rollback` (POST): push on the repository.
 //! - `openapi.json`: anyone.
 //!
 //! In open mode (no users, grants or robots) anonymous may read everything. A bearer token
@@ -46,9 +48,21 @@ pub struct Authorized {
 pub struct Caller {
     state: AppState,
     who: Identity,
+    peer: String,
 }
 
 impl Caller {
+    /// The caller as tag history and the ledger record it.
+    pub fn actor(&self) -> crate::meta::Actor {
+        let address = (!self.peer.is_empty()).then(|| self.peer.clone());
+        crate::meta::Actor { name: self.who.subject.name.clone(), address }
+    }
+
+    /// True for an admin (or anyone in open mode).
+    fn is_admin(&self) -> bool {
+        self.state.auth.is_open() || self.who.subject.roles.contains(&crate::policy::Role::Admin)
+    }
+
     /// True if the caller may read everything (auditor, admin, or open mode).
     pub fn reads_all(&self) -> bool {
         self.state.auth.allows_audit_read(&self.who.subject) && self.token_covers("registry", "api", "read")
@@ -90,6 +104,18 @@ impl Caller {
                 let ok = !subject.is_anonymous() || self.state.auth.is_open();
                 (ok, ok, "signing in")
             }
+            Need::Admin => {
+                let role = self.is_admin();
+                (role && self.token_covers("registry", "api", "read"), role, "the admin role")
+            }
+            Need::Push(repo) => {
+                if access::permits(&self.state, &self.who, repo.as_str(), Action::Push) {
+                    return Ok(());
+                }
+                return Err(access::authorize(&self.state, headers, &self.who, repo, Action::Push)
+                    .err()
+                    .unwrap_or_else(|| Error::Denied(format!("push access to repository {repo} denied"))));
+            }
             Need::Repository(repo) => {
                 let role = self.state.auth.allows_audit_read(subject)
                     || ((!subject.is_anonymous() || self.state.auth.is_open())
@@ -129,12 +155,22 @@ impl Caller {
 }
 
 impl FromRequestParts<AppState> for Authorized {
-    type Rejection = ApiError;
+    type Rejection = axum::response::Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Authorized, ApiError> {
-        let route = RestRoute::parse(parts.uri.path())?;
-        if parts.method != Method::GET && parts.method != Method::HEAD {
-            return Err(Error::MethodNotAllowed.into());
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Authorized, Self::Rejection> {
+        use axum::response::IntoResponse;
+        let route = RestRoute::parse(parts.uri.path()).map_err(|e| ApiError(e).into_response())?;
+        let allowed = if route.is_post() {
+            parts.method == Method::POST
+        } else {
+            parts.method == Method::GET || parts.method == Method::HEAD
+        };
+        if !allowed {
+            let mut resp = ApiError(Error::MethodNotAllowed).into_response();
+            if route.is_post() {
+                resp.headers_mut().insert(axum::http::header::ALLOW, axum::http::HeaderValue::from_static("POST"));
+            }
+            return Err(resp);
         }
         let query = Params::parse(parts.uri.query());
         let need = route.need();
@@ -142,18 +178,21 @@ impl FromRequestParts<AppState> for Authorized {
         let who = match need {
             // The OpenAPI document is public: do not even look at credentials.
             Need::Nothing => Identity { subject: crate::policy::Subject::anonymous(), token_access: None },
-            _ => identify(state, &parts.headers, &peer).await?,
+            _ => identify(state, &parts.headers, &peer).await.map_err(|e| ApiError(e).into_response())?,
         };
-        let caller = Caller { state: state.clone(), who };
-        caller.authorize(&parts.headers, &need).inspect_err(|e| {
-            if let Error::Denied(reason) = e {
-                let repo = match &need {
-                    Need::Repository(r) => r.as_str(),
-                    _ => "",
-                };
-                state.registry.count_denial(EventKind::RequestDeny, &caller.who.subject.name, &peer, repo, reason);
-            }
-        })?;
+        let caller = Caller { state: state.clone(), who, peer: peer.clone() };
+        caller
+            .authorize(&parts.headers, &need)
+            .inspect_err(|e| {
+                if let Error::Denied(reason) = e {
+                    let repo = match &need {
+                        Need::Repository(r) | Need::Push(r) => r.as_str(),
+                        _ => "",
+                    };
+                    state.registry.count_denial(EventKind::RequestDeny, &caller.who.subject.name, &peer, repo, reason);
+                }
+            })
+            .map_err(|e| ApiError(e).into_response())?;
         Ok(Authorized { route, caller, query })
     }
 }

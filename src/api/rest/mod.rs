@@ -14,6 +14,7 @@ mod params;
 mod policies;
 mod problem;
 mod repositories;
+mod retention;
 mod route;
 
 use std::time::SystemTime;
@@ -30,7 +31,12 @@ use crate::meta::millis;
 use crate::state::AppState;
 
 /// Every `/api/v1/...` request.
-pub async fn dispatch(State(state): State<AppState>, auth: Authorized) -> Response {
+pub async fn dispatch(
+    State(state): State<AppState>,
+    auth: Authorized,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     let Authorized { route, caller, query: q } = auth;
     let result = match route {
         RestRoute::OpenApi => Ok(openapi::openapi_json().await.into_response()),
@@ -44,6 +50,11 @@ pub async fn dispatch(State(state): State<AppState>, auth: Authorized) -> Respon
         }
         RestRoute::Artifact { name, digest } => {
             artifacts::provenance(&state, &name, &digest).await.map(IntoResponse::into_response)
+        }
+        RestRoute::RetentionPlan => retention::plan(&state, &q).await.map(IntoResponse::into_response),
+        RestRoute::RetentionApply => retention::apply(&state, &caller, &q).await.map(IntoResponse::into_response),
+        RestRoute::Rollback { name, tag } => {
+            retention::rollback(&state, &caller, &name, &tag, &headers, &body).await.map(IntoResponse::into_response)
         }
         RestRoute::AuditEvents => audit::events(&state, &q).await.map(IntoResponse::into_response),
         RestRoute::AuditCheckpoints => audit::checkpoints(&state, &q).await.map(IntoResponse::into_response),

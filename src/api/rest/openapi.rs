@@ -5,13 +5,13 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{artifacts, audit, policies, problem, repositories};
+use super::{artifacts, audit, policies, problem, repositories, retention};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Cairn REST API",
-        description = "Repositories, provenance, tag history and the audit ledger of a Cairn registry. \
+        description = "Repositories, provenance, tag history, retention and the audit ledger of a Cairn registry. \
                        Every error is RFC 9457 `application/problem+json`; listings page with `limit` and \
                        `cursor` (`next_cursor` in the body, `Link: <…>; rel=\"next\"` in the headers).",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
@@ -25,6 +25,9 @@ use super::{artifacts, audit, policies, problem, repositories};
         audit::checkpoints,
         audit::public_key,
         policies::immutability,
+        retention::plan,
+        retention::apply,
+        retention::rollback,
         openapi_json,
     ),
     components(schemas(problem::Problem, crate::audit::EventKind)),
@@ -33,6 +36,7 @@ use super::{artifacts, audit, policies, problem, repositories};
         (name = "repositories", description = "Repositories, tags and the provenance of artifacts"),
         (name = "audit", description = "The audit ledger, its signed checkpoints and their public key (auditors and admins)"),
         (name = "policies", description = "Rules in force"),
+        (name = "retention", description = "Retention plans and their application (README \"Retention\")"),
         (name = "meta", description = "This document"),
     )
 )]

@@ -37,6 +37,17 @@ pub enum RestRoute {
         /// The manifest digest.
         digest: Digest,
     },
+    /// `repositories/<name>/tags/<tag>/rollback` (POST)
+    Rollback {
+        /// The repository.
+        name: RepoName,
+        /// The tag.
+        tag: Tag,
+    },
+    /// `retention/plan`
+    RetentionPlan,
+    /// `retention/apply` (POST)
+    RetentionApply,
     /// `audit/events`
     AuditEvents,
     /// `audit/checkpoints`
@@ -58,6 +69,10 @@ pub enum Need {
     SignedIn,
     /// The right to read this repository: auditor or admin, or pull on it.
     Repository(RepoName),
+    /// The admin role.
+    Admin,
+    /// Push on this repository.
+    Push(RepoName),
 }
 
 impl RestRoute {
@@ -81,6 +96,11 @@ impl RestRoute {
             ["audit", "events"] => RestRoute::AuditEvents,
             ["audit", "checkpoints"] => RestRoute::AuditCheckpoints,
             ["audit", "public-key"] => RestRoute::AuditPublicKey,
+            ["retention", "plan"] => RestRoute::RetentionPlan,
+            ["retention", "apply"] => RestRoute::RetentionApply,
+            ["repositories", name @ .., "tags", tag, "rollback"] if !name.is_empty() => {
+                RestRoute::Rollback { name: repo(name)?, tag: Tag::parse(tag)? }
+            }
             ["repositories", name @ .., "tags", tag, "history"] if !name.is_empty() => {
                 RestRoute::TagHistory { name: repo(name)?, tag: Tag::parse(tag)? }
             }
@@ -104,7 +124,15 @@ impl RestRoute {
                 Need::Repository(name.clone())
             }
             RestRoute::AuditEvents | RestRoute::AuditCheckpoints | RestRoute::AuditPublicKey => Need::Audit,
+            RestRoute::RetentionPlan => Need::Audit,
+            RestRoute::RetentionApply => Need::Admin,
+            RestRoute::Rollback { name, .. } => Need::Push(name.clone()),
         }
+    }
+
+    /// True for the routes that change something (POST); the others answer GET and HEAD.
+    pub fn is_post(&self) -> bool {
+        matches!(self, RestRoute::RetentionApply | RestRoute::Rollback { .. })
     }
 }
 
@@ -131,6 +159,12 @@ mod tests {
         assert!(
             matches!(r, RestRoute::TagHistory { ref name, ref tag } if name.as_str() == "a/b" && tag.as_str() == "v1")
         );
+        let r = RestRoute::parse("/api/v1/repositories/a/b/tags/prod/rollback").unwrap();
+        assert!(
+            matches!(r, RestRoute::Rollback { ref name, ref tag } if name.as_str() == "a/b" && tag.as_str() == "prod")
+        );
+        assert_eq!(RestRoute::parse("/api/v1/retention/plan").unwrap().need(), Need::Audit);
+        assert_eq!(RestRoute::parse("/api/v1/retention/apply").unwrap().need(), Need::Admin);
         let r = RestRoute::parse("/api/v1/repositories/x/tags/history").unwrap();
         assert!(matches!(r, RestRoute::TagAt { ref tag, .. } if tag.as_str() == "history"));
         let r = RestRoute::parse("/api/v1/repositories/a%2Fb/tags/v1").unwrap();

@@ -66,9 +66,33 @@ pub async fn put(ctx: &Ctx, name: &RepoName, reference: &Reference, body: Body) 
     Ok(resp)
 }
 
-/// DELETE by digest (the manifest and its tags) or by tag (the tag only): 202.
+/// DELETE by digest (the manifest and its tags) or by tag (the tag only): 202. Inside a
+/// rollback window only an admin's `?force=true&reason=<why>` deletes.
 pub async fn delete(ctx: &Ctx, name: &RepoName, reference: &Reference) -> Result<Response, Error> {
-    ctx.state.registry.delete_manifest(name, reference, &ctx.actor).await?;
+    let force = match ctx.q.get("force") {
+        None | Some("false") => None,
+        Some("true") => {
+            let reason = ctx.q.get("reason").map(str::trim).filter(|r| !r.is_empty()).ok_or_else(|| {
+                Error::Unsupported(
+                    "force=true needs a reason: add &reason=<why> (it is recorded in the audit ledger)".into(),
+                )
+            })?;
+            let admin = ctx.state.auth.is_open() || ctx.who.subject.roles.contains(&crate::policy::Role::Admin);
+            if !admin {
+                return Err(Error::Denied(format!(
+                    "force=true needs the admin role; {} does not have it",
+                    ctx.who.subject.name
+                )));
+            }
+            Some(reason)
+        }
+        Some(other) => {
+            return Err(Error::Unsupported(format!(
+                "force={other:?}: use force=true (with reason=<why>) or leave it out"
+            )));
+        }
+    };
+    ctx.state.registry.delete_manifest(name, reference, &ctx.actor, force).await?;
     Ok(respond(StatusCode::ACCEPTED, &[(header::CONTENT_LENGTH, "0".into())], Body::empty()))
 }
 

@@ -6,11 +6,11 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::{digest, digest_list, json, ledger, millis};
+use super::{digest, digest_list, json, ledger, millis, retention};
 use crate::audit::NewEvent;
 use crate::meta::{
-    Actor, BlobLocation, BlobRecord, CommitUpload, Holder, ManifestRecord, MetaError, MetaTx, RefKind, RobotRecord,
-    TagAction,
+    Actor, BlobLocation, BlobRecord, CommitUpload, Holder, ManifestRecord, MetaError, MetaTx, RefKind,
+    RetentionSnapshot, RobotRecord, TagAction,
 };
 use crate::oci::{Digest, RepoName, Tag};
 
@@ -416,6 +416,14 @@ impl MetaTx for SqliteTx {
                 .await?;
         }
         Ok((outcome, Some(repo)))
+    }
+
+    async fn retention_snapshot(&mut self, repo: &RepoName) -> Result<RetentionSnapshot, MetaError> {
+        retention::snapshot(&mut self.tx, repo).await
+    }
+
+    async fn tag_targets(&mut self, repo: &RepoName, t: &Tag, limit: u32) -> Result<Vec<Digest>, MetaError> {
+        retention::tag_targets(&mut self.tx, repo, t, limit).await
     }
 
     async fn create_robot(&mut self, r: &RobotRecord) -> Result<bool, MetaError> {
