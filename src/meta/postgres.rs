@@ -15,15 +15,16 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 mod faults;
 mod gc;
 mod ledger;
+mod retention;
 mod summary;
 mod tx;
 
 pub(super) use faults::classify;
 
 use super::{
-    Actor, BlobRecord, DigestTagEvent, EventFilter, LedgerArchive, ManifestRecord, MetaError, MetaTx, MetadataStore,
-    PullStats, Referrer, RepositorySummary, RobotRecord, Segment, TagAction, TagEvent, UploadSession, from_millis,
-    millis,
+    Actor, BlobRecord, DigestTagEvent, EventFilter, LedgerArchive, LinkCandidate, ManifestRecord, MetaError, MetaTx,
+    MetadataStore, PullStats, Referrer, RepositorySummary, RetentionSnapshot, RobotRecord, Segment, StorageTotals,
+    TagAction, TagEvent, UploadSession, from_millis, millis,
 };
 use crate::audit::{Checkpoint, Event};
 use crate::oci::{Algorithm, Digest, Reference, RepoName, Tag};
@@ -222,6 +223,28 @@ impl MetadataStore for PostgresStore {
             Ok(BlobRecord { digest: d.clone(), size: r.try_get::<i64, _>("size")? as u64, location: json(&location)? })
         })
         .transpose()
+    }
+
+    async fn blob_with_mark(&self, repo: &RepoName, d: &Digest) -> Result<Option<(BlobRecord, SystemTime)>, MetaError> {
+        let row = sqlx::query(
+            "SELECT b.size, b.location, b.touched_at FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest
+             WHERE rb.repo = $1 AND rb.digest = $2",
+        )
+        .bind(repo.as_str())
+        .bind(d.as_str())
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| {
+            let location: String = r.try_get("location")?;
+            let blob =
+                BlobRecord { digest: d.clone(), size: r.try_get::<i64, _>("size")? as u64, location: json(&location)? };
+            Ok((blob, from_millis(r.try_get("touched_at")?)))
+        })
+        .transpose()
+    }
+
+    async fn touch_linked_blob(&self, repo: &RepoName, d: &Digest, at: SystemTime) -> Result<bool, MetaError> {
+        gc::touch_linked(&self.write, repo, d, at).await
     }
 
     async fn blob_repositories(&self, d: &Digest, limit: u32) -> Result<Vec<String>, MetaError> {
@@ -472,8 +495,34 @@ impl MetadataStore for PostgresStore {
         gc::candidates(&self.read, cutoff, after, limit).await
     }
 
+    async fn gc_link_candidates(
+        &self,
+        cutoff: SystemTime,
+        after: Option<(&str, &Digest)>,
+        limit: u32,
+    ) -> Result<Vec<LinkCandidate>, MetaError> {
+        gc::link_candidates(&self.read, cutoff, after, limit).await
+    }
+
+    async fn gc_unreferenced(
+        &self,
+        cutoff: SystemTime,
+        after: Option<&Digest>,
+        limit: u32,
+    ) -> Result<Vec<BlobRecord>, MetaError> {
+        gc::unreferenced(&self.read, cutoff, after, limit).await
+    }
+
     async fn gc_lock(&self, holder: &str, now: SystemTime, until: SystemTime) -> Result<bool, MetaError> {
         gc::lock(&self.write, holder, now, until).await
+    }
+
+    async fn gc_lock_holder(&self) -> Result<Option<(String, SystemTime)>, MetaError> {
+        gc::lock_holder(&self.write).await
+    }
+
+    async fn gc_lock_take_over(&self, holder: &str, dead: &str, until: SystemTime) -> Result<bool, MetaError> {
+        gc::take_over(&self.write, holder, dead, until).await
     }
 
     async fn gc_unlock(&self, holder: &str) -> Result<(), MetaError> {
@@ -492,6 +541,10 @@ impl MetadataStore for PostgresStore {
         summary::repository_summaries(&self.read, after, limit).await
     }
 
+    async fn storage_totals(&self) -> Result<StorageTotals, MetaError> {
+        summary::storage_totals(&self.read).await
+    }
+
     async fn tags_pointing_at(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<(Tag, SystemTime)>, MetaError> {
         summary::tags_pointing_at(&self.read, repo, digest).await
     }
@@ -507,5 +560,10 @@ impl MetadataStore for PostgresStore {
 
     async fn manifest_stored_at(&self, repo: &RepoName, digest: &Digest) -> Result<Option<SystemTime>, MetaError> {
         summary::manifest_stored_at(&self.read, repo, digest).await
+    }
+
+    async fn retention_snapshot(&self, repo: &RepoName) -> Result<RetentionSnapshot, MetaError> {
+        // One statement, so one snapshot (postgres/retention.rs).
+        retention::snapshot(&self.read, repo).await
     }
 }

@@ -22,8 +22,7 @@ use super::sqlite_faults::{applied_version, open_error, pool_options, refuse_for
 use super::{
     Actor, BlobRecord, DigestTagEvent, EventFilter, LedgerArchive, LinkCandidate, ManifestRecord, MetaError, MetaTx,
     MetadataStore, PullStats, Referrer, RepositorySummary, RetentionSnapshot, RobotRecord, Segment, StorageTotals,
-    TagAction, TagEvent,
-    UploadSession, from_millis, millis,
+    TagAction, TagEvent, UploadSession, from_millis, millis,
 };
 use crate::audit::{Checkpoint, Event};
 use crate::oci::{Algorithm, Digest, Reference, RepoName, Tag};

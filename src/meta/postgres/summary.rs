@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use sqlx::{PgPool, Row};
 
 use super::tag_event_row;
-use crate::meta::{DigestTagEvent, MetaError, RepositorySummary, from_millis};
+use crate::meta::{DigestTagEvent, MetaError, RepositorySummary, StorageTotals, from_millis};
 use crate::oci::{Digest, RepoName, Tag};
 
 pub(super) async fn repository_summaries(
@@ -99,4 +99,35 @@ pub(super) async fn manifest_stored_at(
         .fetch_optional(pool)
         .await?;
     Ok(at.map(from_millis))
+}
+
+/// The whole registry's figures in one statement (one snapshot): every stored blob once,
+/// however many repositories link it, and every manifest row.
+pub(super) async fn storage_totals(pool: &PgPool) -> Result<StorageTotals, MetaError> {
+    let r = sqlx::query(
+        "SELECT (SELECT count(*) FROM repositories r
+                  WHERE EXISTS (SELECT 1 FROM manifests m WHERE m.repo = r.name)
+                     OR EXISTS (SELECT 1 FROM repo_blobs b WHERE b.repo = r.name)) AS repositories,
+                (SELECT count(*) FROM tags) AS tag_count,
+                (SELECT count(*) FROM manifests) AS manifest_count,
+                (SELECT count(*) FROM blobs) AS blob_count,
+                (SELECT coalesce(sum(size), 0) FROM blobs)::bigint AS blob_bytes,
+                (SELECT coalesce(sum(size), 0) FROM manifests)::bigint AS manifest_bytes,
+                (SELECT coalesce(sum(size), 0) FROM blobs b
+                  WHERE NOT EXISTS (SELECT 1 FROM repo_blobs rb JOIN manifest_blobs mb
+                                    ON mb.repo = rb.repo AND mb.blob = rb.digest WHERE rb.digest = b.digest))::bigint
+                  AS unreferenced_bytes",
+    )
+    .fetch_one(pool)
+    .await?;
+    let n = |c: &str| -> Result<u64, MetaError> { Ok(r.try_get::<i64, _>(c)?.max(0) as u64) };
+    Ok(StorageTotals {
+        repositories: n("repositories")?,
+        tag_count: n("tag_count")?,
+        manifest_count: n("manifest_count")?,
+        blob_count: n("blob_count")?,
+        blob_bytes: n("blob_bytes")?,
+        manifest_bytes: n("manifest_bytes")?,
+        unreferenced_bytes: n("unreferenced_bytes")?,
+    })
 }

@@ -13,11 +13,11 @@ use async_trait::async_trait;
 use sqlx::{Postgres, Row, Transaction};
 
 use super::faults::is_foreign_key_violation;
-use super::{digest, digest_array, json, ledger, millis};
+use super::{digest, digest_array, json, ledger, millis, retention};
 use crate::audit::NewEvent;
 use crate::meta::{
-    Actor, BlobLocation, BlobRecord, CommitUpload, Holder, ManifestRecord, MetaError, MetaTx, RefKind, RobotRecord,
-    TagAction,
+    Actor, BlobLocation, BlobRecord, CommitUpload, Holder, ManifestRecord, MetaError, MetaTx, RefKind,
+    RetentionSnapshot, RobotRecord, TagAction,
 };
 use crate::oci::{Digest, RepoName, Tag};
 
@@ -369,6 +369,46 @@ impl MetaTx for PgTx {
         Ok(Some(BlobRecord { digest: d.clone(), size: row.try_get::<i64, _>("size")? as u64, location }))
     }
 
+    async fn unlink_unreferenced(
+        &mut self,
+        repo: &RepoName,
+        d: &Digest,
+        cutoff: SystemTime,
+    ) -> Result<bool, MetaError> {
+        // Lock the link first: a manifest PUT that references the blob holds a KEY SHARE lock
+        // on it (its foreign key) until it commits, so this waits for it, and one that comes
+        // later waits for this transaction (then fails its foreign key: `Conflict`). The check
+        // is a second statement, so its snapshot is taken after the lock and sees every
+        // reference committed before it. `touch_linked_blob` locks the link too, so a touch
+        // either committed before (its mark is seen) or finds no link.
+        let linked: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM repo_blobs WHERE repo = $1 AND digest = $2 FOR UPDATE")
+                .bind(repo.as_str())
+                .bind(d.as_str())
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        if linked.is_none() {
+            return Ok(false);
+        }
+        let done = sqlx::query(
+            "DELETE FROM repo_blobs WHERE repo = $1 AND digest = $2
+               AND NOT EXISTS (SELECT 1 FROM manifest_blobs WHERE repo = $1 AND blob = $2)
+               AND EXISTS (SELECT 1 FROM blobs WHERE digest = $2 AND touched_at < $3)",
+        )
+        .bind(repo.as_str())
+        .bind(d.as_str())
+        .bind(millis(cutoff))
+        .execute(&mut *self.tx)
+        .await;
+        match done {
+            Ok(done) => Ok(done.rows_affected() > 0),
+            Err(e) if is_foreign_key_violation(&e) => {
+                Err(MetaError::Conflict(format!("blob {d} of {repo} is still referenced; the schema refused ({e})")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn commit_upload(
         &mut self,
         id: &str,
@@ -402,6 +442,16 @@ impl MetaTx for PgTx {
         .await?;
         let outcome = if created { CommitUpload::Created } else { CommitUpload::AlreadyStored };
         Ok((outcome, Some(repo)))
+    }
+
+    async fn retention_snapshot(&mut self, repo: &RepoName) -> Result<RetentionSnapshot, MetaError> {
+        // The tags locked, then one statement (postgres/retention.rs says why that is enough).
+        retention::lock_tags(&mut self.tx, repo).await?;
+        retention::snapshot(&mut *self.tx, repo).await
+    }
+
+    async fn tag_targets(&mut self, repo: &RepoName, t: &Tag, limit: u32) -> Result<Vec<Digest>, MetaError> {
+        retention::tag_targets(&mut self.tx, repo, t, limit).await
     }
 
     async fn create_robot(&mut self, r: &RobotRecord) -> Result<bool, MetaError> {
