@@ -3,10 +3,10 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use cairn::meta::{Actor, ManifestRecord, MetaError, MetadataStore, PostgresStore};
-use cairn::oci::{Digest, RepoName, Tag};
+use cairn::meta::{Actor, BlobLocation, BlobRecord, ManifestRecord, MetaError, MetadataStore, PostgresStore};
+use cairn::oci::{Algorithm, Digest, RepoName, Tag};
 
 use crate::db::TempDb;
 use crate::{PgTest, block_on};
@@ -17,6 +17,10 @@ pub const TESTS: &[PgTest] = &[
     PgTest { name: "two_handles_create_one_tag", run: two_handles_create_one_tag },
     PgTest { name: "a_racing_tag_create_is_a_conflict", run: a_racing_tag_create_is_a_conflict },
     PgTest { name: "a_newer_schema_is_refused", run: a_newer_schema_is_refused },
+    PgTest {
+        name: "a_gc_unlink_and_a_manifest_put_meet_in_the_link_lock",
+        run: a_gc_unlink_and_a_manifest_put_meet_in_the_link_lock,
+    },
 ];
 
 async fn store(url: &str) -> Arc<PostgresStore> {
@@ -116,5 +120,72 @@ fn a_newer_schema_is_refused(admin: &str) {
         let msg = refused.to_string();
         assert!(matches!(refused, MetaError::Unusable(_)), "{refused:?}");
         assert!(msg.contains("schema version 9999") && msg.contains("newer than this Cairn"), "{msg}");
+    });
+}
+
+/// GC stage 1 against a manifest PUT on another node, both orders made certain: an unlink that
+/// comes while a PUT referencing the blob is uncommitted waits for it and then keeps the link;
+/// a PUT that comes while an unlink is uncommitted waits and then fails (`Conflict`, retried
+/// by the service, which then finds the blob unknown). Never a manifest without its blob.
+fn a_gc_unlink_and_a_manifest_put_meet_in_the_link_lock(admin: &str) {
+    block_on(async {
+        let db = TempDb::create(admin).await;
+        let (a, b) = (store(&db.url).await, store(&db.url).await);
+        let r = RepoName::parse("team/app").unwrap();
+        let layer = Digest::of(b"layer");
+        a.create_upload(&r, "u1", Algorithm::Sha256, SystemTime::now()).await.unwrap();
+        let blob = BlobRecord {
+            digest: layer.clone(),
+            size: 5,
+            location: BlobLocation { upload: "u1".into(), segments: vec![] },
+        };
+        let mut tx = a.begin(SystemTime::now()).await.unwrap();
+        tx.commit_upload("u1", 0, &blob).await.unwrap();
+        tx.ensure_repository(&r).await.unwrap();
+        tx.link_blob(&r, &layer, SystemTime::now()).await.unwrap();
+        tx.commit().await.unwrap();
+        let cutoff = SystemTime::now() + Duration::from_secs(3600);
+        let m = |body: &str| ManifestRecord {
+            digest: Digest::of(body.as_bytes()),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            body: bytes::Bytes::from(body.to_string()),
+            artifact_type: None,
+            subject: None,
+            annotations: None,
+        };
+
+        // The PUT first: the unlink waits for it, then sees the reference.
+        let mut put = a.begin(SystemTime::now()).await.unwrap();
+        assert!(put.insert_manifest(&r, &m("uses the layer"), std::slice::from_ref(&layer), &[]).await.unwrap());
+        let (b2, r2, l2) = (b.clone(), r.clone(), layer.clone());
+        let gc = tokio::spawn(async move {
+            let mut tx = b2.begin(SystemTime::now()).await.unwrap();
+            let unlinked = tx.unlink_unreferenced(&r2, &l2, cutoff).await;
+            tx.commit().await.unwrap();
+            unlinked
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!gc.is_finished(), "the unlink waits for the uncommitted manifest");
+        put.commit().await.unwrap();
+        assert!(!gc.await.unwrap().unwrap(), "the unlink sees the committed reference and keeps the link");
+        assert!(a.blob(&r, &layer).await.unwrap().is_some());
+
+        // The unlink first (after the manifest is gone): a PUT referencing the blob waits, then fails.
+        let mut tx = a.begin(SystemTime::now()).await.unwrap();
+        tx.remove_manifest(&r, &m("uses the layer").digest).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut gc = b.begin(SystemTime::now()).await.unwrap();
+        assert!(gc.unlink_unreferenced(&r, &layer, cutoff).await.unwrap());
+        let (a2, r2, l2) = (a.clone(), r.clone(), layer.clone());
+        let put = tokio::spawn(async move {
+            let mut tx = a2.begin(SystemTime::now()).await.unwrap();
+            tx.insert_manifest(&r2, &m("uses it again"), std::slice::from_ref(&l2), &[]).await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!put.is_finished(), "the PUT waits for the uncommitted unlink");
+        gc.commit().await.unwrap();
+        let lost = put.await.unwrap();
+        assert!(matches!(lost, Err(MetaError::Conflict(_))), "{lost:?}");
+        assert!(a.blob(&r, &layer).await.unwrap().is_none(), "unlinked");
     });
 }
