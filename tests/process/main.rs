@@ -24,5 +24,6 @@ mod open_mode;
 mod openapi;
 mod readiness;
 mod restart;
+mod retention_crash;
 mod shutdown;
 mod uploads_on_disk;
