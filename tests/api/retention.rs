@@ -58,6 +58,20 @@ async fn pull(app: &TestApp, repo: &str, reference: &str) -> (StatusCode, Vec<u8
     (r.status(), r.bytes().await.unwrap().to_vec())
 }
 
+/// Pulls an image whole: its manifest, config and every layer, each checked against its digest.
+async fn pull_whole(app: &TestApp, repo: &str, reference: &str) {
+    let (status, body) = pull(app, repo, reference).await;
+    assert_eq!(status, StatusCode::OK, "{repo}@{reference}");
+    let m: Value = serde_json::from_slice(&body).unwrap();
+    let descriptors = std::iter::once(&m["config"]).chain(m["layers"].as_array().into_iter().flatten());
+    for d in descriptors {
+        let digest = d["digest"].as_str().unwrap();
+        let r = app.get(&format!("/v2/{repo}/blobs/{digest}")).await;
+        assert_eq!(r.status(), StatusCode::OK, "{repo}: blob {digest} of {reference}");
+        assert_eq!(crate::helpers::digest(&r.bytes().await.unwrap()), digest, "{repo}: blob {digest} is intact");
+    }
+}
+
 async fn events(app: &TestApp, action: &str) -> Vec<cairn::audit::Event> {
     let f = EventFilter { action: Some(action.into()), ..Default::default() };
     app.state.meta.events(&f, 10_000).await.unwrap()
@@ -174,6 +188,25 @@ async fn a_cd_sequence_is_planned_and_applied_without_touching_a_rollback_target
     assert_eq!(v16_event.previous_digest.as_deref(), Some(rel[16].1.as_str()));
     assert_eq!(v16_event.detail["reasons"][0], "delete: not among the last 3 pushed");
     assert_eq!((v16_event.actor.as_str(), v16_event.detail["trigger"].as_str()), ("anonymous", Some("api")));
+    // What the plan said would be freed is what is freed: the deleted manifests' bodies now,
+    // and their blobs that nothing else uses once GC's grace has passed.
+    let bodies: u64 = plan["repositories"][0]["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["decision"] == "delete")
+        .map(|m| m["size"].as_u64().unwrap())
+        .sum();
+    clock.advance(Duration::from_secs(2 * 3600));
+    let options = cairn::service::GcOptions { grace: Duration::from_secs(3600), dry_run: false };
+    let gc = app.state.registry.collect_garbage(&options, |_| {}).await.unwrap();
+    assert!(gc.blobs > 0, "{gc:?}");
+    assert_eq!(gc.bytes + bodies, summary["bytes"].as_u64().unwrap(), "freed bytes match the plan: {gc:?}");
+    for i in [3, 16, 18, 19, 20] {
+        let (status, body) = pull(&app, &repo, &rel[i].1).await;
+        assert_eq!((status, body == rel[i].0), (StatusCode::OK, true), "release {i} still pulls after GC");
+        pull_whole(&app, &repo, &rel[i].1).await;
+    }
     // Nothing is left to delete.
     let (_, second) =
         app.state.registry.retention_apply(None, &actor(), cairn::service::Trigger::Cli, |_| {}).await.unwrap();

@@ -28,6 +28,7 @@ mod harness;
 mod helpers;
 mod oras;
 mod podman;
+mod retention;
 mod skopeo;
 
 fn main() {
@@ -36,6 +37,7 @@ fn main() {
         ("docker", docker::TESTS),
         ("oras", oras::TESTS),
         ("podman", podman::TESTS),
+        ("retention", retention::TESTS),
         ("skopeo", skopeo::TESTS),
     ])
 }
