@@ -290,10 +290,14 @@ impl StorageConfig {
             return p;
         }
         if self.path.is_some() {
-            p.push("storage.path is only used with storage.kind = \"filesystem\": S3 keys live in storage.bucket".into());
+            p.push(
+                "storage.path is only used with storage.kind = \"filesystem\": S3 keys live in storage.bucket".into(),
+            );
         }
         match self.bucket.as_deref() {
-            None | Some("") => p.push("storage.bucket is missing: kind = \"s3\" needs the name of an existing bucket".into()),
+            None | Some("") => {
+                p.push("storage.bucket is missing: kind = \"s3\" needs the name of an existing bucket".into())
+            }
             Some(b) if b.contains('/') => p.push(format!("storage.bucket = {b:?}: a bucket name has no '/'")),
             Some(_) => {}
         }
@@ -714,8 +718,11 @@ mod tests {
     fn s3_storage_names_every_problem() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
-        std::fs::write(&f, "[storage]\nkind = \"s3\"\nendpoint = \"localhost:9000\"\naccess_key_id = \"AK\"\npath = \"/x\"\n")
-            .unwrap();
+        std::fs::write(
+            &f,
+            "[storage]\nkind = \"s3\"\nendpoint = \"localhost:9000\"\naccess_key_id = \"AK\"\npath = \"/x\"\n",
+        )
+        .unwrap();
         let errs = Config::load_from(&Sources { file: Some(f), ..Default::default() }, env(&[])).unwrap_err().0;
         let all = errs.join("\n");
         for needle in [
@@ -734,8 +741,11 @@ mod tests {
     fn s3_storage_from_file_and_environment_hides_the_secret() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
-        std::fs::write(&f, "[storage]\nkind = \"s3\"\nbucket = \"blobs\"\nendpoint = \"http://127.0.0.1:9000\"\npath_style = true\n")
-            .unwrap();
+        std::fs::write(
+            &f,
+            "[storage]\nkind = \"s3\"\nbucket = \"blobs\"\nendpoint = \"http://127.0.0.1:9000\"\npath_style = true\n",
+        )
+        .unwrap();
         let vars = [("CAIRN_STORAGE__ACCESS_KEY_ID", "AKID"), ("CAIRN_STORAGE__SECRET_ACCESS_KEY", "hunter2")];
         let c = Config::load_from(&Sources { file: Some(f), ..Default::default() }, env(&vars)).unwrap();
         assert_eq!(c.storage.kind, StorageKind::S3);

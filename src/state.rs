@@ -67,8 +67,7 @@ impl AppState {
                     path_style: st.path_style,
                     keys: st.access_key_id.clone().zip(st.secret_access_key.clone()),
                 };
-                BlobStore::s3(&settings)
-                    .with_context(|| format!("cannot use S3 bucket {:?}", settings.bucket))?
+                BlobStore::s3(&settings).with_context(|| format!("cannot use S3 bucket {:?}", settings.bucket))?
             }
         };
         let policy = ImmutabilityPolicy::new(&config.immutability)

@@ -146,7 +146,10 @@ mod tests {
     #[tokio::test]
     async fn memory_passes_the_contract() {
         run_all(|| async {
-            (BlobStore::new(std::sync::Arc::new(object_store::memory::InMemory::new())), Box::new(()) as Box<dyn Any + Send>)
+            (
+                BlobStore::new(std::sync::Arc::new(object_store::memory::InMemory::new())),
+                Box::new(()) as Box<dyn Any + Send>,
+            )
         })
         .await;
     }
