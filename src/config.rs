@@ -227,16 +227,124 @@ pub enum StorageKind {
     Filesystem,
     /// Process memory; everything is lost at exit (tests only).
     Memory,
+    /// An S3-compatible bucket (AWS, MinIO, Ceph RGW).
+    S3,
 }
 
 /// `[storage]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default)]
 pub struct StorageConfig {
     /// The backend.
     pub kind: StorageKind,
     /// For `filesystem`: the directory; defaults to `<data_dir>/blobs`.
     pub path: Option<PathBuf>,
+    /// For `s3`: the bucket (it must exist).
+    pub bucket: Option<String>,
+    /// For `s3`: the region; defaults to `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1`.
+    pub region: Option<String>,
+    /// For `s3`: the endpoint URL of an S3-compatible server (MinIO, Ceph RGW); AWS when unset.
+    pub endpoint: Option<String>,
+    /// For `s3`: path-style requests (`<endpoint>/<bucket>/<key>`), as MinIO and moto want.
+    pub path_style: bool,
+    /// For `s3`: the access key id; with `secret_access_key`, or both unset to use the
+    /// usual `AWS_*` environment variables.
+    pub access_key_id: Option<String>,
+    /// For `s3`: the secret access key (never printed).
+    pub secret_access_key: Option<String>,
+}
+
+impl fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("kind", &self.kind)
+            .field("path", &self.path)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("path_style", &self.path_style)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl StorageConfig {
+    /// Problems of the `[storage]` section, each naming its key.
+    fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let s3_keys = [
+            ("bucket", self.bucket.is_some()),
+            ("region", self.region.is_some()),
+            ("endpoint", self.endpoint.is_some()),
+            ("path_style", self.path_style),
+            ("access_key_id", self.access_key_id.is_some()),
+            ("secret_access_key", self.secret_access_key.is_some()),
+        ];
+        if self.kind != StorageKind::S3 {
+            for (key, set) in s3_keys {
+                if set {
+                    p.push(format!("storage.{key} is only used with storage.kind = \"s3\" (kind is {:?})", self.kind));
+                }
+            }
+            return p;
+        }
+        if self.path.is_some() {
+            p.push(
+                "storage.path is only used with storage.kind = \"filesystem\": S3 keys live in storage.bucket".into(),
+            );
+        }
+        match self.bucket.as_deref() {
+            None | Some("") => {
+                p.push("storage.bucket is missing: kind = \"s3\" needs the name of an existing bucket".into())
+            }
+            Some(b) if b.contains('/') => p.push(format!("storage.bucket = {b:?}: a bucket name has no '/'")),
+            Some(_) => {}
+        }
+        if self.region.as_deref() == Some("") {
+            p.push("storage.region must not be empty (leave it out to use AWS_REGION, else us-east-1)".into());
+        }
+        if let Some(e) = &self.endpoint {
+            match url::Url::parse(e) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => p.push(format!(
+                    "storage.endpoint = {:?} is not an http:// or https:// URL (such as http://127.0.0.1:9000)",
+                    redact_url(e)
+                )),
+            }
+        }
+        match (&self.access_key_id, &self.secret_access_key) {
+            (Some(_), None) => p.push(
+                "storage.access_key_id is set without storage.secret_access_key: give both, or neither to use AWS_* variables".into(),
+            ),
+            (None, Some(_)) => p.push(
+                "storage.secret_access_key is set without storage.access_key_id: give both, or neither to use AWS_* variables".into(),
+            ),
+            _ => {}
+        }
+        p
+    }
+
+    /// One line for `cairn check-config`: the backend and where it stores, secrets left out.
+    pub fn summary(&self, default_path: &Path) -> String {
+        match self.kind {
+            StorageKind::Filesystem => format!("filesystem {}", self.path.as_deref().unwrap_or(default_path).display()),
+            StorageKind::Memory => "memory (lost at exit)".into(),
+            StorageKind::S3 => {
+                let credentials = match &self.access_key_id {
+                    Some(id) => format!("access key {id} from the config, secret <redacted>"),
+                    None => "credentials from the AWS_* environment".into(),
+                };
+                format!(
+                    "s3 bucket {} region {} endpoint {} {}, {credentials}",
+                    self.bucket.as_deref().unwrap_or("<missing>"),
+                    self.region.as_deref().unwrap_or("<from AWS_REGION, else us-east-1>"),
+                    self.endpoint.as_deref().map(redact_url).unwrap_or_else(|| "<AWS>".into()),
+                    if self.path_style { "path-style" } else { "virtual-hosted-style" },
+                )
+            }
+        }
+    }
 }
 
 /// `[uploads]`
@@ -288,7 +396,16 @@ impl Default for ServerConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { kind: StorageKind::Filesystem, path: None }
+        StorageConfig {
+            kind: StorageKind::Filesystem,
+            path: None,
+            bucket: None,
+            region: None,
+            endpoint: None,
+            path_style: false,
+            access_key_id: None,
+            secret_access_key: None,
+        }
     }
 }
 
@@ -415,6 +532,7 @@ impl Config {
         if let Err(errs) = RetentionPolicy::new(&self.retention) {
             p.extend(errs);
         }
+        p.extend(self.storage.problems());
         p.extend(self.auth_problems());
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             p.push(format!("log.level = {:?} is not a valid filter (try \"info\" or \"cairn=debug\")", self.log.level));
@@ -591,8 +709,49 @@ mod tests {
     fn bad_enum_value_names_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
-        std::fs::write(&f, "[storage]\nkind = \"s3\"\n").unwrap();
+        std::fs::write(&f, "[storage]\nkind = \"floppy\"\n").unwrap();
         let errs = Config::load_from(&Sources { file: Some(f), ..Default::default() }, env(&[])).unwrap_err().0;
         assert!(errs.join("\n").contains("storage.kind"), "{errs:?}");
+    }
+
+    #[test]
+    fn s3_storage_names_every_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[storage]\nkind = \"s3\"\nendpoint = \"localhost:9000\"\naccess_key_id = \"AK\"\npath = \"/x\"\n",
+        )
+        .unwrap();
+        let errs = Config::load_from(&Sources { file: Some(f), ..Default::default() }, env(&[])).unwrap_err().0;
+        let all = errs.join("\n");
+        for needle in [
+            "storage.bucket is missing",
+            "storage.endpoint = \"localhost:9000\" is not an http",
+            "storage.access_key_id is set without storage.secret_access_key",
+            "storage.path is only used with storage.kind = \"filesystem\"",
+        ] {
+            assert!(all.contains(needle), "{needle} not named in:\n{all}");
+        }
+        let errs = Config::load_from(&Sources::default(), env(&[("CAIRN_STORAGE__BUCKET", "b")])).unwrap_err().0;
+        assert!(errs.join("\n").contains("(storage.bucket) is only used with storage.kind = \"s3\""), "{errs:?}");
+    }
+
+    #[test]
+    fn s3_storage_from_file_and_environment_hides_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[storage]\nkind = \"s3\"\nbucket = \"blobs\"\nendpoint = \"http://127.0.0.1:9000\"\npath_style = true\n",
+        )
+        .unwrap();
+        let vars = [("CAIRN_STORAGE__ACCESS_KEY_ID", "AKID"), ("CAIRN_STORAGE__SECRET_ACCESS_KEY", "hunter2")];
+        let c = Config::load_from(&Sources { file: Some(f), ..Default::default() }, env(&vars)).unwrap();
+        assert_eq!(c.storage.kind, StorageKind::S3);
+        assert_eq!(c.storage.secret_access_key.as_deref(), Some("hunter2"));
+        let shown = format!("{c:?} {}", c.storage.summary(&c.storage_path()));
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("s3 bucket blobs") && shown.contains("path-style") && shown.contains("AKID"), "{shown}");
     }
 }

@@ -275,7 +275,7 @@ async fn main() -> ExitCode {
                 say!("  listen:   {}", cfg.server.listen);
                 say!("  data dir: {}", cfg.server.data_dir.display());
                 say!("  database: {}", cfg.database_url_redacted());
-                say!("  storage:  {:?} {}", cfg.storage.kind, cfg.storage_path().display());
+                say!("  storage:  {}", cfg.storage.summary(&cfg.storage_path()));
                 print_rules(&cfg);
                 for n in &notes {
                     tell!("note: {n}");

@@ -58,6 +58,17 @@ impl AppState {
                 BlobStore::filesystem(root).with_context(|| format!("cannot use blob directory {}", path.display()))?
             }
             StorageKind::Memory => BlobStore::new(Arc::new(InMemory::new())),
+            StorageKind::S3 => {
+                let st = &config.storage;
+                let settings = crate::blob::S3Settings {
+                    bucket: st.bucket.clone().unwrap_or_default(),
+                    region: st.region.clone(),
+                    endpoint: st.endpoint.clone(),
+                    path_style: st.path_style,
+                    keys: st.access_key_id.clone().zip(st.secret_access_key.clone()),
+                };
+                BlobStore::s3(&settings).with_context(|| format!("cannot use S3 bucket {:?}", settings.bucket))?
+            }
         };
         let policy = ImmutabilityPolicy::new(&config.immutability)
             .map_err(|errs| anyhow::anyhow!("invalid immutability rules: {}", errs.join("; ")))?;

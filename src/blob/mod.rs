@@ -1,11 +1,20 @@
-//! The blob seam: `BlobStore` over `object_store` (local filesystem, in-memory; S3 later)
-//! and the only code that knows object keys. Upload segments are written once and never
+//! The blob seam: `BlobStore` over `object_store` (local filesystem, S3, in-memory) and
+//! the only code that knows object keys. Upload segments are written once and never
 //! moved: a committed blob is the ordered list of its upload's segments (`BlobLocation`),
 //! so commit is a metadata transaction, not a copy or rename.
 //!
-//! Key layout: `uploads/<upload-id>/<seq>-<nonce>` for segment `seq` of an upload; the
-//! nonce keeps two racing writers of the same segment from sharing an object;
-//! `write-check-<nonce>` for the short-lived object of a readiness check.
+//! Key layout, the same on every backend (relative to the blob directory, or the bucket's
+//! root on S3):
+//! - `uploads/<upload-id>/<seq>-<nonce>`: segment `seq` of an upload; the nonce keeps two
+//!   racing writers of the same segment from sharing an object. A committed blob keeps its
+//!   upload's segments; deleting a blob (GC) or an upload deletes everything under
+//!   `uploads/<upload-id>/`, which the database has already decided is dead.
+//! - `write-check-<nonce>`: the short-lived object of a readiness check.
+//!
+//! Nothing else is ever written, and nothing lists the store to decide what is live.
+//!
+//! Reads: each segment is one ranged read (a ranged GET on S3; an opened file with a seek
+//! on the filesystem). Writes stream through `WriteMultipart` (a multipart upload on S3).
 //!
 //! Durability: a segment write returns only once its bytes are on stable storage. The
 //! filesystem backend is a `LocalFileSystem` with fsync on ([`BlobStore::filesystem`]):
@@ -25,6 +34,25 @@ use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectSt
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::meta::{BlobLocation, Segment};
+
+/// The contract suite every backend passes (public, hidden, for the S3 test target).
+#[doc(hidden)]
+pub mod contract;
+
+/// Where an S3-compatible bucket is and how to sign for it (`BlobStore::s3`).
+#[derive(Clone, Default)]
+pub struct S3Settings {
+    /// The bucket, which must exist.
+    pub bucket: String,
+    /// The region; `None` takes `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1`.
+    pub region: Option<String>,
+    /// An S3-compatible server's URL; `None` for AWS.
+    pub endpoint: Option<String>,
+    /// Path-style requests (`<endpoint>/<bucket>/<key>`) rather than virtual-hosted.
+    pub path_style: bool,
+    /// An access key id and secret; `None` takes the usual `AWS_*` environment variables.
+    pub keys: Option<(String, String)>,
+}
 
 /// Bytes per part handed to the object store while writing a segment.
 const PART_SIZE: usize = 8 << 20;
@@ -75,6 +103,25 @@ impl BlobStore {
     pub fn filesystem(root: std::path::PathBuf) -> Result<BlobStore, object_store::Error> {
         let store = LocalFileSystem::new_with_prefix(&root)?.with_automatic_cleanup(true).with_fsync(true);
         Ok(BlobStore::local(Arc::new(store), root))
+    }
+
+    /// The S3 backend: the bucket named in `s3`, configured from the usual `AWS_*`
+    /// environment variables first and then from `s3` (which wins). Blob reads are ranged
+    /// GETs; segment writes are multipart uploads; nothing here lists or walks directories.
+    pub fn s3(s3: &S3Settings) -> Result<BlobStore, object_store::Error> {
+        let mut b = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(&s3.bucket)
+            .with_virtual_hosted_style_request(!s3.path_style);
+        if let Some(region) = &s3.region {
+            b = b.with_region(region);
+        }
+        if let Some(endpoint) = &s3.endpoint {
+            b = b.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
+        }
+        if let Some((id, secret)) = &s3.keys {
+            b = b.with_access_key_id(id).with_secret_access_key(secret);
+        }
+        Ok(BlobStore::new(Arc::new(b.build()?)))
     }
 
     fn upload_dir(&self, upload: &str) -> Option<std::path::PathBuf> {

@@ -1,0 +1,156 @@
+//! The contract every `BlobStore` backend passes (STYLE §10, distribution's driver
+//! testsuites): each case gets a fresh store from the factory. The filesystem runs it in
+//! `cargo test --lib` (below); S3 in tests/s3 against a real S3-compatible server (moto).
+
+use std::any::Any;
+use std::future::Future;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use futures::stream;
+
+use crate::blob::{BlobStore, PART_SIZE, WriteError};
+use crate::meta::{BlobLocation, Segment};
+
+/// A fresh store and whatever must live as long as it (a temp dir, a bucket).
+pub type Fresh = (BlobStore, Box<dyn Any + Send>);
+
+/// Runs every case, each on a fresh store.
+pub async fn run_all<F, Fut>(fresh: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Fresh>,
+{
+    let (s, _keep) = fresh().await;
+    segments_read_whole_and_ranged_across_boundaries(&s).await;
+    let (s, _keep) = fresh().await;
+    an_empty_body_writes_nothing_and_a_failed_body_is_an_error(&s).await;
+    let (s, _keep) = fresh().await;
+    a_missing_object_is_not_found(&s).await;
+    let (s, _keep) = fresh().await;
+    delete_upload_removes_its_segments_only(&s).await;
+    let (s, _keep) = fresh().await;
+    racing_writers_of_one_segment_keep_their_own_bytes(&s).await;
+    let (s, _keep) = fresh().await;
+    s.check_write().await.expect("the readiness write check passes on a writable store");
+}
+
+/// `n` bytes of a pattern seeded by `seed`, so that segments differ.
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8 ^ seed).collect()
+}
+
+async fn write(s: &BlobStore, upload: &str, seq: usize, bytes: &[u8]) -> Segment {
+    // Several frames per segment, as a request body arrives.
+    let frames: Vec<Result<Bytes, std::io::Error>> =
+        bytes.chunks(300_000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    let mut seen = 0usize;
+    let seg = s.write_segment(upload, seq, stream::iter(frames), |b| seen += b.len()).await.unwrap().unwrap();
+    assert_eq!(seen, bytes.len(), "observe sees every byte");
+    assert_eq!(seg.len, bytes.len() as u64);
+    seg
+}
+
+async fn read(s: &BlobStore, location: &BlobLocation, range: std::ops::Range<u64>) -> Vec<u8> {
+    let chunks: Vec<Bytes> = s.read(location, range).await.unwrap().try_collect().await.unwrap();
+    chunks.concat()
+}
+
+/// Three segments (the first larger than one multipart part) read back whole, and in
+/// ranges inside one segment, across each boundary, and across all three.
+pub async fn segments_read_whole_and_ranged_across_boundaries(s: &BlobStore) {
+    let parts = [pattern(PART_SIZE + 4321, 1), pattern(1000, 2), pattern(70_000, 3)];
+    let mut segments = Vec::new();
+    for (seq, p) in parts.iter().enumerate() {
+        segments.push(write(s, "up-ranged", seq, p).await);
+    }
+    let location = BlobLocation { upload: "up-ranged".into(), segments };
+    let whole = parts.concat();
+    let n = whole.len() as u64;
+    assert_eq!(read(s, &location, 0..n).await, whole, "whole blob");
+    let b1 = parts[0].len() as u64;
+    let b2 = b1 + parts[1].len() as u64;
+    for r in [0..10, 5..b1, b1 - 7..b1 + 9, b1..b2, b2 - 1..b2 + 1, b1 - 100..n, 17..n - 3, n - 1..n, 3..3] {
+        assert_eq!(read(s, &location, r.clone()).await, &whole[r.start as usize..r.end as usize], "range {r:?}");
+    }
+}
+
+/// An empty body writes no object; a body that fails midway is `WriteError::Body`.
+pub async fn an_empty_body_writes_nothing_and_a_failed_body_is_an_error(s: &BlobStore) {
+    let empty: Vec<Result<Bytes, std::io::Error>> = vec![Ok(Bytes::new())];
+    assert!(s.write_segment("up-empty", 0, stream::iter(empty), |_| {}).await.unwrap().is_none());
+    let broken: Vec<Result<Bytes, std::io::Error>> =
+        vec![Ok(Bytes::from(pattern(1000, 4))), Err(std::io::Error::other("client went away"))];
+    match s.write_segment("up-broken", 0, stream::iter(broken), |_| {}).await {
+        Err(WriteError::Body(m)) => assert!(m.contains("client went away"), "{m}"),
+        other => panic!("expected a body error, got {:?}", other.map(|o| o.map(|seg| seg.name))),
+    }
+}
+
+/// Reading a segment that is not there fails at once with `NotFound` (before any byte, so
+/// the caller can still answer with a status).
+pub async fn a_missing_object_is_not_found(s: &BlobStore) {
+    let location = BlobLocation { upload: "up-none".into(), segments: vec![Segment { name: "0-aaaa".into(), len: 5 }] };
+    match s.read(&location, 0..5).await {
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => panic!("expected NotFound, got {e}"),
+        Ok(_) => panic!("expected NotFound, got a stream"),
+    }
+}
+
+/// Deleting an upload removes all its segments, leaves other uploads alone, and deleting it
+/// again (or one that never existed) is not an error.
+pub async fn delete_upload_removes_its_segments_only(s: &BlobStore) {
+    let (a0, a1) = (write(s, "up-a", 0, b"first segment").await, write(s, "up-a", 1, b"second").await);
+    // An upload whose id starts with the other's: a prefix of keys, not of a path.
+    let b0 = write(s, "up-ab", 0, b"other upload").await;
+    s.delete_upload("up-a").await.unwrap();
+    for seg in [a0, a1] {
+        let gone = BlobLocation { upload: "up-a".into(), segments: vec![seg] };
+        assert!(matches!(s.read(&gone, 0..1).await, Err(object_store::Error::NotFound { .. })), "segment left behind");
+    }
+    let kept = BlobLocation { upload: "up-ab".into(), segments: vec![b0] };
+    assert_eq!(read(s, &kept, 0..12).await, b"other upload");
+    s.delete_upload("up-a").await.unwrap();
+    s.delete_upload("up-never").await.unwrap();
+}
+
+/// Two writers of the same segment number of one upload at once (a client retrying a PATCH
+/// while the first is still streaming) each get an object of their own with their own bytes.
+pub async fn racing_writers_of_one_segment_keep_their_own_bytes(s: &BlobStore) {
+    let (x, y) = (pattern(600_000, 5), pattern(600_000, 6));
+    let (sx, sy) = tokio::join!(write(s, "up-race", 0, &x), write(s, "up-race", 0, &y));
+    assert_ne!(sx.name, sy.name, "two writers share an object");
+    let lx = BlobLocation { upload: "up-race".into(), segments: vec![sx] };
+    let ly = BlobLocation { upload: "up-race".into(), segments: vec![sy] };
+    assert_eq!(read(s, &lx, 0..x.len() as u64).await, x);
+    assert_eq!(read(s, &ly, 0..y.len() as u64).await, y);
+    s.remove_strays(&lx).await;
+    assert_eq!(read(s, &lx, 0..x.len() as u64).await, x, "remove_strays keeps the committed segments");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn filesystem_passes_the_contract() {
+        run_all(|| async {
+            let dir = tempfile::tempdir().unwrap();
+            let s = BlobStore::filesystem(dir.path().canonicalize().unwrap()).unwrap();
+            (s, Box::new(dir) as Box<dyn Any + Send>)
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn memory_passes_the_contract() {
+        run_all(|| async {
+            (
+                BlobStore::new(std::sync::Arc::new(object_store::memory::InMemory::new())),
+                Box::new(()) as Box<dyn Any + Send>,
+            )
+        })
+        .await;
+    }
+}

@@ -1,0 +1,56 @@
+//! A bucket of its own per test on the S3 server, and a listing of it through object_store
+//! (tests only: Cairn itself never lists the store to decide anything).
+
+use std::sync::Arc;
+
+use cairn::blob::{BlobStore, S3Settings};
+use futures::TryStreamExt;
+use object_store::ObjectStore;
+
+/// A fresh, empty bucket on the server at `endpoint`.
+pub struct TempBucket {
+    pub settings: S3Settings,
+}
+
+impl TempBucket {
+    /// Creates a bucket with a unique name (an unsigned `PUT /<bucket>`, which moto accepts).
+    pub async fn create(endpoint: &str) -> TempBucket {
+        let name = format!("cairn-test-{}", uuid::Uuid::new_v4().simple());
+        let r = reqwest::Client::new().put(format!("{endpoint}/{name}")).send().await.unwrap();
+        assert!(r.status().is_success(), "cannot create bucket {name} at {endpoint}: {}", r.status());
+        let settings = S3Settings {
+            bucket: name,
+            region: Some("us-east-1".into()),
+            endpoint: Some(endpoint.to_string()),
+            path_style: true,
+            keys: Some(("cairn-test".into(), "cairn-test-secret".into())),
+        };
+        TempBucket { settings }
+    }
+
+    /// A `BlobStore` on this bucket.
+    pub fn store(&self) -> BlobStore {
+        BlobStore::s3(&self.settings).unwrap()
+    }
+
+    /// Every key in the bucket, sorted.
+    pub async fn keys(&self) -> Vec<String> {
+        let s = &self.settings;
+        let (id, secret) = s.keys.clone().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(
+            object_store::aws::AmazonS3Builder::new()
+                .with_bucket_name(&s.bucket)
+                .with_region("us-east-1")
+                .with_endpoint(s.endpoint.clone().unwrap())
+                .with_allow_http(true)
+                .with_virtual_hosted_style_request(false)
+                .with_access_key_id(id)
+                .with_secret_access_key(secret)
+                .build()
+                .unwrap(),
+        );
+        let mut keys: Vec<String> = store.list(None).map_ok(|m| m.location.to_string()).try_collect().await.unwrap();
+        keys.sort();
+        keys
+    }
+}
