@@ -75,9 +75,13 @@ impl AppState {
         let auth = Arc::new(Auth::new(&config, meta.clone(), clock.clone())?);
         let retention = crate::policy::retention::RetentionPolicy::new(&config.retention)
             .map_err(|errs| anyhow::anyhow!("invalid retention policies: {}", errs.join("; ")))?;
-        let registry = Registry::new(meta.clone(), blobs, Arc::new(policy), clock)
+        let mut registry = Registry::new(meta.clone(), blobs, Arc::new(policy), clock)
             .with_gc_grace(config.gc.grace)
             .with_retention(Arc::new(retention));
+        if crate::meta::is_postgres_url(&url) {
+            // Other nodes write to the same database; this process would not hear of it.
+            registry = registry.without_read_cache();
+        }
         let audit_key = Arc::new(load_or_create_audit_key(&config.audit_key_path())?);
         Ok(AppState { registry, auth, meta, config: Arc::new(config), audit_key, bound: Arc::default() })
     }

@@ -5,8 +5,9 @@
 //! drops that repository's entry after its transaction commits. A reader fills the cache
 //! only if no write anywhere happened while it read the database (the `epoch` check), so a
 //! stale read can never be inserted after the invalidation that should have removed it.
-//! The cache is per process: it is correct for the single-node SQLite deployment. Several
-//! nodes on one PostgreSQL will need cross-node invalidation (or the cache turned off).
+//! The cache is per process: it is correct for the single-node SQLite deployment. On
+//! PostgreSQL, where several nodes may write, it is turned off (`ReadCache::off`) until
+//! cross-node invalidation exists: another node's write would otherwise stay unseen here.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,6 +35,8 @@ struct RepoEntry {
 pub struct ReadCache {
     epoch: AtomicU64,
     repos: Mutex<(usize, HashMap<RepoName, RepoEntry>)>,
+    /// Serves and keeps nothing (several writers this process does not hear of).
+    off: bool,
 }
 
 /// A ticket taken before reading the database; filling with it fails if a write happened.
@@ -41,6 +44,11 @@ pub struct ReadCache {
 pub struct Ticket(u64);
 
 impl ReadCache {
+    /// A cache that serves and keeps nothing: every read goes to the database.
+    pub fn off() -> ReadCache {
+        ReadCache { off: true, ..ReadCache::default() }
+    }
+
     /// Take before a database read whose result may be cached.
     pub fn ticket(&self) -> Ticket {
         Ticket(self.epoch.load(Ordering::Acquire))
@@ -55,11 +63,17 @@ impl ReadCache {
     }
 
     fn with<T>(&self, repo: &RepoName, f: impl FnOnce(&RepoEntry) -> Option<T>) -> Option<T> {
+        if self.off {
+            return None;
+        }
         let g = self.repos.lock().ok()?;
         g.1.get(repo).and_then(f)
     }
 
     fn fill(&self, t: Ticket, repo: &RepoName, f: impl FnOnce(&mut RepoEntry)) {
+        if self.off {
+            return;
+        }
         let Ok(mut g) = self.repos.lock() else { return };
         if self.epoch.load(Ordering::Acquire) != t.0 {
             return;
@@ -134,6 +148,16 @@ mod tests {
             subject: None,
             annotations: None,
         })
+    }
+
+    #[test]
+    fn a_cache_turned_off_keeps_nothing() {
+        let c = ReadCache::off();
+        let repo = RepoName::parse("a/b").unwrap();
+        c.put_manifest(c.ticket(), &repo, Some("v1"), &m(1));
+        c.put_tags(c.ticket(), &repo, Arc::new(vec!["v1".into()]));
+        assert!(c.manifest_by_tag(&repo, "v1").is_none());
+        assert!(c.tags(&repo).is_none());
     }
 
     #[test]

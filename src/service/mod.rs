@@ -103,6 +103,13 @@ impl Registry {
         }
     }
 
+    /// Turns the read cache off (for a metadata store that other processes write to, such as
+    /// PostgreSQL behind several nodes: see `service/cache.rs`).
+    pub fn without_read_cache(mut self) -> Registry {
+        self.cache = Arc::new(cache::ReadCache::off());
+        self
+    }
+
     /// The `[gc] grace` collectors use: a HEAD of a blob whose mark is close to it is written
     /// at once instead of tallied (see `service/gc.rs`).
     pub fn with_gc_grace(mut self, grace: Duration) -> Registry {

@@ -30,6 +30,12 @@ async fn node(database: &str, blobs: &std::path::Path) -> Node {
     let mut config = Config::for_dir(dir.path());
     config.database.url = Some(database.to_string());
     config.storage.path = Some(blobs.to_path_buf());
+    config.immutability.rules = vec![cairn::policy::immutability::RuleConfig {
+        name: None,
+        repositories: "**".into(),
+        tags: vec!["prod".into()],
+        mode: cairn::policy::Mode::Mutable,
+    }];
     let state = AppState::from_config(config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -142,6 +148,15 @@ fn two_nodes_race_an_immutable_tag(admin: &str) {
             for n in [&a, &b] {
                 let r = n.get(&format!("/v2/race/app/manifests/{tag}")).await;
                 assert_eq!(r.headers()["docker-content-digest"].to_str().unwrap(), digest(winner), "{tag}");
+            }
+        }
+        // A mutable tag moved on one node is seen on the other at once (each node read it
+        // before the move, so a per-node cache would serve the old digest).
+        for (writer, m) in [(&a, &ma), (&b, &mb), (&a, &ma), (&b, &mb)] {
+            assert_eq!(writer.put_manifest("race/app", "prod", m).await.status(), StatusCode::CREATED);
+            for n in [&a, &b] {
+                let r = n.get("/v2/race/app/manifests/prod").await;
+                assert_eq!(r.headers()["docker-content-digest"].to_str().unwrap(), digest(m), "prod after a move");
             }
         }
         let events: Value = a.get("/api/v1/audit/events?limit=1000").await.json().await.unwrap();
