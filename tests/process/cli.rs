@@ -70,7 +70,7 @@ listen = "not-an-address"
 colour = "blue"
 
 [storage]
-kind = "s3"
+kind = "floppy"
 
 [uploads]
 expire_sooner = "1h"
