@@ -1,18 +1,21 @@
 //! `MetadataStore` on SQLite in WAL mode: the embedded default. Reads use a small pool;
 //! writes go through one connection, so write transactions never fight over the lock
 //! (SQLite has one writer at a time anyway) and `BEGIN` never fails with SQLITE_BUSY.
-//! Commits are durable when they return (`synchronous = FULL`); how the backend meets a
-//! full disk, a failed commit and a foreign or read-only file is in `sqlite_faults.rs`.
+//! Concurrent write transactions share one outer transaction and one fsync (group commit,
+//! `sqlite/group.rs`); each is durable when its commit returns (`synchronous = FULL`). How
+//! the backend meets a full disk, a failed commit and a foreign or read-only file is in
+//! `sqlite_faults.rs`.
 
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{Connection, Row, SqlitePool};
 
 mod gc;
+mod group;
 mod ledger;
 mod retention;
 mod summary;
@@ -33,9 +36,8 @@ pub(super) static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 /// The SQLite backend.
 pub struct SqliteStore {
     read: SqlitePool,
-    write: SqlitePool,
-    /// The ledger head this process last committed (a hint; see `ledger::HeadCache`).
-    head: std::sync::Arc<ledger::HeadCache>,
+    /// The write connection, behind the group committer: every write goes through it.
+    group: group::Group,
 }
 
 impl SqliteStore {
@@ -46,6 +48,11 @@ impl SqliteStore {
     /// every commit, so a committed write survives a power loss (NORMAL may lose the last
     /// commits, which would break the promise of a 201).
     pub async fn open(url: &str) -> Result<SqliteStore, MetaError> {
+        SqliteStore::open_with(url, group::Limits::default()).await
+    }
+
+    /// `open`, with the group committer's limits.
+    async fn open_with(url: &str, limits: group::Limits) -> Result<SqliteStore, MetaError> {
         let opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -54,16 +61,15 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let file = opts.get_filename().to_path_buf();
         refuse_foreign(&file).await?;
-        let write = pool_options(1).connect_with(opts.clone()).await.map_err(|e| open_error(&file, e))?;
-        let applied = applied_version(&write).await.map_err(|e| open_error(&file, e))?;
+        let mut write = SqliteConnection::connect_with(&opts).await.map_err(|e| open_error(&file, e))?;
+        let applied = applied_version(&mut write).await.map_err(|e| open_error(&file, e))?;
         super::refuse_newer_schema(&file.display().to_string(), applied, &MIGRATOR)?;
-        MIGRATOR.run(&write).await.map_err(|e| match e {
+        MIGRATOR.run(&mut write).await.map_err(|e| match e {
             sqlx::migrate::MigrateError::Execute(e) => open_error(&file, e),
             e => MetaError::Unusable(format!("{}: migrations failed: {e}", file.display())),
         })?;
-        let read = pool_options(8).connect_with(opts).await.map_err(|e| open_error(&file, e))?;
-        let store = SqliteStore { read, write, head: Default::default() };
-        match write_check(&store.write).await.map_err(|e| open_error(&file, e)) {
+        // Autocommit: this one statement is its own durable transaction.
+        match write_check(&mut write).await.map_err(|e| open_error(&file, e)) {
             Ok(()) => {}
             // Serve anyway: reads work, writes answer 507 and /readyz says not ready.
             Err(MetaError::Full(e)) => {
@@ -71,7 +77,8 @@ impl SqliteStore {
             }
             Err(e) => return Err(e),
         }
-        Ok(store)
+        let read = pool_options(8).connect_with(opts.clone()).await.map_err(|e| open_error(&file, e))?;
+        Ok(SqliteStore { read, group: group::Group::new(write, opts, limits) })
     }
 }
 
@@ -162,12 +169,14 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn begin(&self, now: SystemTime) -> Result<Box<dyn MetaTx>, MetaError> {
-        let tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        Ok(Box::new(tx::SqliteTx { tx, now: millis(now), head: self.head.clone(), appended: None }))
+        let tx = self.group.begin().await?;
+        Ok(Box::new(tx::SqliteTx { tx, now: millis(now), appended: None }))
     }
 
     async fn check_write(&self) -> Result<(), MetaError> {
-        Ok(write_check(&self.write).await?)
+        let mut w = self.group.begin().await?;
+        let out = write_check(&mut w).await.map_err(MetaError::from);
+        w.finish(out).await
     }
 
     async fn repositories(&self, last: Option<&str>, n: u32) -> Result<Vec<String>, MetaError> {
@@ -230,7 +239,9 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn touch_linked_blob(&self, repo: &RepoName, d: &Digest, at: SystemTime) -> Result<bool, MetaError> {
-        gc::touch_linked(&self.write, repo, d, at).await
+        let mut w = self.group.begin().await?;
+        let out = gc::touch_linked(&mut w, repo, d, at).await;
+        w.finish(out).await
     }
 
     async fn blob_repositories(&self, d: &Digest, limit: u32) -> Result<Vec<String>, MetaError> {
@@ -250,14 +261,17 @@ impl MetadataStore for SqliteStore {
         now: SystemTime,
     ) -> Result<UploadSession, MetaError> {
         let t = millis(now);
-        sqlx::query("INSERT INTO uploads (id, repo, algorithm, created_at, updated_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(id)
-            .bind(repo.as_str())
-            .bind(algorithm.as_str())
-            .bind(t)
-            .bind(t)
-            .execute(&self.write)
-            .await?;
+        let mut w = self.group.begin().await?;
+        let out =
+            sqlx::query("INSERT INTO uploads (id, repo, algorithm, created_at, updated_at) VALUES (?, ?, ?, ?, ?)")
+                .bind(id)
+                .bind(repo.as_str())
+                .bind(algorithm.as_str())
+                .bind(t)
+                .bind(t)
+                .execute(&mut *w)
+                .await;
+        w.finish(out.map_err(MetaError::from)).await?;
         Ok(UploadSession {
             id: id.to_string(),
             repo: repo.clone(),
@@ -270,11 +284,11 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn upload(&self, repo: &RepoName, id: &str) -> Result<Option<UploadSession>, MetaError> {
-        // Read through the writer so a client that just PATCHed sees its own write.
+        // A client that just PATCHed sees its own write: the PATCH returned after its commit.
         let row = sqlx::query("SELECT * FROM uploads WHERE id = ? AND repo = ?")
             .bind(id)
             .bind(repo.as_str())
-            .fetch_optional(&self.write)
+            .fetch_optional(&self.read)
             .await?;
         row.map(upload_row).transpose()
     }
@@ -288,7 +302,8 @@ impl MetadataStore for SqliteStore {
         now: SystemTime,
     ) -> Result<bool, MetaError> {
         let seg = serde_json::to_string(segment).map_err(|e| MetaError::Corrupt(e.to_string()))?;
-        let done = sqlx::query(
+        let mut w = self.group.begin().await?;
+        let out = sqlx::query(
             "UPDATE uploads SET len = len + ?1, segments = json_insert(segments, '$[#]', json(?6)),
                     hash_state = ?2, updated_at = ?3
              WHERE id = ?4 AND len = ?5",
@@ -299,45 +314,55 @@ impl MetadataStore for SqliteStore {
         .bind(id)
         .bind(expected_len as i64)
         .bind(seg)
-        .execute(&self.write)
-        .await?;
+        .execute(&mut *w)
+        .await;
+        let done = w.finish(out.map_err(MetaError::from)).await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn delete_upload(&self, id: &str, now: SystemTime) -> Result<Option<UploadSession>, MetaError> {
         // The ended session's objects are recorded as garbage in the same transaction, so GC
         // removes them if the caller's own removal never happens (a crash).
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query("DELETE FROM uploads WHERE id = ? RETURNING *").bind(id).fetch_optional(&mut *tx).await?;
-        if row.is_some() {
-            sqlx::query("INSERT INTO upload_garbage (upload, since) VALUES (?, ?) ON CONFLICT DO NOTHING")
-                .bind(id)
-                .bind(millis(now))
-                .execute(&mut *tx)
-                .await?;
+        let mut w = self.group.begin().await?;
+        let out = async {
+            let row =
+                sqlx::query("DELETE FROM uploads WHERE id = ? RETURNING *").bind(id).fetch_optional(&mut *w).await?;
+            if row.is_some() {
+                sqlx::query("INSERT INTO upload_garbage (upload, since) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                    .bind(id)
+                    .bind(millis(now))
+                    .execute(&mut *w)
+                    .await?;
+            }
+            Ok(row)
         }
-        tx.commit().await?;
+        .await;
+        let row = w.finish(out).await?;
         row.map(upload_row).transpose()
     }
 
     async fn expire_uploads(&self, cutoff: SystemTime, now: SystemTime) -> Result<Vec<UploadSession>, MetaError> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let rows = sqlx::query("DELETE FROM uploads WHERE updated_at < ? RETURNING *")
-            .bind(millis(cutoff))
-            .fetch_all(&mut *tx)
-            .await?;
-        let ids: Vec<String> = rows.iter().map(|r| r.get("id")).collect();
-        if !ids.is_empty() {
-            sqlx::query(
-                "INSERT INTO upload_garbage (upload, since) SELECT value, ? FROM json_each(?) WHERE true
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(millis(now))
-            .bind(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()))
-            .execute(&mut *tx)
-            .await?;
+        let mut w = self.group.begin().await?;
+        let out = async {
+            let rows = sqlx::query("DELETE FROM uploads WHERE updated_at < ? RETURNING *")
+                .bind(millis(cutoff))
+                .fetch_all(&mut *w)
+                .await?;
+            let ids: Vec<String> = rows.iter().map(|r| r.get("id")).collect();
+            if !ids.is_empty() {
+                sqlx::query(
+                    "INSERT INTO upload_garbage (upload, since) SELECT value, ? FROM json_each(?) WHERE true
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(millis(now))
+                .bind(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()))
+                .execute(&mut *w)
+                .await?;
+            }
+            Ok(rows)
         }
-        tx.commit().await?;
+        .await;
+        let rows = w.finish(out).await?;
         rows.into_iter().map(upload_row).collect()
     }
 
@@ -440,7 +465,8 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn ledger_head(&self) -> Result<Option<(i64, String)>, MetaError> {
-        ledger::head(&self.write).await
+        // The read pool sees only committed data (never a pending group's head).
+        ledger::head(&self.read).await
     }
 
     async fn ledger_archive_cut(&self) -> Result<Option<(i64, String)>, MetaError> {
@@ -452,11 +478,15 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn archive_ledger(&self, seq: i64, hash: &str, file: &str, at: SystemTime) -> Result<u64, MetaError> {
-        ledger::archive(&self.write, seq, hash, file, millis(at)).await
+        let mut w = self.group.begin().await?;
+        let out = ledger::archive(&mut w, seq, hash, file, millis(at)).await;
+        w.finish(out).await
     }
 
     async fn add_checkpoint(&self, cp: &Checkpoint) -> Result<(), MetaError> {
-        ledger::add_checkpoint(&self.write, cp).await
+        let mut w = self.group.begin().await?;
+        let out = ledger::add_checkpoint(&mut w, cp).await;
+        w.finish(out).await
     }
 
     async fn checkpoints(&self, after: Option<i64>, limit: u32) -> Result<Vec<Checkpoint>, MetaError> {
@@ -468,7 +498,12 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn add_pulls(&self, pulls: &[(RepoName, Digest, u64, SystemTime)]) -> Result<(), MetaError> {
-        ledger::add_pulls(&self.write, pulls).await
+        if pulls.is_empty() {
+            return Ok(());
+        }
+        let mut w = self.group.begin().await?;
+        let out = ledger::add_pulls(&mut w, pulls).await;
+        w.finish(out).await
     }
 
     async fn pulls(&self, repo: &RepoName, digest: &Digest) -> Result<Option<PullStats>, MetaError> {
@@ -476,7 +511,12 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn touch_blobs(&self, touches: &[(Digest, SystemTime)]) -> Result<(), MetaError> {
-        gc::touch(&self.write, touches).await
+        if touches.is_empty() {
+            return Ok(());
+        }
+        let mut w = self.group.begin().await?;
+        let out = gc::touch(&mut w, touches).await;
+        w.finish(out).await
     }
 
     async fn gc_candidates(
@@ -507,27 +547,38 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn gc_lock(&self, holder: &str, now: SystemTime, until: SystemTime) -> Result<bool, MetaError> {
-        gc::lock(&self.write, holder, now, until).await
+        let mut w = self.group.begin().await?;
+        let out = gc::lock(&mut w, holder, now, until).await;
+        w.finish(out).await
     }
 
     async fn gc_lock_holder(&self) -> Result<Option<(String, SystemTime)>, MetaError> {
-        gc::lock_holder(&self.write).await
+        gc::lock_holder(&self.read).await
     }
 
     async fn gc_lock_take_over(&self, holder: &str, dead: &str, until: SystemTime) -> Result<bool, MetaError> {
-        gc::take_over(&self.write, holder, dead, until).await
+        let mut w = self.group.begin().await?;
+        let out = gc::take_over(&mut w, holder, dead, until).await;
+        w.finish(out).await
     }
 
     async fn gc_unlock(&self, holder: &str) -> Result<(), MetaError> {
-        gc::unlock(&self.write, holder).await
+        let mut w = self.group.begin().await?;
+        let out = gc::unlock(&mut w, holder).await;
+        w.finish(out).await
     }
 
     async fn upload_garbage(&self, limit: u32) -> Result<Vec<String>, MetaError> {
-        gc::garbage(&self.write, limit).await
+        gc::garbage(&self.read, limit).await
     }
 
     async fn forget_upload_garbage(&self, ids: &[String]) -> Result<(), MetaError> {
-        gc::forget(&self.write, ids).await
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut w = self.group.begin().await?;
+        let out = gc::forget(&mut w, ids).await;
+        w.finish(out).await
     }
 
     async fn repository_summaries(&self, after: Option<&str>, limit: u32) -> Result<Vec<RepositorySummary>, MetaError> {

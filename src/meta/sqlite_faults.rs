@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePoolOptions, SqliteTransactionManager};
-use sqlx::{Connection, SqlitePool, TransactionManager};
+use sqlx::{Connection, TransactionManager};
 
 use super::sqlite::MIGRATOR;
 use super::{MetaError, millis};
@@ -147,16 +147,16 @@ async fn foreign_tables(conn: &mut SqliteConnection) -> Result<Option<String>, s
 }
 
 /// The highest migration the database records as applied, if it has any.
-pub(super) async fn applied_version(pool: &SqlitePool) -> Result<Option<i64>, sqlx::Error> {
+pub(super) async fn applied_version(conn: &mut SqliteConnection) -> Result<Option<i64>, sqlx::Error> {
     let has_log: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = '_sqlx_migrations')",
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await?;
     if !has_log {
         return Ok(None);
     }
-    sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success").fetch_one(pool).await
+    sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success").fetch_one(conn).await
 }
 
 /// An error while opening: a file that is not SQLite, or one Cairn cannot write, gets a
@@ -173,8 +173,9 @@ pub(super) fn open_error(file: &Path, e: sqlx::Error) -> MetaError {
     }
 }
 
-/// Rewrites the one row of `write_check`: a committed write that holds no data.
-pub(super) async fn write_check(write: &SqlitePool) -> Result<(), sqlx::Error> {
+/// Rewrites the one row of `write_check`: a write that holds no data (committed by itself in
+/// autocommit mode, or by the caller's transaction).
+pub(super) async fn write_check(write: &mut SqliteConnection) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO write_check (id, checked_at) VALUES (1, ?)
          ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",

@@ -3,19 +3,16 @@
 
 use std::time::SystemTime;
 
-use sqlx::{Row, SqlitePool};
+use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use super::{digest, json, millis};
 use crate::meta::from_millis;
 use crate::meta::{BlobRecord, LinkCandidate, MetaError};
 use crate::oci::{Digest, RepoName};
 
-/// `touched_at = max(touched_at, at)` for each blob, in one transaction.
-pub(super) async fn touch(pool: &SqlitePool, touches: &[(Digest, SystemTime)]) -> Result<(), MetaError> {
-    if touches.is_empty() {
-        return Ok(());
-    }
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+/// `touched_at = max(touched_at, at)` for each blob (on the write connection, inside a
+/// transaction).
+pub(super) async fn touch(tx: &mut SqliteConnection, touches: &[(Digest, SystemTime)]) -> Result<(), MetaError> {
     for (d, at) in touches {
         sqlx::query("UPDATE blobs SET touched_at = max(touched_at, ?) WHERE digest = ?")
             .bind(millis(*at))
@@ -23,7 +20,6 @@ pub(super) async fn touch(pool: &SqlitePool, touches: &[(Digest, SystemTime)]) -
             .execute(&mut *tx)
             .await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 
@@ -124,7 +120,7 @@ pub(super) async fn unreferenced(
 
 /// `touched_at = max(touched_at, at)` only while `repo` links the blob; one statement.
 pub(super) async fn touch_linked(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
     repo: &RepoName,
     d: &Digest,
     at: SystemTime,
@@ -136,7 +132,7 @@ pub(super) async fn touch_linked(
     .bind(millis(at))
     .bind(d.as_str())
     .bind(repo.as_str())
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -144,7 +140,7 @@ pub(super) async fn touch_linked(
 /// Takes or renews the single lock row; one statement, so atomic on the write connection and
 /// serialized with other processes by SQLite's write lock.
 pub(super) async fn lock(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
     holder: &str,
     now: SystemTime,
     until: SystemTime,
@@ -157,7 +153,7 @@ pub(super) async fn lock(
     .bind(holder)
     .bind(millis(until))
     .bind(millis(now))
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -171,7 +167,7 @@ pub(super) async fn lock_holder(pool: &SqlitePool) -> Result<Option<(String, Sys
 
 /// Moves the lock from `dead` to `holder`, only if `dead` still has it; one statement.
 pub(super) async fn take_over(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
     holder: &str,
     dead: &str,
     until: SystemTime,
@@ -180,14 +176,14 @@ pub(super) async fn take_over(
         .bind(holder)
         .bind(millis(until))
         .bind(dead)
-        .execute(pool)
+        .execute(conn)
         .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// Releases the lock if `holder` has it.
-pub(super) async fn unlock(pool: &SqlitePool, holder: &str) -> Result<(), MetaError> {
-    sqlx::query("DELETE FROM gc_lock WHERE id = 1 AND holder = ?").bind(holder).execute(pool).await?;
+pub(super) async fn unlock(conn: &mut SqliteConnection, holder: &str) -> Result<(), MetaError> {
+    sqlx::query("DELETE FROM gc_lock WHERE id = 1 AND holder = ?").bind(holder).execute(conn).await?;
     Ok(())
 }
 
@@ -201,14 +197,14 @@ pub(super) async fn garbage(pool: &SqlitePool, limit: u32) -> Result<Vec<String>
 }
 
 /// Forgets garbage uploads whose objects are gone.
-pub(super) async fn forget(pool: &SqlitePool, ids: &[String]) -> Result<(), MetaError> {
+pub(super) async fn forget(conn: &mut SqliteConnection, ids: &[String]) -> Result<(), MetaError> {
     if ids.is_empty() {
         return Ok(());
     }
     let list = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
     sqlx::query("DELETE FROM upload_garbage WHERE upload IN (SELECT value FROM json_each(?))")
         .bind(list)
-        .execute(pool)
+        .execute(conn)
         .await?;
     Ok(())
 }

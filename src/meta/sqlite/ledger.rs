@@ -12,7 +12,8 @@ use crate::oci::{Digest, RepoName};
 
 /// The ledger head `(seq, hash)` as this process last committed it, so an append needs no
 /// read of `ledger_head`. It is a hint, never trusted: every append checks it in SQL and
-/// reads the real head when another process (the CLI, another node) appended meanwhile.
+/// reads the real head when another process (the CLI, another node) appended meanwhile, or
+/// when a failed group commit cleared it.
 #[derive(Default)]
 pub(super) struct HeadCache(Mutex<Option<(i64, String)>>);
 
@@ -21,10 +22,17 @@ impl HeadCache {
         self.0.lock().ok().and_then(|g| g.clone())
     }
 
-    /// Remembers the head a transaction committed.
+    /// Remembers the head a group committed.
     pub(super) fn set(&self, head: (i64, String)) {
         if let Ok(mut g) = self.0.lock() {
             *g = Some(head);
+        }
+    }
+
+    /// Forgets the head (a group commit failed): the next append reads it.
+    pub(super) fn clear(&self) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = None;
         }
     }
 }
@@ -181,14 +189,15 @@ pub(super) async fn archives(pool: &SqlitePool) -> Result<Vec<LedgerArchive>, Me
     Ok(rows.into_iter().map(|(seq, hash, file, at)| LedgerArchive { seq, hash, file, at: from_millis(at) }).collect())
 }
 
+/// Records an archive cut and deletes the events it covers (on the write connection, inside a
+/// transaction).
 pub(super) async fn archive(
-    write: &SqlitePool,
+    tx: &mut SqliteConnection,
     seq: i64,
     hash: &str,
     file: &str,
     at_ms: i64,
 ) -> Result<u64, MetaError> {
-    let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
     sqlx::query("INSERT INTO ledger_archives (seq, hash, file, at_ms) VALUES (?, ?, ?, ?)")
         .bind(seq)
         .bind(hash)
@@ -197,7 +206,6 @@ pub(super) async fn archive(
         .execute(&mut *tx)
         .await?;
     let done = sqlx::query("DELETE FROM ledger WHERE seq <= ?").bind(seq).execute(&mut *tx).await?;
-    tx.commit().await?;
     Ok(done.rows_affected())
 }
 
@@ -205,7 +213,7 @@ fn checkpoint_row(row: sqlx::sqlite::SqliteRow) -> Checkpoint {
     Checkpoint { seq: row.get("seq"), hash: row.get("hash"), time: row.get("time"), signature: row.get("signature") }
 }
 
-pub(super) async fn add_checkpoint(write: &SqlitePool, cp: &Checkpoint) -> Result<(), MetaError> {
+pub(super) async fn add_checkpoint(write: &mut SqliteConnection, cp: &Checkpoint) -> Result<(), MetaError> {
     sqlx::query(
         "INSERT INTO ledger_checkpoints (seq, hash, time, signature) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
     )
@@ -236,14 +244,14 @@ pub(super) async fn last_checkpoint(pool: &SqlitePool) -> Result<Option<Checkpoi
     Ok(row.map(checkpoint_row))
 }
 
+/// Adds pull counts (on the write connection, inside a transaction).
 pub(super) async fn add_pulls(
-    write: &SqlitePool,
+    tx: &mut SqliteConnection,
     pulls: &[(RepoName, Digest, u64, std::time::SystemTime)],
 ) -> Result<(), MetaError> {
     if pulls.is_empty() {
         return Ok(());
     }
-    let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
     for (repo, d, n, at) in pulls {
         sqlx::query(
             "INSERT INTO manifest_pulls (repo, digest, count, last_pulled)
@@ -257,7 +265,6 @@ pub(super) async fn add_pulls(
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 

@@ -1,12 +1,13 @@
-//! `MetaTx` on SQLite: one `BEGIN IMMEDIATE` transaction on the single write connection. Each
-//! method is one or two statements; the decisions between them are the service's.
+//! `MetaTx` on SQLite: one member (a savepoint) of a group transaction on the single write
+//! connection (`group.rs`). Each method is one or two statements; the decisions between them
+//! are the service's.
 
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Row, Sqlite};
 
-use super::{digest, digest_list, json, ledger, millis, retention};
+use super::{digest, digest_list, group, json, ledger, millis, retention};
 use crate::audit::NewEvent;
 use crate::meta::{
     Actor, BlobLocation, BlobRecord, CommitUpload, Holder, ManifestRecord, MetaError, MetaTx, RefKind,
@@ -27,11 +28,11 @@ type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArgume
 
 /// A write transaction.
 pub(super) struct SqliteTx {
-    pub(super) tx: Transaction<'static, Sqlite>,
+    /// Its turn on the write connection (derefs to the connection).
+    pub(super) tx: group::Turn,
     /// The time every row of this transaction is stamped with (ms since the epoch).
     pub(super) now: i64,
-    /// The store's ledger head hint, and the head this transaction appended up to.
-    pub(super) head: std::sync::Arc<ledger::HeadCache>,
+    /// The ledger head this transaction appended up to.
     pub(super) appended: Option<(i64, String)>,
 }
 
@@ -452,7 +453,7 @@ impl MetaTx for SqliteTx {
     }
 
     async fn append_events(&mut self, events: Vec<NewEvent>, at: SystemTime) -> Result<(), MetaError> {
-        let cached = self.appended.clone().or_else(|| self.head.get());
+        let cached = self.appended.clone().or_else(|| self.tx.head_hint());
         if let Some(head) = ledger::append(&mut self.tx, events, millis(at), cached).await? {
             self.appended = Some(head);
         }
@@ -460,15 +461,10 @@ impl MetaTx for SqliteTx {
     }
 
     async fn commit(self: Box<Self>) -> Result<(), MetaError> {
-        self.tx.commit().await?;
-        if let Some(head) = self.appended {
-            self.head.set(head);
-        }
-        Ok(())
+        self.tx.commit(self.appended).await
     }
 
     async fn rollback(self: Box<Self>) -> Result<(), MetaError> {
-        self.tx.rollback().await?;
-        Ok(())
+        self.tx.rollback().await
     }
 }
