@@ -40,6 +40,10 @@ where
     storage_figures_count_each_blob_once(&*s).await;
     let (s, _keep) = fresh().await;
     retention_reads_one_repository(&*s).await;
+    let (s, _keep) = fresh().await;
+    concurrent_commits_rollbacks_refusals_and_drops(s).await;
+    let (s, _keep) = fresh().await;
+    an_abandoned_transaction_blocks_nothing(s).await;
 }
 
 /// Two handles on one database (two nodes, or the server and the `cairn` command line)
@@ -437,4 +441,124 @@ async fn retention_reads_one_repository(s: &dyn MetadataStore) {
     assert_eq!(snap.pulls, vec![(b.digest.clone(), crate::meta::PullStats { count: 2, last_pulled: t2 })]);
     assert_eq!(locked.pulls, vec![], "the locked read saw the state before the pulls");
     assert_eq!(locked.tags, snap.tags);
+}
+
+/// How one of the concurrent writers of [`concurrent_commits_rollbacks_refusals_and_drops`]
+/// ends its transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Commit,
+    Rollback,
+    /// Rolled back, then the refusal ledgered in a second transaction (as the service does).
+    Refuse,
+    /// Dropped without commit or rollback.
+    Drop,
+}
+
+/// 48 writers at once (a backend that batches commits batches them): each stores a manifest
+/// and ledgers it, then commits, rolls back, rolls back and ledgers a refusal, or drops its
+/// transaction. Exactly the committed manifests are visible, the ledger holds exactly the
+/// committed events and the refusals, in one unbroken chain, and each transaction's events
+/// are adjacent.
+async fn concurrent_commits_rollbacks_refusals_and_drops(s: Arc<dyn MetadataStore>) {
+    let r = repo();
+    let mut tx = s.begin(SystemTime::now()).await.unwrap();
+    tx.ensure_repository(&r).await.unwrap();
+    tx.commit().await.unwrap();
+    let endings = [Ending::Commit, Ending::Rollback, Ending::Commit, Ending::Refuse, Ending::Commit, Ending::Drop];
+    let writers: Vec<(usize, Ending)> = (0..48).map(|i| (i, endings[i % endings.len()])).collect();
+    let mut tasks = Vec::new();
+    for &(i, ending) in &writers {
+        let (s, r) = (s.clone(), r.clone());
+        tasks.push(tokio::spawn(async move {
+            let m = manifest(&format!("writer {i}"));
+            let mut tx = s.begin(SystemTime::now()).await.unwrap();
+            assert!(tx.insert_manifest(&r, &m, &[], &[]).await.unwrap());
+            let who = format!("w{i}");
+            let events = vec![
+                NewEvent::new(EventKind::ManifestPut, &who, None).repository(r.as_str()).digest(m.digest.as_str()),
+                NewEvent::new(EventKind::TagCreate, &who, None).repository(r.as_str()).tag(format!("t{i}")),
+            ];
+            tx.append_events(events, SystemTime::now()).await.unwrap();
+            match ending {
+                Ending::Commit => tx.commit().await.unwrap(),
+                Ending::Rollback => tx.rollback().await.unwrap(),
+                Ending::Refuse => {
+                    tx.rollback().await.unwrap();
+                    let mut tx = s.begin(SystemTime::now()).await.unwrap();
+                    let refused = NewEvent::new(EventKind::WriteRefuse, &who, None).digest(m.digest.as_str());
+                    tx.append_events(vec![refused], SystemTime::now()).await.unwrap();
+                    tx.commit().await.unwrap();
+                }
+                Ending::Drop => drop(tx),
+            }
+            m.digest
+        }));
+    }
+    let mut digests = Vec::new();
+    for t in tasks {
+        digests.push(t.await.unwrap());
+    }
+    for (&(i, ending), d) in writers.iter().zip(&digests) {
+        let found = s.manifest(&r, &Reference::Digest(d.clone())).await.unwrap().is_some();
+        assert_eq!(found, ending == Ending::Commit, "writer {i} ({ending:?}): its manifest is visible iff committed");
+    }
+    let all = s.events(&EventFilter::default(), 1000).await.unwrap();
+    let head = chain::verify(None, &all).expect("one unbroken chain");
+    assert_eq!(head, s.ledger_head().await.unwrap());
+    let count = |e: Ending| writers.iter().filter(|(_, x)| *x == e).count();
+    assert_eq!(all.len(), 2 * count(Ending::Commit) + count(Ending::Refuse), "committed events and refusals only");
+    let mut i = 0;
+    while i < all.len() {
+        let who = all[i].actor.clone();
+        match writers[who[1..].parse::<usize>().unwrap()].1 {
+            Ending::Commit => {
+                assert_eq!((all[i].action.as_str(), all[i + 1].action.as_str()), ("manifest.put", "tag.create"));
+                assert_eq!(all[i + 1].actor, who, "a transaction's events are adjacent");
+                i += 2;
+            }
+            Ending::Refuse => {
+                assert_eq!(all[i].action, "write.refuse");
+                i += 1;
+            }
+            other => panic!("seq {}: an event of a transaction that ended by {other:?}", all[i].seq),
+        }
+    }
+}
+
+/// A request whose future is dropped mid-transaction (a client disconnect): its transaction
+/// leaves nothing behind, and the next one begins and commits.
+async fn an_abandoned_transaction_blocks_nothing(s: Arc<dyn MetadataStore>) {
+    let r = repo();
+    let (begun, wait) = tokio::sync::oneshot::channel();
+    let stuck = {
+        let (s, r) = (s.clone(), r.clone());
+        tokio::spawn(async move {
+            let mut tx = s.begin(SystemTime::now()).await.unwrap();
+            tx.ensure_repository(&r).await.unwrap();
+            tx.insert_manifest(&r, &manifest("abandoned"), &[], &[]).await.unwrap();
+            tx.append_events(vec![NewEvent::new(EventKind::ManifestPut, "gone", None)], SystemTime::now())
+                .await
+                .unwrap();
+            begun.send(()).unwrap();
+            std::future::pending::<()>().await;
+        })
+    };
+    wait.await.unwrap();
+    stuck.abort();
+    assert!(stuck.await.unwrap_err().is_cancelled());
+    let next = async {
+        let mut tx = s.begin(SystemTime::now()).await.unwrap();
+        assert!(tx.ensure_repository(&r).await.unwrap(), "the abandoned transaction created nothing");
+        tx.append_events(vec![NewEvent::new(EventKind::RepositoryCreate, "next", None)], SystemTime::now())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    };
+    // Not a timing check: a bound so that a stranded write connection fails instead of hanging.
+    tokio::time::timeout(Duration::from_secs(60), next).await.expect("the next transaction is not blocked");
+    assert!(s.manifest(&r, &Reference::Digest(manifest("abandoned").digest)).await.unwrap().is_none());
+    let all = s.events(&EventFilter::default(), 10).await.unwrap();
+    assert_eq!(all.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>(), vec!["next"]);
+    chain::verify(None, &all).expect("one unbroken chain");
 }

@@ -16,6 +16,8 @@ use sqlx::{Connection, Row, SqlitePool};
 
 mod gc;
 mod group;
+#[cfg(test)]
+mod group_tests;
 mod ledger;
 mod retention;
 mod summary;

@@ -223,6 +223,12 @@ impl Group {
     pub(super) fn waiting(&self) -> usize {
         self.0.waiting.load(Ordering::SeqCst)
     }
+
+    /// The head hint the last committed group left (for tests).
+    #[cfg(test)]
+    pub(super) fn head_hint(&self) -> Head {
+        self.0.head.get()
+    }
 }
 
 /// Uncounts a waiting `begin` when it has its turn or is dropped.
