@@ -2,11 +2,13 @@
 //! test fills to the last byte. While it is full, every kind of write answers 507 with code
 //! `UNKNOWN` and stores nothing (a manifest PUT and a closing PUT fail inside their
 //! transaction, a PATCH fails writing blob bytes, a POST fails writing its row), reads still
-//! work, an upload session keeps its offset and `/readyz` says not ready. Once space is
+//! work, an upload session keeps its offset and `/readyz` says not ready. Manifest PUTs sent
+//! at once (which share group commits) all answer 507 and none is stored. Once space is
 //! freed, the same process takes writes again, without a restart, and the refused ones
-//! succeed when retried. Needs root (it mounts a tmpfs); CI runs as root.
+//! succeed when retried, at once too. Needs root (it mounts a tmpfs); CI runs as root.
 
 use reqwest::{Client, StatusCode};
+use serde_json::json;
 
 use crate::faults::{Tmpfs, fill, readyz, wait_readyz};
 use crate::support::*;
@@ -23,6 +25,20 @@ async fn put_manifest_status(http: &Client, srv: &Server, tag: &str, body: &[u8]
         .unwrap()
 }
 
+/// `m` with an annotation that makes it the `n`th of a set of distinct manifests.
+fn numbered(m: &[u8], n: usize) -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_slice(m).unwrap();
+    v["annotations"] = json!({ "n": n.to_string() });
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// PUTs every manifest at once, the `i`th as tag `many-<i>`; the responses, in order.
+async fn put_all_at_once(http: &Client, srv: &Server, manifests: &[Vec<u8>]) -> Vec<reqwest::Response> {
+    let tags: Vec<String> = (0..manifests.len()).map(|i| format!("many-{i}")).collect();
+    let puts = tags.iter().zip(manifests).map(|(t, m)| put_manifest_status(http, srv, t, m));
+    futures::future::join_all(puts).await
+}
+
 #[tokio::test]
 async fn a_full_disk_answers_507_stores_nothing_and_writes_resume_when_space_returns() {
     let fs = Tmpfs::mount("16m");
@@ -36,6 +52,7 @@ async fn a_full_disk_answers_507_stores_nothing_and_writes_resume_when_space_ret
     let m1 = image_manifest((&cfg, CONFIG.len()), &[(&l, layer.len())]);
     put_manifest(&http, &srv, REPO, "v1", &m1).await;
     let m2 = image_manifest((&cfg, CONFIG.len()), &[]);
+    let many: Vec<Vec<u8>> = (0..16).map(|i| numbered(&m2, i)).collect();
 
     // An upload with all its bytes, to be closed while the disk is full (a commit transaction).
     let closing_bytes = random_bytes(64 << 10);
@@ -73,6 +90,11 @@ async fn a_full_disk_answers_507_stores_nothing_and_writes_resume_when_space_ret
 
         let r = http.post(srv.url(&format!("/v2/{REPO}/blobs/uploads/"))).send().await.unwrap();
         assert_error(r, StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN").await;
+
+        // Sent at once, they share group commits: a failed COMMIT fails every member alike.
+        for r in put_all_at_once(&http, &srv, &many).await {
+            assert_error(r, StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN").await;
+        }
     }
     let (status, body) = readyz(&http, &srv).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "/readyz while the disk is full: {body}");
@@ -81,7 +103,7 @@ async fn a_full_disk_answers_507_stores_nothing_and_writes_resume_when_space_ret
     // Reads work; nothing refused is visible.
     assert_manifest(&http, &srv, REPO, "v1", &m1).await;
     assert_blob(&http, &srv, REPO, &l, &layer).await;
-    assert_eq!(tags(&http, &srv, REPO).await["tags"], serde_json::json!(["v1"]));
+    assert_eq!(tags(&http, &srv, REPO).await["tags"], json!(["v1"]), "none of the refused PUTs is stored");
     let r = http.get(srv.url(&format!("/v2/{REPO}/manifests/v2"))).header("accept", OCI_MANIFEST).send().await;
     assert_error(r.unwrap(), StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
     assert_no_blob(&http, &srv, REPO, &closing_digest).await;
@@ -101,8 +123,17 @@ async fn a_full_disk_answers_507_stores_nothing_and_writes_resume_when_space_ret
     let fresh = random_bytes(100 << 10);
     let d = push_blob(&http, &srv, REPO, &fresh).await;
     assert_blob(&http, &srv, REPO, &d, &fresh).await;
-    assert_eq!(tags(&http, &srv, REPO).await["tags"], serde_json::json!(["v1", "v2"]));
+    for (i, r) in put_all_at_once(&http, &srv, &many).await.into_iter().enumerate() {
+        assert_eq!(r.status(), StatusCode::CREATED, "many-{i}: {}", r.text().await.unwrap_or_default());
+    }
+    let mut want: Vec<String> = (0..16).map(|i| format!("many-{i}")).collect();
+    want.extend(["v1".to_string(), "v2".to_string()]);
+    want.sort();
+    assert_eq!(tags(&http, &srv, REPO).await["tags"], json!(want));
     assert_manifest(&http, &srv, REPO, "v2", &m2).await;
+    for (i, m) in many.iter().enumerate() {
+        assert_manifest(&http, &srv, REPO, &format!("many-{i}"), m).await;
+    }
     let log = srv.stderr();
     assert!(!log.contains("non-zero transaction depth"), "a write hit the wedged connection:\n{log}");
 }

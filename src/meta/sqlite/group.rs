@@ -51,8 +51,9 @@
 //! - **Another process** on the same file (the `cairn` command line) waits for the group's
 //!   `BEGIN IMMEDIATE` lock within `busy_timeout`, as it waited for single transactions.
 //!
-//! `CAIRN_SQLITE_GROUP_MAX` (a number, read at open) overrides [`MAX_MEMBERS`]; `1` turns
-//! grouping off (every transaction commits alone), for measuring.
+//! Two environment variables, read at open, exist for measuring: `CAIRN_SQLITE_GROUP_MAX`
+//! overrides [`MAX_MEMBERS`] (`1` turns grouping off: every transaction commits alone, as
+//! before group commit) and `CAIRN_SQLITE_GROUP_MS` overrides [`MAX_AGE`].
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -91,8 +92,10 @@ pub(super) struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        let members = std::env::var("CAIRN_SQLITE_GROUP_MAX").ok().and_then(|v| v.parse().ok()).unwrap_or(MAX_MEMBERS);
-        Limits { members: members.max(1), age: MAX_AGE }
+        let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+        let members = var("CAIRN_SQLITE_GROUP_MAX").map(|n| n as usize).unwrap_or(MAX_MEMBERS);
+        let age = var("CAIRN_SQLITE_GROUP_MS").map(Duration::from_millis).unwrap_or(MAX_AGE);
+        Limits { members: members.max(1), age }
     }
 }
 
