@@ -1,6 +1,7 @@
 //! How the SQLite backend meets faults: database errors sorted into a full disk (507), a
 //! busy or failing database (503) and the rest; a pool connection that a failed commit
-//! left inside a transaction is replaced rather than reused; at open, a file that is not a
+//! left inside a transaction is replaced rather than reused (the write connection is reset,
+//! or replaced, by the group committer: `sqlite/group.rs`); at open, a file that is not a
 //! Cairn database (empty, not SQLite, another program's) or that Cairn cannot write is
 //! refused with a message that says what to do; and the one-row write that proves the
 //! database can commit (for `/readyz`).
