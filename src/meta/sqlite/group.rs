@@ -48,6 +48,12 @@
 //!   through the one connection and nothing can wait on SQLite's lock against an open group of
 //!   its own process. Reads use the read pool, which sees only committed data; nothing reads
 //!   through the writer (it would see pending members' uncommitted rows).
+//! - **The one rule for callers**: while a transaction is open (between `begin` and its end),
+//!   do not wait for anything another request may hold until its own commit returns (a lock
+//!   held across a commit, that request's response). A pending member waits for the current
+//!   holder to end its turn, so such a wait would never end. (It was already true that a
+//!   transaction must not begin a second one and wait for it: one connection.) The service
+//!   does neither: its transactions run statements and decisions only.
 //! - **Another process** on the same file (the `cairn` command line) waits for the group's
 //!   `BEGIN IMMEDIATE` lock within `busy_timeout`, as it waited for single transactions.
 //!
