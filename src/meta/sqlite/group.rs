@@ -462,6 +462,7 @@ impl Slot {
         }
         match exec(self.conn(), "COMMIT").await {
             Ok(()) => {
+                tracing::debug!(members = open.members, committed = open.pending, "group committed");
                 if let Some(head) = open.head.clone() {
                     shared.head.set(head);
                 }
