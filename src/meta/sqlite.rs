@@ -63,7 +63,11 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let file = opts.get_filename().to_path_buf();
         refuse_foreign(&file).await?;
-        let mut write = SqliteConnection::connect_with(&opts).await.map_err(|e| open_error(&file, e))?;
+        // The writer keeps its savepoint and statement journals in memory: every transaction
+        // is a savepoint of a group (`sqlite/group.rs`), and with files SQLite would create
+        // and unlink a temporary file for most of them.
+        let write_opts = opts.clone().pragma("temp_store", "memory");
+        let mut write = SqliteConnection::connect_with(&write_opts).await.map_err(|e| open_error(&file, e))?;
         let applied = applied_version(&mut write).await.map_err(|e| open_error(&file, e))?;
         super::refuse_newer_schema(&file.display().to_string(), applied, &MIGRATOR)?;
         MIGRATOR.run(&mut write).await.map_err(|e| match e {
@@ -80,7 +84,7 @@ impl SqliteStore {
             Err(e) => return Err(e),
         }
         let read = pool_options(8).connect_with(opts.clone()).await.map_err(|e| open_error(&file, e))?;
-        Ok(SqliteStore { read, group: group::Group::new(write, opts, limits) })
+        Ok(SqliteStore { read, group: group::Group::new(write, write_opts, limits) })
     }
 }
 
