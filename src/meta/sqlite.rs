@@ -176,7 +176,7 @@ impl MetadataStore for SqliteStore {
 
     async fn begin(&self, now: SystemTime) -> Result<Box<dyn MetaTx>, MetaError> {
         let tx = self.group.begin().await?;
-        Ok(Box::new(tx::SqliteTx { tx, now: millis(now), appended: None }))
+        Ok(Box::new(tx::SqliteTx { tx, now: millis(now), events: Vec::new() }))
     }
 
     async fn check_write(&self) -> Result<(), MetaError> {

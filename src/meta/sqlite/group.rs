@@ -39,10 +39,13 @@
 //!   group's outcome channel is filled when the group ends, and an error is filled in if the
 //!   group is ever dropped without one, so no pending member can wait forever or hear "done"
 //!   for something that was not committed.
-//! - **Ledger head hint.** Members of one group append on one connection inside one outer
-//!   transaction, so each chains after the last released member (`Open::head`), uncommitted
-//!   but visible to them. `HeadCache` moves only when a group commits, and is cleared when one
-//!   fails (the SQL guard of every append keeps the chain right even with a wrong hint).
+//! - **The ledger, once per group.** A member's `append_events` only collects its events; a
+//!   released member's join the group's list (a rolled-back member's are dropped with it),
+//!   and the member that closes the group links and stores them all, in release order (so
+//!   one transaction's events stay adjacent), as the last statements before `COMMIT`: one
+//!   statement per group instead of one per request, outside any member's savepoint. If that
+//!   append fails, the group fails like a failed `COMMIT`. `HeadCache` (the head to link
+//!   after, a hint checked in SQL) moves when a group commits and is cleared when one fails.
 //! - **Other writes** (upload sessions, GC lock and touches, pull counters, checkpoints,
 //!   archive cuts, the readiness write) are members too, so every write of this process goes
 //!   through the one connection and nothing can wait on SQLite's lock against an open group of
@@ -70,7 +73,8 @@ use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use tokio::sync::{Mutex, OwnedMutexGuard, oneshot, watch};
 
-use super::ledger::HeadCache;
+use super::ledger::{self, HeadCache};
+use crate::audit::NewEvent;
 use crate::meta::MetaError;
 
 /// At most this many transactions share one outer transaction.
@@ -84,6 +88,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A ledger head `(seq, hash)`, if any.
 type Head = Option<(i64, String)>;
+/// Ledger events, each with its time (ms since the epoch).
+type Events = Vec<(NewEvent, i64)>;
 /// A group's outcome: `None` while it is open.
 type Outcome = Option<Result<(), Arc<MetaError>>>;
 
@@ -113,7 +119,7 @@ struct Shared {
     slot: Arc<Mutex<Slot>>,
     /// `begin`s counted before they wait for the slot, uncounted once they have it.
     waiting: AtomicUsize,
-    /// The head the last committed group left (a hint for appends).
+    /// The head the last committed group left (a hint for the group's append).
     head: HeadCache,
     /// For a fresh connection after one was found wedged.
     opts: SqliteConnectOptions,
@@ -137,14 +143,14 @@ struct Open {
     members: usize,
     /// Members released into it, waiting for its `COMMIT`.
     pending: usize,
-    /// The ledger head after the last released member's appends.
-    head: Head,
+    /// The released members' ledger events, in release order.
+    events: Events,
     done: watch::Sender<Outcome>,
 }
 
 impl Open {
     fn new() -> Open {
-        Open { started: Instant::now(), members: 0, pending: 0, head: None, done: watch::channel(None).0 }
+        Open { started: Instant::now(), members: 0, pending: 0, events: Vec::new(), done: watch::channel(None).0 }
     }
 
     /// Tells every pending member how the group ended.
@@ -266,8 +272,8 @@ pub(super) struct Turn {
 
 /// How a turn ends.
 enum End {
-    /// `RELEASE t`, with the ledger head this member appended up to.
-    Commit(Head),
+    /// `RELEASE t`, with the member's ledger events.
+    Commit(Events),
     /// `ROLLBACK TO t; RELEASE t`, asked for.
     Rollback,
     /// The same, for a turn dropped without either.
@@ -312,17 +318,10 @@ impl Turn {
         Ok(())
     }
 
-    /// The ledger head to append after: the last released member's of this group, else the
-    /// last committed group's. A hint only (see `ledger::append`).
-    pub(super) fn head_hint(&self) -> Head {
-        let open = self.guard.as_ref().and_then(|g| g.open.as_ref());
-        open.and_then(|o| o.head.clone()).or_else(|| self.shared.head.get())
-    }
-
     /// Releases the savepoint into the group and returns once the group has committed (or
-    /// failed). `appended` is the ledger head this transaction appended up to.
-    pub(super) async fn commit(mut self, appended: Head) -> Result<(), MetaError> {
-        match self.end(End::Commit(appended)).await {
+    /// failed). `events` are its ledger events, stored with the group's.
+    pub(super) async fn commit(mut self, events: Events) -> Result<(), MetaError> {
+        match self.end(End::Commit(events)).await {
             Ended::Done => Ok(()),
             Ended::Failed(e) => Err(e),
             Ended::Pending(mut rx) => {
@@ -350,7 +349,7 @@ impl Turn {
     /// Commits if `out` is a success, else rolls back; returns `out` (or the commit's error).
     pub(super) async fn finish<T>(self, out: Result<T, MetaError>) -> Result<T, MetaError> {
         match out {
-            Ok(v) => self.commit(None).await.map(|()| v),
+            Ok(v) => self.commit(Vec::new()).await.map(|()| v),
             Err(e) => {
                 if let Err(r) = self.rollback().await {
                     tracing::warn!(error = %r, "rolling back a failed write");
@@ -421,13 +420,11 @@ impl Slot {
     async fn end_member(&mut self, shared: &Shared, how: End) -> Ended {
         self.member = false;
         let (ended, error) = match how {
-            End::Commit(appended) => match exec(self.conn(), "RELEASE t").await {
+            End::Commit(events) => match exec(self.conn(), "RELEASE t").await {
                 Ok(()) => match self.open.as_mut() {
                     Some(open) => {
                         open.pending += 1;
-                        if appended.is_some() {
-                            open.head = appended;
-                        }
+                        open.events.extend(events);
                         (Ended::Pending(open.done.subscribe()), None)
                     }
                     None => (Ended::Failed(lost("no outer transaction was open")), None),
@@ -452,24 +449,33 @@ impl Slot {
         ended
     }
 
-    /// Ends the open outer transaction: `COMMIT` when a member is pending, else `ROLLBACK`.
+    /// Ends the open outer transaction: the group's ledger append and `COMMIT` when a member
+    /// is pending, else `ROLLBACK`.
     async fn close(&mut self, shared: &Shared) {
-        let Some(open) = self.open.take() else { return };
+        let Some(mut open) = self.open.take() else { return };
         if open.pending == 0 {
             self.reset().await;
             open.finish(Ok(()));
             return;
         }
-        match exec(self.conn(), "COMMIT").await {
-            Ok(()) => {
+        let events = std::mem::take(&mut open.events);
+        let committed = async {
+            let head = match events.is_empty() {
+                true => None,
+                false => append(self.conn(), events, shared.head.get()).await?,
+            };
+            exec(self.conn(), "COMMIT").await?;
+            Ok::<_, MetaError>(head)
+        };
+        match committed.await {
+            Ok(head) => {
                 tracing::debug!(members = open.members, committed = open.pending, "group committed");
-                if let Some(head) = open.head.clone() {
+                if let Some(head) = head {
                     shared.head.set(head);
                 }
                 open.finish(Ok(()));
             }
             Err(e) => {
-                let e = MetaError::from(e);
                 tracing::warn!(error = %e, members = open.members, "a group commit failed; every member fails");
                 shared.head.clear();
                 self.reset().await;
@@ -509,6 +515,15 @@ impl Slot {
 /// A boxed future that is `Send` for this one connection's lifetime (sqlx's generic
 /// `Executor` futures are not provably `Send` inside a spawned task otherwise).
 type Boxed<'c, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, sqlx::Error>> + Send + 'c>>;
+
+/// `ledger::append`, boxed (see [`Boxed`]).
+fn append(
+    conn: &mut SqliteConnection,
+    events: Events,
+    cached: Head,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Head, MetaError>> + Send + '_>> {
+    Box::pin(ledger::append(conn, events, cached))
+}
 
 /// Runs `sql` (one or more statements without results) on `conn`.
 fn exec<'c>(conn: &'c mut SqliteConnection, sql: &'static str) -> Boxed<'c, ()> {

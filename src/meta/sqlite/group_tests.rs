@@ -45,7 +45,7 @@ async fn waiting_begin(s: &Arc<SqliteStore>) -> tokio::task::JoinHandle<Result<B
 /// The same for a bare transaction (a turn on the write connection, for raw statements).
 async fn waiting_sqlite_tx(s: &Arc<SqliteStore>) -> tokio::task::JoinHandle<Result<tx::SqliteTx, MetaError>> {
     let s2 = s.clone();
-    waiting(s, async move { Ok(tx::SqliteTx { tx: s2.group.begin().await?, now: 0, appended: None }) }).await
+    waiting(s, async move { Ok(tx::SqliteTx { tx: s2.group.begin().await?, now: 0, events: Vec::new() }) }).await
 }
 
 async fn waiting<T: Send + 'static>(
@@ -110,7 +110,7 @@ async fn a_pending_commit_returns_only_after_the_group_commits() {
 async fn a_failed_group_commit_fails_every_member() {
     let (_dir, s) = store().await;
     member(&s, "before").await.commit().await.unwrap();
-    let mut a = tx::SqliteTx { tx: s.group.begin().await.unwrap(), now: millis(SystemTime::now()), appended: None };
+    let mut a = tx::SqliteTx { tx: s.group.begin().await.unwrap(), now: millis(SystemTime::now()), events: Vec::new() };
     assert!(a.ensure_repository(&repo("a")).await.unwrap());
     a.append_events(event("a"), SystemTime::now()).await.unwrap();
     sqlx::raw_sql(
@@ -160,7 +160,7 @@ async fn a_full_database_mid_group_never_acknowledges_a_lost_member() {
     let a_outcome = a_commit.await.unwrap();
     let mut w = s.group.begin().await.unwrap();
     sqlx::raw_sql("PRAGMA max_page_count = 1073741823").execute(&mut *w).await.unwrap();
-    w.commit(None).await.unwrap();
+    w.commit(Vec::new()).await.unwrap();
     assert_eq!(a_outcome.is_ok(), committed(&s).await == vec!["a"], "A's commit said {a_outcome:?}");
     member(&s, "next").await.commit().await.unwrap();
     assert!(committed(&s).await.contains(&"next".to_string()));
@@ -248,4 +248,55 @@ async fn other_writes_join_the_open_group() {
     assert_eq!(s.gc_lock_holder().await.unwrap().map(|(h, _)| h), Some("me".to_string()));
     assert!(s.upload(&repo("a"), "u1").await.unwrap().is_some());
     assert_eq!(committed(&s).await, vec!["a", "held"]);
+}
+
+/// The group's ledger append, the last statements before its `COMMIT`, fails (here a
+/// temporary trigger refuses ledger rows): every member fails with that error and nothing of
+/// the group is visible, as for a failed `COMMIT`.
+#[tokio::test]
+async fn a_failed_ledger_append_fails_the_group() {
+    let (_dir, s) = store().await;
+    member(&s, "before").await.commit().await.unwrap();
+    let mut a = tx::SqliteTx { tx: s.group.begin().await.unwrap(), now: 0, events: Vec::new() };
+    sqlx::raw_sql(
+        "CREATE TEMP TRIGGER refuse_ledger BEFORE INSERT ON main.ledger BEGIN SELECT RAISE(ABORT, 'ledger refused'); END",
+    )
+    .execute(&mut *a.tx)
+    .await
+    .unwrap();
+    assert!(a.ensure_repository(&repo("a")).await.unwrap());
+    a.append_events(event("a"), SystemTime::now()).await.unwrap();
+    let b = waiting_begin(&s).await;
+    let a_commit = tokio::spawn((Box::new(a) as Box<dyn MetaTx>).commit());
+    let mut b = b.await.unwrap().unwrap();
+    assert!(b.ensure_repository(&repo("b")).await.unwrap());
+    b.append_events(event("b"), SystemTime::now()).await.unwrap();
+    let b_failed = b.commit().await.expect_err("the group's append fails");
+    let a_failed = a_commit.await.unwrap().expect_err("so does every pending member");
+    assert!(b_failed.to_string().contains("ledger refused"), "{b_failed}");
+    assert_eq!(a_failed.to_string(), b_failed.to_string());
+    assert_eq!(committed(&s).await, vec!["before"]);
+    assert_eq!(ledgered(&s).await, vec!["before"]);
+    assert_eq!(s.group.head_hint(), None, "the head hint was dropped");
+
+    // The trigger went with the group's rollback, as everything of the group did.
+    member(&s, "after").await.commit().await.unwrap();
+    assert_eq!(ledgered(&s).await, vec!["before", "after"]);
+}
+
+/// A transaction with more events than one statement takes (the group appends them in
+/// chunks) still builds one chain, its events adjacent and in order.
+#[tokio::test]
+async fn thousands_of_events_in_one_transaction_chain_in_chunks() {
+    let (_dir, s) = store().await;
+    let mut tx = s.begin(SystemTime::now()).await.unwrap();
+    let events = (0..2500).map(|i| NewEvent::new(EventKind::TagCreate, &format!("e{i}"), None)).collect();
+    tx.append_events(events, SystemTime::now()).await.unwrap();
+    tx.commit().await.unwrap();
+    member(&s, "next").await.commit().await.unwrap();
+    let all = s.events(&EventFilter::default(), 3000).await.unwrap();
+    assert_eq!(chain::verify(None, &all).expect("one unbroken chain"), s.ledger_head().await.unwrap());
+    assert_eq!(all.len(), 2501);
+    assert!(all[..2500].iter().enumerate().all(|(i, e)| e.actor == format!("e{i}")), "in order");
+    assert_eq!(all[2500].actor, "next");
 }

@@ -40,31 +40,45 @@ impl HeadCache {
 const LEDGER_COLUMNS: &str = "seq, time, at_ms, actor, address, action, repository, tag, digest, previous_digest, \
                               detail, prev_hash, hash";
 
-/// Links `events` after the head and stores them, then moves the head: the last statements
-/// of the transaction, so the write lock orders every append (see `MetaTx`). Returns the new
-/// head, for `HeadCache` once the transaction commits.
+/// Events per statement (13 values each, well below SQLite's limit on bound values).
+const CHUNK: usize = 1000;
+
+/// Links `events` (each with its time, ms since the epoch) after the head and stores them,
+/// then moves the head: the last statements before the group's `COMMIT`, so the write lock
+/// orders every append (see `MetaTx` and `group.rs`). Returns the new head, for `HeadCache`
+/// once the transaction commits.
 ///
-/// One round trip when `cached` is the head: the rows and the head move in one batch whose
-/// statements all check that the head is still `cached`. When it is not (or nothing is
-/// cached), nothing was written; the head is read and the batch runs again.
+/// One round trip per [`CHUNK`] events when `cached` is the head: the rows and the head move
+/// in one batch whose statements all check that the head is still `cached`. When it is not
+/// (or nothing is cached), nothing was written; the head is read and the batch runs again.
 pub(super) async fn append(
     tx: &mut SqliteConnection,
-    events: Vec<NewEvent>,
-    at_ms: i64,
-    cached: Option<(i64, String)>,
+    mut events: Vec<(NewEvent, i64)>,
+    mut cached: Option<(i64, String)>,
 ) -> Result<Option<(i64, String)>, MetaError> {
-    if events.is_empty() {
-        return Ok(None);
+    let mut head = None;
+    while !events.is_empty() {
+        let rest = events.split_off(events.len().min(CHUNK));
+        head = Some(append_chunk(tx, std::mem::replace(&mut events, rest), cached.take()).await?);
+        cached = head.clone();
     }
+    Ok(head)
+}
+
+async fn append_chunk(
+    tx: &mut SqliteConnection,
+    events: Vec<(NewEvent, i64)>,
+    cached: Option<(i64, String)>,
+) -> Result<(i64, String), MetaError> {
     if let Some(base) = cached
-        && let Some(head) = write_after(tx, events.clone(), at_ms, Some(base)).await?
+        && let Some(head) = write_after(tx, events.clone(), Some(base)).await?
     {
-        return Ok(Some(head));
+        return Ok(head);
     }
     let base: Option<(i64, String)> =
         sqlx::query_as("SELECT seq, hash FROM ledger_head WHERE id = 1").fetch_optional(&mut *tx).await?;
-    match write_after(tx, events, at_ms, base).await? {
-        Some(head) => Ok(Some(head)),
+    match write_after(tx, events, base).await? {
+        Some(head) => Ok(head),
         None => Err(MetaError::Corrupt("the ledger head changed inside a write transaction".into())),
     }
 }
@@ -72,8 +86,7 @@ pub(super) async fn append(
 /// Writes `events` linked after `base` if the head is still `base`; `None` if it is not.
 async fn write_after(
     tx: &mut SqliteConnection,
-    events: Vec<NewEvent>,
-    at_ms: i64,
+    events: Vec<(NewEvent, i64)>,
     base: Option<(i64, String)>,
 ) -> Result<Option<(i64, String)>, MetaError> {
     let guard = match base {
@@ -83,10 +96,10 @@ async fn write_after(
     let n = events.len();
     let mut prev = base.clone();
     let mut linked = Vec::with_capacity(n);
-    for e in events {
+    for (e, at_ms) in events {
         let l = e.link(prev.as_ref().map(|(s, h)| (*s, h.as_str())), at_ms);
         prev = Some((l.seq, l.hash.clone()));
-        linked.push(l);
+        linked.push((l, at_ms));
     }
     let Some(head) = prev else { return Ok(None) };
     let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; n].join(", ");
@@ -96,11 +109,11 @@ async fn write_after(
            ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash;"
     );
     let mut q = sqlx::query(&sql);
-    for l in &linked {
+    for (l, at_ms) in &linked {
         q = q
             .bind(l.seq)
             .bind(&l.time)
-            .bind(at_ms)
+            .bind(*at_ms)
             .bind(&l.actor)
             .bind(&l.address)
             .bind(&l.action)

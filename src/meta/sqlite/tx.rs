@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use sqlx::{Row, Sqlite};
 
-use super::{digest, digest_list, group, json, ledger, millis, retention};
+use super::{digest, digest_list, group, json, millis, retention};
 use crate::audit::NewEvent;
 use crate::meta::{
     Actor, BlobLocation, BlobRecord, CommitUpload, Holder, ManifestRecord, MetaError, MetaTx, RefKind,
@@ -32,8 +32,8 @@ pub(super) struct SqliteTx {
     pub(super) tx: group::Turn,
     /// The time every row of this transaction is stamped with (ms since the epoch).
     pub(super) now: i64,
-    /// The ledger head this transaction appended up to.
-    pub(super) appended: Option<(i64, String)>,
+    /// Its ledger events (each with its time), appended with its group's (`group.rs`).
+    pub(super) events: Vec<(NewEvent, i64)>,
 }
 
 /// True for SQLite's "FOREIGN KEY constraint failed": the schema refused to orphan a reference.
@@ -453,15 +453,15 @@ impl MetaTx for SqliteTx {
     }
 
     async fn append_events(&mut self, events: Vec<NewEvent>, at: SystemTime) -> Result<(), MetaError> {
-        let cached = self.appended.clone().or_else(|| self.tx.head_hint());
-        if let Some(head) = ledger::append(&mut self.tx, events, millis(at), cached).await? {
-            self.appended = Some(head);
-        }
+        // Linked and stored with the group's, as the last statements before its COMMIT: in
+        // release order, so one transaction's events stay adjacent.
+        let at = millis(at);
+        self.events.extend(events.into_iter().map(|e| (e, at)));
         Ok(())
     }
 
     async fn commit(self: Box<Self>) -> Result<(), MetaError> {
-        self.tx.commit(self.appended).await
+        self.tx.commit(self.events).await
     }
 
     async fn rollback(self: Box<Self>) -> Result<(), MetaError> {
