@@ -80,8 +80,12 @@ use crate::meta::MetaError;
 /// At most this many transactions share one outer transaction.
 pub(super) const MAX_MEMBERS: usize = 64;
 /// A group older than this commits when its current member ends, waiters or not: the bound
-/// on how long a pending member waits for the members after it.
-pub(super) const MAX_AGE: Duration = Duration::from_millis(4);
+/// on how long a pending member waits for the members after it. Measured with 16 writers
+/// (regbench d.manifest-push, c.small-blobs): at 4 ms most groups were cut before every
+/// waiting writer had joined (sizes spread from 1 to 16), at 20 ms nine groups in ten held all
+/// 16, with 5–12% more throughput and lower p50 and p99 latency; a group of 64 takes about
+/// that long anyway.
+pub(super) const MAX_AGE: Duration = Duration::from_millis(20);
 /// How long `begin` waits for its turn before answering 503 (as the old one-connection pool's
 /// acquire timeout did).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
