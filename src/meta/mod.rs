@@ -420,9 +420,10 @@ impl std::fmt::Debug for RobotRecord {
 ///
 /// Order and hash under concurrency: `append_events` reads the ledger head, links the events
 /// after it and updates the head row, as the last statement before `commit`. SQLite runs every
-/// write transaction under `BEGIN IMMEDIATE` on one connection, so appends are serialized; a
-/// backend with concurrent writers (PostgreSQL) locks the head row (`FOR UPDATE`), which
-/// serializes appends for the rest of the transaction only.
+/// write transaction as a savepoint of a group transaction (`BEGIN IMMEDIATE`) on one
+/// connection and appends the group's events together before its `COMMIT`, so appends are
+/// serialized (`sqlite/group.rs`); a backend with concurrent writers (PostgreSQL) locks the
+/// head row (`FOR UPDATE`), which serializes appends for the rest of the transaction only.
 #[async_trait]
 pub trait MetaTx: Send {
     /// Creates the repository row if missing; true when it was created.
