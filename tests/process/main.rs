@@ -11,6 +11,7 @@ mod audit;
 mod audit_archive;
 mod check_config;
 mod cli;
+mod compose;
 mod connections;
 mod crash;
 mod damaged_db;
