@@ -67,7 +67,12 @@ impl AppState {
                     path_style: st.path_style,
                     keys: st.access_key_id.clone().zip(st.secret_access_key.clone()),
                 };
-                BlobStore::s3(&settings).with_context(|| format!("cannot use S3 bucket {:?}", settings.bucket))?
+                let s3 =
+                    BlobStore::s3(&settings).with_context(|| format!("cannot use S3 bucket {:?}", settings.bucket))?;
+                match st.redirect_expiry() {
+                    Some(expiry) => s3.with_redirect(expiry),
+                    None => s3,
+                }
             }
         };
         let policy = ImmutabilityPolicy::new(&config.immutability)

@@ -32,6 +32,8 @@ where
     let (s, _keep) = fresh().await;
     racing_writers_of_one_segment_keep_their_own_bytes(&s).await;
     let (s, _keep) = fresh().await;
+    compose_makes_one_object_and_strays_go(&s).await;
+    let (s, _keep) = fresh().await;
     s.check_write().await.expect("the readiness write check passes on a writable store");
 }
 
@@ -127,6 +129,45 @@ pub async fn racing_writers_of_one_segment_keep_their_own_bytes(s: &BlobStore) {
     assert_eq!(read(s, &ly, 0..y.len() as u64).await, y);
     s.remove_strays(&lx).await;
     assert_eq!(read(s, &lx, 0..x.len() as u64).await, x, "remove_strays keeps the committed segments");
+}
+
+/// Composing: a location of one segment (or none) comes back as it is, nothing copied; three
+/// segments (the first larger than a part) become one `composed-` object of the same upload
+/// that reads back whole and in ranges; `remove_strays` then removes the three and keeps it;
+/// a segment missing midway fails the compose.
+pub async fn compose_makes_one_object_and_strays_go(s: &BlobStore) {
+    let single = BlobLocation { upload: "up-one".into(), segments: vec![write(s, "up-one", 0, b"only").await] };
+    assert_eq!(s.compose(&single).await.unwrap(), single, "one segment is already one object");
+    let empty = BlobLocation { upload: "up-empty".into(), segments: vec![] };
+    assert_eq!(s.compose(&empty).await.unwrap(), empty, "an empty blob is no object");
+    let parts = [pattern(PART_SIZE + 777, 7), pattern(1000, 8), pattern(70_000, 9)];
+    let mut segments = Vec::new();
+    for (seq, p) in parts.iter().enumerate() {
+        segments.push(write(s, "up-three", seq, p).await);
+    }
+    let location = BlobLocation { upload: "up-three".into(), segments };
+    let whole = parts.concat();
+    let n = whole.len() as u64;
+    let composed = s.compose(&location).await.unwrap();
+    assert_eq!(composed.upload, "up-three");
+    let [one] = composed.segments.as_slice() else { panic!("not one object: {composed:?}") };
+    assert!(one.name.starts_with("composed-") && one.len == n, "{one:?}");
+    assert_eq!(read(s, &composed, 0..n).await, whole, "the composed object holds the segments in order");
+    let b1 = parts[0].len() as u64;
+    for r in [0..10, b1 - 7..b1 + 9, n - 1..n] {
+        assert_eq!(read(s, &composed, r.clone()).await, &whole[r.start as usize..r.end as usize], "range {r:?}");
+    }
+    assert_eq!(read(s, &location, 0..n).await, whole, "the segments stay until removed");
+    s.remove_strays(&composed).await;
+    for seg in &location.segments {
+        let gone = BlobLocation { upload: "up-three".into(), segments: vec![seg.clone()] };
+        assert!(matches!(s.read(&gone, 0..1).await, Err(object_store::Error::NotFound { .. })), "{seg:?} left");
+    }
+    assert_eq!(read(s, &composed, 0..n).await, whole, "remove_strays keeps the composed object");
+    let broken = BlobLocation { upload: "up-three".into(), segments: vec![one.clone(), location.segments[1].clone()] };
+    assert!(s.compose(&broken).await.is_err(), "a missing segment fails the compose");
+    s.delete_upload("up-three").await.unwrap();
+    assert!(matches!(s.read(&composed, 0..1).await, Err(object_store::Error::NotFound { .. })));
 }
 
 #[cfg(test)]

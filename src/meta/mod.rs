@@ -92,8 +92,9 @@ pub struct Segment {
     pub len: u64,
 }
 
-/// Where a committed blob's bytes are: the upload it came from and that upload's
-/// segments, in order. `blob/` turns this into object keys.
+/// Where a committed blob's bytes are: the upload it came from and its objects, in order.
+/// `blob/` turns this into object keys; a blob Cairn commits now is one object (the upload's
+/// only segment, or the one its segments were composed into), an older one may be several.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BlobLocation {
     /// The upload session id whose segments hold the bytes.

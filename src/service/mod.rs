@@ -30,7 +30,7 @@ use crate::policy::ImmutabilityPolicy;
 pub use crate::audit::VerifyError;
 pub use crate::meta::{Actor, DigestTagEvent, PullStats, Referrer, RepositorySummary, StorageTotals, TagEvent};
 pub use crate::policy::Precondition;
-pub use blobs::BlobRead;
+pub use blobs::{BlobRead, BlobWant};
 pub use gc::{GcOptions, GcProgress, GcReport, collectable, tally_suffices, unlinkable};
 pub use history::HistoryPage;
 pub use ledger_files::{LedgerError, VerifyReport};

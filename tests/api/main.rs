@@ -6,6 +6,7 @@ mod audit_api;
 mod auth;
 mod auth_tokens;
 mod blobs;
+mod compose;
 mod connections;
 mod errors;
 mod gc;
