@@ -78,10 +78,8 @@ impl AppState {
         let mut registry = Registry::new(meta.clone(), blobs, Arc::new(policy), clock)
             .with_gc_grace(config.gc.grace)
             .with_retention(Arc::new(retention));
-        if crate::meta::is_postgres_url(&url) {
-            // Other nodes write to the same database; this process would not hear of it.
-            registry = registry.without_read_cache();
-        }
+        // Other nodes (or CLI runs) write to the same database: follow its change feed.
+        registry = registry.follow_changes().await.context("cannot follow the database's changes")?;
         let audit_key = Arc::new(load_or_create_audit_key(&config.audit_key_path())?);
         Ok(AppState { registry, auth, meta, config: Arc::new(config), audit_key, bound: Arc::default() })
     }

@@ -15,6 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 mod faults;
 mod gc;
 mod ledger;
+mod notify;
 mod retention;
 mod summary;
 mod tx;
@@ -171,10 +172,14 @@ impl MetadataStore for PostgresStore {
 
     async fn begin(&self, now: SystemTime) -> Result<Box<dyn MetaTx>, MetaError> {
         let tx = self.write.begin_with("BEGIN ISOLATION LEVEL READ COMMITTED").await?;
-        Ok(Box::new(tx::PgTx { tx, now: millis(now) }))
+        Ok(Box::new(tx::PgTx { tx, now: millis(now), changed: Default::default() }))
     }
 
-    async fn check_write(&self) -> Result<(), MetaError> {
+    async fn change_feed(&self) -> Result<Option<super::ChangeFeed>, MetaError> {
+        Ok(Some(notify::feed(&self.read).await?))
+    }
+
+    async fn check_write(&self) -> Result<(), MetaError>{
         sqlx::query(
             "INSERT INTO write_check (id, checked_at) VALUES (1, $1)
              ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
