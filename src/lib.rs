@@ -11,6 +11,7 @@ pub mod blob;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod keys;
 pub mod meta;
 pub mod oci;
 pub mod policy;

@@ -550,6 +550,14 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn change_feed(&self) -> Result<Option<ChangeFeed>, MetaError> {
         Ok(None)
     }
+    /// The signing key (PKCS#8) every process on this database shares under `name`: the
+    /// stored one, or `candidate` once stored if there was none (the first writer wins; a
+    /// racing process gets the winner's). `None` where the backend keeps no keys (SQLite: one
+    /// node, whose keys are files in its data directory).
+    async fn shared_key(&self, name: &str, candidate: &[u8], now: SystemTime) -> Result<Option<Vec<u8>>, MetaError> {
+        let _ = (name, candidate, now);
+        Ok(None)
+    }
 
     /// Repository names after `last`, sorted, at most `n`.
     async fn repositories(&self, last: Option<&str>, n: u32) -> Result<Vec<String>, MetaError>;

@@ -13,6 +13,7 @@ use crate::{PgTest, block_on};
 pub const TESTS: &[PgTest] = &[
     PgTest { name: "push_and_pull_an_image", run: push_and_pull_an_image },
     PgTest { name: "two_nodes_race_an_immutable_tag", run: two_nodes_race_an_immutable_tag },
+    PgTest { name: "two_nodes_share_their_signing_keys", run: two_nodes_share_their_signing_keys },
 ];
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -35,6 +36,16 @@ async fn node_with_clock(
     blobs: &std::path::Path,
     clock: std::sync::Arc<dyn cairn::clock::Clock>,
 ) -> Node {
+    node_with(database, blobs, clock, |_| {}).await
+}
+
+/// Like [`node_with_clock`], the config changed by `tweak` last.
+async fn node_with(
+    database: &str,
+    blobs: &std::path::Path,
+    clock: std::sync::Arc<dyn cairn::clock::Clock>,
+    tweak: impl FnOnce(&mut Config),
+) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::for_dir(dir.path());
     config.database.url = Some(database.to_string());
@@ -45,6 +56,7 @@ async fn node_with_clock(
         tags: vec!["prod".into()],
         mode: cairn::policy::Mode::Mutable,
     }];
+    tweak(&mut config);
     let state = AppState::from_config_with_clock(config, clock).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -199,5 +211,67 @@ fn two_nodes_race_an_immutable_tag(admin: &str) {
         eprintln!("slowest cross-node invalidation: {slowest:?}");
         let events: Value = a.get("/api/v1/audit/events?limit=1000").await.json().await.unwrap();
         assert!(events.is_object() || events.is_array(), "{events}");
+    });
+}
+
+/// Two nodes with data directories of their own and no key file configured sign with the
+/// keys the database holds: a token one node issued is accepted by the other, both publish
+/// the same checkpoint public key, and a third node started later gets the same keys.
+fn two_nodes_share_their_signing_keys(admin: &str) {
+    block_on(async {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let db = TempDb::create(admin).await;
+        let blobs = tempfile::tempdir().unwrap();
+        let params = argon2::Params::new(8, 1, 1, None).unwrap();
+        let a2 = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let hash = a2.hash_password(b"pw", &SaltString::encode_b64(b"cairn-pg-tests").unwrap()).unwrap().to_string();
+        let users = move |c: &mut Config| {
+            c.auth.users = vec![cairn::config::UserConfig {
+                name: "root".into(),
+                password_hash: hash.clone(),
+                roles: vec!["admin".into()],
+            }];
+        };
+        let clock = || -> std::sync::Arc<dyn cairn::clock::Clock> { std::sync::Arc::new(cairn::clock::SystemClock) };
+        let (a, b) = tokio::join!(
+            node_with(&db.url, blobs.path(), clock(), users.clone()),
+            node_with(&db.url, blobs.path(), clock(), users.clone())
+        );
+        let token = |n: &Node| {
+            let req = n
+                .http
+                .get(format!("{}/token?service=cairn&scope=repository:keys/app:pull,push", n.base))
+                .basic_auth("root", Some("pw"));
+            async move {
+                let r = req.send().await.unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+                let v: Value = r.json().await.unwrap();
+                v["token"].as_str().unwrap().to_string()
+            }
+        };
+        for (issuer, other) in [(&a, &b), (&b, &a)] {
+            let t = token(issuer).await;
+            let r = other.http.get(format!("{}/v2/keys/app/tags/list", other.base)).bearer_auth(&t).send().await.unwrap();
+            // 404 NAME_UNKNOWN: the token was accepted, and the repository does not exist.
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "a token of one node on the other: {}", r.text().await.unwrap());
+            let r = other.http.get(format!("{}/v2/keys/app/tags/list", other.base)).bearer_auth("x.y.z").send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "a bad token is still refused");
+        }
+        let key = |n: &Node| {
+            let req = n.http.get(format!("{}/api/v1/audit/public-key", n.base)).basic_auth("root", Some("pw"));
+            async move {
+                let r = req.send().await.unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+                r.text().await.unwrap()
+            }
+        };
+        let (ka, kb) = (key(&a).await, key(&b).await);
+        assert!(ka.contains("PUBLIC KEY"), "{ka}");
+        assert_eq!(ka, kb, "both nodes sign checkpoints with one key");
+        let c = node_with(&db.url, blobs.path(), clock(), users).await;
+        assert_eq!(key(&c).await, ka, "a node started later");
+        let t = token(&c).await;
+        let r = a.http.get(format!("{}/v2/keys/app/tags/list", a.base)).bearer_auth(&t).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
     });
 }
