@@ -89,7 +89,11 @@ pub async fn load(config: &Config, meta: &dyn MetadataStore, kind: KeyKind) -> a
         None => kind.generate()?,
     };
     let now = std::time::SystemTime::now();
-    match meta.shared_key(kind.name(), &candidate, now).await.with_context(|| format!("cannot load the {}", kind.what()))? {
+    match meta
+        .shared_key(kind.name(), &candidate, now)
+        .await
+        .with_context(|| format!("cannot load the {}", kind.what()))?
+    {
         Some(stored) => {
             if kind == KeyKind::Audit {
                 tracing::warn!(

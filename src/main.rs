@@ -925,7 +925,7 @@ async fn gc(cfg: Config, dry_run: bool, grace: Option<std::time::Duration>) -> E
     match result {
         Ok(r) if r.busy => {
             tell!(
-                "cairn: another collector holds the GC lock (another `cairn gc` or a server's scheduled run); try later"
+                "cairn: another maintenance run holds the GC lock (another `cairn gc`, or a server's scheduled GC or retention); try later"
             );
             ExitCode::FAILURE
         }

@@ -82,9 +82,8 @@ impl AppState {
         // Other nodes (or CLI runs) write to the same database: follow its change feed.
         registry = registry.follow_changes().await.context("cannot follow the database's changes")?;
         let audit_key = crate::keys::load(&config, meta.as_ref(), crate::keys::KeyKind::Audit).await?;
-        let audit_key = Arc::new(
-            CheckpointKey::from_pkcs8(&audit_key).map_err(|e| anyhow::anyhow!("the audit signing key: {e}"))?,
-        );
+        let audit_key =
+            Arc::new(CheckpointKey::from_pkcs8(&audit_key).map_err(|e| anyhow::anyhow!("the audit signing key: {e}"))?);
         Ok(AppState { registry, auth, meta, config: Arc::new(config), audit_key, bound: Arc::default() })
     }
 }

@@ -202,7 +202,7 @@ impl MetadataStore for PostgresStore {
         Ok(Some(notify::feed(&self.read).await?))
     }
 
-    async fn check_write(&self) -> Result<(), MetaError>{
+    async fn check_write(&self) -> Result<(), MetaError> {
         sqlx::query(
             "INSERT INTO write_check (id, checked_at) VALUES (1, $1)
              ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",

@@ -203,7 +203,10 @@ fn two_nodes_race_an_immutable_tag(admin: &str) {
                 if r.headers()["docker-content-digest"].to_str().unwrap() == digest(m) {
                     break;
                 }
-                assert!(start.elapsed() < std::time::Duration::from_secs(1), "the other node served the old prod for 1 s");
+                assert!(
+                    start.elapsed() < std::time::Duration::from_secs(1),
+                    "the other node served the old prod for 1 s"
+                );
                 tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             }
             slowest = slowest.max(start.elapsed());
@@ -251,10 +254,22 @@ fn two_nodes_share_their_signing_keys(admin: &str) {
         };
         for (issuer, other) in [(&a, &b), (&b, &a)] {
             let t = token(issuer).await;
-            let r = other.http.get(format!("{}/v2/keys/app/tags/list", other.base)).bearer_auth(&t).send().await.unwrap();
+            let r =
+                other.http.get(format!("{}/v2/keys/app/tags/list", other.base)).bearer_auth(&t).send().await.unwrap();
             // 404 NAME_UNKNOWN: the token was accepted, and the repository does not exist.
-            assert_eq!(r.status(), StatusCode::NOT_FOUND, "a token of one node on the other: {}", r.text().await.unwrap());
-            let r = other.http.get(format!("{}/v2/keys/app/tags/list", other.base)).bearer_auth("x.y.z").send().await.unwrap();
+            assert_eq!(
+                r.status(),
+                StatusCode::NOT_FOUND,
+                "a token of one node on the other: {}",
+                r.text().await.unwrap()
+            );
+            let r = other
+                .http
+                .get(format!("{}/v2/keys/app/tags/list", other.base))
+                .bearer_auth("x.y.z")
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "a bad token is still refused");
         }
         let key = |n: &Node| {

@@ -22,7 +22,10 @@ pub(super) const CHANNEL: &str = "cairn_changes";
 const RETRY: Duration = Duration::from_secs(1);
 
 /// Announces `changed` repositories inside `tx` (delivered at commit); nothing when empty.
-pub(super) async fn announce(tx: &mut Transaction<'static, Postgres>, changed: &BTreeSet<String>) -> Result<(), MetaError> {
+pub(super) async fn announce(
+    tx: &mut Transaction<'static, Postgres>,
+    changed: &BTreeSet<String>,
+) -> Result<(), MetaError> {
     if changed.is_empty() {
         return Ok(());
     }
