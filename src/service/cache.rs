@@ -115,10 +115,10 @@ impl ReadCache {
                 }
             }
         });
-        if let Ok(mut f) = self.follower.lock() {
-            if let Some(old) = f.replace(task.abort_handle()) {
-                old.abort();
-            }
+        if let Ok(mut f) = self.follower.lock()
+            && let Some(old) = f.replace(task.abort_handle())
+        {
+            old.abort();
         }
     }
 
