@@ -73,7 +73,9 @@ pub struct AuditConfig {
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
     /// PKCS#8 Ed25519 key that signs checkpoints; created on first start if missing.
-    /// Defaults to `<data_dir>/audit-signing-key.p8`.
+    /// Unset: `<data_dir>/audit-signing-key.p8` on SQLite; on PostgreSQL, one key in the
+    /// database that every node shares (see `crate::keys`; whoever can write the database
+    /// can then re-sign history, so several nodes should mount one key file instead).
     pub key_file: Option<PathBuf>,
 }
 
@@ -95,7 +97,8 @@ pub struct AuthConfig {
     #[serde(with = "humantime_serde")]
     pub token_ttl: Duration,
     /// PKCS#8 ECDSA P-256 key that signs tokens; created on first start if missing.
-    /// Defaults to `<data_dir>/token-signing-key.p8`. Nodes sharing a database share it.
+    /// Unset: `<data_dir>/token-signing-key.p8` on SQLite; on PostgreSQL, one key in the
+    /// database that every node shares (see `crate::keys`).
     pub key_file: Option<PathBuf>,
     /// Failed (or running) logins allowed per (client address, user name) within
     /// `failure_window`.

@@ -490,6 +490,17 @@ async fn audit_command(cfg: Config, command: AuditCommand) -> anyhow::Result<()>
         AuditCommand::Verify { public_key, archive_dir, .. } => {
             let raw = match &public_key {
                 Some(pem) => read_public_key(pem)?,
+                // On PostgreSQL with no key file configured, the key every node shares is in
+                // the database (see `cairn::keys`).
+                None if cfg.audit.key_file.is_none() && cairn::meta::is_postgres_url(&cfg.database_url()) => {
+                    let meta = cairn::meta::open(&cfg.database_url())
+                        .await
+                        .map_err(|e| anyhow::anyhow!("cannot open database {}: {e}", cfg.database_url_redacted()))?;
+                    let der = cairn::keys::load(&cfg, meta.as_ref(), cairn::keys::KeyKind::Audit).await?;
+                    let key = cairn::audit::CheckpointKey::from_pkcs8(&der)
+                        .map_err(|e| anyhow::anyhow!("the audit signing key in the database: {e}"))?;
+                    key.public_key().to_vec()
+                }
                 None => {
                     let path = cfg.audit_key_path();
                     let der = std::fs::read(&path).map_err(|e| {
@@ -595,7 +606,12 @@ async fn audit_command(cfg: Config, command: AuditCommand) -> anyhow::Result<()>
             }
         }
         AuditCommand::PublicKey => {
-            let key = cairn::state::load_or_create_audit_key(&cfg.audit_key_path())?;
+            let meta = cairn::meta::open(&cfg.database_url())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot open database {}: {e}", cfg.database_url_redacted()))?;
+            let der = cairn::keys::load(&cfg, meta.as_ref(), cairn::keys::KeyKind::Audit).await?;
+            let key = cairn::audit::CheckpointKey::from_pkcs8(&der)
+                .map_err(|e| anyhow::anyhow!("the audit signing key: {e}"))?;
             say!("{}", key.public_key_pem().trim_end());
         }
     }
@@ -909,7 +925,7 @@ async fn gc(cfg: Config, dry_run: bool, grace: Option<std::time::Duration>) -> E
     match result {
         Ok(r) if r.busy => {
             tell!(
-                "cairn: another collector holds the GC lock (another `cairn gc` or a server's scheduled run); try later"
+                "cairn: another maintenance run holds the GC lock (another `cairn gc`, or a server's scheduled GC or retention); try later"
             );
             ExitCode::FAILURE
         }

@@ -51,6 +51,19 @@ fn refuse_newer_schema(shown: &str, applied: Option<i64>, migrator: &sqlx::migra
     }
 }
 
+/// One item of a backend's change feed (`MetadataStore::change_feed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A committed transaction changed a manifest or tag of this repository.
+    Repository(String),
+    /// Changes may have been missed (the feed's connection was lost and made again).
+    Gap,
+}
+
+/// A backend's change feed: every committed change to a repository's manifests or tags,
+/// by any process, soon after it commits. Ends only when the store is dropped.
+pub type ChangeFeed = futures::stream::BoxStream<'static, Change>;
+
 /// How a backend fails, the same way for every backend.
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -532,6 +545,20 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Checks that the database can commit a write (for `/readyz`): one tiny durable write
     /// that holds no data.
     async fn check_write(&self) -> Result<(), MetaError>;
+    /// The feed of repositories whose manifests or tags any process changed (see [`Change`]),
+    /// for read caches to drop; `None` where the backend has none (SQLite: the cache's
+    /// expiry bounds what another process's write leaves stale).
+    async fn change_feed(&self) -> Result<Option<ChangeFeed>, MetaError> {
+        Ok(None)
+    }
+    /// The signing key (PKCS#8) every process on this database shares under `name`: the
+    /// stored one, or `candidate` once stored if there was none (the first writer wins; a
+    /// racing process gets the winner's). `None` where the backend keeps no keys (SQLite: one
+    /// node, whose keys are files in its data directory).
+    async fn shared_key(&self, name: &str, candidate: &[u8], now: SystemTime) -> Result<Option<Vec<u8>>, MetaError> {
+        let _ = (name, candidate, now);
+        Ok(None)
+    }
 
     /// Repository names after `last`, sorted, at most `n`.
     async fn repositories(&self, last: Option<&str>, n: u32) -> Result<Vec<String>, MetaError>;
