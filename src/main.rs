@@ -606,10 +606,16 @@ async fn audit_command(cfg: Config, command: AuditCommand) -> anyhow::Result<()>
             }
         }
         AuditCommand::PublicKey => {
-            let meta = cairn::meta::open(&cfg.database_url())
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot open database {}: {e}", cfg.database_url_redacted()))?;
-            let der = cairn::keys::load(&cfg, meta.as_ref(), cairn::keys::KeyKind::Audit).await?;
+            // The key every node shares lives in the database on PostgreSQL (with no key file
+            // configured); otherwise it is the key file, created if missing.
+            let der = if cfg.audit.key_file.is_none() && cairn::meta::is_postgres_url(&cfg.database_url()) {
+                let meta = cairn::meta::open(&cfg.database_url())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot open database {}: {e}", cfg.database_url_redacted()))?;
+                cairn::keys::load(&cfg, meta.as_ref(), cairn::keys::KeyKind::Audit).await?
+            } else {
+                cairn::keys::load_or_create_file(&cfg.audit_key_path(), cairn::keys::KeyKind::Audit)?
+            };
             let key = cairn::audit::CheckpointKey::from_pkcs8(&der)
                 .map_err(|e| anyhow::anyhow!("the audit signing key: {e}"))?;
             say!("{}", key.public_key_pem().trim_end());
