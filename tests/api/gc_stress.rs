@@ -6,13 +6,12 @@
 //!
 //! Afterwards: no request failed (in particular no BLOB_UNKNOWN or MANIFEST_BLOB_UNKNOWN);
 //! every manifest that exists pulls complete, each blob byte-identical; after one more run
-//! past the grace, every blob no surviving manifest references is gone from the blob
-//! directory, every referenced one is there, and no upload leftover remains.
+//! past the grace, every blob no surviving manifest references is gone from the store (blob
+//! directory or bucket), every referenced one is there, and no upload leftover remains.
 //!
 //! `CAIRN_STRESS_SCALE=N` multiplies the images each client pushes (default 1: 12 each).
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -147,23 +146,11 @@ async fn client(app: Arc<TestApp>, rec: Shared, shared: Arc<Vec<Vec<u8>>>, c: us
     }
 }
 
-/// sha256 of every file under `dir`, and how many there are.
-fn stored_digests(dir: &Path) -> (HashSet<String>, usize) {
-    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() { walk(&p, out) } else { out.push(p) }
-        }
-    }
-    let mut files = vec![];
-    walk(dir, &mut files);
-    let set = files
-        .iter()
-        .filter_map(|p| std::fs::read(p).ok())
-        .map(|b| format!("sha256:{}", hex::encode(Sha256::digest(&b))))
-        .collect();
-    (set, files.len())
+/// sha256 of every stored object (blob directory or bucket), and how many there are.
+async fn stored_digests(app: &TestApp) -> (HashSet<String>, usize) {
+    let objects = app.objects().await;
+    let set = objects.iter().map(|(_, b)| format!("sha256:{}", hex::encode(Sha256::digest(b)))).collect();
+    (set, objects.len())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -234,11 +221,11 @@ async fn stress_shared_layers_pushes_and_deletes_while_gc_runs_every_100ms() {
         tokio::time::sleep(Duration::from_millis(20)).await; // the scheduled run holds the lock
     };
     let referenced: HashSet<&String> = rec.live.iter().flat_map(|(_, _, b)| b).collect();
-    let (on_disk, files) = stored_digests(&app.dir.path().join("blobs"));
+    let (on_disk, files) = stored_digests(&app).await;
     for d in rec.blobs.keys() {
         match referenced.contains(d) {
-            true => assert!(on_disk.contains(d), "referenced blob {d} is missing from the blob directory"),
-            false => assert!(!on_disk.contains(d), "unreferenced blob {d} is still in the blob directory"),
+            true => assert!(on_disk.contains(d), "referenced blob {d} is missing from the store"),
+            false => assert!(!on_disk.contains(d), "unreferenced blob {d} is still in the store"),
         }
     }
     assert_eq!(files, referenced.len(), "one object per referenced blob, no upload leftovers");
