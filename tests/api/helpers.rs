@@ -113,7 +113,9 @@ async fn pg_s3_for(data_dir: &Path, admin_url: &str, s3_endpoint: &str) -> Arc<P
     if let Some(shared) = pg_s3_of(data_dir) {
         return shared;
     }
-    let fresh = Arc::new(PgS3::create(admin_url, s3_endpoint).await);
+    // Cairn's PostgreSQL migrations, so that each database starts as a migrated copy.
+    static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+    let fresh = Arc::new(PgS3::create(admin_url, s3_endpoint, Some(&MIGRATOR)).await);
     let mut all = PG_S3.lock().unwrap();
     all.retain(|(_, w)| w.strong_count() > 0);
     all.push((data_dir.to_path_buf(), Arc::downgrade(&fresh)));

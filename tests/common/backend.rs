@@ -95,16 +95,90 @@ pub struct TempDb {
 }
 
 impl TempDb {
-    /// Creates a database with a random name next to the one `admin` names.
+    /// Creates an empty database with a random name next to the one `admin` names.
     pub async fn create(admin: &str) -> TempDb {
-        let name = format!("cairn_test_{:016x}", rand::random::<u64>());
-        let mut conn = sqlx::PgConnection::connect(admin).await.unwrap_or_else(|e| panic!("connect {admin}: {e}"));
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
-        conn.close().await.ok();
-        let mut url = url::Url::parse(admin).unwrap();
-        url.set_path(&name);
-        TempDb { admin: admin.to_string(), name, url: url.to_string() }
+        TempDb::create_from(admin, None).await
     }
+
+    /// Creates a database with a random name next to the one `admin` names, already migrated
+    /// by `migrator`: a copy of a template database that it migrated once (half a second
+    /// saved per database, a server's migrations then find nothing to do). The template,
+    /// `cairn_test_template_<hash of the migrations>`, stays on the server for the next run;
+    /// a change to the migrations makes another.
+    pub async fn create_migrated(admin: &str, migrator: &sqlx::migrate::Migrator) -> TempDb {
+        let template = template(admin, migrator).await;
+        TempDb::create_from(admin, Some(&template)).await
+    }
+
+    async fn create_from(admin: &str, template: Option<&str>) -> TempDb {
+        let name = format!("cairn_test_{:016x}", rand::random::<u64>());
+        let mut conn = connect(admin).await;
+        let from = template.map(|t| format!(" TEMPLATE {t}")).unwrap_or_default();
+        execute_when_unused(&mut conn, &format!("CREATE DATABASE {name}{from}"))
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}{from}: {e}"));
+        conn.close().await.ok();
+        TempDb { admin: admin.to_string(), url: url_of(admin, &name), name }
+    }
+}
+
+async fn connect(url: &str) -> sqlx::PgConnection {
+    sqlx::PgConnection::connect(url).await.unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
+}
+
+async fn database_exists(conn: &mut sqlx::PgConnection, name: &str) -> bool {
+    let found = sqlx::query("SELECT 1 FROM pg_database WHERE datname = $1").bind(name).fetch_optional(conn).await;
+    found.unwrap_or_else(|e| panic!("reading pg_database: {e}")).is_some()
+}
+
+/// Runs `sql`, retrying for up to 5 s while it fails because another session is still
+/// connected to the database it copies or renames (SQLSTATE 55006: a connection just closed
+/// lingers a moment on the server).
+async fn execute_when_unused(conn: &mut sqlx::PgConnection, sql: &str) -> Result<(), sqlx::Error> {
+    for _ in 0..50 {
+        match sqlx::query(sql).execute(&mut *conn).await {
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55006") => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await
+            }
+            done => return done.map(|_| ()),
+        }
+    }
+    sqlx::query(sql).execute(conn).await.map(|_| ())
+}
+
+/// The URL of database `name` on the server `admin` names.
+fn url_of(admin: &str, name: &str) -> String {
+    let mut url = url::Url::parse(admin).unwrap_or_else(|e| panic!("{admin} is not a URL: {e}"));
+    url.set_path(name);
+    url.to_string()
+}
+
+/// The name of a database that `migrator` migrated, made if the server has none yet: built
+/// under a name of its own, then renamed into place, so that nobody copies a half-migrated
+/// one (two processes building at once: the second rename fails, and its copy is dropped).
+async fn template(admin: &str, migrator: &sqlx::migrate::Migrator) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for m in migrator.iter() {
+        (m.version, &m.checksum[..]).hash(&mut h);
+    }
+    let name = format!("cairn_test_template_{:016x}", h.finish());
+    let mut conn = connect(admin).await;
+    if !database_exists(&mut conn, &name).await {
+        let building = TempDb::create_from(admin, None).await;
+        let mut db = connect(&building.url).await;
+        migrator.run(&mut db).await.unwrap_or_else(|e| panic!("migrating the template database: {e}"));
+        db.close().await.ok();
+        let renamed = execute_when_unused(&mut conn, &format!("ALTER DATABASE {} RENAME TO {name}", building.name)).await;
+        match renamed {
+            Ok(()) => {}
+            Err(_) if database_exists(&mut conn, &name).await => {} // another process made it meanwhile
+            Err(e) => panic!("ALTER DATABASE {} RENAME TO {name}: {e}", building.name),
+        }
+        // Dropping `building` drops nothing once renamed (IF EXISTS), else the loser's copy.
+    }
+    conn.close().await.ok();
+    name
 }
 
 impl Drop for TempDb {
@@ -151,9 +225,13 @@ pub struct PgS3 {
 }
 
 impl PgS3 {
-    /// A fresh database on `admin_url`'s server and a fresh bucket at `s3_endpoint`.
-    pub async fn create(admin_url: &str, s3_endpoint: &str) -> PgS3 {
-        let db = TempDb::create(admin_url).await;
+    /// A fresh database on `admin_url`'s server (migrated by `migrator` if given, see
+    /// [`TempDb::create_migrated`]) and a fresh bucket at `s3_endpoint`.
+    pub async fn create(admin_url: &str, s3_endpoint: &str, migrator: Option<&sqlx::migrate::Migrator>) -> PgS3 {
+        let db = match migrator {
+            Some(m) => TempDb::create_migrated(admin_url, m).await,
+            None => TempDb::create(admin_url).await,
+        };
         let bucket = create_bucket(s3_endpoint).await;
         PgS3 { db, bucket, endpoint: s3_endpoint.trim_end_matches('/').to_string() }
     }
