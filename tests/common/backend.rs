@@ -50,10 +50,11 @@ impl Backend {
                 match (db, s3) {
                     (Some(admin_url), Some(s3_endpoint)) => Ok(Backend::PostgresS3 { admin_url, s3_endpoint }),
                     (db, s3) => {
-                        let missing: Vec<&str> = [("TEST_DATABASE_URL", db.is_none()), ("TEST_S3_ENDPOINT", s3.is_none())]
-                            .into_iter()
-                            .filter_map(|(n, m)| m.then_some(n))
-                            .collect();
+                        let missing: Vec<&str> =
+                            [("TEST_DATABASE_URL", db.is_none()), ("TEST_S3_ENDPOINT", s3.is_none())]
+                                .into_iter()
+                                .filter_map(|(n, m)| m.then_some(n))
+                                .collect();
                         Err(format!(
                             "{BACKEND_VAR}=postgres-s3 needs {}: set TEST_DATABASE_URL to a PostgreSQL database \
                              whose user may CREATE DATABASE (Debian package `postgresql`) and TEST_S3_ENDPOINT \
@@ -169,7 +170,8 @@ async fn template(admin: &str, migrator: &sqlx::migrate::Migrator) -> String {
         let mut db = connect(&building.url).await;
         migrator.run(&mut db).await.unwrap_or_else(|e| panic!("migrating the template database: {e}"));
         db.close().await.ok();
-        let renamed = execute_when_unused(&mut conn, &format!("ALTER DATABASE {} RENAME TO {name}", building.name)).await;
+        let renamed =
+            execute_when_unused(&mut conn, &format!("ALTER DATABASE {} RENAME TO {name}", building.name)).await;
         match renamed {
             Ok(()) => {}
             Err(_) if database_exists(&mut conn, &name).await => {} // another process made it meanwhile

@@ -292,7 +292,11 @@ pub fn main(modules: &[(&str, &[ClientTest])]) -> ! {
     let backend = crate::backend::Backend::from_env();
     match &backend {
         Ok(b) if !args.list && *b != crate::backend::Backend::SqliteFs => {
-            eprintln!("[clients] {}={}: every Cairn started here gets a database and a bucket of its own", crate::backend::BACKEND_VAR, b.name())
+            eprintln!(
+                "[clients] {}={}: every Cairn started here gets a database and a bucket of its own",
+                crate::backend::BACKEND_VAR,
+                b.name()
+            )
         }
         _ => {}
     }
