@@ -3,22 +3,22 @@
 //!
 //! Backends: the suite runs on the backend `TEST_BACKEND` names (tests/common/backend.rs).
 //! - unset or `sqlite-fs`: each server keeps SQLite and its blob directory in its temp dir;
-//! - `postgres-s3`: each server gets a fresh database on `TEST_DATABASE_URL` (dropped when the
-//!   last server or `TestApp` using it is gone) and a fresh bucket on `TEST_S3_ENDPOINT`;
-//!   without either variable every test fails with a message naming it.
+//! - `postgres-s3`: each server gets a fresh database on `TEST_DATABASE_URL` (a copy of a
+//!   template migrated once; dropped when the last `TestApp` using it is gone) and a fresh
+//!   bucket on `TEST_S3_ENDPOINT`; without either variable every test fails naming it.
 //!   `scripts/test` runs the suite a second time that way:
 //!   `TEST_BACKEND=postgres-s3 cargo test --test api -- --skip sqlite_fs_only`.
 //!
 //! Servers and `cairn` commands (`auth::cairn_cli`) given the same data directory share one
 //! database and bucket while a server on it lives, as they would share a config.
 //!
-//! Tests that are about SQLite or the filesystem themselves (opening the database file,
-//! reading files of the blob directory) carry `sqlite_fs_only` in their name, so the second
-//! pass's `--skip sqlite_fs_only` filters them out (libtest counts them as filtered out and
-//! `scripts/test` lists them), and call [`sqlite_fs_only`] first, which fails them on any
-//! other backend: run there anyway, they fail rather than pass. Whatever can be checked on
-//! both is checked through the store instead: [`TestApp::objects`] lists the blob store
-//! (directory or bucket) through object_store.
+//! What is stored is checked on either backend: [`TestApp::objects`] lists the blob store
+//! (directory or bucket) through object_store, GC marks come from the metadata store, and
+//! [`TestApp::postgres_rows`] shows a PostgreSQL database's rows. A test that can only be
+//! about SQLite or the filesystem themselves (none today) carries `sqlite_fs_only` in its
+//! name, so that the second pass's `--skip sqlite_fs_only` filters it out (libtest counts it
+//! as filtered out, `scripts/test` lists it), and calls [`sqlite_fs_only`] first, which fails
+//! it on any other backend: run there anyway, it fails rather than passes.
 
 #![allow(dead_code)]
 
