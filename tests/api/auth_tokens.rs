@@ -560,12 +560,15 @@ async fn a_revoked_robot_is_refused() {
 
 #[tokio::test]
 async fn an_expired_robot_is_refused() {
+    let started = std::time::Instant::now();
     let clock = std::sync::Arc::new(cairn::clock::ManualClock::new(SystemTime::now()));
     let app = spawn_auth_with_clock(STANDARD, clock.clone(), |_| {}).await;
     let secret = create_robot(&app, &["--name", "brief", "--grant", "apps/**=pull", "--expires", "1h"]).await;
     let r = call(&app, Method::GET, "/v2/apps/web/tags/list", Cred::Basic("brief", &secret)).await;
     assert_ne!(r.status(), StatusCode::UNAUTHORIZED, "live for its first hour");
-    clock.advance(Duration::from_secs(3601));
+    // The command dated the expiry by the real clock, after the server's clock was made (a
+    // second or two later on PostgreSQL: a fresh database, migrations, the command itself).
+    clock.advance(Duration::from_secs(3601) + started.elapsed());
     let r = call(&app, Method::GET, "/v2/apps/web/tags/list", Cred::Basic("brief", &secret)).await;
     assert_error(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
     let r = get_token(&app, Cred::Basic("brief", &secret), &["repository:apps/web:pull"]).await;
@@ -634,6 +637,11 @@ async fn token_list_shows_name_grants_and_expiry_but_never_the_secret() {
             let found = bytes.windows(s1.len()).any(|w| w == s1.as_bytes());
             assert!(!found, "secret stored in clear in {}", path.display());
         }
+    }
+    // On PostgreSQL the database is not a file of the data directory: its rows, then.
+    if let Some(rows) = app.postgres_rows().await {
+        assert!(rows.lines().any(|r| r.starts_with("robots: ") && r.contains("deploy")), "the robot's row:\n{rows}");
+        assert!(!rows.contains(&s1) && !rows.contains(&s2), "secret stored in clear in the database");
     }
 }
 

@@ -4,15 +4,16 @@
 //! a `ManualClock` that a ticker keeps at the real rate while clients run, and that the test
 //! moves past the grace at the end instead of sleeping.
 //!
-//! Afterwards: no request failed (in particular no BLOB_UNKNOWN or MANIFEST_BLOB_UNKNOWN);
-//! every manifest that exists pulls complete, each blob byte-identical; after one more run
-//! past the grace, every blob no surviving manifest references is gone from the blob
-//! directory, every referenced one is there, and no upload leftover remains.
+//! Afterwards: no request failed (in particular no BLOB_UNKNOWN or MANIFEST_BLOB_UNKNOWN),
+//! except that an image whose push took longer than the grace (a busy machine; PostgreSQL +
+//! S3 on moto is slower) may rightly see its manifest refused: counted, and a failure only when
+//! more than a quarter of the images took that long; every manifest that exists pulls complete, each blob byte-identical; after one more run
+//! past the grace, every blob no surviving manifest references is gone from the store (blob
+//! directory or bucket), every referenced one is there, and no upload leftover remains.
 //!
 //! `CAIRN_STRESS_SCALE=N` multiplies the images each client pushes (default 1: 12 each).
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -39,6 +40,9 @@ struct Record {
     live: Vec<(String, String, Vec<String>)>,
     /// Requests that did not get the answer a client expects, with the body.
     failures: Vec<String>,
+    /// Manifests refused with MANIFEST_BLOB_UNKNOWN after their image took longer than the
+    /// grace: its blobs may rightly be collected first (a slow machine, not a failure).
+    late: Vec<String>,
     pushes: u64,
     deleted_manifests: u64,
     deleted_tags: u64,
@@ -93,6 +97,7 @@ async fn client(app: Arc<TestApp>, rec: Shared, shared: Arc<Vec<Vec<u8>>>, c: us
     let repo = format!("stress/c{c}");
     let from = format!("stress/c{}", (c + 1) % CLIENTS);
     for i in 0..images {
+        let began = app.state.registry.clock().now();
         let config = format!("{{\"client\":{c},\"image\":{i},\"n\":\"{}\"}}", uniq()).into_bytes();
         let own = random_bytes(1024 + (i * 97 + c * 31) % 2048);
         upload(&app, &rec, &repo, &config).await;
@@ -117,7 +122,16 @@ async fn client(app: Arc<TestApp>, rec: Shared, shared: Arc<Vec<Vec<u8>>>, c: us
         let tag = format!("t{i}");
         let r = app.put_manifest(&repo, &tag, OCI_MANIFEST, &m).await;
         if r.status() != StatusCode::CREATED {
-            fail(&rec, format!("PUT manifest {repo}:{tag}: {} {}", r.status(), r.text().await.unwrap_or_default()));
+            // Blobs uploaded, mounted or checked longer than the grace before their manifest
+            // may be collected first (DESIGN §6): only within the grace is a refusal a failure.
+            let took = app.state.registry.clock().now().duration_since(began).unwrap_or_default();
+            let (status, body) = (r.status(), r.text().await.unwrap_or_default());
+            let what =
+                format!("PUT manifest {repo}:{tag}, {:.1}s after its first blob: {status} {body}", took.as_secs_f64());
+            match took > GRACE && body.contains("MANIFEST_BLOB_UNKNOWN") {
+                true => rec.lock().unwrap().late.push(what),
+                false => fail(&rec, what),
+            }
             continue;
         }
         let mut blobs = vec![cd];
@@ -147,23 +161,11 @@ async fn client(app: Arc<TestApp>, rec: Shared, shared: Arc<Vec<Vec<u8>>>, c: us
     }
 }
 
-/// sha256 of every file under `dir`, and how many there are.
-fn stored_digests(dir: &Path) -> (HashSet<String>, usize) {
-    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() { walk(&p, out) } else { out.push(p) }
-        }
-    }
-    let mut files = vec![];
-    walk(dir, &mut files);
-    let set = files
-        .iter()
-        .filter_map(|p| std::fs::read(p).ok())
-        .map(|b| format!("sha256:{}", hex::encode(Sha256::digest(&b))))
-        .collect();
-    (set, files.len())
+/// sha256 of every stored object (blob directory or bucket), and how many there are.
+async fn stored_digests(app: &TestApp) -> (HashSet<String>, usize) {
+    let objects = app.objects().await;
+    let set = objects.iter().map(|(_, b)| format!("sha256:{}", hex::encode(Sha256::digest(b)))).collect();
+    (set, objects.len())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -210,7 +212,15 @@ async fn stress_shared_layers_pushes_and_deletes_while_gc_runs_every_100ms() {
     let unknown: Vec<&String> = rec.failures.iter().filter(|f| f.contains("BLOB_UNKNOWN")).collect();
     assert!(unknown.is_empty(), "{} pushes met BLOB_UNKNOWN / MANIFEST_BLOB_UNKNOWN: {unknown:#?}", unknown.len());
     assert!(rec.failures.is_empty(), "failed requests: {:#?}", rec.failures);
-    assert_eq!(rec.pushes as usize, CLIENTS * images);
+    assert_eq!(rec.pushes as usize + rec.late.len(), CLIENTS * images);
+    assert!(
+        rec.late.len() * 4 <= CLIENTS * images,
+        "{} of {} images took longer than the grace ({GRACE:?}) to push, too many for this test to mean much (a \
+         machine too busy?): {:#?}",
+        rec.late.len(),
+        CLIENTS * images,
+        rec.late
+    );
 
     // Every manifest that exists pulls complete, each blob byte-identical.
     for (repo, md, blobs) in &rec.live {
@@ -234,11 +244,11 @@ async fn stress_shared_layers_pushes_and_deletes_while_gc_runs_every_100ms() {
         tokio::time::sleep(Duration::from_millis(20)).await; // the scheduled run holds the lock
     };
     let referenced: HashSet<&String> = rec.live.iter().flat_map(|(_, _, b)| b).collect();
-    let (on_disk, files) = stored_digests(&app.dir.path().join("blobs"));
+    let (on_disk, files) = stored_digests(&app).await;
     for d in rec.blobs.keys() {
         match referenced.contains(d) {
-            true => assert!(on_disk.contains(d), "referenced blob {d} is missing from the blob directory"),
-            false => assert!(!on_disk.contains(d), "unreferenced blob {d} is still in the blob directory"),
+            true => assert!(on_disk.contains(d), "referenced blob {d} is missing from the store"),
+            false => assert!(!on_disk.contains(d), "unreferenced blob {d} is still in the store"),
         }
     }
     assert_eq!(files, referenced.len(), "one object per referenced blob, no upload leftovers");
@@ -258,12 +268,13 @@ async fn stress_shared_layers_pushes_and_deletes_while_gc_runs_every_100ms() {
     let freed_bytes: u64 = deletes.iter().map(|e| e.detail["bytes"].as_u64().unwrap_or(0)).sum();
     assert!(freed_blobs > last.blobs, "the scheduled runs freed blobs while clients pushed");
     println!(
-        "gc stress: scale {} — {} clients, {} pushes, {} manifests and {} tags deleted, {} blobs pushed, {} live \
+        "gc stress: scale {} — {} clients, {} pushes ({} more refused after taking longer than the grace), {} manifests and {} tags deleted, {} blobs pushed, {} live \
          manifests; {:.1}s of pushing; GC unlinked {} links and freed {} blobs ({} bytes) in {} deleting \
          transactions, {} blobs ({} bytes) of them in the final run; {} objects remain; {:.1}s in all",
         scale(),
         CLIENTS,
         rec.pushes,
+        rec.late.len(),
         rec.deleted_manifests,
         rec.deleted_tags,
         rec.blobs.len(),

@@ -5,6 +5,8 @@
 mod audit_api;
 mod auth;
 mod auth_tokens;
+#[path = "../common/backend.rs"]
+mod backend;
 mod blobs;
 mod compose;
 mod connections;
