@@ -428,9 +428,13 @@ async fn a_token_for_another_audience_is_refused() {
 
 /// A JWT with `claims`, signed ES256 with `app`'s own token signing key: genuine in every
 /// respect except the claims this test chose.
-fn forge(app: &TestApp, claims: &Value) -> String {
+/// The key is where `cairn::keys` keeps it: a file under the data directory on SQLite, the
+/// database on PostgreSQL.
+async fn forge(app: &TestApp, claims: &Value) -> String {
     use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
-    let pkcs8 = std::fs::read(app.state.config.token_key_path()).expect("the signing key file");
+    let pkcs8 = cairn::keys::load(&app.state.config, app.state.meta.as_ref(), cairn::keys::KeyKind::Token)
+        .await
+        .expect("the token signing key");
     let rng = ring::rand::SystemRandom::new();
     let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng).expect("PKCS#8 P-256 key");
     let head = json!({ "typ": "JWT", "alg": "ES256" });
@@ -455,7 +459,7 @@ async fn expired_not_yet_valid_and_foreign_claims_are_refused_even_when_signed()
     });
     let path = "/v2/public/img/tags/list";
     // Control: the forging itself is sound, so the refusals below are about the claims.
-    let r = call(&app, Method::GET, path, Cred::Bearer(&forge(&app, &genuine))).await;
+    let r = call(&app, Method::GET, path, Cred::Bearer(&forge(&app, &genuine).await)).await;
     assert!(r.status() != StatusCode::UNAUTHORIZED && r.status() != StatusCode::FORBIDDEN, "{}", r.status());
     let edits: Vec<(&str, Value)> = vec![
         ("expired an hour ago", json!({ "iat": now - 3900, "nbf": now - 3900, "exp": now - 3600 })),
@@ -469,7 +473,7 @@ async fn expired_not_yet_valid_and_foreign_claims_are_refused_even_when_signed()
         for (k, v) in edit.as_object().unwrap() {
             claims[k] = v.clone();
         }
-        let r = call(&app, Method::GET, path, Cred::Bearer(&forge(&app, &claims))).await;
+        let r = call(&app, Method::GET, path, Cred::Bearer(&forge(&app, &claims).await)).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{what}");
         assert_error(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
     }

@@ -14,8 +14,6 @@
 #[path = "../s3/bucket.rs"]
 #[allow(dead_code)]
 mod bucket;
-#[path = "../postgres/db.rs"]
-mod db;
 #[path = "../process/support.rs"]
 mod support;
 

@@ -7,7 +7,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::Value;
 
 use crate::bucket::TempBucket;
-use crate::db::TempDb;
+use crate::bucket::backend::TempDb;
 use crate::support::*;
 use crate::{NodesTest, block_on};
 

@@ -8,7 +8,7 @@ use futures::TryStreamExt;
 use object_store::ObjectStore;
 
 #[path = "../common/backend.rs"]
-mod backend;
+pub mod backend;
 
 /// A fresh, empty bucket on the server at `endpoint`.
 pub struct TempBucket {
