@@ -3,7 +3,6 @@
 //! removed; an upload whose bytes came in one request is not copied; a duplicate leaves only
 //! the first blob's object; GC of a composed blob leaves the store empty.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -14,24 +13,6 @@ use reqwest::StatusCode;
 use crate::helpers::*;
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-/// Every file under the blob directory, as paths relative to it, sorted.
-fn objects(app: &TestApp) -> Vec<String> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() { walk(&p, out) } else { out.push(p) }
-        }
-    }
-    let root = app.dir.path().join("blobs");
-    let mut files = vec![];
-    walk(&root, &mut files);
-    let mut out: Vec<String> =
-        files.iter().map(|p| p.strip_prefix(&root).unwrap().to_string_lossy().into_owned()).collect();
-    out.sort();
-    out
-}
 
 fn upload_id(loc: &str) -> String {
     loc.split('?').next().unwrap().trim_end_matches('/').rsplit('/').next().unwrap().to_string()
@@ -71,11 +52,11 @@ async fn a_blob_pushed_in_three_patches_is_one_object_and_gc_leaves_nothing() {
     let whole = parts.concat();
     let (d, id) = push_in_chunks(&app, "compose/a", &[&parts[0], &parts[1], &parts[2]], b"").await;
 
-    let stored = objects(&app);
+    let stored = app.object_keys().await;
     assert_eq!(stored.len(), 1, "one object for the blob, its three segments removed: {stored:?}");
     assert!(stored[0].starts_with(&format!("uploads/{id}/composed-")), "{stored:?}");
-    let on_disk = std::fs::read(app.dir.path().join("blobs").join(&stored[0])).unwrap();
-    assert!(on_disk == whole, "the object holds the blob's bytes in order");
+    let objects = app.objects().await;
+    assert!(objects[0].1 == whole, "the object holds the blob's bytes in order");
 
     assert!(pull(&app, "compose/a", &d).await == whole, "served byte-identical");
     let r = app.http.get(app.url(&format!("/v2/compose/a/blobs/{d}"))).header("Range", "bytes=299990-300010").send();
@@ -92,7 +73,7 @@ async fn a_blob_pushed_in_three_patches_is_one_object_and_gc_leaves_nothing() {
     clock.advance(HOUR + Duration::from_secs(60));
     let report = app.state.registry.collect_garbage(&GcOptions { grace: HOUR, dry_run: false }, |_| {}).await.unwrap();
     assert_eq!(report.digests, vec![d.clone()]);
-    assert_eq!(objects(&app), Vec::<String>::new(), "GC left objects behind");
+    assert_eq!(app.object_keys().await, Vec::<String>::new(), "GC left objects behind");
     assert_eq!(app.get(&format!("/v2/compose/a/blobs/{d}")).await.status(), StatusCode::NOT_FOUND);
 }
 
@@ -101,7 +82,7 @@ async fn patches_and_a_closing_chunk_compose_too() {
     let app = spawn_app().await;
     let parts = [random_bytes(10_000), random_bytes(20_000), random_bytes(5)];
     let (d, id) = push_in_chunks(&app, "compose/b", &[&parts[0], &parts[1]], &parts[2]).await;
-    let stored = objects(&app);
+    let stored = app.object_keys().await;
     assert_eq!(stored.len(), 1, "{stored:?}");
     assert!(stored[0].starts_with(&format!("uploads/{id}/composed-")), "{stored:?}");
     assert!(pull(&app, "compose/b", &d).await == parts.concat());
@@ -116,7 +97,7 @@ async fn bytes_that_came_in_one_request_are_not_copied() {
     // Chunked, all bytes in one PATCH, closed by an empty PUT.
     let one = random_bytes(50_000);
     let (d2, id2) = push_in_chunks(&app, "compose/c", &[&one], b"").await;
-    let stored = objects(&app);
+    let stored = app.object_keys().await;
     assert_eq!(stored.len(), 2, "{stored:?}");
     assert!(stored.iter().all(|k| !k.contains("composed-")), "nothing was copied: {stored:?}");
     assert!(stored.iter().any(|k| k.starts_with(&format!("uploads/{id2}/0-"))), "{stored:?}");
@@ -129,11 +110,11 @@ async fn a_duplicate_chunked_push_leaves_only_the_first_object() {
     let app = spawn_app().await;
     let parts = [random_bytes(30_000), random_bytes(30_000)];
     let (d, id) = push_in_chunks(&app, "compose/d", &[&parts[0], &parts[1]], b"").await;
-    let first = objects(&app);
+    let first = app.object_keys().await;
     assert_eq!(first.len(), 1, "{first:?}");
     let (again, id2) = push_in_chunks(&app, "compose/e", &[&parts[0], &parts[1]], b"").await;
     assert_eq!(again, d);
     assert_ne!(id2, id);
-    assert_eq!(objects(&app), first, "the duplicate's segments and copy are removed");
+    assert_eq!(app.object_keys().await, first, "the duplicate's segments and copy are removed");
     assert!(pull(&app, "compose/e", &d).await == parts.concat());
 }
