@@ -71,7 +71,8 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Create or upgrade the database schema, then exit.
+    /// Create or upgrade the database schema, then exit; with --copy-to, copy this installation
+    /// into a new one (for example SQLite + filesystem into PostgreSQL + S3).
     Migrate {
         /// Config file (TOML); also CAIRN_CONFIG.
         #[arg(long)]
@@ -79,6 +80,23 @@ enum Command {
         /// Data directory, overriding the config; also CAIRN_DATA_DIR.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Copy everything this installation holds (the one --config, --data-dir and CAIRN_*
+        /// describe) into the installation NEW_CONFIG describes, whose database must be empty.
+        ///
+        /// Metadata is copied row for row (ids, times and the audit ledger as they are, so
+        /// `cairn audit verify --config NEW_CONFIG` passes), blobs object by object (streamed,
+        /// sizes checked), the signing keys and audit archive files file by file. Upload
+        /// sessions in progress are not copied. NEW_CONFIG is read alone: CAIRN_* variables
+        /// apply to the source only.
+        ///
+        /// Stop every server on the source first: the copy reads one snapshot of the source
+        /// database and holds its GC lock, but pushes made meanwhile would not be copied.
+        ///
+        /// Exit 0 copied; 1 failed (the target's database stays empty; run it again, objects
+        /// already copied are kept); 2 bad config; 3 refused, nothing written to the target's
+        /// database (target not empty, a different audit key there, source in use).
+        #[arg(long, value_name = "NEW_CONFIG")]
+        copy_to: Option<PathBuf>,
     },
     /// Read a password (from the terminal, or stdin when piped) and print its argon2id hash
     /// for `[[auth.users]] password_hash`.
@@ -318,7 +336,10 @@ async fn main() -> ExitCode {
         Command::Audit { command, config, data_dir } => {
             audit(command, Sources { file: config, data_dir, ..Default::default() }).await
         }
-        Command::Migrate { config, data_dir } => {
+        Command::Migrate { config, data_dir, copy_to: Some(new_config) } => {
+            copy_installation(Sources { file: config, data_dir, ..Default::default() }, new_config).await
+        }
+        Command::Migrate { config, data_dir, copy_to: None } => {
             let (cfg, notes) = match load(&Sources { file: config, data_dir, ..Default::default() }) {
                 Ok(c) => c,
                 Err(code) => return code,
@@ -962,4 +983,154 @@ async fn gc(cfg: Config, dry_run: bool, grace: Option<std::time::Duration>) -> E
             ExitCode::FAILURE
         }
     }
+}
+
+/// Exit code of `migrate --copy-to` when it refused before writing a row to the target.
+const REFUSED: u8 = 3;
+
+/// `cairn migrate --copy-to NEW_CONFIG`: checks, then `Registry::copy_to`, with progress on a
+/// terminal and a summary at the end.
+async fn copy_installation(source: Sources, new_config: PathBuf) -> ExitCode {
+    use cairn::service::copy::{self, CopyError, InstallationFiles};
+    let (cfg, notes) = match load(&source) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    // The target is NEW_CONFIG alone: the source's CAIRN_* variables must not leak into it.
+    let target_sources = Sources { file: Some(new_config.clone()), ..Default::default() };
+    let loaded = Config::read_from(&target_sources, std::iter::empty());
+    let target_cfg = match loaded.config {
+        Ok(c) => c,
+        Err(e) => {
+            tell!("cairn: {}: {}", new_config.display(), e.to_string().trim_end());
+            return ExitCode::from(2);
+        }
+    };
+    start_logs(&cfg, &notes);
+    let log = cfg.log.clone();
+    if target_cfg.storage.kind == cairn::config::StorageKind::Memory {
+        tell!("cairn: {} keeps blobs in memory, which is lost at exit: nothing to copy into", new_config.display());
+        return ExitCode::from(REFUSED);
+    }
+    let files = |c: &Config| InstallationFiles {
+        audit_key: c.audit_key_path(),
+        token_key: c.token_key_path(),
+        archive_dir: ledger_files::archive_dir(&c.server.data_dir),
+    };
+    let (from, to) = (files(&cfg), files(&target_cfg));
+    let shown = |c: &Config| format!("{} + {}", c.database_url_redacted(), c.storage.summary(&c.storage_path()));
+    let (from_shown, to_shown) = (shown(&cfg), shown(&target_cfg));
+    let fail = |e: CopyError| {
+        tell!("cairn: {e}");
+        ExitCode::from(if e.is_refusal() { REFUSED } else { 1 })
+    };
+    let failed = |e: anyhow::Error| {
+        tell!("cairn: {e:#}");
+        ExitCode::FAILURE
+    };
+    // The target's database first (its migrations run), then its keys, then the rest of it:
+    // opening it whole would create keys of its own.
+    if let Err(e) = std::fs::create_dir_all(&target_cfg.server.data_dir) {
+        return failed(anyhow::anyhow!("cannot create data directory {}: {e}", target_cfg.server.data_dir.display()));
+    }
+    let target_meta = match cairn::meta::open(&target_cfg.database_url()).await {
+        Ok(m) => m,
+        Err(e) => {
+            return failed(anyhow::anyhow!(
+                "cannot open the target database {}: {e}",
+                target_cfg.database_url_redacted()
+            ));
+        }
+    };
+    if let Err(e) = copy::check_empty(target_meta.as_ref()).await {
+        return fail(e);
+    }
+    drop(target_meta);
+    let mut notes = match copy::copy_keys(&from, &to) {
+        Ok(n) => n,
+        Err(e) => return fail(e),
+    };
+    let source_state = match cairn::AppState::from_config(cfg).await {
+        Ok(s) => s,
+        Err(e) => return failed(e.context("source")),
+    };
+    let target_state = match cairn::AppState::from_config(target_cfg).await {
+        Ok(s) => s,
+        Err(e) => return failed(e.context("target")),
+    };
+    tell!("copying {from_shown} into {to_shown}");
+    let bar = copy_bar();
+    let mut progress = |p: copy::CopyProgress| show_copy_progress(&bar, p);
+    let result = source_state
+        .registry
+        .copy_to(&target_state.registry, (&from.archive_dir, &to.archive_dir), &mut progress)
+        .await;
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let o = &report.objects;
+    let rows: u64 = report.tables.iter().map(|(_, n)| n).sum();
+    let message = format!(
+        "copied {} blobs ({} objects, {} bytes written; {} objects, {} bytes already there) and {rows} rows into {to_shown}",
+        report.blobs, o.objects, o.bytes, o.kept_objects, o.kept_bytes
+    );
+    let fields = [
+        ("blobs", report.blobs.to_string()),
+        ("objects", o.objects.to_string()),
+        ("bytes", o.bytes.to_string()),
+        ("rows", rows.to_string()),
+    ];
+    say!("{}", cairn::telemetry::result_line(&log, &message, &fields));
+    for (table, n) in &report.tables {
+        say!("  {table:<20} {n:>10} rows");
+    }
+    if report.archive_files > 0 {
+        say!("  {} audit archive file(s) copied", report.archive_files);
+    }
+    if report.uploads_skipped > 0 {
+        notes.push(format!(
+            "{} upload session(s) in progress were not copied: their clients start those uploads again",
+            report.uploads_skipped
+        ));
+    }
+    notes.extend(report.notes);
+    for n in &notes {
+        tell!("note: {n}");
+    }
+    tell!("next: `cairn audit verify --config {}`, then serve the target with that config", new_config.display());
+    ExitCode::SUCCESS
+}
+
+/// The copy's progress bar on stderr, only when stderr is a terminal.
+fn copy_bar() -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    Some(indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr()))
+}
+
+fn show_copy_progress(bar: &Option<indicatif::ProgressBar>, p: cairn::service::copy::CopyProgress) {
+    use cairn::service::copy::CopyProgress;
+    let Some(b) = bar else { return };
+    let (template, done, total, message) = match p {
+        CopyProgress::Blobs { bytes, total } => {
+            ("blobs: {bytes}/{total_bytes} {wide_bar} {binary_bytes_per_sec} {elapsed}", bytes, total, "")
+        }
+        CopyProgress::Rows { table, done, total } => {
+            ("rows: {msg} {pos}/{len} {wide_bar} {elapsed}", done, total, table)
+        }
+    };
+    if b.message() != message || b.length() != Some(total) {
+        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+            b.set_style(style);
+        }
+        b.set_message(message);
+        b.set_length(total);
+    }
+    b.set_position(done);
 }
