@@ -1054,20 +1054,21 @@ async fn copy_installation(source: Sources, new_config: PathBuf) -> ExitCode {
         Ok(s) => s,
         Err(e) => return failed(e.context("source")),
     };
+    if copy::check_empty(source_state.meta.as_ref()).await.is_ok() {
+        tell!("cairn: the source {from_shown} holds nothing to copy: check --config, --data-dir and CAIRN_*");
+        return ExitCode::from(REFUSED);
+    }
     let target_state = match cairn::AppState::from_config(target_cfg).await {
         Ok(s) => s,
         Err(e) => return failed(e.context("target")),
     };
     tell!("copying {from_shown} into {to_shown}");
-    let bar = copy_bar();
-    let mut progress = |p: copy::CopyProgress| show_copy_progress(&bar, p);
+    let mut bar = CopyBar::new();
     let result = source_state
         .registry
-        .copy_to(&target_state.registry, (&from.archive_dir, &to.archive_dir), &mut progress)
+        .copy_to(&target_state.registry, (&from.archive_dir, &to.archive_dir), &mut |p| bar.show(p))
         .await;
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
+    bar.finish();
     let report = match result {
         Ok(r) => r,
         Err(e) => return fail(e),
@@ -1078,18 +1079,24 @@ async fn copy_installation(source: Sources, new_config: PathBuf) -> ExitCode {
         "copied {} blobs ({} objects, {} bytes written; {} objects, {} bytes already there) and {rows} rows into {to_shown}",
         report.blobs, o.objects, o.bytes, o.kept_objects, o.kept_bytes
     );
+    let per_table: Vec<String> = report.tables.iter().map(|(t, n)| format!("{t}={n}")).collect();
     let fields = [
         ("blobs", report.blobs.to_string()),
         ("objects", o.objects.to_string()),
         ("bytes", o.bytes.to_string()),
+        ("objects_already_there", o.kept_objects.to_string()),
         ("rows", rows.to_string()),
+        ("tables", per_table.join(",")),
+        ("archive_files", report.archive_files.to_string()),
     ];
     say!("{}", cairn::telemetry::result_line(&log, &message, &fields));
-    for (table, n) in &report.tables {
-        say!("  {table:<20} {n:>10} rows");
-    }
-    if report.archive_files > 0 {
-        say!("  {} audit archive file(s) copied", report.archive_files);
+    if log.format != cairn::config::LogFormat::Json {
+        for (table, n) in &report.tables {
+            say!("  {table:<20} {n:>10} rows");
+        }
+        if report.archive_files > 0 {
+            say!("  {} audit archive file(s) copied", report.archive_files);
+        }
     }
     if report.uploads_skipped > 0 {
         notes.push(format!(
@@ -1105,32 +1112,50 @@ async fn copy_installation(source: Sources, new_config: PathBuf) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The copy's progress bar on stderr, only when stderr is a terminal.
-fn copy_bar() -> Option<indicatif::ProgressBar> {
-    use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    Some(indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr()))
+/// The copy's progress on stderr, only when stderr is a terminal: a bar of blob bytes, then
+/// one of rows per table.
+struct CopyBar {
+    terminal: bool,
+    bar: Option<(&'static str, indicatif::ProgressBar)>,
 }
 
-fn show_copy_progress(bar: &Option<indicatif::ProgressBar>, p: cairn::service::copy::CopyProgress) {
-    use cairn::service::copy::CopyProgress;
-    let Some(b) = bar else { return };
-    let (template, done, total, message) = match p {
-        CopyProgress::Blobs { bytes, total } => {
-            ("blobs: {bytes}/{total_bytes} {wide_bar} {binary_bytes_per_sec} {elapsed}", bytes, total, "")
-        }
-        CopyProgress::Rows { table, done, total } => {
-            ("rows: {msg} {pos}/{len} {wide_bar} {elapsed}", done, total, table)
-        }
-    };
-    if b.message() != message || b.length() != Some(total) {
-        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
-            b.set_style(style);
-        }
-        b.set_message(message);
-        b.set_length(total);
+impl CopyBar {
+    fn new() -> CopyBar {
+        use std::io::IsTerminal;
+        CopyBar { terminal: std::io::stderr().is_terminal(), bar: None }
     }
-    b.set_position(done);
+
+    fn show(&mut self, p: cairn::service::copy::CopyProgress) {
+        use cairn::service::copy::CopyProgress;
+        if !self.terminal {
+            return;
+        }
+        let (stage, template, done, total) = match p {
+            CopyProgress::Blobs { bytes, total } => {
+                ("blobs", "blobs: {bytes}/{total_bytes} {wide_bar} {binary_bytes_per_sec} {elapsed}", bytes, total)
+            }
+            CopyProgress::Rows { table, done, total } => {
+                (table, "rows: {msg} {pos}/{len} {wide_bar} {elapsed}", done, total)
+            }
+        };
+        if self.bar.as_ref().is_none_or(|(s, _)| *s != stage) {
+            self.finish();
+            let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
+            if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+                bar.set_style(style);
+            }
+            bar.set_message(stage);
+            self.bar = Some((stage, bar));
+        }
+        if let Some((_, b)) = &self.bar {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some((_, b)) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
 }

@@ -411,3 +411,69 @@ fn same_contents(a: &Path, b: &Path) -> std::io::Result<bool> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(dir: &Path) -> InstallationFiles {
+        InstallationFiles {
+            audit_key: dir.join("audit-signing-key.p8"),
+            token_key: dir.join("token-signing-key.p8"),
+            archive_dir: dir.join("audit-archive"),
+        }
+    }
+
+    #[test]
+    fn keys_go_where_the_target_has_none_and_a_different_audit_key_refuses() {
+        let root = tempfile::tempdir().unwrap();
+        let (from, to) = (files(&root.path().join("a")), files(&root.path().join("b")));
+        std::fs::create_dir_all(root.path().join("a")).unwrap();
+        std::fs::write(&from.audit_key, b"audit").unwrap();
+        std::fs::write(&from.token_key, b"token").unwrap();
+
+        assert!(copy_keys(&from, &to).unwrap().is_empty());
+        assert_eq!(std::fs::read(&to.audit_key).unwrap(), b"audit");
+        assert_eq!(std::fs::read(&to.token_key).unwrap(), b"token");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&to.audit_key).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "a private key stays private");
+        }
+        assert!(copy_keys(&from, &to).unwrap().is_empty(), "the same keys again: nothing to say");
+
+        std::fs::write(&to.token_key, b"another token key").unwrap();
+        let notes = copy_keys(&from, &to).unwrap();
+        assert!(notes.len() == 1 && notes[0].contains("token signing key"), "{notes:?}");
+        assert_eq!(std::fs::read(&to.token_key).unwrap(), b"another token key", "the target's is kept");
+
+        std::fs::write(&to.audit_key, b"another audit key").unwrap();
+        let refused = copy_keys(&from, &to).unwrap_err();
+        assert!(refused.is_refusal() && refused.to_string().contains("different audit signing key"), "{refused}");
+    }
+
+    #[test]
+    fn a_source_without_keys_leaves_the_target_to_make_its_own() {
+        let root = tempfile::tempdir().unwrap();
+        let (from, to) = (files(&root.path().join("a")), files(&root.path().join("b")));
+        let notes = copy_keys(&from, &to).unwrap();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(!to.audit_key.exists() && !to.token_key.exists());
+    }
+
+    #[test]
+    fn files_compare_by_content() {
+        let root = tempfile::tempdir().unwrap();
+        let (a, b, c) = (root.path().join("a"), root.path().join("b"), root.path().join("c"));
+        let big = vec![7u8; 200_000];
+        std::fs::write(&a, &big).unwrap();
+        copy_file(&a, &b).unwrap();
+        assert!(same_contents(&a, &b).unwrap());
+        let mut other = big.clone();
+        other[150_000] = 8;
+        std::fs::write(&c, &other).unwrap();
+        assert!(!same_contents(&a, &c).unwrap());
+        assert!(!root.path().join("b.part").exists(), "no temporary file left");
+    }
+}

@@ -4,12 +4,14 @@
 //! robot token, then copied. The target, served, gives back every blob and manifest
 //! byte-identical, the same tags, tag history, referrers, ledger events and checkpoints as the
 //! source, accepts the robot, `cairn audit verify` passes on it, and it keeps working (a tag
-//! move continues the history ids and the ledger chain). A target that is not empty, or has a
-//! different audit key, is refused (exit 3) with a message; a copy run again after a failure
-//! keeps the objects already there.
+//! move continues the history ids and the ledger chain). Refused (exit 3, with a message): a
+//! target that is not empty or has a different audit key, a source whose GC lock another
+//! node holds, a source with nothing in it. A copy run again after a failure keeps the
+//! objects already there (and shows its progress on a terminal); audit archive files go along
+//! and verify on the target.
 //!
-//! Here the target is SQLite + filesystem; tests/postgres runs the same `round_trip` into
-//! PostgreSQL + S3 (with TEST_DATABASE_URL and TEST_S3_ENDPOINT). This file is shared with that
+//! Here both sides are SQLite + filesystem; tests/postgres runs the same `round_trip` into and
+//! out of PostgreSQL + S3 (with TEST_DATABASE_URL and TEST_S3_ENDPOINT). This file is shared with that
 //! target, so it leans on `support.rs` alone.
 
 #![allow(dead_code)]
@@ -69,6 +71,25 @@ pub fn assert_audit_verifies(config: &Path) -> i64 {
     let range = stdout.split("seq ").nth(1).and_then(|r| r.split(',').next()).unwrap_or_default();
     let last = range.split("..").nth(1).and_then(|n| n.parse().ok());
     last.unwrap_or_else(|| panic!("no verified seq range in: {stdout}"))
+}
+
+/// Runs a command line with a pseudo-terminal as stdout and stderr (util-linux `script`),
+/// asserting it succeeds; returns what it printed.
+fn on_a_terminal(command: &str) -> String {
+    let mut c = std::process::Command::new("script");
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("CAIRN_") {
+            c.env_remove(&k);
+        }
+    }
+    let out = c
+        .args(["-qec", command, "/dev/null"])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("script(1) (Debian package bsdutils) could not be run: {e}"));
+    assert!(out.status.success(), "{command}: {}{}", text(&out.stdout), text(&out.stderr));
+    text(&out.stdout)
 }
 
 /// A client that signs every request in as `user` (HTTP Basic, which /v2 and /api/v1 take).
@@ -354,10 +375,10 @@ async fn a_copy_run_again_after_a_failure_keeps_the_objects_already_copied() {
     for f in ["cairn.db", "cairn.db-wal", "cairn.db-shm"] {
         let _ = std::fs::remove_file(target_data.join(f));
     }
-    let out = copy(&source, &target);
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "stdout: {stdout}\nstderr: {}", text(&out.stderr));
-    assert!(stdout.contains("(0 objects, 0 bytes written; 8 objects,"), "every object was already there: {stdout}");
+    // Again, on a terminal this time: progress shows, blob bytes and then rows per table.
+    let shown = on_a_terminal(&format!("{BIN} migrate --config {} --copy-to {}", source.display(), target.display()));
+    assert!(shown.contains("(0 objects, 0 bytes written; 8 objects,"), "every object was already there: {shown}");
+    assert!(shown.contains("blobs: ") && shown.contains("rows: manifests"), "no progress shown: {shown}");
     let tgt = Server::start_with(&target_data, Some(&target), &[]).await;
     let http = client_as("ci", &secret);
     for (repo, digest, bytes) in &pushed.blobs {
@@ -380,6 +401,57 @@ async fn a_different_audit_key_at_the_target_is_refused() {
     assert_eq!(out.status.code(), Some(3), "stdout: {}\nstderr: {stderr}", text(&out.stdout));
     assert!(stderr.contains("different audit signing key"), "{stderr}");
     assert!(!target_data.join("blobs").join("uploads").exists(), "no object was copied");
+}
+
+#[tokio::test]
+async fn audit_archive_files_go_along_and_verify_on_the_target() {
+    let root = tempfile::tempdir().unwrap();
+    let (source, _, _) = prepared_source(root.path(), "").await;
+    let out = run(&["audit", "archive", "--before", "6", "--config", source.to_str().unwrap()], root.path());
+    assert_eq!(out.status.code(), Some(0), "archive: {}", text(&out.stderr));
+    let source_head = assert_audit_verifies(&source);
+    let target = write_config(&root.path().join("target.toml"), &root.path().join("target"), "");
+    let out = copy(&source, &target);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "stdout: {stdout}\nstderr: {}", text(&out.stderr));
+    assert!(stdout.contains("1 audit archive file(s) copied"), "{stdout}");
+    let archived = files_under(&root.path().join("source").join("audit-archive"));
+    assert_eq!(archived.len(), 1, "{archived:?}");
+    let name = archived[0].file_name().unwrap();
+    let copied = root.path().join("target").join("audit-archive").join(name);
+    assert_eq!(std::fs::read(&copied).unwrap(), std::fs::read(&archived[0]).unwrap(), "the archive file, as it was");
+    assert_eq!(assert_audit_verifies(&target), source_head, "the archive and the database verify on the target");
+}
+
+#[tokio::test]
+async fn a_source_whose_gc_lock_another_node_holds_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let (source, _, _) = prepared_source(root.path(), "").await;
+    let until = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() + 3_600_000;
+    let db = root.path().join("source").join("cairn.db");
+    let held = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg(format!("INSERT INTO gc_lock (id, holder, expires_at) VALUES (1, 'another-node/ns/1/x', {until})"))
+        .status()
+        .unwrap_or_else(|e| panic!("this test takes the GC lock with the sqlite3 command line ({e}): install it"));
+    assert!(held.success());
+    let target = write_config(&root.path().join("target.toml"), &root.path().join("target"), "");
+    let out = copy(&source, &target);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "stdout: {}\nstderr: {stderr}", text(&out.stdout));
+    assert!(stderr.contains("holds the source's GC lock") && stderr.contains("Stop every server"), "{stderr}");
+    assert!(!root.path().join("target").join("blobs").join("uploads").exists(), "no object was copied");
+}
+
+#[test]
+fn an_empty_source_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let source = write_config(&root.path().join("source.toml"), &root.path().join("source"), "");
+    let target = write_config(&root.path().join("target.toml"), &root.path().join("target"), "");
+    let out = copy(&source, &target);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "stdout: {}\nstderr: {stderr}", text(&out.stdout));
+    assert!(stderr.contains("holds nothing to copy"), "{stderr}");
 }
 
 #[test]

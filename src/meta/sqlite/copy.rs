@@ -136,3 +136,102 @@ impl Load for SqliteLoad {
         Ok(self.tx.rollback().await?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::SqlitePool;
+    use sqlx::sqlite::SqlitePoolOptions;
+
+    use super::super::SqliteStore;
+    use crate::meta::MetadataStore;
+    use crate::meta::copy::{BATCH_ROWS, TABLES, Table};
+
+    fn table(name: &str) -> &'static Table {
+        TABLES.iter().find(|t| t.name == name).unwrap()
+    }
+
+    /// A store and a second handle on its file for raw SQL.
+    async fn open(dir: &std::path::Path, name: &str) -> (SqliteStore, SqlitePool) {
+        let url = format!("sqlite://{}", dir.join(name).display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        (store, SqlitePoolOptions::new().max_connections(1).connect(&url).await.unwrap())
+    }
+
+    /// What a table holds, in key order, as one string.
+    async fn contents(pool: &SqlitePool, t: &Table) -> String {
+        let cols: Vec<String> = t.columns.iter().map(|(c, _)| format!("quote({c})")).collect();
+        let sql = format!(
+            "SELECT coalesce(group_concat(r, ';'), '') FROM (SELECT {} AS r FROM {} ORDER BY {})",
+            cols.join(" || ',' || "),
+            t.name,
+            t.key.join(", ")
+        );
+        sqlx::query_scalar(&sql).fetch_one(pool).await.unwrap()
+    }
+
+    /// More rows than a batch under a two-column key, manifests whose bodies end a batch at the
+    /// byte cap, and history ids: all arrive as they were, and the AUTOINCREMENT counter follows.
+    #[tokio::test]
+    async fn batches_follow_the_whole_key_and_end_at_the_byte_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let ((source, src), (target, dst)) = (open(dir.path(), "s.db").await, open(dir.path(), "t.db").await);
+        for sql in [
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 39)
+             INSERT INTO repositories SELECT printf('r%02d', i), i FROM n",
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 29)
+             INSERT INTO blobs (digest, size, location, created_at, touched_at)
+             SELECT printf('sha256:%064d', i), 1, '{\"upload\":\"u\",\"segments\":[]}', i, i FROM n",
+            "INSERT INTO repo_blobs SELECT r.name, b.digest, 7 FROM repositories r, blobs b",
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 4)
+             INSERT INTO manifests (repo, digest, media_type, size, body, artifact_type, subject, annotations, created_at)
+             SELECT 'r00', printf('sha256:%064d', 100 + i), 'm', 3145728, randomblob(3145728), NULL, NULL, NULL, i FROM n",
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 700)
+             INSERT INTO tag_history (id, repo, tag, action, from_digest, to_digest, actor, address, at)
+             SELECT i * 2, 'r00', 't', 'create', NULL, 'sha256:x', 'ci', NULL, i FROM n",
+        ] {
+            sqlx::query(sql).execute(&src).await.unwrap();
+        }
+
+        let mut dump = source.dump().await.unwrap();
+        let first = dump.rows(table("manifests"), None).await.unwrap();
+        assert_eq!(first.len(), 3, "3 bodies of 3 MiB pass the 8 MiB cap");
+        let mut load = target.load().await.unwrap();
+        assert!(load.occupied().await.unwrap().is_empty());
+        for t in TABLES {
+            let (mut after, mut batches) = (None, 0);
+            loop {
+                let rows = dump.rows(t, after.as_deref()).await.unwrap();
+                let Some(last) = rows.last() else { break };
+                assert!(rows.len() <= BATCH_ROWS as usize);
+                after = Some(t.key_of(last));
+                load.insert(t, &rows).await.unwrap();
+                batches += 1;
+            }
+            let expected = match t.name {
+                "repo_blobs" => 3,
+                "tag_history" => 2,
+                "manifests" => 2,
+                _ => batches,
+            };
+            assert_eq!(batches, expected, "{}", t.name);
+        }
+        load.commit().await.unwrap();
+        dump.finish().await.unwrap();
+
+        for t in TABLES {
+            assert_eq!(contents(&dst, t).await, contents(&src, t).await, "{}", t.name);
+        }
+        let next: i64 = sqlx::query_scalar(
+            "INSERT INTO tag_history (repo, tag, action, to_digest, actor, at) VALUES ('r00', 't', 'move', 'x', 'ci', 1)
+             RETURNING id",
+        )
+        .fetch_one(&dst)
+        .await
+        .unwrap();
+        assert_eq!(next, 1401, "the history counter follows the copied ids");
+        let mut again = target.load().await.unwrap();
+        let occupied = again.occupied().await.unwrap();
+        again.rollback().await.unwrap();
+        assert!(occupied.contains(&"repo_blobs") && occupied.contains(&"tag_history"), "{occupied:?}");
+    }
+}
