@@ -11,8 +11,8 @@
 //! and verify on the target.
 //!
 //! Here both sides are SQLite + filesystem; tests/postgres runs the same `round_trip` into and
-//! out of PostgreSQL + S3 (with TEST_DATABASE_URL and TEST_S3_ENDPOINT). This file is shared with that
-//! target, so it leans on `support.rs` alone.
+//! out of PostgreSQL + S3 (with TEST_DATABASE_URL and TEST_S3_ENDPOINT). This file is shared
+//! with that target, so it leans on `support.rs` alone.
 
 #![allow(dead_code)]
 
