@@ -93,8 +93,8 @@ enum Command {
         /// database and holds its GC lock, but pushes made meanwhile would not be copied.
         ///
         /// Exit 0 copied; 1 failed (the target's database stays empty; run it again, objects
-        /// already copied are kept); 2 bad config; 3 refused, nothing written to the target's
-        /// database (target not empty, a different audit key there, source in use).
+        /// already copied are kept); 2 bad config; 3 refused, no row copied (target not
+        /// empty, another key in its [audit] key_file, source in use or empty).
         #[arg(long, value_name = "NEW_CONFIG")]
         copy_to: Option<PathBuf>,
     },
@@ -991,7 +991,8 @@ const REFUSED: u8 = 3;
 /// `cairn migrate --copy-to NEW_CONFIG`: checks, then `Registry::copy_to`, with progress on a
 /// terminal and a summary at the end.
 async fn copy_installation(source: Sources, new_config: PathBuf) -> ExitCode {
-    use cairn::service::copy::{self, CopyError, InstallationFiles};
+    use cairn::keys::{KeyKind, Placed};
+    use cairn::service::copy::{self, CopyError};
     let (cfg, notes) = match load(&source) {
         Ok(c) => c,
         Err(code) => return code,
@@ -1012,12 +1013,8 @@ async fn copy_installation(source: Sources, new_config: PathBuf) -> ExitCode {
         tell!("cairn: {} keeps blobs in memory, which is lost at exit: nothing to copy into", new_config.display());
         return ExitCode::from(REFUSED);
     }
-    let files = |c: &Config| InstallationFiles {
-        audit_key: c.audit_key_path(),
-        token_key: c.token_key_path(),
-        archive_dir: ledger_files::archive_dir(&c.server.data_dir),
-    };
-    let (from, to) = (files(&cfg), files(&target_cfg));
+    let archives =
+        (ledger_files::archive_dir(&cfg.server.data_dir), ledger_files::archive_dir(&target_cfg.server.data_dir));
     let shown = |c: &Config| format!("{} + {}", c.database_url_redacted(), c.storage.summary(&c.storage_path()));
     let (from_shown, to_shown) = (shown(&cfg), shown(&target_cfg));
     let fail = |e: CopyError| {
@@ -1028,8 +1025,8 @@ async fn copy_installation(source: Sources, new_config: PathBuf) -> ExitCode {
         tell!("cairn: {e:#}");
         ExitCode::FAILURE
     };
-    // The target's database first (its migrations run), then its keys, then the rest of it:
-    // opening it whole would create keys of its own.
+    // The target's database first (its migrations run), then the source, then the keys carried
+    // over, then the rest of the target: opening it whole would make keys of its own.
     if let Err(e) = std::fs::create_dir_all(&target_cfg.server.data_dir) {
         return failed(anyhow::anyhow!("cannot create data directory {}: {e}", target_cfg.server.data_dir.display()));
     }
@@ -1045,11 +1042,6 @@ async fn copy_installation(source: Sources, new_config: PathBuf) -> ExitCode {
     if let Err(e) = copy::check_empty(target_meta.as_ref()).await {
         return fail(e);
     }
-    drop(target_meta);
-    let mut notes = match copy::copy_keys(&from, &to) {
-        Ok(n) => n,
-        Err(e) => return fail(e),
-    };
     let source_state = match cairn::AppState::from_config(cfg).await {
         Ok(s) => s,
         Err(e) => return failed(e.context("source")),
@@ -1058,16 +1050,43 @@ async fn copy_installation(source: Sources, new_config: PathBuf) -> ExitCode {
         tell!("cairn: the source {from_shown} holds nothing to copy: check --config, --data-dir and CAIRN_*");
         return ExitCode::from(REFUSED);
     }
+    // The signing keys go where the target loads them from (a key file, or its database).
+    let mut notes = Vec::new();
+    for kind in [KeyKind::Audit, KeyKind::Token] {
+        let placed = async {
+            let key = cairn::keys::load(&source_state.config, source_state.meta.as_ref(), kind).await?;
+            cairn::keys::place(&target_cfg, target_meta.as_ref(), kind, &key).await
+        };
+        match placed.await {
+            Ok(Placed::Ready) => {}
+            Ok(Placed::Replaced(there)) => notes.push(format!(
+                "the {} the empty target had ({there}) was replaced by the source's",
+                if kind == KeyKind::Audit { "audit signing key" } else { "token signing key" }
+            )),
+            Ok(Placed::Differs(there)) if kind == KeyKind::Audit => {
+                tell!(
+                    "cairn: the target's [audit] key_file ({there}) holds a different audit signing key: the copied \
+                     ledger checkpoints were signed with the source's key and would not verify. Point [audit] \
+                     key_file at the source's key (or at a path where no file is yet)"
+                );
+                return ExitCode::from(REFUSED);
+            }
+            Ok(Placed::Differs(there)) => notes.push(format!(
+                "the target's [auth] key_file ({there}) holds a different token signing key, kept: tokens the \
+                 source issued are not accepted by the target"
+            )),
+            Err(e) => return failed(e.context("carrying the signing keys over")),
+        }
+    }
+    drop(target_meta);
     let target_state = match cairn::AppState::from_config(target_cfg).await {
         Ok(s) => s,
         Err(e) => return failed(e.context("target")),
     };
     tell!("copying {from_shown} into {to_shown}");
     let mut bar = CopyBar::new();
-    let result = source_state
-        .registry
-        .copy_to(&target_state.registry, (&from.archive_dir, &to.archive_dir), &mut |p| bar.show(p))
-        .await;
+    let result =
+        source_state.registry.copy_to(&target_state.registry, (&archives.0, &archives.1), &mut |p| bar.show(p)).await;
     bar.finish();
     let report = match result {
         Ok(r) => r,

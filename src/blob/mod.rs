@@ -483,6 +483,8 @@ impl BlobStore {
             done.bytes += seg.len;
         }
         Ok(done)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -720,6 +720,13 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// For `cairn migrate --copy-to`: one write transaction that loads copied rows into this
     /// database, which must be empty ([`copy::Load`]).
     async fn load(&self) -> Result<Box<dyn copy::Load>, MetaError>;
+    /// For `cairn migrate --copy-to` into this database while it is empty (so the key it holds
+    /// has signed nothing kept): replaces the shared signing key `name` (see `shared_key`) with
+    /// `pkcs8`, the source's. False where the backend keeps no keys (SQLite).
+    async fn replace_shared_key(&self, name: &str, pkcs8: &[u8], now: SystemTime) -> Result<bool, MetaError> {
+        let _ = (name, pkcs8, now);
+        Ok(false)
+    }
 }
 
 /// Milliseconds since the epoch, the time format of every row.

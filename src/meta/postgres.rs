@@ -599,6 +599,11 @@ impl MetadataStore for PostgresStore {
         copy::load(&self.write).await
     }
 
+    async fn replace_shared_key(&self, name: &str, pkcs8: &[u8], now: SystemTime) -> Result<bool, MetaError> {
+        copy::replace_shared_key(&self.write, name, pkcs8, millis(now)).await?;
+        Ok(true)
+    }
+
     async fn retention_snapshot(&self, repo: &RepoName) -> Result<RetentionSnapshot, MetaError> {
         // One statement, so one snapshot (postgres/retention.rs).
         retention::snapshot(&self.read, repo).await

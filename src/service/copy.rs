@@ -5,11 +5,12 @@
 //!
 //! Order, so that the target never names an object it lacks and a failed run leaves it empty
 //! for another try:
-//! 1. Refuse a target database that holds any row ([`check_empty`]), and key files at the
-//!    target that differ from the source's ([`copy_keys`], run before the target is opened,
-//!    since opening it creates keys that are missing).
-//! 2. Take the source's collector lock (renewed while copying), so no GC run deletes what is
-//!    being read; a lock held by a live collector refuses the copy. Then open one read
+//! 1. Refuse a target database that holds any row ([`check_empty`]). (The caller carries the
+//!    signing keys over first, `keys::place`: the audit key must be the source's, or the
+//!    copied checkpoints would not verify.)
+//! 2. Take the source's maintenance lock (the GC lock, renewed while copying), so no GC or
+//!    scheduled retention run deletes what is being read; a lock another holder has refuses
+//!    the copy. Then open one read
 //!    snapshot of the source database ([`Dump`]); rows written later are not copied. Nothing
 //!    stops a server from taking pushes meanwhile: stop it first (README, `--help`).
 //! 3. Audit archive files (`audit-archive/`), which verification reads with the database.
@@ -37,17 +38,6 @@ use crate::meta::{BlobRecord, MetaError, MetadataStore};
 /// Blobs copied at once (each streams; this bounds memory and requests in flight).
 const BLOBS_AT_ONCE: usize = 4;
 
-/// The files of an installation beside its database and its blob store.
-#[derive(Debug, Clone)]
-pub struct InstallationFiles {
-    /// The ledger's checkpoint signing key (`Config::audit_key_path`).
-    pub audit_key: PathBuf,
-    /// The token signing key (`Config::token_key_path`).
-    pub token_key: PathBuf,
-    /// Where audit archive files are (`ledger_files::archive_dir`).
-    pub archive_dir: PathBuf,
-}
-
 /// Why a copy did not happen or did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
@@ -58,8 +48,9 @@ pub enum CopyError {
         .0.iter().map(|t| format!("{t} has rows")).collect::<Vec<_>>().join(", ")
     )]
     NotEmpty(Vec<&'static str>),
-    /// Something at the target or the source refuses the copy before anything is written to
-    /// the target's database (a different key, a busy lock); the message says what to do.
+    /// Something at the target or the source refuses the copy before any row is written to
+    /// the target's database (a busy lock, an archive file in the way); the message says what
+    /// to do.
     #[error("{0}")]
     Refused(String),
     /// A database failed.
@@ -134,57 +125,6 @@ pub async fn check_empty(meta: &dyn MetadataStore) -> Result<(), CopyError> {
     }
 }
 
-/// Copies the source's signing keys to the target's key paths where the target has none; run
-/// it before the target is opened (which creates missing keys). The audit key must be the
-/// same on both sides, or the copied checkpoints would not verify: a different audit key at
-/// the target refuses the copy, before anything is written. A different token key is kept
-/// (tokens the source issued stop working, which their few minutes of life allow) and noted.
-pub fn copy_keys(source: &InstallationFiles, target: &InstallationFiles) -> Result<Vec<String>, CopyError> {
-    let keys = [
-        ("audit signing key", &source.audit_key, &target.audit_key, true),
-        ("token signing key", &source.token_key, &target.token_key, false),
-    ];
-    let mut notes = Vec::new();
-    let mut to_write = Vec::new();
-    for (what, from, to, must_match) in keys {
-        let Some(bytes) = read_if_exists(from)? else {
-            notes.push(format!("the source has no {what} at {}; the target makes its own", from.display()));
-            continue;
-        };
-        match read_if_exists(to)? {
-            None => to_write.push((to, bytes)),
-            Some(theirs) if theirs == bytes => {}
-            Some(_) if must_match => {
-                return Err(CopyError::Refused(format!(
-                    "the target already has a different {what} at {}: the copied ledger checkpoints were signed \
-                     with {} and would not verify. Remove the target's key (it has signed nothing there yet, the \
-                     database being empty) or point [audit] key_file at the source's",
-                    to.display(),
-                    from.display()
-                )));
-            }
-            Some(_) => notes.push(format!(
-                "the target's {what} {} differs from the source's and was kept: tokens the source issued are not \
-                 accepted by the target",
-                to.display()
-            )),
-        }
-    }
-    for (to, bytes) in to_write {
-        crate::auth::write_private(to, &bytes)
-            .map_err(|e| CopyError::Io(format!("cannot write {}: {e}", to.display())))?;
-    }
-    Ok(notes)
-}
-
-fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, CopyError> {
-    match std::fs::read(path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(CopyError::Io(format!("cannot read {}: {e}", path.display()))),
-    }
-}
-
 impl Registry {
     /// Copies everything this registry holds into `target`, whose database must be empty (see
     /// the module header for the order and what is not copied). `archives` are the source's
@@ -196,33 +136,16 @@ impl Registry {
         progress: &mut (dyn FnMut(CopyProgress) + Send),
     ) -> Result<CopyReport, CopyError> {
         check_empty(target.meta.as_ref()).await?;
-        let holder = super::gc::lock_holder_id();
-        if !self.take_lock(&holder).await.map_err(|e| CopyError::Io(format!("source database: {e}")))? {
-            return Err(CopyError::Refused(
-                "a collector holds the source's GC lock (a `cairn gc`, or a server's scheduled run): the source is \
-                 in use. Stop every server on it, then run the copy again"
+        // The maintenance lock (GC and scheduled retention), renewed while the copy runs.
+        let copied = self.with_maintenance_lock(async { Ok(self.copy_locked(target, archives, progress).await) });
+        match copied.await.map_err(|e| CopyError::Io(format!("the source's GC lock: {e}")))? {
+            Some(result) => result,
+            None => Err(CopyError::Refused(
+                "a collector holds the source's GC lock (a `cairn gc`, or a server's scheduled GC or retention): \
+                 the source is in use. Stop every server on it, then run the copy again"
                     .into(),
-            ));
+            )),
         }
-        let renew = {
-            let me = self.clone();
-            let holder = holder.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(super::gc::LOCK_TTL / 5).await;
-                    if let Err(e) = me.renew_lock(&holder).await {
-                        tracing::warn!(error = %e, "could not renew the source's GC lock during the copy");
-                        return;
-                    }
-                }
-            })
-        };
-        let result = self.copy_locked(target, archives, progress).await;
-        renew.abort();
-        if let Err(e) = self.meta.gc_unlock(&holder).await {
-            tracing::warn!(error = %e, "could not release the source's GC lock; it expires by itself");
-        }
-        result
     }
 
     async fn copy_locked(
@@ -415,52 +338,6 @@ fn same_contents(a: &Path, b: &Path) -> std::io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn files(dir: &Path) -> InstallationFiles {
-        InstallationFiles {
-            audit_key: dir.join("audit-signing-key.p8"),
-            token_key: dir.join("token-signing-key.p8"),
-            archive_dir: dir.join("audit-archive"),
-        }
-    }
-
-    #[test]
-    fn keys_go_where_the_target_has_none_and_a_different_audit_key_refuses() {
-        let root = tempfile::tempdir().unwrap();
-        let (from, to) = (files(&root.path().join("a")), files(&root.path().join("b")));
-        std::fs::create_dir_all(root.path().join("a")).unwrap();
-        std::fs::write(&from.audit_key, b"audit").unwrap();
-        std::fs::write(&from.token_key, b"token").unwrap();
-
-        assert!(copy_keys(&from, &to).unwrap().is_empty());
-        assert_eq!(std::fs::read(&to.audit_key).unwrap(), b"audit");
-        assert_eq!(std::fs::read(&to.token_key).unwrap(), b"token");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&to.audit_key).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode, 0o600, "a private key stays private");
-        }
-        assert!(copy_keys(&from, &to).unwrap().is_empty(), "the same keys again: nothing to say");
-
-        std::fs::write(&to.token_key, b"another token key").unwrap();
-        let notes = copy_keys(&from, &to).unwrap();
-        assert!(notes.len() == 1 && notes[0].contains("token signing key"), "{notes:?}");
-        assert_eq!(std::fs::read(&to.token_key).unwrap(), b"another token key", "the target's is kept");
-
-        std::fs::write(&to.audit_key, b"another audit key").unwrap();
-        let refused = copy_keys(&from, &to).unwrap_err();
-        assert!(refused.is_refusal() && refused.to_string().contains("different audit signing key"), "{refused}");
-    }
-
-    #[test]
-    fn a_source_without_keys_leaves_the_target_to_make_its_own() {
-        let root = tempfile::tempdir().unwrap();
-        let (from, to) = (files(&root.path().join("a")), files(&root.path().join("b")));
-        let notes = copy_keys(&from, &to).unwrap();
-        assert_eq!(notes.len(), 2, "{notes:?}");
-        assert!(!to.audit_key.exists() && !to.token_key.exists());
-    }
 
     #[test]
     fn files_compare_by_content() {

@@ -2,13 +2,14 @@
 //! and pushed to (images, a layer pushed in several chunks, a mutable tag moved, a referrer,
 //! a second repository sharing a layer, pulls, an upload left unfinished), stopped, given a
 //! robot token, then copied. The target, served, gives back every blob and manifest
-//! byte-identical, the same tags, tag history, referrers, ledger events and checkpoints as the
-//! source, accepts the robot, `cairn audit verify` passes on it, and it keeps working (a tag
-//! move continues the history ids and the ledger chain). Refused (exit 3, with a message): a
-//! target that is not empty or has a different audit key, a source whose GC lock another
-//! node holds, a source with nothing in it. A copy run again after a failure keeps the
-//! objects already there (and shows its progress on a terminal); audit archive files go along
-//! and verify on the target.
+//! byte-identical, the same tags, tag history, referrers, pull counts, ledger events and
+//! checkpoints as the source, accepts the robot and a bearer token the source issued,
+//! `cairn audit verify` passes on it, and it keeps working (a tag move continues the history
+//! ids and the ledger chain). The keys a `cairn migrate` of the empty target made are replaced
+//! by the source's. Refused (exit 3, with a message): a target that is not empty or whose
+//! `[audit] key_file` holds another key, a source whose GC lock another node holds, a source
+//! with nothing in it. A copy run again after a failure keeps the objects already there (and
+//! shows its progress on a terminal); audit archive files go along and verify on the target.
 //!
 //! Here both sides are SQLite + filesystem; tests/postgres runs the same `round_trip` into and
 //! out of PostgreSQL + S3 (with TEST_DATABASE_URL and TEST_S3_ENDPOINT). This file is shared
@@ -147,7 +148,7 @@ pub async fn push_everything(http: &Client, srv: &Server) -> Pushed {
     let m1 = image_manifest((&c1, config1.len()), &[(&l1, layer1.len())]);
     let d1 = put(http, srv, web, "v1", &m1).await;
 
-    // A layer in three PATCH chunks: a blob stored as three segments.
+    // A layer in three PATCH chunks (composed into one object at commit).
     let config2 = br#"{"architecture":"amd64","os":"linux","n":2}"#.to_vec();
     let layer2 = random_bytes(300_000);
     let c2 = push_blob(http, srv, web, &config2).await;
@@ -272,10 +273,17 @@ pub async fn round_trip(root: &Path, source_sections: &str, target_sections: &st
     let target_data = root.join("target");
     let target = write_config(&root.join("target.toml"), &target_data, target_sections);
 
+    // As the README says to: the target's schema first. That also makes it keys of its own,
+    // which the copy replaces with the source's.
+    let out = run(&["migrate", "--config", target.to_str().unwrap()], root);
+    assert_eq!(out.status.code(), Some(0), "migrate the target: {}", text(&out.stderr));
     let out = copy(&source, &target);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "copy failed\nstdout: {stdout}\nstderr: {stderr}");
-    assert!(stdout.contains("copied 6 blobs (8 objects,"), "6 distinct blobs, one in 3 segments: {stdout}");
+    for key in ["audit signing key", "token signing key"] {
+        assert!(stderr.contains(&format!("the {key} the empty target had")), "{key} replaced: {stderr}");
+    }
+    assert!(stdout.contains("copied 6 blobs (6 objects,"), "6 distinct blobs, one object each: {stdout}");
     for table in ["repositories", "manifests", "tag_history", "ledger", "ledger_checkpoints", "robots"] {
         assert!(stdout.lines().any(|l| l.trim_start().starts_with(table)), "no row count for {table}: {stdout}");
     }
@@ -293,6 +301,22 @@ pub async fn round_trip(root: &Path, source_sections: &str, target_sections: &st
     let http = client_as("ci", &secret);
     let anonymous = client().get(tgt.url("/v2/apps/web/tags/list")).send().await.unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED, "the robot was copied, so the target is not open");
+    // The token signing key came along: a bearer token the source issued works on the target.
+    let issued = http
+        .get(src.url("/token"))
+        .query(&[("service", "cairn"), ("scope", "repository:apps/web:pull")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(issued.status(), StatusCode::OK);
+    let token = issued.json::<Value>().await.unwrap()["token"].as_str().expect("a token").to_string();
+    let r = client().get(tgt.url("/v2/apps/web/tags/list")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "the source's token on the target: {}", r.text().await.unwrap());
+    // Pull counts first: the pulls below count too.
+    let artifact = format!("/api/v1/repositories/apps/web/artifacts/{}", pushed.first);
+    let (a, b) = (get_json(&http, &tgt, &artifact).await, get_json(&http, &src, &artifact).await);
+    assert_eq!(a["pulls"], b["pulls"], "pull counts: {a}");
+    assert_eq!(a["pulls"]["count"], 2, "two pulls of v1: {a}");
     for (repo, digest, bytes) in &pushed.blobs {
         assert_blob(&http, &tgt, repo, digest, bytes).await;
     }
@@ -313,10 +337,6 @@ pub async fn round_trip(root: &Path, source_sections: &str, target_sections: &st
     let listed = get_json(&http, &tgt, &referrers).await;
     assert_eq!(listed, get_json(&http, &src, &referrers).await, "referrers");
     assert!(listed.to_string().contains(&pushed.referrer), "{listed}");
-    let artifact = format!("/api/v1/repositories/apps/web/artifacts/{}", pushed.first);
-    let (a, b) = (get_json(&http, &tgt, &artifact).await, get_json(&http, &src, &artifact).await);
-    assert_eq!(a["pulls"], b["pulls"], "pull counts: {a}");
-    assert_eq!(a["pulls"]["count"], 2, "two pulls of v1: {a}");
     let events = |v: Value| -> Vec<Value> {
         let all = v["events"].as_array().cloned().unwrap_or_default();
         all.into_iter().filter(|e| e["seq"].as_i64().is_some_and(|s| s <= head)).collect()
@@ -377,7 +397,7 @@ async fn a_copy_run_again_after_a_failure_keeps_the_objects_already_copied() {
     }
     // Again, on a terminal this time: progress shows, blob bytes and then rows per table.
     let shown = on_a_terminal(&format!("{BIN} migrate --config {} --copy-to {}", source.display(), target.display()));
-    assert!(shown.contains("(0 objects, 0 bytes written; 8 objects,"), "every object was already there: {shown}");
+    assert!(shown.contains("(0 objects, 0 bytes written; 6 objects,"), "every object was already there: {shown}");
     assert!(shown.contains("blobs: ") && shown.contains("rows: manifests"), "no progress shown: {shown}");
     let tgt = Server::start_with(&target_data, Some(&target), &[]).await;
     let http = client_as("ci", &secret);
@@ -389,17 +409,20 @@ async fn a_copy_run_again_after_a_failure_keeps_the_objects_already_copied() {
 }
 
 #[tokio::test]
-async fn a_different_audit_key_at_the_target_is_refused() {
+async fn a_different_key_in_the_targets_audit_key_file_is_refused() {
     let root = tempfile::tempdir().unwrap();
     let (source, _, _) = prepared_source(root.path(), "").await;
     let target_data = root.path().join("target");
-    let target = write_config(&root.path().join("target.toml"), &target_data, "");
-    std::fs::create_dir_all(&target_data).unwrap();
-    std::fs::write(target_data.join("audit-signing-key.p8"), b"another key").unwrap();
+    let key_file = root.path().join("operator-audit.p8");
+    std::fs::write(&key_file, b"another key").unwrap();
+    let target = root.path().join("target.toml");
+    let body = format!("[server]\ndata_dir = {:?}\n\n[audit]\nkey_file = {:?}\n", target_data, key_file);
+    std::fs::write(&target, body).unwrap();
     let out = copy(&source, &target);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "stdout: {}\nstderr: {stderr}", text(&out.stdout));
-    assert!(stderr.contains("different audit signing key"), "{stderr}");
+    assert!(stderr.contains("key_file") && stderr.contains("different audit signing key"), "{stderr}");
+    assert_eq!(std::fs::read(&key_file).unwrap(), b"another key", "the operator's file is left alone");
     assert!(!target_data.join("blobs").join("uploads").exists(), "no object was copied");
 }
 

@@ -2,7 +2,8 @@
 //! ONLY transaction (one snapshot for every table); the load is one transaction that first
 //! locks the ledger head (every writing transaction of a node appends to the ledger, so none
 //! can commit in between), inserts `tag_history` ids with `OVERRIDING SYSTEM VALUE` and, before
-//! it commits, moves the identity sequence past the highest copied id (`setval`).
+//! it commits, moves the identity sequence past the highest copied id (`setval`). Also the
+//! replacement of a shared signing key in a target that is still empty.
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgArguments, PgRow};
@@ -27,6 +28,20 @@ pub(super) async fn load(write: &PgPool) -> Result<Box<dyn Load>, MetaError> {
     let mut tx = write.begin_with("BEGIN ISOLATION LEVEL READ COMMITTED").await?;
     sqlx::query("SELECT seq FROM ledger_head WHERE id = 1 FOR UPDATE").execute(&mut *tx).await?;
     Ok(Box::new(PgLoad { tx }))
+}
+
+/// Stores `pkcs8` as the shared signing key `name`, replacing the one stored.
+pub(super) async fn replace_shared_key(write: &PgPool, name: &str, pkcs8: &[u8], now: i64) -> Result<(), MetaError> {
+    sqlx::query(
+        "INSERT INTO signing_keys (name, pkcs8, created_at) VALUES ($1, $2, $3)
+         ON CONFLICT (name) DO UPDATE SET pkcs8 = excluded.pkcs8, created_at = excluded.created_at",
+    )
+    .bind(name)
+    .bind(pkcs8)
+    .bind(now)
+    .execute(write)
+    .await?;
+    Ok(())
 }
 
 struct PgDump {
