@@ -135,3 +135,108 @@ pub fn load_or_create_file(path: &Path, kind: KeyKind) -> anyhow::Result<Vec<u8>
         Err(e) => Err(e).with_context(|| format!("cannot read {} {}", kind.what(), path.display())),
     }
 }
+
+/// What [`place`] did with a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placed {
+    /// The key is there now: written where none was, or found there already.
+    Ready,
+    /// Another key Cairn had made for the empty target (a `cairn migrate` or a start before the
+    /// copy) was there and was replaced; where, in words.
+    Replaced(String),
+    /// Another key is in the configured `key_file` (named), left as it is: the operator's.
+    Differs(String),
+}
+
+/// For `cairn migrate --copy-to`, which carries the source's keys over: puts `key` of `kind`
+/// where a process on `config` and `meta` loads it from (see [`load`]), the target's database
+/// being empty. A configured `key_file` is the operator's: written if missing, never replaced
+/// (`Differs`). Otherwise the key is Cairn's own (in the database on one that keeps keys, else
+/// the default-path file): one already there was made for this empty installation and has
+/// signed nothing it keeps, so it is replaced (`Replaced`).
+pub async fn place(config: &Config, meta: &dyn MetadataStore, kind: KeyKind, key: &[u8]) -> anyhow::Result<Placed> {
+    let what = kind.what();
+    if let Some(path) = kind.configured(config) {
+        return match std::fs::read(path) {
+            Ok(there) if there == key => Ok(Placed::Ready),
+            Ok(_) => Ok(Placed::Differs(format!("the file {}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                crate::auth::write_private(path, key)
+                    .with_context(|| format!("cannot write {what} {}", path.display()))?;
+                Ok(Placed::Ready)
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read {what} {}", path.display())),
+        };
+    }
+    let now = std::time::SystemTime::now();
+    match meta.shared_key(kind.name(), key, now).await.with_context(|| format!("cannot store the {what}"))? {
+        Some(stored) if stored == key => return Ok(Placed::Ready),
+        Some(_) => {
+            meta.replace_shared_key(kind.name(), key, now)
+                .await
+                .with_context(|| format!("cannot replace the {what}"))?;
+            return Ok(Placed::Replaced(format!("the database (table signing_keys, name {:?})", kind.name())));
+        }
+        None => {}
+    }
+    let path = kind.default_path(config);
+    let there = match std::fs::read(&path) {
+        Ok(there) if there == key => return Ok(Placed::Ready),
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {what} {}", path.display())),
+    };
+    // Whole or not at all: a new file beside it, renamed over it.
+    let mut part = path.as_os_str().to_owned();
+    part.push(".part");
+    let part = std::path::PathBuf::from(part);
+    let _ = std::fs::remove_file(&part);
+    crate::auth::write_private(&part, key).with_context(|| format!("cannot write {what} {}", part.display()))?;
+    std::fs::rename(&part, &path).with_context(|| format!("cannot write {what} {}", path.display()))?;
+    Ok(if there { Placed::Replaced(format!("the file {}", path.display())) } else { Placed::Ready })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On SQLite a key goes to its default-path file: written where none is, replacing one made
+    /// for the empty target; a configured `key_file` is written if missing but never replaced.
+    #[tokio::test]
+    async fn place_writes_the_key_where_the_target_loads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::for_dir(dir.path());
+        let meta = crate::meta::open(&config.database_url()).await.unwrap();
+        let key = KeyKind::Audit.generate().unwrap();
+        assert_eq!(place(&config, meta.as_ref(), KeyKind::Audit, &key).await.unwrap(), Placed::Ready);
+        assert_eq!(std::fs::read(config.audit_key_path()).unwrap(), key);
+        assert_eq!(load(&config, meta.as_ref(), KeyKind::Audit).await.unwrap(), key, "what serve loads");
+        assert_eq!(place(&config, meta.as_ref(), KeyKind::Audit, &key).await.unwrap(), Placed::Ready, "again");
+        let source = KeyKind::Audit.generate().unwrap();
+        match place(&config, meta.as_ref(), KeyKind::Audit, &source).await.unwrap() {
+            Placed::Replaced(w) => assert!(w.contains("audit-signing-key.p8"), "{w}"),
+            other => panic!("expected Replaced, got {other:?}"),
+        }
+        assert_eq!(load(&config, meta.as_ref(), KeyKind::Audit).await.unwrap(), source);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(config.audit_key_path()).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "a private key stays private");
+        }
+
+        let mut configured = config.clone();
+        let file = dir.path().join("keys").join("token.p8");
+        configured.auth.key_file = Some(file.clone());
+        let token = KeyKind::Token.generate().unwrap();
+        assert_eq!(place(&configured, meta.as_ref(), KeyKind::Token, &token).await.unwrap(), Placed::Ready);
+        assert_eq!(std::fs::read(&file).unwrap(), token);
+        assert!(!config.token_key_path().exists(), "the default path is not used then");
+        let other = KeyKind::Token.generate().unwrap();
+        match place(&configured, meta.as_ref(), KeyKind::Token, &other).await.unwrap() {
+            Placed::Differs(w) => assert!(w.contains("token.p8"), "{w}"),
+            got => panic!("expected Differs, got {got:?}"),
+        }
+        assert_eq!(std::fs::read(&file).unwrap(), token, "the operator's file is left as it was");
+    }
+}

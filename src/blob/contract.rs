@@ -8,6 +8,7 @@ use std::future::Future;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use futures::stream;
+use object_store::ObjectStoreExt;
 
 use crate::blob::{BlobStore, PART_SIZE, WriteError};
 use crate::meta::{BlobLocation, Segment};
@@ -35,6 +36,8 @@ where
     compose_makes_one_object_and_strays_go(&s).await;
     let (s, _keep) = fresh().await;
     s.check_write().await.expect("the readiness write check passes on a writable store");
+    let ((s, _keep), (other, _keep_other)) = (fresh().await, fresh().await);
+    copy_to_another_store_sends_what_is_missing(&s, &other).await;
 }
 
 /// `n` bytes of a pattern seeded by `seed`, so that segments differ.
@@ -168,6 +171,41 @@ pub async fn compose_makes_one_object_and_strays_go(s: &BlobStore) {
     assert!(s.compose(&broken).await.is_err(), "a missing segment fails the compose");
     s.delete_upload("up-three").await.unwrap();
     assert!(matches!(s.read(&composed, 0..1).await, Err(object_store::Error::NotFound { .. })));
+}
+
+/// `copy_to` another store (`cairn migrate --copy-to`): the same keys and bytes there, every
+/// byte reported; run again, objects of the right size are kept and a missing or short one is
+/// sent again; a segment missing at the source is `NotFound`.
+pub async fn copy_to_another_store_sends_what_is_missing(s: &BlobStore, other: &BlobStore) {
+    let parts = [pattern(PART_SIZE + 100, 7), pattern(5000, 8)];
+    let mut segments = Vec::new();
+    for (seq, p) in parts.iter().enumerate() {
+        segments.push(write(s, "up-copy", seq, p).await);
+    }
+    let location = BlobLocation { upload: "up-copy".into(), segments };
+    let whole = parts.concat();
+    let n = whole.len() as u64;
+    let mut seen = 0u64;
+    let done = s.copy_to(other, &location, &mut |b| seen += b).await.unwrap();
+    assert_eq!((done.objects, done.bytes, done.kept_objects), (2, n, 0));
+    assert_eq!(seen, n, "progress saw every byte");
+    assert_eq!(read(other, &location, 0..n).await, whole, "the same bytes under the same keys");
+
+    let again = s.copy_to(other, &location, &mut |_| {}).await.unwrap();
+    assert_eq!((again.objects, again.kept_objects, again.kept_bytes), (0, 2, n), "nothing sent twice");
+
+    // A short object at the target (a write cut off) is sent again; the other is kept.
+    let first = crate::blob::segment_key("up-copy", &location.segments[0].name);
+    other.store.put(&first, Bytes::from_static(b"cut off").into()).await.unwrap();
+    let fixed = s.copy_to(other, &location, &mut |_| {}).await.unwrap();
+    assert_eq!((fixed.objects, fixed.bytes, fixed.kept_objects), (1, parts[0].len() as u64, 1));
+    assert_eq!(read(other, &location, 0..n).await, whole);
+
+    let missing = BlobLocation { upload: "up-gone".into(), segments: vec![Segment { name: "0-bbbb".into(), len: 3 }] };
+    match s.copy_to(other, &missing, &mut |_| {}).await {
+        Err(object_store::Error::NotFound { .. }) => {}
+        other => panic!("expected NotFound, got {other:?}"),
+    }
 }
 
 #[cfg(test)]

@@ -2,11 +2,13 @@
 //! transaction of locked reads and writes that ends with its ledger events), the rows they
 //! return and `MetaError`. SQL lives only in this module's backends (`sqlite.rs` and
 //! `sqlite/`, `postgres.rs` and `postgres/`); [`open`] picks one by the URL. May import `oci` and the pure `audit` chain; must not import
-//! `api`, `service`, `policy` or `blob`.
+//! `api`, `service`, `policy` or `blob`. `copy.rs` lists the tables that `cairn migrate
+//! --copy-to` copies from one database into another (and the statements both backends share).
 
 /// The contract suite every backend passes (public, hidden, for the PostgreSQL test target).
 #[doc(hidden)]
 pub mod contract;
+pub mod copy;
 mod postgres;
 mod sqlite;
 mod sqlite_faults;
@@ -711,6 +713,20 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// The repository's state for retention: several statements in one read transaction, so
     /// the rows agree with each other.
     async fn retention_snapshot(&self, repo: &RepoName) -> Result<RetentionSnapshot, MetaError>;
+
+    /// For `cairn migrate --copy-to`: a consistent, read-only view of every table, read in
+    /// batches ([`copy::Dump`]).
+    async fn dump(&self) -> Result<Box<dyn copy::Dump>, MetaError>;
+    /// For `cairn migrate --copy-to`: one write transaction that loads copied rows into this
+    /// database, which must be empty ([`copy::Load`]).
+    async fn load(&self) -> Result<Box<dyn copy::Load>, MetaError>;
+    /// For `cairn migrate --copy-to` into this database while it is empty (so the key it holds
+    /// has signed nothing kept): replaces the shared signing key `name` (see `shared_key`) with
+    /// `pkcs8`, the source's. False where the backend keeps no keys (SQLite).
+    async fn replace_shared_key(&self, name: &str, pkcs8: &[u8], now: SystemTime) -> Result<bool, MetaError> {
+        let _ = (name, pkcs8, now);
+        Ok(false)
+    }
 }
 
 /// Milliseconds since the epoch, the time format of every row.

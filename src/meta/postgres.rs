@@ -12,6 +12,7 @@ use sqlx::Row;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
+mod copy;
 mod faults;
 mod gc;
 mod ledger;
@@ -588,6 +589,19 @@ impl MetadataStore for PostgresStore {
 
     async fn manifest_stored_at(&self, repo: &RepoName, digest: &Digest) -> Result<Option<SystemTime>, MetaError> {
         summary::manifest_stored_at(&self.read, repo, digest).await
+    }
+
+    async fn dump(&self) -> Result<Box<dyn super::copy::Dump>, MetaError> {
+        copy::dump(&self.read).await
+    }
+
+    async fn load(&self) -> Result<Box<dyn super::copy::Load>, MetaError> {
+        copy::load(&self.write).await
+    }
+
+    async fn replace_shared_key(&self, name: &str, pkcs8: &[u8], now: SystemTime) -> Result<bool, MetaError> {
+        copy::replace_shared_key(&self.write, name, pkcs8, millis(now)).await?;
+        Ok(true)
     }
 
     async fn retention_snapshot(&self, repo: &RepoName) -> Result<RetentionSnapshot, MetaError> {

@@ -12,6 +12,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+mod copy;
 mod gc;
 mod ledger;
 mod retention;
@@ -553,6 +554,14 @@ impl MetadataStore for SqliteStore {
 
     async fn manifest_stored_at(&self, repo: &RepoName, digest: &Digest) -> Result<Option<SystemTime>, MetaError> {
         summary::manifest_stored_at(&self.read, repo, digest).await
+    }
+
+    async fn dump(&self) -> Result<Box<dyn super::copy::Dump>, MetaError> {
+        copy::dump(&self.read).await
+    }
+
+    async fn load(&self) -> Result<Box<dyn super::copy::Load>, MetaError> {
+        copy::load(&self.write).await
     }
 
     async fn retention_snapshot(&self, repo: &RepoName) -> Result<RetentionSnapshot, MetaError> {

@@ -4,6 +4,7 @@
 mod audit;
 mod blobs;
 mod cache;
+pub mod copy;
 mod gc;
 mod history;
 pub mod ledger_files;

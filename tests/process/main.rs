@@ -13,6 +13,7 @@ mod check_config;
 mod cli;
 mod compose;
 mod connections;
+mod copy;
 mod crash;
 mod damaged_db;
 mod disk_full;
