@@ -147,6 +147,15 @@ impl BlobStore {
         if let Some((id, secret)) = &s3.keys {
             b = b.with_access_key_id(id).with_secret_access_key(secret);
         }
+        // CompleteMultipartUpload of a large object can take longer than the client's default
+        // 30 s (S3 documents minutes; moto assembling 1 GiB under load took 30 s here). A
+        // timed-out complete is retried against an upload the server may be finishing, and
+        // the push fails; give requests 5 minutes unless `AWS_TIMEOUT` says otherwise.
+        if std::env::var_os("AWS_TIMEOUT").is_none() {
+            use object_store::ClientConfigKey;
+            use object_store::aws::AmazonS3ConfigKey;
+            b = b.with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "300s");
+        }
         let s3 = Arc::new(b.build()?);
         Ok(BlobStore { store: s3.clone(), local_root: None, signer: Some(s3), redirect: None })
     }
