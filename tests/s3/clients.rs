@@ -23,7 +23,6 @@ pub const TESTS: &[S3Test] = &[
     S3Test { name: "skopeo_copies_an_image_out_through_the_redirect", run: skopeo_copy_out },
 ];
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// `python3 driver.py REQUEST.json`: push (chunked) or pull with oras-py.
 const ORAS_DRIVER: &str = r#"
@@ -119,22 +118,15 @@ fn skopeo_copy_out(endpoint: &str) {
         }))
         .unwrap();
         let cd = n.push_monolithic("clients/img", &config).await;
-        let manifest = serde_json::to_vec(&json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len() },
-            "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": layer.len() }],
-        }))
-        .unwrap();
-        let r = n
-            .http
-            .put(format!("{}/v2/clients/img/manifests/v1", n.base))
-            .header("Content-Type", OCI_MANIFEST)
-            .body(manifest.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+        let manifest = n
+            .put_image(
+                "clients/img",
+                "v1",
+                (&cd, config.len()),
+                (&ld, layer.len()),
+                "application/vnd.oci.image.layer.v1.tar",
+            )
+            .await;
         let r = n.get(&format!("/v2/clients/img/blobs/{ld}")).await;
         assert_eq!(r.status(), StatusCode::TEMPORARY_REDIRECT, "the copy below goes through the 307");
 

@@ -10,7 +10,6 @@ use cairn::clock::ManualClock;
 use cairn::config::UserConfig;
 use cairn::service::GcOptions;
 use reqwest::StatusCode;
-use serde_json::json;
 
 use crate::bucket::TempBucket;
 use crate::server::{Node, digest, node_with, pattern};
@@ -21,7 +20,6 @@ pub const TESTS: &[S3Test] = &[
     S3Test { name: "the_redirect_comes_after_the_access_check", run: the_redirect_comes_after_the_access_check },
 ];
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const HOUR: Duration = Duration::from_secs(3600);
 
 /// A node on `bucket` with redirect on, URLs valid for `expiry`.
@@ -100,22 +98,9 @@ fn get_answers_307_to_the_blobs_object(endpoint: &str) {
         assert_eq!(r.bytes().await.unwrap().len(), 0);
 
         // Manifests are never redirected; an unknown blob is 404.
-        let manifest = serde_json::to_vec(&json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len() },
-            "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": layer.len() }],
-        }))
-        .unwrap();
-        let r = n
-            .http
-            .put(format!("{}/v2/r/app/manifests/v1", n.base))
-            .header("Content-Type", OCI_MANIFEST)
-            .body(manifest.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+        let manifest = n
+            .put_image("r/app", "v1", (&cd, config.len()), (&ld, layer.len()), "application/vnd.oci.image.layer.v1.tar")
+            .await;
         let r = n.get("/v2/r/app/manifests/v1").await;
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.bytes().await.unwrap().as_ref(), &manifest[..]);

@@ -121,6 +121,35 @@ impl Node {
         d
     }
 
+    /// PUTs an OCI image manifest over config `(digest, size)` and one layer `(digest,
+    /// size)` of `layer_type` as `repo:tag`; asserts 201 and returns the manifest's bytes.
+    pub async fn put_image(
+        &self,
+        repo: &str,
+        tag: &str,
+        config: (&str, usize),
+        layer: (&str, usize),
+        layer_type: &str,
+    ) -> Vec<u8> {
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.0, "size": config.1 },
+            "layers": [{ "mediaType": layer_type, "digest": layer.0, "size": layer.1 }],
+        }))
+        .unwrap();
+        let r = self
+            .http
+            .put(format!("{}/v2/{repo}/manifests/{tag}", self.base))
+            .header("Content-Type", OCI_MANIFEST)
+            .body(manifest.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+        manifest
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http.get(format!("{}{path}", self.base)).header("Accept", OCI_MANIFEST).send().await.unwrap()
     }
@@ -144,22 +173,15 @@ fn push_pull_cancel_and_gc_on_s3(endpoint: &str) {
         let layer = parts.concat();
         let cd = n.push_monolithic("s3/app", &config).await;
         let ld = n.push_chunked("s3/app", &[&parts[0], &parts[1], &parts[2]]).await;
-        let manifest = serde_json::to_vec(&json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len() },
-            "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": layer.len() }],
-        }))
-        .unwrap();
-        let r = n
-            .http
-            .put(format!("{}/v2/s3/app/manifests/v1", n.base))
-            .header("Content-Type", OCI_MANIFEST)
-            .body(manifest.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+        let manifest = n
+            .put_image(
+                "s3/app",
+                "v1",
+                (&cd, config.len()),
+                (&ld, layer.len()),
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+            )
+            .await;
         let stored = bucket.keys().await;
         assert_eq!(stored.len(), 2, "one object for the config, one for the layer (composed): {stored:?}");
         assert!(stored.iter().all(|k| k.starts_with("uploads/")), "{stored:?}");
