@@ -23,7 +23,6 @@ pub const TESTS: &[S3Test] = &[
     S3Test { name: "skopeo_copies_an_image_out_through_the_redirect", run: skopeo_copy_out },
 ];
 
-
 /// `python3 driver.py REQUEST.json`: push (chunked) or pull with oras-py.
 const ORAS_DRIVER: &str = r#"
 import json, os, sys
