@@ -73,7 +73,9 @@ pub struct AuditConfig {
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
     /// PKCS#8 Ed25519 key that signs checkpoints; created on first start if missing.
-    /// Defaults to `<data_dir>/audit-signing-key.p8`.
+    /// Unset: `<data_dir>/audit-signing-key.p8` on SQLite; on PostgreSQL, one key in the
+    /// database that every node shares (see `crate::keys`; whoever can write the database
+    /// can then re-sign history, so several nodes should mount one key file instead).
     pub key_file: Option<PathBuf>,
 }
 
@@ -95,7 +97,8 @@ pub struct AuthConfig {
     #[serde(with = "humantime_serde")]
     pub token_ttl: Duration,
     /// PKCS#8 ECDSA P-256 key that signs tokens; created on first start if missing.
-    /// Defaults to `<data_dir>/token-signing-key.p8`. Nodes sharing a database share it.
+    /// Unset: `<data_dir>/token-signing-key.p8` on SQLite; on PostgreSQL, one key in the
+    /// database that every node shares (see `crate::keys`).
     pub key_file: Option<PathBuf>,
     /// Failed (or running) logins allowed per (client address, user name) within
     /// `failure_window`.
@@ -252,7 +255,21 @@ pub struct StorageConfig {
     pub access_key_id: Option<String>,
     /// For `s3`: the secret access key (never printed).
     pub secret_access_key: Option<String>,
+    /// For `s3` only: a blob GET (without `Range`) answers `307 Temporary Redirect` to a
+    /// presigned GET URL of the blob's object, so blob bytes flow from the bucket to the
+    /// client, not through Cairn. Access is checked first, as for any pull; HEAD and ranged
+    /// GETs are still answered by Cairn. Off by default.
+    pub redirect: bool,
+    /// For `s3` with `redirect = true`: how long a presigned URL is valid (between 1s and 7d,
+    /// SigV4's limit); [`DEFAULT_REDIRECT_EXPIRY`] when unset.
+    #[serde(default, with = "humantime_serde")]
+    pub redirect_expiry: Option<Duration>,
 }
+
+/// How long a presigned redirect URL is valid unless `storage.redirect_expiry` says.
+pub const DEFAULT_REDIRECT_EXPIRY: Duration = Duration::from_secs(300);
+/// The longest validity SigV4 allows for a presigned URL.
+const MAX_REDIRECT_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl fmt::Debug for StorageConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -265,14 +282,29 @@ impl fmt::Debug for StorageConfig {
             .field("path_style", &self.path_style)
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
+            .field("redirect", &self.redirect)
+            .field("redirect_expiry", &self.redirect_expiry)
             .finish()
     }
 }
 
 impl StorageConfig {
+    /// How long presigned redirect URLs are valid, when blob GETs are redirected
+    /// (`redirect = true`); `None` when Cairn serves blob bytes itself.
+    pub fn redirect_expiry(&self) -> Option<Duration> {
+        self.redirect.then(|| self.redirect_expiry.unwrap_or(DEFAULT_REDIRECT_EXPIRY))
+    }
+
     /// Problems of the `[storage]` section, each naming its key.
     fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
+        if self.kind != StorageKind::S3 && self.redirect {
+            p.push(format!(
+                "storage.redirect = true is only valid with storage.kind = \"s3\" (kind is {:?}): only a bucket \
+                 can hand out presigned URLs; other stores always serve blobs themselves",
+                self.kind
+            ));
+        }
         let s3_keys = [
             ("bucket", self.bucket.is_some()),
             ("region", self.region.is_some()),
@@ -280,6 +312,7 @@ impl StorageConfig {
             ("path_style", self.path_style),
             ("access_key_id", self.access_key_id.is_some()),
             ("secret_access_key", self.secret_access_key.is_some()),
+            ("redirect_expiry", self.redirect_expiry.is_some()),
         ];
         if self.kind != StorageKind::S3 {
             for (key, set) in s3_keys {
@@ -322,6 +355,18 @@ impl StorageConfig {
             ),
             _ => {}
         }
+        match self.redirect_expiry {
+            Some(_) if !self.redirect => p.push(
+                "storage.redirect_expiry is set but storage.redirect is not true: set redirect = true, or leave \
+                 redirect_expiry out"
+                    .into(),
+            ),
+            Some(d) if d < Duration::from_secs(1) || d > MAX_REDIRECT_EXPIRY => p.push(format!(
+                "storage.redirect_expiry = {d:?} is out of range: a presigned URL is valid from \"1s\" to \"7d\"; \
+                 use a few minutes, such as \"5m\""
+            )),
+            _ => {}
+        }
         p
     }
 
@@ -335,8 +380,14 @@ impl StorageConfig {
                     Some(id) => format!("access key {id} from the config, secret <redacted>"),
                     None => "credentials from the AWS_* environment".into(),
                 };
+                let pulls = match self.redirect_expiry() {
+                    Some(d) => {
+                        format!("blob GETs redirected to presigned URLs valid {}", humantime::format_duration(d))
+                    }
+                    None => "blob bytes served by Cairn".into(),
+                };
                 format!(
-                    "s3 bucket {} region {} endpoint {} {}, {credentials}",
+                    "s3 bucket {} region {} endpoint {} {}, {credentials}, {pulls}",
                     self.bucket.as_deref().unwrap_or("<missing>"),
                     self.region.as_deref().unwrap_or("<from AWS_REGION, else us-east-1>"),
                     self.endpoint.as_deref().map(redact_url).unwrap_or_else(|| "<AWS>".into()),
@@ -405,6 +456,8 @@ impl Default for StorageConfig {
             path_style: false,
             access_key_id: None,
             secret_access_key: None,
+            redirect: false,
+            redirect_expiry: None,
         }
     }
 }
@@ -753,5 +806,45 @@ mod tests {
         let shown = format!("{c:?} {}", c.storage.summary(&c.storage_path()));
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("s3 bucket blobs") && shown.contains("path-style") && shown.contains("AKID"), "{shown}");
+        assert!(shown.contains("blob bytes served by Cairn"), "redirect is off by default: {shown}");
+        assert_eq!(c.storage.redirect_expiry(), None);
+    }
+
+    #[test]
+    fn redirect_is_only_for_s3_and_its_expiry_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |text: &str| {
+            let f = dir.path().join("c.toml");
+            std::fs::write(&f, text).unwrap();
+            Config::load_from(&Sources { file: Some(f), ..Default::default() }, env(&[]))
+        };
+        let s3 = "[storage]\nkind = \"s3\"\nbucket = \"b\"\n";
+        let c = load(&format!("{s3}redirect = true\n")).unwrap();
+        assert_eq!(c.storage.redirect_expiry(), Some(DEFAULT_REDIRECT_EXPIRY));
+        assert!(c.storage.summary(Path::new("/x")).contains("redirected to presigned URLs valid 5m"));
+        let c = load(&format!("{s3}redirect = true\nredirect_expiry = \"90s\"\n")).unwrap();
+        assert_eq!(c.storage.redirect_expiry(), Some(Duration::from_secs(90)));
+        for (text, needle) in [
+            (
+                "[storage]\nredirect = true\n".to_string(),
+                "storage.redirect = true is only valid with storage.kind = \"s3\"",
+            ),
+            ("[storage]\nkind = \"memory\"\nredirect = true\n".into(), "(kind is Memory)"),
+            ("[storage]\nredirect_expiry = \"5m\"\n".into(), "storage.redirect_expiry is only used with storage.kind"),
+            (
+                format!("{s3}redirect_expiry = \"5m\"\n"),
+                "storage.redirect_expiry is set but storage.redirect is not true",
+            ),
+            (
+                format!("{s3}redirect = true\nredirect_expiry = \"8d\"\n"),
+                "storage.redirect_expiry = 691200s is out of range",
+            ),
+            (format!("{s3}redirect = true\nredirect_expiry = \"0s\"\n"), "is out of range"),
+        ] {
+            let errs = load(&text).unwrap_err().0;
+            assert!(errs.join("\n").contains(needle), "{needle} not named for {text:?} in {errs:?}");
+        }
+        let errs = Config::load_from(&Sources::default(), env(&[("CAIRN_STORAGE__REDIRECT", "true")])).unwrap_err().0;
+        assert!(errs.join("\n").contains("CAIRN_STORAGE__REDIRECT"), "{errs:?}");
     }
 }

@@ -11,6 +11,7 @@ pub mod blob;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod keys;
 pub mod meta;
 pub mod oci;
 pub mod policy;
@@ -143,14 +144,15 @@ async fn scheduled_retention(state: AppState) {
     loop {
         tick.tick().await;
         match state.registry.scheduled_retention().await {
-            Ok(r) if r.tags_deleted > 0 || r.manifests_deleted > 0 => tracing::info!(
+            Ok(None) => tracing::debug!("another node or collector holds the maintenance lock; skipped"),
+            Ok(Some(r)) if r.tags_deleted > 0 || r.manifests_deleted > 0 => tracing::info!(
                 tags = r.tags_deleted,
                 manifests = r.manifests_deleted,
                 bytes = r.bytes,
                 kept_on_recheck = r.kept_on_recheck,
                 "retention applied"
             ),
-            Ok(_) => {}
+            Ok(Some(_)) => {}
             Err(e) => tracing::warn!(error = ?e, "retention apply failed"),
         }
     }

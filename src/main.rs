@@ -71,7 +71,8 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Create or upgrade the database schema, then exit.
+    /// Create or upgrade the database schema, then exit; with --copy-to, copy this installation
+    /// into a new one (for example SQLite + filesystem into PostgreSQL + S3).
     Migrate {
         /// Config file (TOML); also CAIRN_CONFIG.
         #[arg(long)]
@@ -79,6 +80,23 @@ enum Command {
         /// Data directory, overriding the config; also CAIRN_DATA_DIR.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Copy everything this installation holds (the one --config, --data-dir and CAIRN_*
+        /// describe) into the installation NEW_CONFIG describes, whose database must be empty.
+        ///
+        /// Metadata is copied row for row (ids, times and the audit ledger as they are, so
+        /// `cairn audit verify --config NEW_CONFIG` passes), blobs object by object (streamed,
+        /// sizes checked), the signing keys and audit archive files file by file. Upload
+        /// sessions in progress are not copied. NEW_CONFIG is read alone: CAIRN_* variables
+        /// apply to the source only.
+        ///
+        /// Stop every server on the source first: the copy reads one snapshot of the source
+        /// database and holds its GC lock, but pushes made meanwhile would not be copied.
+        ///
+        /// Exit 0 copied; 1 failed (the target's database stays empty; run it again, objects
+        /// already copied are kept); 2 bad config; 3 refused, no row copied (target not
+        /// empty, another key in its [audit] key_file, source in use or empty).
+        #[arg(long, value_name = "NEW_CONFIG")]
+        copy_to: Option<PathBuf>,
     },
     /// Read a password (from the terminal, or stdin when piped) and print its argon2id hash
     /// for `[[auth.users]] password_hash`.
@@ -318,7 +336,10 @@ async fn main() -> ExitCode {
         Command::Audit { command, config, data_dir } => {
             audit(command, Sources { file: config, data_dir, ..Default::default() }).await
         }
-        Command::Migrate { config, data_dir } => {
+        Command::Migrate { config, data_dir, copy_to: Some(new_config) } => {
+            copy_installation(Sources { file: config, data_dir, ..Default::default() }, new_config).await
+        }
+        Command::Migrate { config, data_dir, copy_to: None } => {
             let (cfg, notes) = match load(&Sources { file: config, data_dir, ..Default::default() }) {
                 Ok(c) => c,
                 Err(code) => return code,
@@ -490,6 +511,17 @@ async fn audit_command(cfg: Config, command: AuditCommand) -> anyhow::Result<()>
         AuditCommand::Verify { public_key, archive_dir, .. } => {
             let raw = match &public_key {
                 Some(pem) => read_public_key(pem)?,
+                // On PostgreSQL with no key file configured, the key every node shares is in
+                // the database (see `cairn::keys`).
+                None if cfg.audit.key_file.is_none() && cairn::meta::is_postgres_url(&cfg.database_url()) => {
+                    let meta = cairn::meta::open(&cfg.database_url())
+                        .await
+                        .map_err(|e| anyhow::anyhow!("cannot open database {}: {e}", cfg.database_url_redacted()))?;
+                    let der = cairn::keys::load(&cfg, meta.as_ref(), cairn::keys::KeyKind::Audit).await?;
+                    let key = cairn::audit::CheckpointKey::from_pkcs8(&der)
+                        .map_err(|e| anyhow::anyhow!("the audit signing key in the database: {e}"))?;
+                    key.public_key().to_vec()
+                }
                 None => {
                     let path = cfg.audit_key_path();
                     let der = std::fs::read(&path).map_err(|e| {
@@ -595,7 +627,18 @@ async fn audit_command(cfg: Config, command: AuditCommand) -> anyhow::Result<()>
             }
         }
         AuditCommand::PublicKey => {
-            let key = cairn::state::load_or_create_audit_key(&cfg.audit_key_path())?;
+            // The key every node shares lives in the database on PostgreSQL (with no key file
+            // configured); otherwise it is the key file, created if missing.
+            let der = if cfg.audit.key_file.is_none() && cairn::meta::is_postgres_url(&cfg.database_url()) {
+                let meta = cairn::meta::open(&cfg.database_url())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot open database {}: {e}", cfg.database_url_redacted()))?;
+                cairn::keys::load(&cfg, meta.as_ref(), cairn::keys::KeyKind::Audit).await?
+            } else {
+                cairn::keys::load_or_create_file(&cfg.audit_key_path(), cairn::keys::KeyKind::Audit)?
+            };
+            let key = cairn::audit::CheckpointKey::from_pkcs8(&der)
+                .map_err(|e| anyhow::anyhow!("the audit signing key: {e}"))?;
             say!("{}", key.public_key_pem().trim_end());
         }
     }
@@ -909,7 +952,7 @@ async fn gc(cfg: Config, dry_run: bool, grace: Option<std::time::Duration>) -> E
     match result {
         Ok(r) if r.busy => {
             tell!(
-                "cairn: another collector holds the GC lock (another `cairn gc` or a server's scheduled run); try later"
+                "cairn: another maintenance run holds the GC lock (another `cairn gc`, or a server's scheduled GC or retention); try later"
             );
             ExitCode::FAILURE
         }
@@ -938,6 +981,200 @@ async fn gc(cfg: Config, dry_run: bool, grace: Option<std::time::Duration>) -> E
         Err(e) => {
             tell!("cairn: garbage collection failed: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exit code of `migrate --copy-to` when it refused before writing a row to the target.
+const REFUSED: u8 = 3;
+
+/// `cairn migrate --copy-to NEW_CONFIG`: checks, then `Registry::copy_to`, with progress on a
+/// terminal and a summary at the end.
+async fn copy_installation(source: Sources, new_config: PathBuf) -> ExitCode {
+    use cairn::keys::{KeyKind, Placed};
+    use cairn::service::copy::{self, CopyError};
+    let (cfg, notes) = match load(&source) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    // The target is NEW_CONFIG alone: the source's CAIRN_* variables must not leak into it.
+    let target_sources = Sources { file: Some(new_config.clone()), ..Default::default() };
+    let loaded = Config::read_from(&target_sources, std::iter::empty());
+    let target_cfg = match loaded.config {
+        Ok(c) => c,
+        Err(e) => {
+            tell!("cairn: {}: {}", new_config.display(), e.to_string().trim_end());
+            return ExitCode::from(2);
+        }
+    };
+    start_logs(&cfg, &notes);
+    let log = cfg.log.clone();
+    if target_cfg.storage.kind == cairn::config::StorageKind::Memory {
+        tell!("cairn: {} keeps blobs in memory, which is lost at exit: nothing to copy into", new_config.display());
+        return ExitCode::from(REFUSED);
+    }
+    let archives =
+        (ledger_files::archive_dir(&cfg.server.data_dir), ledger_files::archive_dir(&target_cfg.server.data_dir));
+    let shown = |c: &Config| format!("{} + {}", c.database_url_redacted(), c.storage.summary(&c.storage_path()));
+    let (from_shown, to_shown) = (shown(&cfg), shown(&target_cfg));
+    let fail = |e: CopyError| {
+        tell!("cairn: {e}");
+        ExitCode::from(if e.is_refusal() { REFUSED } else { 1 })
+    };
+    let failed = |e: anyhow::Error| {
+        tell!("cairn: {e:#}");
+        ExitCode::FAILURE
+    };
+    // The target's database first (its migrations run), then the source, then the keys carried
+    // over, then the rest of the target: opening it whole would make keys of its own.
+    if let Err(e) = std::fs::create_dir_all(&target_cfg.server.data_dir) {
+        return failed(anyhow::anyhow!("cannot create data directory {}: {e}", target_cfg.server.data_dir.display()));
+    }
+    let target_meta = match cairn::meta::open(&target_cfg.database_url()).await {
+        Ok(m) => m,
+        Err(e) => {
+            return failed(anyhow::anyhow!(
+                "cannot open the target database {}: {e}",
+                target_cfg.database_url_redacted()
+            ));
+        }
+    };
+    if let Err(e) = copy::check_empty(target_meta.as_ref()).await {
+        return fail(e);
+    }
+    let source_state = match cairn::AppState::from_config(cfg).await {
+        Ok(s) => s,
+        Err(e) => return failed(e.context("source")),
+    };
+    if copy::check_empty(source_state.meta.as_ref()).await.is_ok() {
+        tell!("cairn: the source {from_shown} holds nothing to copy: check --config, --data-dir and CAIRN_*");
+        return ExitCode::from(REFUSED);
+    }
+    // The signing keys go where the target loads them from (a key file, or its database).
+    let mut notes = Vec::new();
+    for kind in [KeyKind::Audit, KeyKind::Token] {
+        let placed = async {
+            let key = cairn::keys::load(&source_state.config, source_state.meta.as_ref(), kind).await?;
+            cairn::keys::place(&target_cfg, target_meta.as_ref(), kind, &key).await
+        };
+        match placed.await {
+            Ok(Placed::Ready) => {}
+            Ok(Placed::Replaced(there)) => notes.push(format!(
+                "the {} the empty target had ({there}) was replaced by the source's",
+                if kind == KeyKind::Audit { "audit signing key" } else { "token signing key" }
+            )),
+            Ok(Placed::Differs(there)) if kind == KeyKind::Audit => {
+                tell!(
+                    "cairn: the target's [audit] key_file ({there}) holds a different audit signing key: the copied \
+                     ledger checkpoints were signed with the source's key and would not verify. Point [audit] \
+                     key_file at the source's key (or at a path where no file is yet)"
+                );
+                return ExitCode::from(REFUSED);
+            }
+            Ok(Placed::Differs(there)) => notes.push(format!(
+                "the target's [auth] key_file ({there}) holds a different token signing key, kept: tokens the \
+                 source issued are not accepted by the target"
+            )),
+            Err(e) => return failed(e.context("carrying the signing keys over")),
+        }
+    }
+    drop(target_meta);
+    let target_state = match cairn::AppState::from_config(target_cfg).await {
+        Ok(s) => s,
+        Err(e) => return failed(e.context("target")),
+    };
+    tell!("copying {from_shown} into {to_shown}");
+    let mut bar = CopyBar::new();
+    let result =
+        source_state.registry.copy_to(&target_state.registry, (&archives.0, &archives.1), &mut |p| bar.show(p)).await;
+    bar.finish();
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let o = &report.objects;
+    let rows: u64 = report.tables.iter().map(|(_, n)| n).sum();
+    let message = format!(
+        "copied {} blobs ({} objects, {} bytes written; {} objects, {} bytes already there) and {rows} rows into {to_shown}",
+        report.blobs, o.objects, o.bytes, o.kept_objects, o.kept_bytes
+    );
+    let per_table: Vec<String> = report.tables.iter().map(|(t, n)| format!("{t}={n}")).collect();
+    let fields = [
+        ("blobs", report.blobs.to_string()),
+        ("objects", o.objects.to_string()),
+        ("bytes", o.bytes.to_string()),
+        ("objects_already_there", o.kept_objects.to_string()),
+        ("rows", rows.to_string()),
+        ("tables", per_table.join(",")),
+        ("archive_files", report.archive_files.to_string()),
+    ];
+    say!("{}", cairn::telemetry::result_line(&log, &message, &fields));
+    if log.format != cairn::config::LogFormat::Json {
+        for (table, n) in &report.tables {
+            say!("  {table:<20} {n:>10} rows");
+        }
+        if report.archive_files > 0 {
+            say!("  {} audit archive file(s) copied", report.archive_files);
+        }
+    }
+    if report.uploads_skipped > 0 {
+        notes.push(format!(
+            "{} upload session(s) in progress were not copied: their clients start those uploads again",
+            report.uploads_skipped
+        ));
+    }
+    notes.extend(report.notes);
+    for n in &notes {
+        tell!("note: {n}");
+    }
+    tell!("next: `cairn audit verify --config {}`, then serve the target with that config", new_config.display());
+    ExitCode::SUCCESS
+}
+
+/// The copy's progress on stderr, only when stderr is a terminal: a bar of blob bytes, then
+/// one of rows per table.
+struct CopyBar {
+    terminal: bool,
+    bar: Option<(&'static str, indicatif::ProgressBar)>,
+}
+
+impl CopyBar {
+    fn new() -> CopyBar {
+        use std::io::IsTerminal;
+        CopyBar { terminal: std::io::stderr().is_terminal(), bar: None }
+    }
+
+    fn show(&mut self, p: cairn::service::copy::CopyProgress) {
+        use cairn::service::copy::CopyProgress;
+        if !self.terminal {
+            return;
+        }
+        let (stage, template, done, total) = match p {
+            CopyProgress::Blobs { bytes, total } => {
+                ("blobs", "blobs: {bytes}/{total_bytes} {wide_bar} {binary_bytes_per_sec} {elapsed}", bytes, total)
+            }
+            CopyProgress::Rows { table, done, total } => {
+                (table, "rows: {msg} {pos}/{len} {wide_bar} {elapsed}", done, total)
+            }
+        };
+        if self.bar.as_ref().is_none_or(|(s, _)| *s != stage) {
+            self.finish();
+            let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
+            if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+                bar.set_style(style);
+            }
+            bar.set_message(stage);
+            self.bar = Some((stage, bar));
+        }
+        if let Some((_, b)) = &self.bar {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some((_, b)) = self.bar.take() {
+            b.finish_and_clear();
         }
     }
 }

@@ -67,45 +67,30 @@ impl AppState {
                     path_style: st.path_style,
                     keys: st.access_key_id.clone().zip(st.secret_access_key.clone()),
                 };
-                BlobStore::s3(&settings).with_context(|| format!("cannot use S3 bucket {:?}", settings.bucket))?
+                let s3 =
+                    BlobStore::s3(&settings).with_context(|| format!("cannot use S3 bucket {:?}", settings.bucket))?;
+                match st.redirect_expiry() {
+                    Some(expiry) => s3.with_redirect(expiry),
+                    None => s3,
+                }
             }
         };
         let policy = ImmutabilityPolicy::new(&config.immutability)
             .map_err(|errs| anyhow::anyhow!("invalid immutability rules: {}", errs.join("; ")))?;
-        let auth = Arc::new(Auth::new(&config, meta.clone(), clock.clone())?);
+        let token_key = crate::keys::load(&config, meta.as_ref(), crate::keys::KeyKind::Token).await?;
+        let auth = Arc::new(Auth::new(&config, meta.clone(), clock.clone(), &token_key)?);
         let retention = crate::policy::retention::RetentionPolicy::new(&config.retention)
             .map_err(|errs| anyhow::anyhow!("invalid retention policies: {}", errs.join("; ")))?;
         let mut registry = Registry::new(meta.clone(), blobs, Arc::new(policy), clock)
             .with_gc_grace(config.gc.grace)
             .with_retention(Arc::new(retention));
-        if crate::meta::is_postgres_url(&url) {
-            // Other nodes write to the same database; this process would not hear of it.
-            registry = registry.without_read_cache();
-        }
-        let audit_key = Arc::new(load_or_create_audit_key(&config.audit_key_path())?);
+        // Other nodes (or CLI runs) write to the same database: follow its change feed.
+        registry = registry.follow_changes().await.context("cannot follow the database's changes")?;
+        let audit_key = crate::keys::load(&config, meta.as_ref(), crate::keys::KeyKind::Audit).await?;
+        let audit_key =
+            Arc::new(CheckpointKey::from_pkcs8(&audit_key).map_err(|e| anyhow::anyhow!("the audit signing key: {e}"))?);
         Ok(AppState { registry, auth, meta, config: Arc::new(config), audit_key, bound: Arc::default() })
     }
-}
-
-/// Loads the PKCS#8 Ed25519 checkpoint key at `path`, creating it (mode 0600) if missing.
-pub fn load_or_create_audit_key(path: &std::path::Path) -> anyhow::Result<CheckpointKey> {
-    let der = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let der = CheckpointKey::generate_pkcs8().map_err(|_| anyhow::anyhow!("could not generate a key"))?;
-            match crate::auth::write_private(path, &der) {
-                Ok(()) => der,
-                // Another process created it first: use theirs.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    std::thread::sleep(std::time::Duration::from_millis(200));
-                    std::fs::read(path).with_context(|| format!("cannot read audit signing key {}", path.display()))?
-                }
-                Err(e) => return Err(e).with_context(|| format!("cannot write audit signing key {}", path.display())),
-            }
-        }
-        Err(e) => return Err(e).with_context(|| format!("cannot read audit signing key {}", path.display())),
-    };
-    CheckpointKey::from_pkcs8(&der).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// What the `config.load` event records: SHA-256 digests of the effective rules (immutability,

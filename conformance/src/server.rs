@@ -64,6 +64,8 @@ pub struct Server {
     pub host: String,
     data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
+    /// What must outlive the process (a database, a bucket): dropped after it is killed.
+    keep: Vec<Box<dyn std::any::Any + Send>>,
 }
 
 impl Server {
@@ -107,7 +109,13 @@ impl Server {
         let base =
             rx.recv_timeout(Duration::from_secs(60)).expect("cairn did not print its listening address within 60 s");
         let host = base.trim_start_matches("http://").to_string();
-        Server { child: Some(child), base, host, data_dir: data_dir.to_path_buf(), _tmp: None }
+        Server { child: Some(child), base, host, data_dir: data_dir.to_path_buf(), _tmp: None, keep: Vec::new() }
+    }
+
+    /// Keeps `resource` (such as the database the server was configured with) until the
+    /// server has been killed.
+    pub fn keep_alive(&mut self, resource: impl std::any::Any + Send) {
+        self.keep.push(Box::new(resource));
     }
 
     /// The data directory the server keeps its SQLite file and blobs in.

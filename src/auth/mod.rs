@@ -141,11 +141,13 @@ fn compile_grants(config: &Config) -> Vec<Grant> {
 }
 
 impl Auth {
-    /// Builds access control from the config; loads or creates the token signing key.
+    /// Builds access control from the config, signing tokens with `token_key` (PKCS#8 ECDSA
+    /// P-256, from `crate::keys::load`).
     pub fn new(
         config: &Config,
         meta: Arc<dyn MetadataStore>,
         clock: Arc<dyn crate::clock::Clock>,
+        token_key: &[u8],
     ) -> anyhow::Result<Auth> {
         let users = config
             .auth
@@ -164,7 +166,7 @@ impl Auth {
             robots_checked: Mutex::new(None),
             users,
             meta,
-            signer: TokenSigner::load_or_create(&config.token_key_path())?,
+            signer: TokenSigner::from_pkcs8(token_key).map_err(|e| anyhow::anyhow!("the token signing key is {e}"))?,
             limiter: Arc::new(LoginLimiter::new(config.auth.failure_window, clock.clone())),
             limits: (config.auth.max_failed_logins.max(1), config.auth.max_failed_logins_per_address.max(1)),
             gate: PasswordGate::new(config.auth.concurrent_password_checks),

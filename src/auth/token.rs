@@ -117,32 +117,17 @@ pub struct TokenSigner {
 impl TokenSigner {
     /// Loads the PKCS#8 key at `path`, creating it (mode 0600) if it does not exist.
     pub fn load_or_create(path: &Path) -> anyhow::Result<TokenSigner> {
-        use anyhow::Context;
+        let pkcs8 = crate::keys::load_or_create_file(path, crate::keys::KeyKind::Token)?;
+        TokenSigner::from_pkcs8(&pkcs8).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// A signer over a PKCS#8 ECDSA P-256 key (see `crate::keys` for where it comes from).
+    pub fn from_pkcs8(pkcs8: &[u8]) -> Result<TokenSigner, String> {
         let rng = SystemRandom::new();
-        let pkcs8 = match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-                    .map_err(|_| anyhow::anyhow!("could not generate a token signing key"))?;
-                match write_private(path, doc.as_ref()) {
-                    Ok(()) => doc.as_ref().to_vec(),
-                    // Another process (the CLI, a second node) created it first: use theirs.
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        std::thread::sleep(std::time::Duration::from_millis(200));
-                        std::fs::read(path)
-                            .with_context(|| format!("cannot read token signing key {}", path.display()))?
-                    }
-                    Err(e) => {
-                        return Err(e).with_context(|| format!("cannot write token signing key {}", path.display()));
-                    }
-                }
-            }
-            Err(e) => return Err(e).with_context(|| format!("cannot read token signing key {}", path.display())),
-        };
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng)
-            .map_err(|e| anyhow::anyhow!("{} is not a PKCS#8 ECDSA P-256 key: {e}", path.display()))?;
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &rng)
+            .map_err(|e| format!("not a PKCS#8 ECDSA P-256 key: {e}"))?;
         Ok(TokenSigner {
-            encoding: EncodingKey::from_ec_der(&pkcs8),
+            encoding: EncodingKey::from_ec_der(pkcs8),
             decoding: DecodingKey::from_ec_der(pair.public_key().as_ref()),
         })
     }

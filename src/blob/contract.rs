@@ -8,6 +8,7 @@ use std::future::Future;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use futures::stream;
+use object_store::ObjectStoreExt;
 
 use crate::blob::{BlobStore, PART_SIZE, WriteError};
 use crate::meta::{BlobLocation, Segment};
@@ -32,7 +33,11 @@ where
     let (s, _keep) = fresh().await;
     racing_writers_of_one_segment_keep_their_own_bytes(&s).await;
     let (s, _keep) = fresh().await;
+    compose_makes_one_object_and_strays_go(&s).await;
+    let (s, _keep) = fresh().await;
     s.check_write().await.expect("the readiness write check passes on a writable store");
+    let ((s, _keep), (other, _keep_other)) = (fresh().await, fresh().await);
+    copy_to_another_store_sends_what_is_missing(&s, &other).await;
 }
 
 /// `n` bytes of a pattern seeded by `seed`, so that segments differ.
@@ -127,6 +132,80 @@ pub async fn racing_writers_of_one_segment_keep_their_own_bytes(s: &BlobStore) {
     assert_eq!(read(s, &ly, 0..y.len() as u64).await, y);
     s.remove_strays(&lx).await;
     assert_eq!(read(s, &lx, 0..x.len() as u64).await, x, "remove_strays keeps the committed segments");
+}
+
+/// Composing: a location of one segment (or none) comes back as it is, nothing copied; three
+/// segments (the first larger than a part) become one `composed-` object of the same upload
+/// that reads back whole and in ranges; `remove_strays` then removes the three and keeps it;
+/// a segment missing midway fails the compose.
+pub async fn compose_makes_one_object_and_strays_go(s: &BlobStore) {
+    let single = BlobLocation { upload: "up-one".into(), segments: vec![write(s, "up-one", 0, b"only").await] };
+    assert_eq!(s.compose(&single).await.unwrap(), single, "one segment is already one object");
+    let empty = BlobLocation { upload: "up-empty".into(), segments: vec![] };
+    assert_eq!(s.compose(&empty).await.unwrap(), empty, "an empty blob is no object");
+    let parts = [pattern(PART_SIZE + 777, 7), pattern(1000, 8), pattern(70_000, 9)];
+    let mut segments = Vec::new();
+    for (seq, p) in parts.iter().enumerate() {
+        segments.push(write(s, "up-three", seq, p).await);
+    }
+    let location = BlobLocation { upload: "up-three".into(), segments };
+    let whole = parts.concat();
+    let n = whole.len() as u64;
+    let composed = s.compose(&location).await.unwrap();
+    assert_eq!(composed.upload, "up-three");
+    let [one] = composed.segments.as_slice() else { panic!("not one object: {composed:?}") };
+    assert!(one.name.starts_with("composed-") && one.len == n, "{one:?}");
+    assert_eq!(read(s, &composed, 0..n).await, whole, "the composed object holds the segments in order");
+    let b1 = parts[0].len() as u64;
+    for r in [0..10, b1 - 7..b1 + 9, n - 1..n] {
+        assert_eq!(read(s, &composed, r.clone()).await, &whole[r.start as usize..r.end as usize], "range {r:?}");
+    }
+    assert_eq!(read(s, &location, 0..n).await, whole, "the segments stay until removed");
+    s.remove_strays(&composed).await;
+    for seg in &location.segments {
+        let gone = BlobLocation { upload: "up-three".into(), segments: vec![seg.clone()] };
+        assert!(matches!(s.read(&gone, 0..1).await, Err(object_store::Error::NotFound { .. })), "{seg:?} left");
+    }
+    assert_eq!(read(s, &composed, 0..n).await, whole, "remove_strays keeps the composed object");
+    let broken = BlobLocation { upload: "up-three".into(), segments: vec![one.clone(), location.segments[1].clone()] };
+    assert!(s.compose(&broken).await.is_err(), "a missing segment fails the compose");
+    s.delete_upload("up-three").await.unwrap();
+    assert!(matches!(s.read(&composed, 0..1).await, Err(object_store::Error::NotFound { .. })));
+}
+
+/// `copy_to` another store (`cairn migrate --copy-to`): the same keys and bytes there, every
+/// byte reported; run again, objects of the right size are kept and a missing or short one is
+/// sent again; a segment missing at the source is `NotFound`.
+pub async fn copy_to_another_store_sends_what_is_missing(s: &BlobStore, other: &BlobStore) {
+    let parts = [pattern(PART_SIZE + 100, 7), pattern(5000, 8)];
+    let mut segments = Vec::new();
+    for (seq, p) in parts.iter().enumerate() {
+        segments.push(write(s, "up-copy", seq, p).await);
+    }
+    let location = BlobLocation { upload: "up-copy".into(), segments };
+    let whole = parts.concat();
+    let n = whole.len() as u64;
+    let mut seen = 0u64;
+    let done = s.copy_to(other, &location, &mut |b| seen += b).await.unwrap();
+    assert_eq!((done.objects, done.bytes, done.kept_objects), (2, n, 0));
+    assert_eq!(seen, n, "progress saw every byte");
+    assert_eq!(read(other, &location, 0..n).await, whole, "the same bytes under the same keys");
+
+    let again = s.copy_to(other, &location, &mut |_| {}).await.unwrap();
+    assert_eq!((again.objects, again.kept_objects, again.kept_bytes), (0, 2, n), "nothing sent twice");
+
+    // A short object at the target (a write cut off) is sent again; the other is kept.
+    let first = crate::blob::segment_key("up-copy", &location.segments[0].name);
+    other.store.put(&first, Bytes::from_static(b"cut off").into()).await.unwrap();
+    let fixed = s.copy_to(other, &location, &mut |_| {}).await.unwrap();
+    assert_eq!((fixed.objects, fixed.bytes, fixed.kept_objects), (1, parts[0].len() as u64, 1));
+    assert_eq!(read(other, &location, 0..n).await, whole);
+
+    let missing = BlobLocation { upload: "up-gone".into(), segments: vec![Segment { name: "0-bbbb".into(), len: 3 }] };
+    match s.copy_to(other, &missing, &mut |_| {}).await {
+        Err(object_store::Error::NotFound { .. }) => {}
+        other => panic!("expected NotFound, got {other:?}"),
+    }
 }
 
 #[cfg(test)]

@@ -1,22 +1,37 @@
 //! The blob seam: `BlobStore` over `object_store` (local filesystem, S3, in-memory) and
-//! the only code that knows object keys. Upload segments are written once and never
-//! moved: a committed blob is the ordered list of its upload's segments (`BlobLocation`),
-//! so commit is a metadata transaction, not a copy or rename.
+//! the only code that knows object keys.
 //!
 //! Key layout, the same on every backend (relative to the blob directory, or the bucket's
-//! root on S3):
-//! - `uploads/<upload-id>/<seq>-<nonce>`: segment `seq` of an upload; the nonce keeps two
-//!   racing writers of the same segment from sharing an object. A committed blob keeps its
-//!   upload's segments; deleting a blob (GC) or an upload deletes everything under
-//!   `uploads/<upload-id>/`, which the database has already decided is dead.
+//! root on S3). This is the one place it is written down:
+//! - `uploads/<upload-id>/<seq>-<nonce>`: segment `seq` of an upload (one per PATCH, plus the
+//!   closing PUT's body); the nonce keeps two racing writers of the same segment from
+//!   sharing an object.
+//! - `uploads/<upload-id>/composed-<nonce>`: the whole blob of an upload that had two or more
+//!   segments, written once at commit ([`BlobStore::compose`]).
 //! - `write-check-<nonce>`: the short-lived object of a readiness check.
 //!
-//! Nothing else is ever written, and nothing lists the store to decide what is live.
+//! Every committed blob is exactly one object (`BlobLocation` with one segment): the upload's
+//! only segment when it had one (a monolithic push, or a chunked push whose bytes came in one
+//! request: never copied), else its `composed-` object. Composing happens when the digest is
+//! already verified and before the commit transaction, which records the one-object location;
+//! so no reader ever sees a blob stored as several objects, and the old segments are removed
+//! right after the commit ([`BlobStore::remove_strays`]). The copy streams through Cairn with
+//! bounded memory (the same multipart writer as an upload) and is not hashed again. Only an
+//! empty blob is no object at all; a blob committed by an older Cairn may still be several
+//! segments, which reads still serve in order (never redirected).
 //!
-//! Reads: each segment is one ranged read (a ranged GET on S3; an opened file with a seek
-//! on the filesystem). Writes stream through `WriteMultipart` (a multipart upload on S3).
+//! Everything of an upload lives under `uploads/<upload-id>/`: cancelling or expiring it,
+//! committing it as a duplicate, or GC deleting its blob removes that whole prefix, which the
+//! database has already decided is dead; a composed object left by a crash or a lost race
+//! goes the same way. Nothing else is ever written, and nothing lists the store to decide what
+//! is live (listing one upload's own prefix to delete it is not deciding).
 //!
-//! Durability: a segment write returns only once its bytes are on stable storage. The
+//! Reads: each object is one ranged read (a ranged GET on S3; an opened file with a seek
+//! on the filesystem). Writes stream through `WriteMultipart` (a multipart upload on S3). An
+//! S3 store with redirect on ([`BlobStore::with_redirect`]) also hands out presigned GET URLs
+//! of a blob's object ([`BlobStore::redirect_url`]), so pulls bypass Cairn.
+//!
+//! Durability: an object write returns only once its bytes are on stable storage. The
 //! filesystem backend is a `LocalFileSystem` with fsync on ([`BlobStore::filesystem`]):
 //! the written file is fsynced before it is renamed into place, then its directory (and
 //! any directory created for it) is fsynced; nothing is synced per part, only at the end.
@@ -25,11 +40,13 @@
 use std::io::SeekFrom;
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::signer::{Method, Signer};
 use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, WriteMultipart};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
@@ -80,21 +97,30 @@ pub struct BlobStore {
     /// to a temporary `<key>#<n>` file first and never lists those, so a write cut off by
     /// a crash can only be cleaned up through the directory itself.
     local_root: Option<std::path::PathBuf>,
+    /// For the S3 backend, what presigns URLs of its objects.
+    signer: Option<Arc<dyn Signer>>,
+    /// With redirect on ([`BlobStore::with_redirect`]): how long a presigned URL is valid.
+    redirect: Option<Duration>,
 }
 
 fn segment_key(upload: &str, name: &str) -> Path {
     Path::from(format!("uploads/{upload}/{name}"))
 }
 
+/// A short random suffix that keeps concurrent writers of one key apart.
+fn nonce() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
 impl BlobStore {
     /// Wraps an object store.
     pub fn new(store: Arc<dyn ObjectStore>) -> BlobStore {
-        BlobStore { store, local_root: None }
+        BlobStore { store, local_root: None, signer: None, redirect: None }
     }
 
     /// Wraps a `LocalFileSystem` store rooted at `root`.
     pub fn local(store: Arc<dyn ObjectStore>, root: std::path::PathBuf) -> BlobStore {
-        BlobStore { store, local_root: Some(root) }
+        BlobStore { store, local_root: Some(root), signer: None, redirect: None }
     }
 
     /// The filesystem backend over the existing directory `root` (canonical): files and
@@ -121,7 +147,37 @@ impl BlobStore {
         if let Some((id, secret)) = &s3.keys {
             b = b.with_access_key_id(id).with_secret_access_key(secret);
         }
-        Ok(BlobStore::new(Arc::new(b.build()?)))
+        // CompleteMultipartUpload of a large object can take longer than the client's default
+        // 30 s (S3 documents minutes; moto assembling 1 GiB under load took 30 s here). A
+        // timed-out complete is retried against an upload the server may be finishing, and
+        // the push fails; give requests 5 minutes unless `AWS_TIMEOUT` says otherwise.
+        if std::env::var_os("AWS_TIMEOUT").is_none() {
+            use object_store::ClientConfigKey;
+            use object_store::aws::AmazonS3ConfigKey;
+            b = b.with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "300s");
+        }
+        let s3 = Arc::new(b.build()?);
+        Ok(BlobStore { store: s3.clone(), local_root: None, signer: Some(s3), redirect: None })
+    }
+
+    /// Turns redirect on: [`BlobStore::redirect_url`] presigns GET URLs valid for `expiry`.
+    /// Only the S3 backend can presign; on another backend this changes nothing (the
+    /// configuration refuses `redirect` there).
+    pub fn with_redirect(mut self, expiry: Duration) -> BlobStore {
+        self.redirect = self.signer.is_some().then_some(expiry);
+        self
+    }
+
+    /// With redirect on, a presigned GET URL of the blob at `location`, valid for the
+    /// configured expiry, when the blob is exactly one object; `None` otherwise (redirect
+    /// off, an empty blob, or one an older Cairn stored as several segments): then the caller
+    /// serves the bytes itself. Signing sends no request to the store (only credentials that
+    /// expire, such as an instance profile's, may be refreshed).
+    pub async fn redirect_url(&self, location: &BlobLocation) -> Result<Option<String>, object_store::Error> {
+        let (Some(signer), Some(expiry)) = (&self.signer, self.redirect) else { return Ok(None) };
+        let [seg] = location.segments.as_slice() else { return Ok(None) };
+        let url = signer.signed_url(Method::GET, &segment_key(&location.upload, &seg.name), expiry).await?;
+        Ok(Some(url.to_string()))
     }
 
     fn upload_dir(&self, upload: &str) -> Option<std::path::PathBuf> {
@@ -155,7 +211,7 @@ impl BlobStore {
         E: std::fmt::Display,
     {
         let mut body = body;
-        let name = format!("{seq}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let name = format!("{seq}-{}", nonce());
         let key = segment_key(upload, &name);
         let mut out: Option<WriteMultipart> = None;
         let mut n = 0u64;
@@ -228,6 +284,63 @@ impl BlobStore {
         Ok(first.chain(rest).boxed())
     }
 
+    /// Makes the blob at `location` one object: with two or more segments, streams them in
+    /// order into a new object `uploads/<upload>/composed-<nonce>` and returns its location
+    /// (one segment); with one or none, returns `location` as it is and copies nothing. The
+    /// bytes are not hashed again (the caller verified the digest while they streamed in);
+    /// memory stays bounded as in [`BlobStore::write_segment`]. The segments stay until the
+    /// caller removes them ([`BlobStore::remove_strays`] once the commit holds the new
+    /// location). Nothing is left under the new key if the copy fails.
+    pub async fn compose(&self, location: &BlobLocation) -> Result<BlobLocation, object_store::Error> {
+        if location.segments.len() < 2 {
+            return Ok(location.clone());
+        }
+        let size: u64 = location.segments.iter().map(|s| s.len).sum();
+        let name = format!("composed-{}", nonce());
+        let mut bytes = self.read(location, 0..size).await?;
+        let mut out = WriteMultipart::new_with_chunk_size(
+            self.store.put_multipart(&segment_key(&location.upload, &name)).await?,
+            PART_SIZE,
+        );
+        let mut n = 0u64;
+        let copied: Result<(), object_store::Error> = async {
+            while let Some(chunk) = bytes.next().await {
+                let chunk = chunk?;
+                n += chunk.len() as u64;
+                out.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+                out.put(chunk);
+            }
+            Ok(())
+        }
+        .await;
+        let failed = match copied {
+            Err(e) => Some(e),
+            Ok(()) if n != size => Some(object_store::Error::Generic {
+                store: "BlobStore",
+                source: format!("the segments of upload {} held {n} bytes, not the {size} recorded", location.upload)
+                    .into(),
+            }),
+            Ok(()) => None,
+        };
+        if let Some(e) = failed {
+            out.abort().await.ok();
+            return Err(e);
+        }
+        out.finish().await?;
+        Ok(BlobLocation { upload: location.upload.clone(), segments: vec![Segment { name, len: size }] })
+    }
+
+    /// Removes these objects of `upload` (a composed object whose commit lost a race).
+    /// Best effort: what stays under the upload goes when the upload's prefix is removed.
+    pub async fn delete_segments(&self, upload: &str, segments: &[Segment]) {
+        for seg in segments {
+            match self.store.delete(&segment_key(upload, &seg.name)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => tracing::warn!(upload, segment = %seg.name, error = %e, "could not remove an upload object"),
+            }
+        }
+    }
+
     /// Removes every segment of an upload (cancelled, expired, failed, or committed as a
     /// duplicate of a blob that was already stored).
     pub async fn delete_upload(&self, upload: &str) -> Result<(), object_store::Error> {
@@ -252,10 +365,29 @@ impl BlobStore {
 
 impl BlobStore {
     /// After a commit, removes whatever else lies under the upload besides `location`'s
-    /// segments: writes cut off by a crash or lost in a race. Best effort; only the
-    /// filesystem backend can see such leftovers (S3 expires incomplete uploads itself).
+    /// segments: the segments a composed object replaced, and writes cut off by a crash or
+    /// lost in a race. Best effort (what stays goes with the blob). On the filesystem this
+    /// also sees object_store's temporary files; on S3 it lists the upload's own prefix
+    /// (incomplete multipart uploads are not objects: a bucket lifecycle rule expires them).
     pub async fn remove_strays(&self, location: &BlobLocation) {
+        let keep = |name: &str| location.segments.iter().any(|s| s.name == name);
         let Some(dir) = self.upload_dir(&location.upload) else {
+            let prefix = Path::from(format!("uploads/{}", location.upload));
+            let listed: Result<Vec<Path>, _> =
+                self.store.list(Some(&prefix)).map_ok(|m| m.location).try_collect().await;
+            let keys = match listed {
+                Ok(keys) => keys,
+                Err(e) => {
+                    tracing::warn!(upload = %location.upload, error = %e, "could not list an upload's objects");
+                    return;
+                }
+            };
+            for k in keys.into_iter().filter(|k| !k.filename().is_some_and(keep)) {
+                match self.store.delete(&k).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => tracing::warn!(key = %k, error = %e, "could not remove a stray upload object"),
+                }
+            }
             return;
         };
         let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
@@ -263,8 +395,9 @@ impl BlobStore {
         };
         while let Ok(Some(e)) = entries.next_entry().await {
             let name = e.file_name();
-            let keep = location.segments.iter().any(|s| name.to_str() == Some(s.name.as_str()));
-            if !keep && let Err(err) = tokio::fs::remove_file(e.path()).await {
+            if !name.to_str().is_some_and(keep)
+                && let Err(err) = tokio::fs::remove_file(e.path()).await
+            {
                 tracing::warn!(path = %e.path().display(), error = %err, "could not remove a stray upload file");
             }
         }
@@ -289,5 +422,110 @@ async fn read_object(
             Ok(tokio_util::io::ReaderStream::with_capacity(reader, READ_BUF).map_err(io).boxed())
         }
         GetResultPayload::Stream(s) => Ok(s),
+    }
+}
+
+/// What [`BlobStore::copy_to`] did with one blob's objects.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Copied {
+    /// Objects written to the target.
+    pub objects: u64,
+    /// Bytes written to the target.
+    pub bytes: u64,
+    /// Objects already at the target with the right size, left as they were.
+    pub kept_objects: u64,
+    /// Bytes in those.
+    pub kept_bytes: u64,
+}
+
+impl BlobStore {
+    /// Copies the objects that hold a blob stored at `location` into `target` under the same
+    /// keys (`cairn migrate --copy-to`): each is streamed (never whole in memory, parts bounded
+    /// as in a segment write) and its size is checked at the target once written. An object
+    /// already at the target with the right size is kept, so a copy run again after an
+    /// interruption sends only what is missing. `progress` gets the bytes as they are written.
+    pub async fn copy_to(
+        &self,
+        target: &BlobStore,
+        location: &BlobLocation,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<Copied, object_store::Error> {
+        let mut done = Copied::default();
+        for seg in location.segments.iter().filter(|s| s.len > 0) {
+            let key = segment_key(&location.upload, &seg.name);
+            match target.store.head(&key).await {
+                Ok(meta) if meta.size == seg.len => {
+                    done.kept_objects += 1;
+                    done.kept_bytes += seg.len;
+                    progress(seg.len);
+                    continue;
+                }
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            let mut body = read_object(self.store.clone(), key.clone(), 0..seg.len).await?;
+            let mut w = WriteMultipart::new_with_chunk_size(target.store.put_multipart(&key).await?, PART_SIZE);
+            let mut n = 0u64;
+            let streamed: Result<(), object_store::Error> = async {
+                while let Some(bytes) = body.next().await {
+                    let bytes = bytes?;
+                    w.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+                    n += bytes.len() as u64;
+                    progress(bytes.len() as u64);
+                    w.put(bytes);
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = streamed {
+                w.abort().await.ok();
+                return Err(e);
+            }
+            w.finish().await?;
+            let written = target.store.head(&key).await?.size;
+            if n != seg.len || written != seg.len {
+                let why =
+                    format!("{key}: {} bytes expected, {n} read from the source, {written} at the target", seg.len);
+                return Err(object_store::Error::Generic { store: "copy", source: why.into() });
+            }
+            done.objects += 1;
+            done.bytes += seg.len;
+        }
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn location(names: &[&str]) -> BlobLocation {
+        let segments = names.iter().map(|n| Segment { name: n.to_string(), len: 3 }).collect();
+        BlobLocation { upload: "up-1".into(), segments }
+    }
+
+    #[tokio::test]
+    async fn only_an_s3_store_with_redirect_presigns_and_only_one_object() {
+        let settings = S3Settings {
+            bucket: "blobs".into(),
+            region: Some("eu-west-1".into()),
+            endpoint: Some("http://127.0.0.1:9".into()),
+            path_style: true,
+            keys: Some(("AKID".into(), "secret".into())),
+        };
+        let one = location(&["composed-abc"]);
+        let s3 = BlobStore::s3(&settings).unwrap();
+        assert_eq!(s3.redirect_url(&one).await.unwrap(), None, "redirect is off until asked for");
+        let s3 = s3.with_redirect(Duration::from_secs(90));
+        let url = s3.redirect_url(&one).await.unwrap().expect("a presigned URL");
+        assert!(url.starts_with("http://127.0.0.1:9/blobs/uploads/up-1/composed-abc?"), "{url}");
+        for part in ["X-Amz-Expires=90", "X-Amz-Signature=", "X-Amz-Credential=AKID%2F", "eu-west-1"] {
+            assert!(url.contains(part), "{part} missing from {url}");
+        }
+        assert_eq!(s3.redirect_url(&location(&["0-a", "1-b"])).await.unwrap(), None, "several objects");
+        assert_eq!(s3.redirect_url(&location(&[])).await.unwrap(), None, "the empty blob");
+        let memory =
+            BlobStore::new(Arc::new(object_store::memory::InMemory::new())).with_redirect(Duration::from_secs(90));
+        assert_eq!(memory.redirect_url(&one).await.unwrap(), None, "only S3 presigns");
     }
 }

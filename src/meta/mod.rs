@@ -2,11 +2,13 @@
 //! transaction of locked reads and writes that ends with its ledger events), the rows they
 //! return and `MetaError`. SQL lives only in this module's backends (`sqlite.rs` and
 //! `sqlite/`, `postgres.rs` and `postgres/`); [`open`] picks one by the URL. May import `oci` and the pure `audit` chain; must not import
-//! `api`, `service`, `policy` or `blob`.
+//! `api`, `service`, `policy` or `blob`. `copy.rs` lists the tables that `cairn migrate
+//! --copy-to` copies from one database into another (and the statements both backends share).
 
 /// The contract suite every backend passes (public, hidden, for the PostgreSQL test target).
 #[doc(hidden)]
 pub mod contract;
+pub mod copy;
 mod postgres;
 mod sqlite;
 mod sqlite_faults;
@@ -51,6 +53,19 @@ fn refuse_newer_schema(shown: &str, applied: Option<i64>, migrator: &sqlx::migra
     }
 }
 
+/// One item of a backend's change feed (`MetadataStore::change_feed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A committed transaction changed a manifest or tag of this repository.
+    Repository(String),
+    /// Changes may have been missed (the feed's connection was lost and made again).
+    Gap,
+}
+
+/// A backend's change feed: every committed change to a repository's manifests or tags,
+/// by any process, soon after it commits. Ends only when the store is dropped.
+pub type ChangeFeed = futures::stream::BoxStream<'static, Change>;
+
 /// How a backend fails, the same way for every backend.
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -92,8 +107,9 @@ pub struct Segment {
     pub len: u64,
 }
 
-/// Where a committed blob's bytes are: the upload it came from and that upload's
-/// segments, in order. `blob/` turns this into object keys.
+/// Where a committed blob's bytes are: the upload it came from and its objects, in order.
+/// `blob/` turns this into object keys; a blob Cairn commits now is one object (the upload's
+/// only segment, or the one its segments were composed into), an older one may be several.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BlobLocation {
     /// The upload session id whose segments hold the bytes.
@@ -532,6 +548,20 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Checks that the database can commit a write (for `/readyz`): one tiny durable write
     /// that holds no data.
     async fn check_write(&self) -> Result<(), MetaError>;
+    /// The feed of repositories whose manifests or tags any process changed (see [`Change`]),
+    /// for read caches to drop; `None` where the backend has none (SQLite: the cache's
+    /// expiry bounds what another process's write leaves stale).
+    async fn change_feed(&self) -> Result<Option<ChangeFeed>, MetaError> {
+        Ok(None)
+    }
+    /// The signing key (PKCS#8) every process on this database shares under `name`: the
+    /// stored one, or `candidate` once stored if there was none (the first writer wins; a
+    /// racing process gets the winner's). `None` where the backend keeps no keys (SQLite: one
+    /// node, whose keys are files in its data directory).
+    async fn shared_key(&self, name: &str, candidate: &[u8], now: SystemTime) -> Result<Option<Vec<u8>>, MetaError> {
+        let _ = (name, candidate, now);
+        Ok(None)
+    }
 
     /// Repository names after `last`, sorted, at most `n`.
     async fn repositories(&self, last: Option<&str>, n: u32) -> Result<Vec<String>, MetaError>;
@@ -684,6 +714,20 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// The repository's state for retention: several statements in one read transaction, so
     /// the rows agree with each other.
     async fn retention_snapshot(&self, repo: &RepoName) -> Result<RetentionSnapshot, MetaError>;
+
+    /// For `cairn migrate --copy-to`: a consistent, read-only view of every table, read in
+    /// batches ([`copy::Dump`]).
+    async fn dump(&self) -> Result<Box<dyn copy::Dump>, MetaError>;
+    /// For `cairn migrate --copy-to`: one write transaction that loads copied rows into this
+    /// database, which must be empty ([`copy::Load`]).
+    async fn load(&self) -> Result<Box<dyn copy::Load>, MetaError>;
+    /// For `cairn migrate --copy-to` into this database while it is empty (so the key it holds
+    /// has signed nothing kept): replaces the shared signing key `name` (see `shared_key`) with
+    /// `pkcs8`, the source's. False where the backend keeps no keys (SQLite).
+    async fn replace_shared_key(&self, name: &str, pkcs8: &[u8], now: SystemTime) -> Result<bool, MetaError> {
+        let _ = (name, pkcs8, now);
+        Ok(false)
+    }
 }
 
 /// Milliseconds since the epoch, the time format of every row.

@@ -12,9 +12,11 @@ use sqlx::Row;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
+mod copy;
 mod faults;
 mod gc;
 mod ledger;
+mod notify;
 mod retention;
 mod summary;
 mod tx;
@@ -171,7 +173,34 @@ impl MetadataStore for PostgresStore {
 
     async fn begin(&self, now: SystemTime) -> Result<Box<dyn MetaTx>, MetaError> {
         let tx = self.write.begin_with("BEGIN ISOLATION LEVEL READ COMMITTED").await?;
-        Ok(Box::new(tx::PgTx { tx, now: millis(now) }))
+        Ok(Box::new(tx::PgTx { tx, now: millis(now), changed: Default::default() }))
+    }
+
+    async fn shared_key(&self, name: &str, candidate: &[u8], now: SystemTime) -> Result<Option<Vec<u8>>, MetaError> {
+        let key: Option<Vec<u8>> = sqlx::query_scalar(
+            "WITH ins AS (INSERT INTO signing_keys (name, pkcs8, created_at) VALUES ($1, $2, $3)
+                          ON CONFLICT DO NOTHING RETURNING pkcs8)
+             SELECT pkcs8 FROM ins UNION ALL SELECT pkcs8 FROM signing_keys WHERE name = $1 LIMIT 1",
+        )
+        .bind(name)
+        .bind(candidate)
+        .bind(millis(now))
+        .fetch_optional(&self.write)
+        .await?;
+        match key {
+            Some(key) => Ok(Some(key)),
+            // Another node inserted it after this statement's snapshot: read it now.
+            None => Ok(Some(
+                sqlx::query_scalar("SELECT pkcs8 FROM signing_keys WHERE name = $1")
+                    .bind(name)
+                    .fetch_one(&self.write)
+                    .await?,
+            )),
+        }
+    }
+
+    async fn change_feed(&self) -> Result<Option<super::ChangeFeed>, MetaError> {
+        Ok(Some(notify::feed(&self.read).await?))
     }
 
     async fn check_write(&self) -> Result<(), MetaError> {
@@ -560,6 +589,19 @@ impl MetadataStore for PostgresStore {
 
     async fn manifest_stored_at(&self, repo: &RepoName, digest: &Digest) -> Result<Option<SystemTime>, MetaError> {
         summary::manifest_stored_at(&self.read, repo, digest).await
+    }
+
+    async fn dump(&self) -> Result<Box<dyn super::copy::Dump>, MetaError> {
+        copy::dump(&self.read).await
+    }
+
+    async fn load(&self) -> Result<Box<dyn super::copy::Load>, MetaError> {
+        copy::load(&self.write).await
+    }
+
+    async fn replace_shared_key(&self, name: &str, pkcs8: &[u8], now: SystemTime) -> Result<bool, MetaError> {
+        copy::replace_shared_key(&self.write, name, pkcs8, millis(now)).await?;
+        Ok(true)
     }
 
     async fn retention_snapshot(&self, repo: &RepoName) -> Result<RetentionSnapshot, MetaError> {

@@ -14,6 +14,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, Row, SqlitePool};
 
+mod copy;
 mod gc;
 mod group;
 #[cfg(test)]
@@ -610,6 +611,14 @@ impl MetadataStore for SqliteStore {
 
     async fn manifest_stored_at(&self, repo: &RepoName, digest: &Digest) -> Result<Option<SystemTime>, MetaError> {
         summary::manifest_stored_at(&self.read, repo, digest).await
+    }
+
+    async fn dump(&self) -> Result<Box<dyn super::copy::Dump>, MetaError> {
+        copy::dump(&self.read).await
+    }
+
+    async fn load(&self) -> Result<Box<dyn super::copy::Load>, MetaError> {
+        copy::load(&self.group).await
     }
 
     async fn retention_snapshot(&self, repo: &RepoName) -> Result<RetentionSnapshot, MetaError> {

@@ -30,7 +30,8 @@
 //! - Upload leftovers: cancelled, expired and duplicate uploads are recorded as garbage when
 //!   their session ends; each run removes their objects too.
 //! - One collector at a time across processes: a lock row (`gc_lock`) with holder and expiry,
-//!   renewed before each batch. A collector killed on this machine is noticed at once (its
+//!   renewed before each batch. Scheduled retention takes the same lock
+//!   (`with_maintenance_lock`), so of several nodes only one runs scheduled maintenance. A collector killed on this machine is noticed at once (its
 //!   process is gone) and its lock taken over; one on another node frees it when it expires.
 //! - Ledger: one `blob.unlink` event per link removed (actor `gc`, in the unlinking
 //!   transaction), and one `gc.delete` event per deleting transaction (at most `BATCH` digests).
@@ -323,6 +324,38 @@ impl Registry {
         }
         tracing::warn!(holder = %current, "the GC lock's holder died; taking the lock over");
         Ok(self.meta.gc_lock_take_over(holder, &current, now + LOCK_TTL).await?)
+    }
+
+    /// Runs `work` holding the maintenance lock (the GC lock row, which scheduled retention
+    /// shares, so that of all nodes only one runs scheduled maintenance at a time), renewing it
+    /// every third of its expiry while `work` runs. `None` without running `work` when another
+    /// holder has it.
+    pub(super) async fn with_maintenance_lock<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<Option<T>, Error> {
+        let holder = lock_holder_id();
+        if !self.take_lock(&holder).await? {
+            return Ok(None);
+        }
+        let renew = async {
+            let mut tick = tokio::time::interval(LOCK_TTL / 3);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = self.renew_lock(&holder).await {
+                    return e;
+                }
+            }
+        };
+        let result = tokio::select! {
+            r = work => r,
+            e = renew => Err(e),
+        };
+        if let Err(e) = self.meta.gc_unlock(&holder).await {
+            tracing::warn!(error = %e, "could not release the maintenance lock; it expires by itself");
+        }
+        result.map(Some)
     }
 
     async fn renew_lock(&self, holder: &str) -> Result<(), Error> {

@@ -4,6 +4,7 @@
 mod audit;
 mod blobs;
 mod cache;
+pub mod copy;
 mod gc;
 mod history;
 pub mod ledger_files;
@@ -30,7 +31,7 @@ use crate::policy::ImmutabilityPolicy;
 pub use crate::audit::VerifyError;
 pub use crate::meta::{Actor, DigestTagEvent, PullStats, Referrer, RepositorySummary, StorageTotals, TagEvent};
 pub use crate::policy::Precondition;
-pub use blobs::BlobRead;
+pub use blobs::{BlobRead, BlobWant};
 pub use gc::{GcOptions, GcProgress, GcReport, collectable, tally_suffices, unlinkable};
 pub use history::HistoryPage;
 pub use ledger_files::{LedgerError, VerifyReport};
@@ -92,7 +93,7 @@ impl Registry {
             meta,
             blobs,
             immutability,
-            cache: Arc::default(),
+            cache: Arc::new(cache::ReadCache::new(clock.clone(), cache::DEFAULT_TTL)),
             clock,
             pulls: Arc::default(),
             denials: Arc::default(),
@@ -103,11 +104,20 @@ impl Registry {
         }
     }
 
-    /// Turns the read cache off (for a metadata store that other processes write to, such as
-    /// PostgreSQL behind several nodes: see `service/cache.rs`).
+    /// Turns the read cache off: every read goes to the database (see `service/cache.rs`).
     pub fn without_read_cache(mut self) -> Registry {
         self.cache = Arc::new(cache::ReadCache::off());
         self
+    }
+
+    /// Lets the read cache follow the database's change feed, if the backend has one
+    /// (PostgreSQL: LISTEN/NOTIFY), so that another node's write drops what this node
+    /// cached at once rather than when the entry expires (see `service/cache.rs`).
+    pub async fn follow_changes(self) -> Result<Registry, crate::meta::MetaError> {
+        if let Some(feed) = self.meta.change_feed().await? {
+            self.cache.follow(feed);
+        }
+        Ok(self)
     }
 
     /// The `[gc] grace` collectors use: a HEAD of a blob whose mark is close to it is written

@@ -401,10 +401,13 @@ impl Registry {
         Ok(())
     }
 
-    /// Applies the policies every `[retention] schedule`, as the server (`cairn`).
-    pub async fn scheduled_retention(&self) -> Result<ApplyReport, Error> {
+    /// Applies the policies every `[retention] schedule`, as the server (`cairn`), holding the
+    /// maintenance lock that GC uses: `None` (nothing done) while another node's scheduled run,
+    /// or any collector, holds it.
+    pub async fn scheduled_retention(&self) -> Result<Option<ApplyReport>, Error> {
         let actor = Actor { name: "cairn".into(), address: None };
-        Ok(self.retention_apply(None, &actor, Trigger::Schedule, |_| {}).await?.1)
+        let run = async { Ok(self.retention_apply(None, &actor, Trigger::Schedule, |_| {}).await?.1) };
+        self.with_maintenance_lock(run).await
     }
 
     /// The rollback window a manual delete of `target` in `repo` would break, if any: a mutable

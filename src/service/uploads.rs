@@ -1,6 +1,8 @@
 //! Blob uploads: start, append a chunk, status, finish with digest verification, cancel,
 //! cross-repository mount, and expiry of idle sessions. Bytes are hashed as they stream
-//! into storage; the hash state is saved with each chunk so nothing is ever read back.
+//! into storage; the hash state is saved with each chunk so nothing is ever read back to be
+//! hashed. An upload of several segments is composed into one object once its digest is
+//! verified, before the commit transaction records that one object (`blob/` says why).
 
 use std::time::Duration;
 
@@ -171,8 +173,10 @@ impl Registry {
                 s.len
             )));
         }
-        let record =
-            BlobRecord { digest: digest.clone(), size, location: BlobLocation { upload: s.id.clone(), segments } };
+        let written = BlobLocation { upload: s.id.clone(), segments };
+        // One object per blob: copy several segments into one before the blob can be seen.
+        let location = self.blobs.compose(&written).await?;
+        let record = BlobRecord { digest: digest.clone(), size, location };
         let mut tx = self.meta.begin(self.clock.now()).await?;
         let (outcome, owner) = tx.commit_upload(&s.id, s.len, &record).await?;
         if let Some(owner) = owner {
@@ -199,6 +203,10 @@ impl Registry {
                 }
             }
             CommitUpload::UploadGone => {
+                if record.location != written {
+                    // Nothing names the copy; the session's segments stay with the session.
+                    self.blobs.delete_segments(&s.id, &record.location.segments).await;
+                }
                 // Either the session ended, or a racing PATCH moved it on: say which.
                 return Err(match self.meta.upload(repo, &s.id).await? {
                     Some(now) => Error::UploadOutOfOrder { start: s.len, offset: now.len },

@@ -178,17 +178,17 @@ pub async fn spawn_seeded(toml_text: &str) -> (TestApp, BTreeMap<&'static str, S
     let data = tempfile::tempdir().unwrap();
     let path = data.path().to_path_buf();
     let mut seeded = BTreeMap::new();
-    {
-        let p = path.clone();
-        let open = spawn_with(move |c| c.server.data_dir = p).await;
-        for repo in REPOS {
-            let (m, d) = open.push_image(repo, "v1").await;
-            let m: Value = serde_json::from_slice(&m).unwrap();
-            let layer = m["layers"][0]["digest"].as_str().unwrap().to_string();
-            seeded.insert(repo, Seeded { manifest: d, layer });
-        }
+    let p = path.clone();
+    let open = spawn_with(move |c| c.server.data_dir = p).await;
+    for repo in REPOS {
+        let (m, d) = open.push_image(repo, "v1").await;
+        let m: Value = serde_json::from_slice(&m).unwrap();
+        let layer = m["layers"][0]["digest"].as_str().unwrap().to_string();
+        seeded.insert(repo, Seeded { manifest: d, layer });
     }
+    // Started while the open server still runs: on PostgreSQL + S3 it shares its database.
     let app = spawn_auth_with(toml_text, move |c| c.server.data_dir = path).await;
+    drop(open);
     (app, seeded, data)
 }
 
@@ -379,13 +379,17 @@ pub fn client_from(ip: &str) -> reqwest::Client {
         .unwrap()
 }
 
-/// Runs `cairn <args>` (the real binary); returns (success, stdout, stderr).
+/// Runs `cairn <args>` (the real binary); returns (success, stdout, stderr). With
+/// `--data-dir DIR`, on the database and bucket of the test server on DIR
+/// ([`backend_env`]).
 pub fn cairn_cli(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     use std::io::Write;
     use std::process::{Command, Stdio};
+    let data_dir = args.windows(2).find(|w| w[0] == "--data-dir").map(|w| Path::new(w[1]));
     let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(args)
         .env_remove("CAIRN_CONFIG")
+        .envs(data_dir.map(backend_env).unwrap_or_default())
         .env("RUST_LOG", "warn")
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())

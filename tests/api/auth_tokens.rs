@@ -428,9 +428,13 @@ async fn a_token_for_another_audience_is_refused() {
 
 /// A JWT with `claims`, signed ES256 with `app`'s own token signing key: genuine in every
 /// respect except the claims this test chose.
-fn forge(app: &TestApp, claims: &Value) -> String {
+/// The key is where `cairn::keys` keeps it: a file under the data directory on SQLite, the
+/// database on PostgreSQL.
+async fn forge(app: &TestApp, claims: &Value) -> String {
     use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
-    let pkcs8 = std::fs::read(app.state.config.token_key_path()).expect("the signing key file");
+    let pkcs8 = cairn::keys::load(&app.state.config, app.state.meta.as_ref(), cairn::keys::KeyKind::Token)
+        .await
+        .expect("the token signing key");
     let rng = ring::rand::SystemRandom::new();
     let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng).expect("PKCS#8 P-256 key");
     let head = json!({ "typ": "JWT", "alg": "ES256" });
@@ -455,7 +459,7 @@ async fn expired_not_yet_valid_and_foreign_claims_are_refused_even_when_signed()
     });
     let path = "/v2/public/img/tags/list";
     // Control: the forging itself is sound, so the refusals below are about the claims.
-    let r = call(&app, Method::GET, path, Cred::Bearer(&forge(&app, &genuine))).await;
+    let r = call(&app, Method::GET, path, Cred::Bearer(&forge(&app, &genuine).await)).await;
     assert!(r.status() != StatusCode::UNAUTHORIZED && r.status() != StatusCode::FORBIDDEN, "{}", r.status());
     let edits: Vec<(&str, Value)> = vec![
         ("expired an hour ago", json!({ "iat": now - 3900, "nbf": now - 3900, "exp": now - 3600 })),
@@ -469,7 +473,7 @@ async fn expired_not_yet_valid_and_foreign_claims_are_refused_even_when_signed()
         for (k, v) in edit.as_object().unwrap() {
             claims[k] = v.clone();
         }
-        let r = call(&app, Method::GET, path, Cred::Bearer(&forge(&app, &claims))).await;
+        let r = call(&app, Method::GET, path, Cred::Bearer(&forge(&app, &claims).await)).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{what}");
         assert_error(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
     }
@@ -560,12 +564,15 @@ async fn a_revoked_robot_is_refused() {
 
 #[tokio::test]
 async fn an_expired_robot_is_refused() {
+    let started = std::time::Instant::now();
     let clock = std::sync::Arc::new(cairn::clock::ManualClock::new(SystemTime::now()));
     let app = spawn_auth_with_clock(STANDARD, clock.clone(), |_| {}).await;
     let secret = create_robot(&app, &["--name", "brief", "--grant", "apps/**=pull", "--expires", "1h"]).await;
     let r = call(&app, Method::GET, "/v2/apps/web/tags/list", Cred::Basic("brief", &secret)).await;
     assert_ne!(r.status(), StatusCode::UNAUTHORIZED, "live for its first hour");
-    clock.advance(Duration::from_secs(3601));
+    // The command dated the expiry by the real clock, after the server's clock was made (a
+    // second or two later on PostgreSQL: a fresh database, migrations, the command itself).
+    clock.advance(Duration::from_secs(3601) + started.elapsed());
     let r = call(&app, Method::GET, "/v2/apps/web/tags/list", Cred::Basic("brief", &secret)).await;
     assert_error(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
     let r = get_token(&app, Cred::Basic("brief", &secret), &["repository:apps/web:pull"]).await;
@@ -634,6 +641,11 @@ async fn token_list_shows_name_grants_and_expiry_but_never_the_secret() {
             let found = bytes.windows(s1.len()).any(|w| w == s1.as_bytes());
             assert!(!found, "secret stored in clear in {}", path.display());
         }
+    }
+    // On PostgreSQL the database is not a file of the data directory: its rows, then.
+    if let Some(rows) = app.postgres_rows().await {
+        assert!(rows.lines().any(|r| r.starts_with("robots: ") && r.contains("deploy")), "the robot's row:\n{rows}");
+        assert!(!rows.contains(&s1) && !rows.contains(&s2), "secret stored in clear in the database");
     }
 }
 

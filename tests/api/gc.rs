@@ -2,12 +2,12 @@
 //! manifest uses), dry run, the lock, upload leftovers, storage figures. Time is moved with a
 //! `ManualClock`, never slept. The stress run is in `gc_stress.rs`.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cairn::clock::ManualClock;
 use cairn::meta::EventFilter;
+use cairn::oci::{Digest, RepoName};
 use cairn::service::{GcOptions, GcReport};
 use reqwest::StatusCode;
 
@@ -30,23 +30,17 @@ async fn gc(app: &TestApp, dry_run: bool) -> GcReport {
     app.state.registry.collect_garbage(&GcOptions { grace: HOUR, dry_run }, |_| {}).await.unwrap()
 }
 
-/// Every stored object file under the blob directory.
-fn object_files(app: &TestApp) -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() { walk(&p, out) } else { out.push(p) }
-        }
-    }
-    let mut out = vec![];
-    walk(&app.dir.path().join("blobs"), &mut out);
-    out
+/// True if some stored object (a file of the blob directory, an object in the bucket) holds
+/// exactly `bytes`.
+async fn stored(app: &TestApp, bytes: &[u8]) -> bool {
+    app.objects().await.iter().any(|(_, b)| b == bytes)
 }
 
-/// True if some stored object holds exactly `bytes`.
-fn stored(app: &TestApp, bytes: &[u8]) -> bool {
-    object_files(app).iter().any(|p| std::fs::read(p).is_ok_and(|b| b == bytes))
+/// The blob's GC mark (`touched_at`) as the metadata store has it, in milliseconds.
+async fn mark_millis(app: &TestApp, repo: &str, d: &str) -> i64 {
+    let (repo, d) = (RepoName::parse(repo).unwrap(), Digest::parse(d).unwrap());
+    let (_, mark) = app.state.meta.blob_with_mark(&repo, &d).await.unwrap().expect("the blob is linked");
+    mark.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 async fn unlink(app: &TestApp, repo: &str, d: &str) {
@@ -65,11 +59,11 @@ async fn an_unlinked_blob_past_the_grace_is_collected_and_ledgered() {
     let bytes = random_bytes(3000);
     let d = app.push_blob("gc/a", &bytes).await;
     unlink(&app, "gc/a", &d).await;
-    assert!(stored(&app, &bytes));
+    assert!(stored(&app, &bytes).await);
     clock.advance(HOUR + MIN);
     let r = gc(&app, false).await;
     assert_eq!((r.blobs, r.bytes, r.digests.clone()), (1, 3000, vec![d.clone()]));
-    assert!(!stored(&app, &bytes), "its bytes are gone from the data directory");
+    assert!(!stored(&app, &bytes).await, "its bytes are gone from the store");
     assert_eq!(app.get(&format!("/v2/gc/a/blobs/{d}")).await.status(), StatusCode::NOT_FOUND);
     let filter = EventFilter { action: Some("gc.delete".into()), ..Default::default() };
     let events = app.state.meta.events(&filter, 10).await.unwrap();
@@ -91,10 +85,10 @@ async fn an_unlinked_blob_within_the_grace_is_kept() {
     clock.advance(59 * MIN);
     let r = gc(&app, false).await;
     assert_eq!(r.blobs, 0);
-    assert!(stored(&app, &bytes));
+    assert!(stored(&app, &bytes).await);
     clock.advance(2 * MIN);
     assert_eq!(gc(&app, false).await.blobs, 1);
-    assert!(!stored(&app, &bytes));
+    assert!(!stored(&app, &bytes).await);
 }
 
 #[tokio::test]
@@ -113,7 +107,7 @@ async fn a_blob_mounted_meanwhile_is_kept() {
     clock.advance(2 * HOUR);
     let r = gc(&app, false).await;
     assert_eq!((r.links, r.blobs), (0, 0), "linked in gc/c3, where a manifest uses it");
-    assert!(stored(&app, &bytes));
+    assert!(stored(&app, &bytes).await);
     assert_eq!(app.get(&format!("/v2/gc/c3/blobs/{d}")).await.bytes().await.unwrap().as_ref(), &bytes[..]);
 }
 
@@ -134,7 +128,7 @@ async fn the_deleting_transaction_checks_again() {
     tx.rollback().await.unwrap();
     let r = gc(&app, false).await;
     assert_eq!(r.blobs, 0);
-    assert!(stored(&app, &bytes));
+    assert!(stored(&app, &bytes).await);
 }
 
 fn clock_now(app: &TestApp) -> SystemTime {
@@ -149,12 +143,9 @@ async fn a_head_moves_the_mark_within_a_second() {
     assert_eq!(app.head(&format!("/v2/gc/h/blobs/{d}")).await.status(), StatusCode::OK);
     let expected = clock_now(&app).duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
     // The server's 1-second task writes the touch; wait for it (at most a few seconds).
-    let url = format!("sqlite://{}", app.dir.path().join("cairn.db").display());
-    let db = sqlx::SqlitePool::connect(&url).await.unwrap();
     let mut touched = 0i64;
     for _ in 0..40 {
-        touched =
-            sqlx::query_scalar("SELECT touched_at FROM blobs WHERE digest = ?").bind(&d).fetch_one(&db).await.unwrap();
+        touched = mark_millis(&app, "gc/h", &d).await;
         if touched == expected {
             break;
         }
@@ -167,10 +158,10 @@ async fn a_head_moves_the_mark_within_a_second() {
 async fn a_blob_a_manifest_uses_is_never_collected() {
     let (app, clock) = spawn_clocked().await;
     let (_, m) = app.push_image("gc/m", "v1").await;
-    let before = object_files(&app).len();
+    let before = app.object_keys().await.len();
     clock.advance(100 * HOUR);
     assert_eq!(gc(&app, false).await.blobs, 0);
-    assert_eq!(object_files(&app).len(), before);
+    assert_eq!(app.object_keys().await.len(), before);
     let body: serde_json::Value = app.get(&format!("/v2/gc/m/manifests/{m}")).await.json().await.unwrap();
     for d in std::iter::once(&body["config"]["digest"])
         .chain(body["layers"].as_array().unwrap().iter().map(|l| &l["digest"]))
@@ -191,7 +182,7 @@ async fn a_dry_run_deletes_nothing() {
     let r = gc(&app, true).await;
     assert!(r.dry_run);
     assert_eq!((r.blobs, r.bytes), (1, 2048));
-    assert!(stored(&app, &bytes), "nothing deleted");
+    assert!(stored(&app, &bytes).await, "nothing deleted");
     let filter = EventFilter { action: Some("gc.delete".into()), ..Default::default() };
     assert!(app.state.meta.events(&filter, 10).await.unwrap().is_empty(), "nothing ledgered");
     assert_eq!(gc(&app, false).await.blobs, 1);
@@ -209,7 +200,7 @@ async fn only_one_collector_at_a_time() {
     let r = gc(&app, false).await;
     assert!(r.busy);
     assert_eq!(r.blobs, 0);
-    assert!(stored(&app, &bytes));
+    assert!(stored(&app, &bytes).await);
     clock.advance(6 * MIN); // the other holder died: its lock expires
     let r = gc(&app, false).await;
     assert!(!r.busy);
@@ -222,14 +213,14 @@ async fn upload_leftovers_are_removed_from_what_the_database_knows() {
     let bytes = random_bytes(700);
     let loc = app.start_upload("gc/u").await;
     assert_eq!(app.patch_chunk(&loc, 0, &bytes).await.status(), StatusCode::ACCEPTED);
-    assert!(stored(&app, &bytes));
+    assert!(stored(&app, &bytes).await);
     // The session ends but its objects are left behind (as if the process died right after).
     let id = loc.trim_end_matches('/').rsplit('/').next().unwrap().split('?').next().unwrap().to_string();
     assert!(app.state.meta.delete_upload(&id, std::time::SystemTime::now()).await.unwrap().is_some());
-    assert!(stored(&app, &bytes));
+    assert!(stored(&app, &bytes).await);
     let r = gc(&app, false).await;
     assert!(r.uploads >= 1);
-    assert!(!stored(&app, &bytes), "the leftover segment is gone");
+    assert!(!stored(&app, &bytes).await, "the leftover segment is gone");
     assert!(app.state.meta.upload_garbage(10).await.unwrap().is_empty());
 }
 
@@ -254,11 +245,12 @@ async fn a_deleted_manifests_blobs_are_unlinked_and_freed_in_one_run_after_the_g
     let dry = gc(&app, true).await;
     assert_eq!((dry.links, dry.link_bytes, dry.blobs, dry.bytes), (2, bytes, 2, bytes), "dry run: {dry:?}");
     assert!(dry.unlinked.iter().all(|l| l.starts_with("gc/del@sha256:")), "{:?}", dry.unlinked);
-    assert!(blobs.iter().all(|(_, b)| stored(&app, b)), "a dry run deletes nothing");
+    let objects = app.objects().await;
+    assert!(blobs.iter().all(|(_, b)| objects.iter().any(|(_, o)| o == b)), "a dry run deletes nothing");
     let r = gc(&app, false).await;
     assert_eq!((r.links, r.blobs, r.bytes), (2, 2, bytes), "one run unlinks and frees: {r:?}");
     for (d, b) in &blobs {
-        assert!(!stored(&app, b), "{d}: bytes gone from the blob directory");
+        assert!(!stored(&app, b).await, "{d}: bytes gone from the store");
         assert_eq!(app.head(&format!("/v2/gc/del/blobs/{d}")).await.status(), StatusCode::NOT_FOUND);
     }
     let filter = EventFilter { action: Some("blob.unlink".into()), actor: Some("gc".into()), ..Default::default() };
@@ -285,7 +277,7 @@ async fn a_link_no_manifest_uses_is_kept_within_the_grace() {
     clock.advance(2 * MIN);
     let r = gc(&app, false).await;
     assert_eq!((r.links, r.blobs, r.bytes), (1, 1, 900));
-    assert!(!stored(&app, &bytes));
+    assert!(!stored(&app, &bytes).await);
     assert_eq!(r.unlinked, vec![format!("gc/wait@{d}")]);
 }
 
@@ -320,12 +312,8 @@ async fn a_head_close_to_the_grace_keeps_the_link_for_a_late_manifest() {
     for d in [&config, &layer] {
         assert_eq!(app.head(&format!("/v2/gc/late/blobs/{d}")).await.status(), StatusCode::OK);
     }
-    let url = format!("sqlite://{}", app.dir.path().join("cairn.db").display());
-    let db = sqlx::SqlitePool::connect(&url).await.unwrap();
     let expected = clock_now(&app).duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
-    let touched: i64 =
-        sqlx::query_scalar("SELECT touched_at FROM blobs WHERE digest = ?").bind(&layer).fetch_one(&db).await.unwrap();
-    assert_eq!(touched, expected, "written by the HEAD itself");
+    assert_eq!(mark_millis(&app, "gc/late", &layer).await, expected, "written by the HEAD itself");
     clock.advance(30 * MIN); // past the upload's grace, within the HEAD's
     let r = gc(&app, false).await;
     assert_eq!((r.links, r.blobs), (0, 0), "{r:?}");

@@ -4,23 +4,25 @@
 //! a `ManualClock` that a ticker keeps at the real rate while clients run, and that the test
 //! moves past the grace at the end instead of sleeping.
 //!
-//! Afterwards: no request failed (in particular no BLOB_UNKNOWN or MANIFEST_BLOB_UNKNOWN);
-//! every manifest that exists pulls complete, each blob byte-identical; after one more run
-//! past the grace, every blob no surviving manifest references is gone from the blob
-//! directory, every referenced one is there, and no upload leftover remains.
+//! Afterwards: no request failed (in particular no BLOB_UNKNOWN or MANIFEST_BLOB_UNKNOWN),
+//! except that an image whose push took longer than the grace (a busy machine; PostgreSQL +
+//! S3 on moto is slower) may rightly see its manifest refused: counted, and a failure only when
+//! more than a quarter of the images took that long; every manifest that exists pulls complete, each blob byte-identical; after one more run
+//! past the grace, every blob no surviving manifest references is gone from the store (blob
+//! directory or bucket), every referenced one is there, and no upload leftover remains.
 //!
-//! `CAIRN_STRESS_SCALE=N` multiplies the images each client pushes (default 1: at least 12
-//! each). A client keeps pushing past its images until one and a half graces have passed on
-//! the registry's clock, so that scheduled runs free blobs while clients push however fast
-//! the registry is (a fixed number of pushes could end before the first grace ran out).
+//! Each client pushes at least 12 images, and goes on pushing until a scheduled run has freed
+//! blobs (or a minute has passed): on a fast machine the 12 images take less than the grace,
+//! and a run that freed nothing while clients pushed would prove nothing about the overlap.
+//!
+//! `CAIRN_STRESS_SCALE=N` multiplies the images each client pushes at least (default 1: 12 each).
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use cairn::clock::{Clock as _, ManualClock};
+use cairn::clock::ManualClock;
 use cairn::meta::EventFilter;
 use cairn::service::GcOptions;
 use reqwest::StatusCode;
@@ -42,7 +44,12 @@ struct Record {
     live: Vec<(String, String, Vec<String>)>,
     /// Requests that did not get the answer a client expects, with the body.
     failures: Vec<String>,
+    /// Manifests refused with MANIFEST_BLOB_UNKNOWN after their image took longer than the
+    /// grace: its blobs may rightly be collected first (a slow machine, not a failure).
+    late: Vec<String>,
     pushes: u64,
+    /// Images every client began, past the minimum while it waited for a scheduled run to free.
+    attempts: u64,
     deleted_manifests: u64,
     deleted_tags: u64,
 }
@@ -92,14 +99,26 @@ async fn ensure_layer(app: &TestApp, rec: &Shared, repo: &str, from: &str, bytes
     rec.lock().unwrap().blobs.insert(d, bytes.to_vec());
 }
 
-/// Pushes at least `images` images, and more until the registry's clock reaches `until`.
-async fn client(app: Arc<TestApp>, rec: Shared, shared: Arc<Vec<Vec<u8>>>, c: usize, images: usize, until: SystemTime) {
+/// How long clients go on pushing past their minimum while no scheduled run has freed blobs.
+const KEEP_PUSHING_AT_MOST: Duration = Duration::from_secs(60);
+
+async fn client(
+    app: Arc<TestApp>,
+    rec: Shared,
+    shared: Arc<Vec<Vec<u8>>>,
+    c: usize,
+    images: usize,
+    freed: Arc<AtomicBool>,
+) {
     let repo = format!("stress/c{c}");
     let from = format!("stress/c{}", (c + 1) % CLIENTS);
+    let started = Instant::now();
     for i in 0.. {
-        if i >= images && app.state.registry.clock().now() >= until {
+        if i >= images && (freed.load(Ordering::Relaxed) || started.elapsed() > KEEP_PUSHING_AT_MOST) {
             break;
         }
+        rec.lock().unwrap().attempts += 1;
+        let began = app.state.registry.clock().now();
         let config = format!("{{\"client\":{c},\"image\":{i},\"n\":\"{}\"}}", uniq()).into_bytes();
         let own = random_bytes(1024 + (i * 97 + c * 31) % 2048);
         upload(&app, &rec, &repo, &config).await;
@@ -124,7 +143,16 @@ async fn client(app: Arc<TestApp>, rec: Shared, shared: Arc<Vec<Vec<u8>>>, c: us
         let tag = format!("t{i}");
         let r = app.put_manifest(&repo, &tag, OCI_MANIFEST, &m).await;
         if r.status() != StatusCode::CREATED {
-            fail(&rec, format!("PUT manifest {repo}:{tag}: {} {}", r.status(), r.text().await.unwrap_or_default()));
+            // Blobs uploaded, mounted or checked longer than the grace before their manifest
+            // may be collected first (DESIGN §6): only within the grace is a refusal a failure.
+            let took = app.state.registry.clock().now().duration_since(began).unwrap_or_default();
+            let (status, body) = (r.status(), r.text().await.unwrap_or_default());
+            let what =
+                format!("PUT manifest {repo}:{tag}, {:.1}s after its first blob: {status} {body}", took.as_secs_f64());
+            match took > GRACE && body.contains("MANIFEST_BLOB_UNKNOWN") {
+                true => rec.lock().unwrap().late.push(what),
+                false => fail(&rec, what),
+            }
             continue;
         }
         let mut blobs = vec![cd];
@@ -154,23 +182,11 @@ async fn client(app: Arc<TestApp>, rec: Shared, shared: Arc<Vec<Vec<u8>>>, c: us
     }
 }
 
-/// sha256 of every file under `dir`, and how many there are.
-fn stored_digests(dir: &Path) -> (HashSet<String>, usize) {
-    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() { walk(&p, out) } else { out.push(p) }
-        }
-    }
-    let mut files = vec![];
-    walk(dir, &mut files);
-    let set = files
-        .iter()
-        .filter_map(|p| std::fs::read(p).ok())
-        .map(|b| format!("sha256:{}", hex::encode(Sha256::digest(&b))))
-        .collect();
-    (set, files.len())
+/// sha256 of every stored object (blob directory or bucket), and how many there are.
+async fn stored_digests(app: &TestApp) -> (HashSet<String>, usize) {
+    let objects = app.objects().await;
+    let set = objects.iter().map(|(_, b)| format!("sha256:{}", hex::encode(Sha256::digest(b)))).collect();
+    (set, objects.len())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -202,23 +218,47 @@ async fn stress_shared_layers_pushes_and_deletes_while_gc_runs_every_100ms() {
     let images = IMAGES_PER_CLIENT * scale();
     let shared: Arc<Vec<Vec<u8>>> = Arc::new((0..SHARED).map(|_| random_bytes(8192)).collect());
     let rec: Shared = Arc::default();
-    let until = clock.now() + GRACE * 3 / 2;
+    // Watches the ledger for a scheduled run that freed blobs.
+    let freed = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (app, freed, running) = (app.clone(), freed.clone(), running.clone());
+        tokio::spawn(async move {
+            let filter = EventFilter { action: Some("gc.delete".into()), ..Default::default() };
+            while running.load(Ordering::Relaxed) && !freed.load(Ordering::Relaxed) {
+                let events = app.state.meta.events(&filter, 1_000).await.unwrap();
+                if events.iter().any(|e| e.detail["blobs"].as_u64().unwrap_or(0) > 0) {
+                    freed.store(true, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
     let mut clients = vec![];
     for c in 0..CLIENTS {
-        clients.push(tokio::spawn(client(app.clone(), rec.clone(), shared.clone(), c, images, until)));
+        clients.push(tokio::spawn(client(app.clone(), rec.clone(), shared.clone(), c, images, freed.clone())));
     }
     for c in clients {
         c.await.unwrap();
     }
     running.store(false, Ordering::Relaxed);
     ticker.await.unwrap();
+    watcher.await.unwrap();
     let pushing = started.elapsed();
 
     let rec = Arc::try_unwrap(rec).ok().unwrap().into_inner().unwrap();
     let unknown: Vec<&String> = rec.failures.iter().filter(|f| f.contains("BLOB_UNKNOWN")).collect();
     assert!(unknown.is_empty(), "{} pushes met BLOB_UNKNOWN / MANIFEST_BLOB_UNKNOWN: {unknown:#?}", unknown.len());
     assert!(rec.failures.is_empty(), "failed requests: {:#?}", rec.failures);
-    assert!(rec.pushes as usize >= CLIENTS * images, "{} pushes", rec.pushes);
+    assert!(rec.attempts as usize >= CLIENTS * images);
+    assert_eq!(rec.pushes + rec.late.len() as u64, rec.attempts);
+    assert!(
+        rec.late.len() as u64 * 4 <= rec.attempts,
+        "{} of {} images took longer than the grace ({GRACE:?}) to push, too many for this test to mean much (a \
+         machine too busy?): {:#?}",
+        rec.late.len(),
+        rec.attempts,
+        rec.late
+    );
 
     // Every manifest that exists pulls complete, each blob byte-identical.
     for (repo, md, blobs) in &rec.live {
@@ -242,11 +282,11 @@ async fn stress_shared_layers_pushes_and_deletes_while_gc_runs_every_100ms() {
         tokio::time::sleep(Duration::from_millis(20)).await; // the scheduled run holds the lock
     };
     let referenced: HashSet<&String> = rec.live.iter().flat_map(|(_, _, b)| b).collect();
-    let (on_disk, files) = stored_digests(&app.dir.path().join("blobs"));
+    let (on_disk, files) = stored_digests(&app).await;
     for d in rec.blobs.keys() {
         match referenced.contains(d) {
-            true => assert!(on_disk.contains(d), "referenced blob {d} is missing from the blob directory"),
-            false => assert!(!on_disk.contains(d), "unreferenced blob {d} is still in the blob directory"),
+            true => assert!(on_disk.contains(d), "referenced blob {d} is missing from the store"),
+            false => assert!(!on_disk.contains(d), "unreferenced blob {d} is still in the store"),
         }
     }
     assert_eq!(files, referenced.len(), "one object per referenced blob, no upload leftovers");
@@ -264,14 +304,20 @@ async fn stress_shared_layers_pushes_and_deletes_while_gc_runs_every_100ms() {
         .unwrap();
     let freed_blobs: u64 = deletes.iter().map(|e| e.detail["blobs"].as_u64().unwrap_or(0)).sum();
     let freed_bytes: u64 = deletes.iter().map(|e| e.detail["bytes"].as_u64().unwrap_or(0)).sum();
-    assert!(freed_blobs > last.blobs, "the scheduled runs freed blobs while clients pushed");
+    assert!(
+        freed_blobs > last.blobs,
+        "no scheduled run freed blobs while clients pushed ({:.1}s, {} images)",
+        pushing.as_secs_f64(),
+        rec.attempts
+    );
     println!(
-        "gc stress: scale {} — {} clients, {} pushes, {} manifests and {} tags deleted, {} blobs pushed, {} live \
+        "gc stress: scale {} — {} clients, {} pushes ({} more refused after taking longer than the grace), {} manifests and {} tags deleted, {} blobs pushed, {} live \
          manifests; {:.1}s of pushing; GC unlinked {} links and freed {} blobs ({} bytes) in {} deleting \
          transactions, {} blobs ({} bytes) of them in the final run; {} objects remain; {:.1}s in all",
         scale(),
         CLIENTS,
         rec.pushes,
+        rec.late.len(),
         rec.deleted_manifests,
         rec.deleted_tags,
         rec.blobs.len(),

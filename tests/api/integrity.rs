@@ -161,20 +161,24 @@ async fn refused_deletes_are_405_with_the_reason_and_change_nothing() {
 
 #[tokio::test]
 async fn the_schema_refuses_to_orphan_a_reference() {
-    use sqlx::ConnectOptions;
+    use sqlx::{ConnectOptions, Connection};
     let app = spawn_app().await;
     let (m, d) = app.push_image("schema/app", "v1").await;
     let layer = blobs_of(&m)[1].clone();
-    // Another code path (a future GC, an admin with sqlite3) deleting rows directly.
-    let url = format!("sqlite://{}", app.dir.path().join("cairn.db").display());
-    let mut conn =
-        url.parse::<sqlx::sqlite::SqliteConnectOptions>().unwrap().foreign_keys(true).connect().await.unwrap();
-    let e = sqlx::query("DELETE FROM repo_blobs WHERE repo = 'schema/app' AND digest = ?")
-        .bind(&layer)
-        .execute(&mut conn)
-        .await
-        .expect_err("a referenced blob link must not be deletable");
-    assert!(e.to_string().contains("FOREIGN KEY"), "{e}");
+    // Another code path (a future GC, an admin with sqlite3 or psql) deleting rows directly.
+    let url = app.state.config.database_url();
+    let sql = "DELETE FROM repo_blobs WHERE repo = 'schema/app' AND digest = $1";
+    let deleted = if url.starts_with("postgres") {
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query(sql).bind(&layer).execute(&mut conn).await.map(|_| ())
+    } else {
+        let options = url.parse::<sqlx::sqlite::SqliteConnectOptions>().unwrap();
+        let mut conn = options.foreign_keys(true).connect().await.unwrap();
+        sqlx::query(sql).bind(&layer).execute(&mut conn).await.map(|_| ())
+    };
+    let e = deleted.expect_err("a referenced blob link must not be deletable");
+    // SQLite: "FOREIGN KEY constraint failed"; PostgreSQL: "... violates foreign key constraint ...".
+    assert!(e.to_string().to_lowercase().contains("foreign key"), "{e}");
     assert_eq!(app.get(&format!("/v2/schema/app/blobs/{layer}")).await.status(), StatusCode::OK);
     let _ = d;
 }

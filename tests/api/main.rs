@@ -5,7 +5,10 @@
 mod audit_api;
 mod auth;
 mod auth_tokens;
+#[path = "../common/backend.rs"]
+mod backend;
 mod blobs;
+mod compose;
 mod connections;
 mod errors;
 mod gc;

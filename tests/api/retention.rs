@@ -300,6 +300,38 @@ async fn apply_re_checks_each_deletion_against_the_state_now() {
     assert_eq!(pull(&app, &repo, &b).await.0, StatusCode::NOT_FOUND);
 }
 
+/// Scheduled retention shares the GC lock: while another node (or collector) holds it, a
+/// scheduled run does nothing and says so; once it is free, the run applies the policies.
+#[tokio::test]
+async fn scheduled_retention_waits_for_the_maintenance_lock() {
+    let (app, clock) = spawn_clocked(|c| {
+        c.immutability.rules = vec![rule(None, "**", &["*"], Mode::Mutable)];
+        let mut p = policy("**");
+        p.keep_last = Some(1);
+        p.rollback_window = Some(0);
+        c.retention.policies = vec![p];
+    })
+    .await;
+    let repo = format!("sched{}", uniq());
+    app.push_image(&repo, "a").await;
+    clock.advance(DAY);
+    app.push_image(&repo, "b").await;
+    // A holder on another node: not a process of this machine, so never taken over early.
+    let other = "other-node/-/1/lock";
+    let now = clock.now();
+    assert!(app.state.meta.gc_lock(other, now, now + DAY).await.unwrap());
+    let skipped = app.state.registry.scheduled_retention().await.unwrap();
+    assert!(skipped.is_none(), "ran while another node held the lock: {skipped:?}");
+    assert_eq!(app.tags(&repo).await.len(), 2, "nothing deleted while skipped");
+    app.state.meta.gc_unlock(other).await.unwrap();
+    let ran = app.state.registry.scheduled_retention().await.unwrap().expect("ran once the lock was free");
+    assert_eq!(ran.tags_deleted, 1, "{ran:?}");
+    assert_eq!(app.tags(&repo).await, vec!["b".to_string()]);
+    // The run released the lock: a collector can take it at once.
+    let r = app.state.registry.collect_garbage(&cairn::service::GcOptions { grace: DAY, dry_run: false }, |_| {}).await;
+    assert!(!r.unwrap().busy, "the lock stayed held after the scheduled run");
+}
+
 const USERS: &str = r#"
 [[auth.users]]
 name = "root"

@@ -7,9 +7,16 @@
 //! `TEST_DATABASE_URL` every test is reported as ignored, with the reason, never as passed;
 //! under `CI=true` they fail instead.
 
+mod copy;
 mod db;
 mod server;
 mod store;
+
+// The real binary's copy scenario, shared with tests/process (see copy.rs).
+#[path = "../process/copy.rs"]
+mod process_copy;
+#[path = "../process/support.rs"]
+mod support;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -48,7 +55,7 @@ fn main() {
                `postgresql`); `scripts/test` starts a throwaway cluster and sets it";
     let ci = in_ci();
     let mut trials = Vec::new();
-    for (module, tests) in [("store", store::TESTS), ("server", server::TESTS)] {
+    for (module, tests) in [("store", store::TESTS), ("server", server::TESTS), ("copy", copy::TESTS)] {
         for t in tests {
             let name = format!("{module}::{}", t.name);
             let run = t.run;

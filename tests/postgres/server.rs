@@ -13,6 +13,7 @@ use crate::{PgTest, block_on};
 pub const TESTS: &[PgTest] = &[
     PgTest { name: "push_and_pull_an_image", run: push_and_pull_an_image },
     PgTest { name: "two_nodes_race_an_immutable_tag", run: two_nodes_race_an_immutable_tag },
+    PgTest { name: "two_nodes_share_their_signing_keys", run: two_nodes_share_their_signing_keys },
 ];
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -26,6 +27,25 @@ struct Node {
 
 /// A server on `database`, its blobs under `blobs`.
 async fn node(database: &str, blobs: &std::path::Path) -> Node {
+    node_with_clock(database, blobs, std::sync::Arc::new(cairn::clock::SystemClock)).await
+}
+
+/// Like [`node`], its registry asking `clock` for the time.
+async fn node_with_clock(
+    database: &str,
+    blobs: &std::path::Path,
+    clock: std::sync::Arc<dyn cairn::clock::Clock>,
+) -> Node {
+    node_with(database, blobs, clock, |_| {}).await
+}
+
+/// Like [`node_with_clock`], the config changed by `tweak` last.
+async fn node_with(
+    database: &str,
+    blobs: &std::path::Path,
+    clock: std::sync::Arc<dyn cairn::clock::Clock>,
+    tweak: impl FnOnce(&mut Config),
+) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::for_dir(dir.path());
     config.database.url = Some(database.to_string());
@@ -36,7 +56,8 @@ async fn node(database: &str, blobs: &std::path::Path) -> Node {
         tags: vec!["prod".into()],
         mode: cairn::policy::Mode::Mutable,
     }];
-    let state = AppState::from_config(config).await.unwrap();
+    tweak(&mut config);
+    let state = AppState::from_config_with_clock(config, clock).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -71,6 +92,10 @@ impl Node {
             .send()
             .await
             .unwrap()
+    }
+
+    async fn head(&self, path: &str) -> reqwest::Response {
+        self.http.head(format!("{}{path}", self.base)).send().await.unwrap()
     }
 
     async fn get(&self, path: &str) -> reqwest::Response {
@@ -125,7 +150,14 @@ fn two_nodes_race_an_immutable_tag(admin: &str) {
     block_on(async {
         let db = TempDb::create(admin).await;
         let blobs = tempfile::tempdir().unwrap();
-        let (a, b) = (node(&db.url, blobs.path()).await, node(&db.url, blobs.path()).await);
+        // A clock that never moves: no cached entry expires, so only the change feed (LISTEN/
+        // NOTIFY) can make a node see the other's write.
+        let frozen: std::sync::Arc<dyn cairn::clock::Clock> =
+            std::sync::Arc::new(cairn::clock::ManualClock::new(std::time::SystemTime::now()));
+        let (a, b) = (
+            node_with_clock(&db.url, blobs.path(), frozen.clone()).await,
+            node_with_clock(&db.url, blobs.path(), frozen).await,
+        );
         let config = br#"{"architecture":"amd64","os":"linux"}"#;
         let cd = a.push_blob("race/app", config).await;
         let la = a.push_blob("race/app", b"layer of a").await;
@@ -150,16 +182,111 @@ fn two_nodes_race_an_immutable_tag(admin: &str) {
                 assert_eq!(r.headers()["docker-content-digest"].to_str().unwrap(), digest(winner), "{tag}");
             }
         }
-        // A mutable tag moved on one node is seen on the other at once (each node read it
-        // before the move, so a per-node cache would serve the old digest).
-        for (writer, m) in [(&a, &ma), (&b, &mb), (&a, &ma), (&b, &mb)] {
-            assert_eq!(writer.put_manifest("race/app", "prod", m).await.status(), StatusCode::CREATED);
+        // A mutable tag moved on one node is seen on the other at once: each node read it
+        // (and cached it) before the move, and the clock is frozen, so only the change feed
+        // drops the other node's entry. The writer sees its own write at once; the other node
+        // within the delivery of one notification (polled every ms, failed past 1 s, the
+        // longest a stale digest may be served).
+        let mut slowest = std::time::Duration::ZERO;
+        for (writer, m) in [(&a, &ma), (&b, &mb), (&a, &ma), (&b, &mb), (&a, &ma), (&b, &mb)] {
             for n in [&a, &b] {
-                let r = n.get("/v2/race/app/manifests/prod").await;
-                assert_eq!(r.headers()["docker-content-digest"].to_str().unwrap(), digest(m), "prod after a move");
+                let r = n.head("/v2/race/app/manifests/prod").await;
+                assert!(r.status() == StatusCode::OK || r.status() == StatusCode::NOT_FOUND, "{}", r.status());
             }
+            assert_eq!(writer.put_manifest("race/app", "prod", m).await.status(), StatusCode::CREATED);
+            let r = writer.head("/v2/race/app/manifests/prod").await;
+            assert_eq!(r.headers()["docker-content-digest"].to_str().unwrap(), digest(m), "prod on its writer");
+            let other = if std::ptr::eq(writer, &a) { &b } else { &a };
+            let start = std::time::Instant::now();
+            loop {
+                let r = other.head("/v2/race/app/manifests/prod").await;
+                if r.headers()["docker-content-digest"].to_str().unwrap() == digest(m) {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < std::time::Duration::from_secs(1),
+                    "the other node served the old prod for 1 s"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            slowest = slowest.max(start.elapsed());
         }
+        eprintln!("slowest cross-node invalidation: {slowest:?}");
         let events: Value = a.get("/api/v1/audit/events?limit=1000").await.json().await.unwrap();
         assert!(events.is_object() || events.is_array(), "{events}");
+    });
+}
+
+/// Two nodes with data directories of their own and no key file configured sign with the
+/// keys the database holds: a token one node issued is accepted by the other, both publish
+/// the same checkpoint public key, and a third node started later gets the same keys.
+fn two_nodes_share_their_signing_keys(admin: &str) {
+    block_on(async {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let db = TempDb::create(admin).await;
+        let blobs = tempfile::tempdir().unwrap();
+        let params = argon2::Params::new(8, 1, 1, None).unwrap();
+        let a2 = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let hash = a2.hash_password(b"pw", &SaltString::encode_b64(b"cairn-pg-tests").unwrap()).unwrap().to_string();
+        let users = move |c: &mut Config| {
+            c.auth.users = vec![cairn::config::UserConfig {
+                name: "root".into(),
+                password_hash: hash.clone(),
+                roles: vec!["admin".into()],
+            }];
+        };
+        let clock = || -> std::sync::Arc<dyn cairn::clock::Clock> { std::sync::Arc::new(cairn::clock::SystemClock) };
+        let (a, b) = tokio::join!(
+            node_with(&db.url, blobs.path(), clock(), users.clone()),
+            node_with(&db.url, blobs.path(), clock(), users.clone())
+        );
+        let token = |n: &Node| {
+            let req = n
+                .http
+                .get(format!("{}/token?service=cairn&scope=repository:keys/app:pull,push", n.base))
+                .basic_auth("root", Some("pw"));
+            async move {
+                let r = req.send().await.unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+                let v: Value = r.json().await.unwrap();
+                v["token"].as_str().unwrap().to_string()
+            }
+        };
+        for (issuer, other) in [(&a, &b), (&b, &a)] {
+            let t = token(issuer).await;
+            let r =
+                other.http.get(format!("{}/v2/keys/app/tags/list", other.base)).bearer_auth(&t).send().await.unwrap();
+            // 404 NAME_UNKNOWN: the token was accepted, and the repository does not exist.
+            assert_eq!(
+                r.status(),
+                StatusCode::NOT_FOUND,
+                "a token of one node on the other: {}",
+                r.text().await.unwrap()
+            );
+            let r = other
+                .http
+                .get(format!("{}/v2/keys/app/tags/list", other.base))
+                .bearer_auth("x.y.z")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "a bad token is still refused");
+        }
+        let key = |n: &Node| {
+            let req = n.http.get(format!("{}/api/v1/audit/public-key", n.base)).basic_auth("root", Some("pw"));
+            async move {
+                let r = req.send().await.unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+                r.text().await.unwrap()
+            }
+        };
+        let (ka, kb) = (key(&a).await, key(&b).await);
+        assert!(ka.contains("PUBLIC KEY"), "{ka}");
+        assert_eq!(ka, kb, "both nodes sign checkpoints with one key");
+        let c = node_with(&db.url, blobs.path(), clock(), users).await;
+        assert_eq!(key(&c).await, ka, "a node started later");
+        let t = token(&c).await;
+        let r = a.http.get(format!("{}/v2/keys/app/tags/list", a.base)).bearer_auth(&t).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
     });
 }

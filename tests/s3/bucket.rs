@@ -7,23 +7,23 @@ use cairn::blob::{BlobStore, S3Settings};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 
+#[path = "../common/backend.rs"]
+pub mod backend;
+
 /// A fresh, empty bucket on the server at `endpoint`.
 pub struct TempBucket {
     pub settings: S3Settings,
 }
 
 impl TempBucket {
-    /// Creates a bucket with a unique name (an unsigned `PUT /<bucket>`, which moto accepts).
+    /// Creates a bucket with a unique name (tests/common/backend.rs).
     pub async fn create(endpoint: &str) -> TempBucket {
-        let name = format!("cairn-test-{}", uuid::Uuid::new_v4().simple());
-        let r = reqwest::Client::new().put(format!("{endpoint}/{name}")).send().await.unwrap();
-        assert!(r.status().is_success(), "cannot create bucket {name} at {endpoint}: {}", r.status());
         let settings = S3Settings {
-            bucket: name,
-            region: Some("us-east-1".into()),
+            bucket: backend::create_bucket(endpoint).await,
+            region: Some(backend::S3_REGION.into()),
             endpoint: Some(endpoint.to_string()),
             path_style: true,
-            keys: Some(("cairn-test".into(), "cairn-test-secret".into())),
+            keys: Some((backend::S3_ACCESS_KEY_ID.into(), backend::S3_SECRET_ACCESS_KEY.into())),
         };
         TempBucket { settings }
     }
@@ -40,7 +40,7 @@ impl TempBucket {
         let store: Arc<dyn ObjectStore> = Arc::new(
             object_store::aws::AmazonS3Builder::new()
                 .with_bucket_name(&s.bucket)
-                .with_region("us-east-1")
+                .with_region(backend::S3_REGION)
                 .with_endpoint(s.endpoint.clone().unwrap())
                 .with_allow_http(true)
                 .with_virtual_hosted_style_request(false)

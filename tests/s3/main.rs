@@ -1,5 +1,7 @@
 //! Cairn on S3: the `BlobStore` contract suite and an in-process server storing its blobs in a
-//! bucket (pushes, pulls, a cancelled upload, GC), against a real S3-compatible server.
+//! bucket (pushes, pulls, one object per blob, a cancelled upload, GC), pulls redirected to
+//! presigned URLs (`redirect.rs`) and real clients following them (`clients.rs`), against a
+//! real S3-compatible server.
 //!
 //! Needs one: `TEST_S3_ENDPOINT` is its URL (`scripts/test` starts `moto_server` and sets it;
 //! any credentials and region are accepted there). Every test makes a bucket of its own. Its
@@ -7,6 +9,8 @@
 //! reported as ignored, with the reason, never as passed; under `CI=true` they fail instead.
 
 mod bucket;
+mod clients;
+mod redirect;
 mod server;
 mod store;
 
@@ -47,7 +51,13 @@ fn main() {
                `moto[server]`); `scripts/test` starts moto_server and sets it";
     let ci = in_ci();
     let mut trials = Vec::new();
-    for (module, tests) in [("store", store::TESTS), ("server", server::TESTS)] {
+    let modules = [
+        ("store", store::TESTS),
+        ("server", server::TESTS),
+        ("redirect", redirect::TESTS),
+        ("clients", clients::TESTS),
+    ];
+    for (module, tests) in modules {
         for t in tests {
             let name = format!("{module}::{}", t.name);
             let run = t.run;

@@ -9,7 +9,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cairn_conformance::Registry;
 use serde_json::{Value, json};
 
 use crate::harness::{ClientTest, Need, note};
@@ -82,7 +81,7 @@ pub(crate) fn saved(reference: &str, dir: &Path) -> (Vec<u8>, Vec<Vec<u8>>) {
 }
 
 fn docker_push_pull_round_trip() {
-    let reg = Registry::get();
+    let reg = registry();
     let tmp = tempdir("docker");
     let t = tmp.path();
     let suffix = unique_suffix();

@@ -14,6 +14,10 @@
 //!   names another registry; run anyway (`--include-ignored`), it starts a Cairn of its own;
 //! - it needs the referrers API and the registry at `CONFORMANCE_URL` has none.
 //!
+//! Every test fails, with the reason, when `TEST_BACKEND` asks for a backend this run cannot
+//! give (`postgres-s3` without `TEST_DATABASE_URL` or `TEST_S3_ENDPOINT`): never a silent
+//! fall-back to SQLite.
+//!
 //! Like the built-in harness, what a test prints through [`note`] (every client command it
 //! ran, with its time and exit status) and the message it panics with are held back and shown
 //! only when it fails (all shown live with `--nocapture`, kept and shown for passing tests
@@ -285,6 +289,19 @@ pub fn main(modules: &[(&str, &[ClientTest])]) -> ! {
     let ci = in_ci();
     hold_back_panics();
 
+    let backend = crate::backend::Backend::from_env();
+    match &backend {
+        Ok(b) if !args.list && *b != crate::backend::Backend::SqliteFs => {
+            eprintln!(
+                "[clients] {}={}: every Cairn started here gets a database and a bucket of its own",
+                crate::backend::BACKEND_VAR,
+                b.name()
+            )
+        }
+        _ => {}
+    }
+    let backend_problem = backend.err();
+
     let needed: Vec<Need> = modules.iter().flat_map(|(_, tests)| tests.iter().flat_map(|t| t.needs)).copied().collect();
     let machine = Machine::survey(&needed);
 
@@ -300,7 +317,11 @@ pub fn main(modules: &[(&str, &[ClientTest])]) -> ! {
                 why.extend(not_installed.iter().cloned());
             }
             let body = test.run;
+            let backend_problem = backend_problem.clone();
             let runner = move || {
+                if let Some(why) = backend_problem {
+                    return Err(Failed::from(why));
+                }
                 if !not_installed.is_empty() {
                     let ci_note = if ci {
                         "\n(CI=true: a missing client is a failure, not a skip; `.ci/run` installs them through `scripts/test`)"

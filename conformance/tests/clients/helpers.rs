@@ -3,6 +3,12 @@
 //! names, random file content, and reading back what the registry holds over plain HTTP so
 //! that every blob can be hashed against its digest. Whether a client is installed at all is
 //! the harness's business (`harness.rs`), decided before a test starts.
+//!
+//! Every Cairn started here runs on the backend `TEST_BACKEND` names (tests/common/backend.rs
+//! at the workspace's top): SQLite + filesystem in its data directory by default; with
+//! `postgres-s3`, a fresh database on `TEST_DATABASE_URL` and a fresh bucket on
+//! `TEST_S3_ENDPOINT` each, given as `CAIRN_*` variables, or appended to the config file of a
+//! [`ConfiguredCairn`] (so that the `cairn` commands run with that file use them too).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -15,6 +21,7 @@ use rand::Rng;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::backend::{Backend, PgS3};
 use crate::harness::{external_registry, note};
 
 /// Every manifest media type the real clients push.
@@ -448,6 +455,40 @@ pub fn tempdir(prefix: &str) -> tempfile::TempDir {
     dir
 }
 
+/// The registry under test: `CONFORMANCE_URL`, else a fresh Cairn on this run's backend.
+pub fn registry() -> Registry {
+    if external_registry().is_some() {
+        return Registry::get();
+    }
+    let server = start_cairn();
+    Registry { base: server.base.clone(), host: server.host.clone(), server: Some(server) }
+}
+
+/// A fresh database and bucket when this run's backend is PostgreSQL + S3.
+fn fresh_pg_s3() -> Option<PgS3> {
+    match Backend::current() {
+        Backend::SqliteFs => None,
+        Backend::PostgresS3 { admin_url, s3_endpoint } => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            let made = rt.block_on(PgS3::create(admin_url, s3_endpoint, None));
+            note(format!("Cairn on PostgreSQL + S3: database {}, bucket {}", made.db.url, made.bucket));
+            Some(made)
+        }
+    }
+}
+
+/// A fresh `cairn serve` on this run's backend, on a data directory of its own.
+fn start_cairn() -> cairn_conformance::Server {
+    let Some(pg_s3) = fresh_pg_s3() else { return cairn_conformance::Server::start() };
+    let tmp = tempdir("cairn");
+    let env = pg_s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut server = cairn_conformance::Server::start_in(tmp.path(), &[], &env);
+    server.keep_alive(pg_s3);
+    server.keep_alive(tmp);
+    server
+}
+
 /// The registry for a check of Cairn's own behaviour (DESIGN §4: immutable tags, tag history;
 /// the harness lists such tests with [`Need::Cairn`](crate::harness::Need::Cairn)): always a
 /// fresh Cairn. Such a test is ignored when `CONFORMANCE_URL` names another registry; run
@@ -456,7 +497,7 @@ pub fn cairn_only(what: &str) -> Registry {
     if let Some(url) = external_registry() {
         note(format!("CONFORMANCE_URL={url} is not Cairn; {what} is Cairn's behaviour: checking a Cairn started here"));
     }
-    let server = cairn_conformance::Server::start();
+    let server = start_cairn();
     Registry { base: server.base.clone(), host: server.host.clone(), server: Some(server) }
 }
 
@@ -481,10 +522,15 @@ pub fn cairn_with_config(config: &str, what: &str) -> ConfiguredCairn {
     }
     let tmp = tempdir("cairn");
     let file = tmp.path().join("cairn.toml");
-    write_file(&file, config.as_bytes());
+    let pg_s3 = fresh_pg_s3();
+    let backend = pg_s3.as_ref().map(PgS3::toml).unwrap_or_default();
+    write_file(&file, format!("{config}{backend}").as_bytes());
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).expect("data dir");
-    let server = cairn_conformance::Server::start_in(&data, &["--config", file.to_str().expect("utf-8 path")], &[]);
+    let mut server = cairn_conformance::Server::start_in(&data, &["--config", file.to_str().expect("utf-8 path")], &[]);
+    if let Some(pg_s3) = pg_s3 {
+        server.keep_alive(pg_s3);
+    }
     let reg = Registry { base: server.base.clone(), host: server.host.clone(), server: Some(server) };
     ConfiguredCairn { reg, config: file, data_dir: data, _tmp: tmp }
 }

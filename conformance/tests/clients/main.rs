@@ -20,9 +20,15 @@
 //! a missing client fails instead. `scripts/test` installs the clients and starts dockerd.
 //! Every test is listed in its module's `TESTS`.
 //!
+//! Every Cairn started here runs on SQLite + filesystem, or with `TEST_BACKEND=postgres-s3` on
+//! a fresh PostgreSQL database and S3 bucket each (`helpers.rs`); `scripts/test` runs the
+//! suite both ways.
+//!
 //! Set `CLIENTS_KEEP_TMP=1` to keep each test's working directory for a look afterwards.
 
 mod auth;
+#[path = "../../../tests/common/backend.rs"]
+mod backend;
 mod docker;
 mod harness;
 mod helpers;

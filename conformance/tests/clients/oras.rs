@@ -112,7 +112,7 @@ fn pull(reg: &Registry, work: &Path, target: &str, outdir: &Path) -> Vec<String>
 }
 
 fn oras_artifact_round_trip() {
-    let reg = Registry::get();
+    let reg = registry();
     let tmp = tempdir("oras");
     let t = tmp.path();
     let repo = unique_repo("oras");
@@ -170,7 +170,7 @@ fn oras_artifact_round_trip() {
 
 /// A [`Need::ReferrersApi`] test: ignored for a registry at `CONFORMANCE_URL` without it.
 fn oras_referrers_are_listed() {
-    let reg = Registry::get();
+    let reg = registry();
     let tmp = tempdir("oras-ref");
     let t = tmp.path();
     let repo = unique_repo("oras-ref");

@@ -8,7 +8,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use cairn_conformance::Registry;
 use serde_json::Value;
 
 use crate::harness::{ClientTest, Need};
@@ -90,7 +89,7 @@ fn diff_id_of(blob: &[u8], dir: &Path) -> String {
 }
 
 fn podman_push_pull_round_trip() {
-    let reg = Registry::get();
+    let reg = registry();
     let tmp = tempdir("podman");
     let t = tmp.path();
     let store = t.join("store");
@@ -318,7 +317,7 @@ fn podman_oci_index_pushed_twice_to_an_immutable_tag() {
 }
 
 fn podman_manifest_list_round_trip() {
-    let reg = Registry::get();
+    let reg = registry();
     let tmp = tempdir("podman-list");
     let t = tmp.path();
     let store = t.join("store");

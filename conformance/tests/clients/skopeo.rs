@@ -113,7 +113,7 @@ fn remote_blobs(reg: &Registry, repo: &str, reference: &str) -> (String, BTreeMa
 }
 
 fn skopeo_oci_layout_round_trip() {
-    let reg = Registry::get();
+    let reg = registry();
     let tmp = tempdir("skopeo");
     let t = tmp.path();
     let repo = unique_repo("skopeo");
@@ -136,7 +136,7 @@ fn skopeo_oci_layout_round_trip() {
 }
 
 fn skopeo_copy_between_repositories_mounts_blobs() {
-    let reg = Registry::get();
+    let reg = registry();
     let tmp = tempdir("skopeo-mount");
     let t = tmp.path();
     let repo_a = unique_repo("skopeo-a");

@@ -1,4 +1,7 @@
-//! end-2/end-3/end-10: blob GET and HEAD (with `Range`) and DELETE.
+//! end-2/end-3/end-10: blob GET and HEAD (with `Range`) and DELETE. With `[storage]
+//! redirect` on (S3), a GET without `Range` answers `307 Temporary Redirect` to a presigned
+//! URL of the blob's object, after the same access check as any pull; HEAD and ranged GETs
+//! are always answered by Cairn itself.
 
 use axum::body::Body;
 use axum::http::{StatusCode, header};
@@ -7,10 +10,18 @@ use axum::response::Response;
 use super::{Ctx, DOCKER_CONTENT_DIGEST, respond};
 use crate::error::Error;
 use crate::oci::{Digest, RepoName};
+use crate::service::BlobWant;
 
-/// GET or HEAD of a blob; a satisfiable `Range` gives 206, an unsatisfiable one 416.
+/// GET or HEAD of a blob; a satisfiable `Range` gives 206, an unsatisfiable one 416; a GET
+/// without `Range` may give 307 (module header).
 pub async fn get(ctx: &Ctx, name: &RepoName, digest: &Digest, with_body: bool) -> Result<Response, Error> {
     let range = ctx.header(header::RANGE).map(str::to_string);
+    let want = match (with_body, range.is_some()) {
+        (false, _) => BlobWant::Head,
+        // A client may not send `Range` again to where it is redirected: serve ranges here.
+        (true, true) => BlobWant::Bytes,
+        (true, false) => BlobWant::BytesOrRedirect,
+    };
     let (read, partial) = ctx
         .state
         .registry
@@ -18,9 +29,19 @@ pub async fn get(ctx: &Ctx, name: &RepoName, digest: &Digest, with_body: bool) -
             name,
             digest,
             |size| range.as_deref().map(|r| parse_range(r, size)).transpose().map(Option::flatten),
-            with_body,
+            want,
         )
         .await?;
+    if let Some(url) = read.redirect {
+        let headers = [
+            (header::LOCATION, url),
+            (DOCKER_CONTENT_DIGEST, digest.to_string()),
+            (header::CONTENT_LENGTH, "0".to_string()),
+            // The URL expires; a cache must not hand it out later.
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ];
+        return Ok(respond(StatusCode::TEMPORARY_REDIRECT, &headers, Body::empty()));
+    }
     let mut headers = vec![
         (header::CONTENT_LENGTH, (read.range.end - read.range.start).to_string()),
         (header::CONTENT_TYPE, "application/octet-stream".to_string()),

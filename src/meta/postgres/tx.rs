@@ -33,6 +33,9 @@ pub(super) struct PgTx {
     pub(super) tx: Transaction<'static, Postgres>,
     /// The time every row of this transaction is stamped with (ms since the epoch).
     pub(super) now: i64,
+    /// Repositories whose manifests or tags this transaction changed: announced on the
+    /// change feed's channel as it commits (`super::notify`).
+    pub(super) changed: std::collections::BTreeSet<String>,
 }
 
 fn tag(s: String) -> Result<Tag, MetaError> {
@@ -70,6 +73,7 @@ impl PgTx {
         (from, to): (Option<&Digest>, Option<&Digest>),
         actor: &Actor,
     ) -> Result<(), MetaError> {
+        self.changed.insert(repo.as_str().to_owned());
         let sql = format!("WITH changed AS ({changed}) {RECORD_TAG_HISTORY}");
         let done = sqlx::query(&sql)
             .bind(repo.as_str())
@@ -152,6 +156,7 @@ impl MetaTx for PgTx {
         blobs: &[Digest],
         children: &[Digest],
     ) -> Result<bool, MetaError> {
+        self.changed.insert(repo.as_str().to_owned());
         let annotations = r.annotations.as_ref().map(|a| serde_json::to_string(a).unwrap_or_default());
         // The manifest and its references in one statement; the references' foreign keys lock
         // what they point at (KEY SHARE) until commit, so a concurrent unlink or delete waits
@@ -288,6 +293,7 @@ impl MetaTx for PgTx {
     }
 
     async fn remove_manifest(&mut self, repo: &RepoName, d: &Digest) -> Result<(), MetaError> {
+        self.changed.insert(repo.as_str().to_owned());
         let done = sqlx::query("DELETE FROM manifests WHERE repo = $1 AND digest = $2")
             .bind(repo.as_str())
             .bind(d.as_str())
@@ -483,7 +489,9 @@ impl MetaTx for PgTx {
         ledger::append(&mut self.tx, events, millis(at)).await
     }
 
-    async fn commit(self: Box<Self>) -> Result<(), MetaError> {
+    async fn commit(mut self: Box<Self>) -> Result<(), MetaError> {
+        // Delivered to listeners only if and when the transaction commits.
+        super::notify::announce(&mut self.tx, &self.changed).await?;
         self.tx.commit().await?;
         Ok(())
     }
