@@ -35,6 +35,8 @@ where
     let (s, _keep) = fresh().await;
     ledger_filters_and_pulls(&*s).await;
     let (s, _keep) = fresh().await;
+    ledger_filters_over_thousands_of_events(&*s).await;
+    let (s, _keep) = fresh().await;
     gc_unlinks_what_no_manifest_references_and_keeps_the_mark(&*s).await;
     let (s, _keep) = fresh().await;
     storage_figures_count_each_blob_once(&*s).await;
@@ -312,6 +314,58 @@ async fn ledger_filters_and_pulls(s: &dyn MetadataStore) {
     let stats = s.pulls(&r, &m.digest).await.unwrap().unwrap();
     assert_eq!(stats.count, 5);
     assert_eq!(s.pulls(&r, &d(77)).await.unwrap(), None, "a manifest that does not exist is skipped");
+}
+
+/// Filters by repository and digest over more events than one lookup batch (SQLite keys the
+/// ledger in batches behind the chain and scans the tail): every filtered read, paged with
+/// `after`, returns exactly the events a plain filter over the whole ledger picks, in order.
+async fn ledger_filters_over_thousands_of_events(s: &dyn MetadataStore) {
+    let repos = ["team/a", "team/b", "team/c"];
+    let digest = |i: usize| format!("sha256:{:064x}", i % 97);
+    let event = |i: usize| {
+        NewEvent::new(EventKind::TagMove, "ci", None)
+            .repository(repos[i % 3])
+            .tag(format!("t{i}"))
+            .digest(digest(i))
+            .previous(i.is_multiple_of(5).then(|| digest(i + 1)))
+    };
+    // One transaction of 2,500 events, then 40 single-event ones (a tail behind any batch).
+    let mut tx = s.begin(SystemTime::now()).await.unwrap();
+    tx.append_events((0..2500).map(event).collect(), SystemTime::now()).await.unwrap();
+    tx.commit().await.unwrap();
+    for i in 2500..2540 {
+        let mut tx = s.begin(SystemTime::now()).await.unwrap();
+        tx.append_events(vec![event(i)], SystemTime::now()).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let all = s.events(&EventFilter::default(), 10_000).await.unwrap();
+    assert_eq!(all.len(), 2540);
+    let paged = |f: EventFilter| async move {
+        let mut out = Vec::new();
+        loop {
+            let page = s.events(&EventFilter { after: out.last().copied(), ..f.clone() }, 300).await.unwrap();
+            if page.is_empty() {
+                return out;
+            }
+            out.extend(page.iter().map(|e| e.seq));
+        }
+    };
+    for r in repos {
+        let want: Vec<i64> = all.iter().filter(|e| e.repository.as_deref() == Some(r)).map(|e| e.seq).collect();
+        assert_eq!(paged(EventFilter { repository: Some(r.into()), ..Default::default() }).await, want, "{r}");
+    }
+    for i in [0, 1, 5, 96] {
+        let d = digest(i);
+        let has =
+            |e: &&crate::audit::Event| e.digest.as_deref() == Some(&d) || e.previous_digest.as_deref() == Some(&d);
+        let want: Vec<i64> = all.iter().filter(has).map(|e| e.seq).collect();
+        assert!(want.len() > 20 && *want.last().unwrap() > 2500, "the case covers keyed and tail events");
+        assert_eq!(paged(EventFilter { digest: Some(d.clone()), ..Default::default() }).await, want, "{d}");
+        let both = EventFilter { digest: Some(d.clone()), repository: Some("team/b".into()), ..Default::default() };
+        let want: Vec<i64> =
+            all.iter().filter(has).filter(|e| e.repository.as_deref() == Some("team/b")).map(|e| e.seq).collect();
+        assert_eq!(paged(both).await, want, "{d} in team/b");
+    }
 }
 
 /// Two repositories: `team/app` has a manifest using d(1) and d(2) and an unused link to d(3);

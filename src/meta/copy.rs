@@ -180,6 +180,8 @@ pub const SKIPPED: &[(&str, &str)] = &[
     ("upload_garbage", "leftovers of ended uploads, whose objects are not copied"),
     ("gc_lock", "the collector lock"),
     ("write_check", "the readiness check's row"),
+    ("ledger_keys", "SQLite's lookup keys of the ledger: a SQLite target keys its ledger when it opens"),
+    ("ledger_keyed", "how far SQLite's lookup keys reach"),
 ];
 
 /// Upload sessions in progress (not copied; counted for the summary).

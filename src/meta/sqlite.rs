@@ -84,9 +84,33 @@ impl SqliteStore {
             }
             Err(e) => return Err(e),
         }
+        if let Err(e) = key_ledger(&mut write).await {
+            // Queries stay right without the keys (they scan what is not keyed), only slower;
+            // the next group that passes the batch size keys everything behind it.
+            tracing::warn!(file = %file.display(), error = %e, "could not key the ledger's unkeyed events");
+        }
         let read = pool_options(8).connect_with(opts.clone()).await.map_err(|e| open_error(&file, e))?;
         Ok(SqliteStore { read, group: group::Group::new(write, write_opts, limits) })
     }
+}
+
+/// Keys every ledger event not keyed yet (`ledger_keys`: a database from before migration
+/// 0008, or a copied ledger), 50,000 per transaction, with a log line when there were any.
+async fn key_ledger(write: &mut SqliteConnection) -> Result<(), MetaError> {
+    let mut total = 0;
+    loop {
+        let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
+        let n = ledger::key_some(&mut tx, 50_000).await?;
+        tx.commit().await?;
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    if total > 0 {
+        tracing::info!(events = total, "keyed the ledger's events for lookups by repository and digest");
+    }
+    Ok(())
 }
 
 fn digest(s: String) -> Result<Digest, MetaError> {
@@ -727,5 +751,54 @@ mod migration_tests {
         tx.rollback().await.unwrap();
         let m = s.manifest(&repo, &Reference::Digest(manifest)).await.unwrap().unwrap();
         assert_eq!(m.artifact_type, None, "an empty artifactType with no config counts as missing");
+    }
+
+    /// A ledger from before migration 0008 (events, no lookup keys) is keyed when the store
+    /// opens, and repository and digest filters find its events.
+    #[tokio::test]
+    async fn a_ledger_from_before_lookup_keys_is_keyed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("old.db").display());
+        let opts = SqliteConnectOptions::from_str(&url).unwrap().create_if_missing(true).foreign_keys(true);
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await.unwrap();
+        let all = sqlx::migrate!("migrations/sqlite");
+        let mut old = sqlx::migrate!("migrations/sqlite");
+        old.migrations = std::borrow::Cow::Owned(all.migrations.iter().filter(|m| m.version < 8).cloned().collect());
+        old.run(&pool).await.unwrap();
+        let d = Digest::of(b"m");
+        let mut prev: Option<(i64, String)> = None;
+        for i in 0..30 {
+            let e = crate::audit::NewEvent::new(crate::audit::EventKind::TagCreate, "ci", None)
+                .repository(if i % 2 == 0 { "team/even" } else { "team/odd" })
+                .digest(if i % 3 == 0 { d.to_string() } else { Digest::of(&[i]).to_string() });
+            let l = e.link(prev.as_ref().map(|(s, h)| (*s, h.as_str())), 0);
+            sqlx::query(
+                "INSERT INTO ledger (seq, time, at_ms, actor, action, repository, digest, detail, prev_hash, hash)
+                 VALUES (?, ?, 0, ?, ?, ?, ?, 'null', ?, ?)",
+            )
+            .bind(l.seq)
+            .bind(&l.time)
+            .bind(&l.actor)
+            .bind(&l.action)
+            .bind(&l.repository)
+            .bind(&l.digest)
+            .bind(&l.prev_hash)
+            .bind(&l.hash)
+            .execute(&pool)
+            .await
+            .unwrap();
+            prev = Some((l.seq, l.hash.clone()));
+        }
+        pool.close().await;
+        let s = SqliteStore::open(&url).await.unwrap();
+        let keyed: i64 = sqlx::query_scalar("SELECT seq FROM ledger_keyed").fetch_one(&s.read).await.unwrap();
+        assert_eq!(keyed, 30, "every event is keyed");
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_keys").fetch_one(&s.read).await.unwrap();
+        assert_eq!(n, 60, "a repository key and a digest key per event");
+        let f = EventFilter { digest: Some(d.to_string()), ..Default::default() };
+        let seqs: Vec<i64> = s.events(&f, 100).await.unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=30).filter(|s| (s - 1) % 3 == 0).collect::<Vec<_>>());
+        let f = EventFilter { repository: Some("team/odd".into()), ..Default::default() };
+        assert_eq!(s.events(&f, 100).await.unwrap().len(), 15);
     }
 }

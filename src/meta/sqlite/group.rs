@@ -44,7 +44,8 @@
 //!   and the member that closes the group links and stores them all, in release order (so
 //!   one transaction's events stay adjacent), as the last statements before `COMMIT`: one
 //!   statement per group instead of one per request, outside any member's savepoint. If that
-//!   append fails, the group fails like a failed `COMMIT`. `HeadCache` (the head to link
+//!   append fails, the group fails like a failed `COMMIT`. The group whose append passes
+//!   `ledger::KEY_BATCH` unkeyed events also fills their lookup keys (`ledger_keys`). `HeadCache` (the head to link
 //!   after, a hint checked in SQL) moves when a group commits and is cleared when one fails.
 //! - **Other writes** (upload sessions, GC lock and touches, pull counters, checkpoints,
 //!   archive cuts, the readiness write) are members too, so every write of this process goes
@@ -468,6 +469,10 @@ impl Slot {
                 true => None,
                 false => append(self.conn(), events, shared.head.get()).await?,
             };
+            if let Some((seq, _)) = &head {
+                // Every [`ledger::KEY_BATCH`] events, the group that passes the mark keys them.
+                ledger::key_if_behind(self.conn(), *seq).await?;
+            }
             exec(self.conn(), "COMMIT").await?;
             Ok::<_, MetaError>(head)
         };

@@ -1,8 +1,10 @@
-//! The ledger on SQLite: appending linked events inside a write transaction, and the reads
-//! (filtered events, head, checkpoints, archive cuts, pull counters).
+//! The ledger on SQLite: appending linked events inside a write transaction, the lookup keys
+//! built behind it in batches (`ledger_keys`, migration 0008), and the reads (filtered events,
+//! head, checkpoints, archive cuts, pull counters).
 
 use std::sync::Mutex;
 
+use sha2::{Digest as _, Sha256};
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::{from_millis, millis};
@@ -163,9 +165,112 @@ fn event_row(row: sqlx::sqlite::SqliteRow) -> Result<Event, MetaError> {
     })
 }
 
+/// Events the write that passes this many unkeyed events keys (with every other unkeyed one):
+/// the bound on the tail a filtered query scans, and the batch whose key inserts share pages.
+pub(super) const KEY_BATCH: i64 = 1024;
+
+/// Keys at most this many events per statement (three keys, six values, each).
+const KEY_CHUNK: usize = 150;
+
+/// The `ledger_keys` key of a repository (`kind` `b'r'`) or a digest (`b'd'`, for `digest`
+/// and `previous_digest` alike): the first 8 bytes of sha256(kind, 0, value), big-endian, as
+/// a signed integer. Stable across versions: it is stored.
+fn lookup_key(kind: u8, value: &str) -> i64 {
+    let mut h = Sha256::new();
+    h.update([kind, 0]);
+    h.update(value.as_bytes());
+    let d = h.finalize();
+    i64::from_be_bytes(d[..8].try_into().expect("sha256 has 32 bytes"))
+}
+
+/// Keys the events after `ledger_keyed.seq` when the head `head` is [`KEY_BATCH`] or more past
+/// it (all of them, in the caller's transaction); returns how many it keyed (0: not yet).
+pub(super) async fn key_if_behind(tx: &mut SqliteConnection, head: i64) -> Result<u64, MetaError> {
+    let keyed: i64 = sqlx::query_scalar("SELECT seq FROM ledger_keyed WHERE id = 1").fetch_one(&mut *tx).await?;
+    if head - keyed < KEY_BATCH {
+        return Ok(0);
+    }
+    key_after(tx, keyed, i64::MAX).await
+}
+
+/// Keys at most `max` events after `ledger_keyed.seq`, whatever the distance to the head (the
+/// catch-up at open); returns how many.
+pub(super) async fn key_some(tx: &mut SqliteConnection, max: i64) -> Result<u64, MetaError> {
+    let keyed: i64 = sqlx::query_scalar("SELECT seq FROM ledger_keyed WHERE id = 1").fetch_one(&mut *tx).await?;
+    key_after(tx, keyed, max).await
+}
+
+/// An event's seq, repository, digest and previous digest: what its lookup keys are made of.
+type KeyedColumns = (i64, Option<String>, Option<String>, Option<String>);
+
+async fn key_after(tx: &mut SqliteConnection, keyed: i64, max: i64) -> Result<u64, MetaError> {
+    let rows: Vec<KeyedColumns> = sqlx::query_as(
+        "SELECT seq, repository, digest, previous_digest FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?",
+    )
+    .bind(keyed)
+    .bind(max)
+    .fetch_all(&mut *tx)
+    .await?;
+    let Some(&(last, ..)) = rows.last() else { return Ok(0) };
+    for chunk in rows.chunks(KEY_CHUNK) {
+        let mut pairs = Vec::with_capacity(chunk.len() * 3);
+        for (seq, repository, digest, previous) in chunk {
+            pairs.extend(repository.as_deref().map(|r| (lookup_key(b'r', r), *seq)));
+            pairs.extend(digest.as_deref().map(|d| (lookup_key(b'd', d), *seq)));
+            if previous.is_some() && previous != digest {
+                pairs.extend(previous.as_deref().map(|d| (lookup_key(b'd', d), *seq)));
+            }
+        }
+        if pairs.is_empty() {
+            continue;
+        }
+        let mut q = QueryBuilder::<Sqlite>::new("INSERT OR IGNORE INTO ledger_keys (key, seq) ");
+        q.push_values(pairs, |mut b, (k, s)| {
+            b.push_bind(k).push_bind(s);
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    sqlx::query("UPDATE ledger_keyed SET seq = ? WHERE id = 1").bind(last).execute(&mut *tx).await?;
+    Ok(rows.len() as u64)
+}
+
 pub(super) async fn events(pool: &SqlitePool, f: &EventFilter, limit: u32) -> Result<Vec<Event>, MetaError> {
-    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT * FROM ledger WHERE seq > ");
-    q.push_bind(f.after.unwrap_or(0));
+    let after = f.after.unwrap_or(0);
+    // A digest or repository filter reads the keyed events through `ledger_keys` and scans the
+    // tail not keyed yet; both parts are read in one statement, so from one snapshot.
+    let key = match (&f.digest, &f.repository) {
+        (Some(d), _) => Some(lookup_key(b'd', d)),
+        (None, Some(r)) => Some(lookup_key(b'r', r)),
+        (None, None) => None,
+    };
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT * FROM ");
+    match key {
+        Some(k) => {
+            // `k.seq`, not `l.seq`: then SQLite sees the keyed part come in seq order from the
+            // key's index and merges it with the tail without sorting it first.
+            let keyed: Vec<String> = LEDGER_COLUMNS
+                .split(", ")
+                .map(|c| match c {
+                    "seq" => "k.seq AS seq".to_string(),
+                    c => format!("l.{c}"),
+                })
+                .collect();
+            q.push(format!(
+                "(SELECT {} FROM ledger_keys k JOIN ledger l ON l.seq = k.seq WHERE k.key = ",
+                keyed.join(", ")
+            ))
+            .push_bind(k)
+            .push(" AND k.seq > ")
+            .push_bind(after)
+            .push(format!(" UNION ALL SELECT {LEDGER_COLUMNS} FROM ledger WHERE seq > max("))
+            .push_bind(after)
+            .push(", (SELECT seq FROM ledger_keyed WHERE id = 1)))");
+        }
+        None => {
+            q.push("ledger");
+        }
+    }
+    q.push(" WHERE seq > ").push_bind(after);
     if let Some(u) = f.until {
         q.push(" AND seq <= ").push_bind(u);
     }
@@ -219,6 +324,7 @@ pub(super) async fn archive(
         .execute(&mut *tx)
         .await?;
     let done = sqlx::query("DELETE FROM ledger WHERE seq <= ?").bind(seq).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM ledger_keys WHERE seq <= ?").bind(seq).execute(&mut *tx).await?;
     Ok(done.rows_affected())
 }
 
