@@ -45,8 +45,9 @@
 //!   one transaction's events stay adjacent), as the last statements before `COMMIT`: one
 //!   statement per group instead of one per request, outside any member's savepoint. If that
 //!   append fails, the group fails like a failed `COMMIT`. The group whose append passes
-//!   `ledger::KEY_BATCH` unkeyed events also fills their lookup keys (`ledger_keys`). `HeadCache` (the head to link
-//!   after, a hint checked in SQL) moves when a group commits and is cleared when one fails.
+//!   `ledger::KEY_BATCH` unkeyed events also fills their lookup keys (`ledger_keys`).
+//!   `HeadCache` (the head to link after, a hint checked in SQL) moves when a group commits
+//!   and is cleared when one fails.
 //! - **Other writes** (upload sessions, GC lock and touches, pull counters, checkpoints,
 //!   archive cuts, the readiness write) are members too, so every write of this process goes
 //!   through the one connection and nothing can wait on SQLite's lock against an open group of
