@@ -37,6 +37,8 @@ where
     let (s, _keep) = fresh().await;
     ledger_filters_over_thousands_of_events(&*s).await;
     let (s, _keep) = fresh().await;
+    a_commit_that_lost_its_upload_says_what_became_of_it(&*s).await;
+    let (s, _keep) = fresh().await;
     gc_unlinks_what_no_manifest_references_and_keeps_the_mark(&*s).await;
     let (s, _keep) = fresh().await;
     storage_figures_count_each_blob_once(&*s).await;
@@ -156,6 +158,36 @@ async fn add_blob(s: &dyn MetadataStore, repo: &RepoName, n: u8) {
     tx.ensure_repository(&owner).await.unwrap();
     tx.link_blob(&owner, &d(n), SystemTime::now()).await.unwrap();
     tx.commit().await.unwrap();
+}
+
+/// `commit_upload` of a session that moved on reports its length as the transaction sees it,
+/// and of a session that ended (here: committed by a transaction whose commit is still
+/// pending, as with a racing closing PUT) reports none.
+async fn a_commit_that_lost_its_upload_says_what_became_of_it(s: &dyn MetadataStore) {
+    let r = repo();
+    s.create_upload(&r, "moved", Algorithm::Sha256, SystemTime::now()).await.unwrap();
+    let seg = crate::meta::Segment { name: "s1".into(), len: 5 };
+    assert!(s.record_segment("moved", 0, &seg, b"state", SystemTime::now()).await.unwrap());
+    let blob = |n: u8, id: &str| BlobRecord {
+        digest: d(n),
+        size: 5,
+        location: BlobLocation { upload: id.into(), segments: vec![] },
+    };
+    let mut tx = s.begin(SystemTime::now()).await.unwrap();
+    let (outcome, owner) = tx.commit_upload("moved", 0, &blob(40, "moved")).await.unwrap();
+    assert_eq!((outcome, owner), (CommitUpload::UploadGone { len: Some(5) }, None), "a chunk moved it on");
+    tx.rollback().await.unwrap();
+
+    let mut tx = s.begin(SystemTime::now()).await.unwrap();
+    let (outcome, _) = tx.commit_upload("moved", 5, &blob(41, "moved")).await.unwrap();
+    assert_eq!(outcome, CommitUpload::Created);
+    let (outcome, owner) = tx.commit_upload("moved", 5, &blob(41, "moved")).await.unwrap();
+    assert_eq!((outcome, owner), (CommitUpload::UploadGone { len: None }, None), "it ended in this transaction");
+    tx.rollback().await.unwrap();
+    let mut tx = s.begin(SystemTime::now()).await.unwrap();
+    let (outcome, _) = tx.commit_upload("never", 0, &blob(42, "never")).await.unwrap();
+    assert_eq!(outcome, CommitUpload::UploadGone { len: None }, "an unknown session");
+    tx.rollback().await.unwrap();
 }
 
 fn manifest(body: &str) -> ManifestRecord {

@@ -371,8 +371,11 @@ pub enum CommitUpload {
     Created,
     /// The digest was already stored; this upload's segments are now garbage.
     AlreadyStored,
-    /// The session no longer exists (finished, cancelled or expired meanwhile).
-    UploadGone,
+    /// The session no longer has the expected length: it ended (finished, cancelled or
+    /// expired meanwhile; `len` is `None`) or a racing chunk moved it on to `len` bytes, as
+    /// seen inside the same transaction (a racing writer whose commit is still pending
+    /// counts: a read outside it could see the session as it was).
+    UploadGone { len: Option<u64> },
 }
 
 /// One entry of the referrers API.

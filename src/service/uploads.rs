@@ -202,14 +202,15 @@ impl Registry {
                     tracing::warn!(upload = %s.id, error = %e, "could not remove a duplicate upload's segments");
                 }
             }
-            CommitUpload::UploadGone => {
+            CommitUpload::UploadGone { len } => {
                 if record.location != written {
                     // Nothing names the copy; the session's segments stay with the session.
                     self.blobs.delete_segments(&s.id, &record.location.segments).await;
                 }
-                // Either the session ended, or a racing PATCH moved it on: say which.
-                return Err(match self.meta.upload(repo, &s.id).await? {
-                    Some(now) => Error::UploadOutOfOrder { start: s.len, offset: now.len },
+                // Either the session ended (a racing closing PUT, a DELETE, expiry), or a
+                // racing PATCH moved it on: say which, as the transaction saw it.
+                return Err(match len {
+                    Some(now) => Error::UploadOutOfOrder { start: s.len, offset: now },
                     None => Error::UploadUnknown(s.id),
                 });
             }

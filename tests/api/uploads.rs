@@ -456,6 +456,44 @@ async fn a_failing_finish_that_loses_the_race_keeps_the_committed_blob() {
     assert_eq!(got.bytes().await.unwrap().as_ref(), data.as_slice());
 }
 
+/// Several closing PUTs of one chunked upload at once (a client retrying on a timeout, or
+/// two workers sharing a session): one commits, the others learn the session is gone (404
+/// BLOB_UPLOAD_UNKNOWN) or see the same blob committed (201); none answers 5xx, and the blob
+/// pulls byte-identical afterwards.
+#[tokio::test]
+async fn racing_closing_puts_of_one_upload_never_answer_5xx() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    for round in 0..5 {
+        let data = random_bytes(64 * 1024 + round);
+        let d = digest(&data);
+        let loc = app.start_upload("race/closing").await;
+        assert_eq!(app.patch_chunk(&loc, 0, &data[..40_000]).await.status(), StatusCode::ACCEPTED);
+        let tail = data[40_000..].to_vec();
+        let racers: Vec<_> = (0..8)
+            .map(|_| {
+                let (app, loc, d, tail) = (app.clone(), loc.clone(), d.clone(), tail.clone());
+                tokio::spawn(async move {
+                    let r = app.finish_upload(&loc, &d, &tail).await;
+                    (r.status(), r.text().await.unwrap_or_default())
+                })
+            })
+            .collect();
+        let mut created = 0;
+        for racer in racers {
+            let (status, body) = racer.await.unwrap();
+            match status {
+                StatusCode::CREATED => created += 1,
+                StatusCode::NOT_FOUND => assert!(body.contains("BLOB_UPLOAD_UNKNOWN"), "round {round}: 404 {body}"),
+                s => panic!("round {round}: a racing closing PUT answered {s}: {body}"),
+            }
+        }
+        assert!(created >= 1, "round {round}: one closing PUT commits");
+        let got = app.get(&format!("/v2/race/closing/blobs/{d}")).await;
+        assert_eq!(got.status(), StatusCode::OK);
+        assert_eq!(got.bytes().await.unwrap().as_ref(), data.as_slice(), "round {round}");
+    }
+}
+
 #[tokio::test]
 async fn an_interrupted_chunk_leaves_the_session_at_its_offset() {
     let app = spawn_app().await;

@@ -393,7 +393,11 @@ impl MetaTx for SqliteTx {
             .fetch_optional(&mut *self.tx)
             .await?;
         let Some(repo) = repo else {
-            return Ok((CommitUpload::UploadGone, None));
+            let len: Option<i64> = sqlx::query_scalar("SELECT len FROM uploads WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+            return Ok((CommitUpload::UploadGone { len: len.map(|n| n as u64) }, None));
         };
         let repo = RepoName::parse(&repo).map_err(|e| MetaError::Corrupt(e.to_string()))?;
         let location = serde_json::to_string(&blob.location).map_err(|e| MetaError::Corrupt(e.to_string()))?;
