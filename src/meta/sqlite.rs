@@ -718,18 +718,26 @@ mod migration_tests {
         assert!(refused.to_string().contains("schema version 9999, newer than this Cairn"), "{refused}");
     }
 
-    /// A database made by the schema before references were enforced, where a DELETE had
-    /// unlinked a layer that a tagged manifest used, is repaired by the migration.
-    #[tokio::test]
-    async fn migration_relinks_a_layer_the_old_schema_let_go() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A database in `dir` with the migrations before `version` applied only; its URL and a
+    /// one-connection pool on it.
+    async fn old_schema(dir: &tempfile::TempDir, version: i64) -> (String, sqlx::SqlitePool) {
         let url = format!("sqlite://{}", dir.path().join("old.db").display());
         let opts = SqliteConnectOptions::from_str(&url).unwrap().create_if_missing(true).foreign_keys(true);
         let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await.unwrap();
         let all = sqlx::migrate!("migrations/sqlite");
         let mut old = sqlx::migrate!("migrations/sqlite");
-        old.migrations = std::borrow::Cow::Owned(all.migrations.iter().filter(|m| m.version < 4).cloned().collect());
+        old.migrations =
+            std::borrow::Cow::Owned(all.migrations.iter().filter(|m| m.version < version).cloned().collect());
         old.run(&pool).await.unwrap();
+        (url, pool)
+    }
+
+    /// A database made by the schema before references were enforced, where a DELETE had
+    /// unlinked a layer that a tagged manifest used, is repaired by the migration.
+    #[tokio::test]
+    async fn migration_relinks_a_layer_the_old_schema_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, pool) = old_schema(&dir, 4).await;
         let (layer, manifest) = (Digest::of(b"layer"), Digest::of(b"manifest"));
         for sql in [
             "INSERT INTO repositories VALUES ('r', 0)",
@@ -758,13 +766,7 @@ mod migration_tests {
     #[tokio::test]
     async fn a_ledger_from_before_lookup_keys_is_keyed_at_open() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("old.db").display());
-        let opts = SqliteConnectOptions::from_str(&url).unwrap().create_if_missing(true).foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await.unwrap();
-        let all = sqlx::migrate!("migrations/sqlite");
-        let mut old = sqlx::migrate!("migrations/sqlite");
-        old.migrations = std::borrow::Cow::Owned(all.migrations.iter().filter(|m| m.version < 8).cloned().collect());
-        old.run(&pool).await.unwrap();
+        let (url, pool) = old_schema(&dir, 8).await;
         let d = Digest::of(b"m");
         let mut prev: Option<(i64, String)> = None;
         for i in 0..30 {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 
-use crate::cli::{run, text};
+use crate::cli::run;
 use crate::support::*;
 
 /// Servers sign a checkpoint every 5 events, and at least every second while events arrive.
@@ -115,25 +115,6 @@ pub(crate) fn assert_not_verified(out: &Output, needle: &str) {
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "expected exit 1 (does not verify)\nstdout: {stdout}\nstderr: {stderr}");
     assert!(stderr.contains(needle), "expected {needle:?} in stderr: {stderr}");
-}
-
-/// Runs a shell command line with a pseudo-terminal as stdout and stderr (util-linux
-/// `script`); returns what it printed.
-fn on_a_terminal(command: &str) -> String {
-    let mut c = Command::new("script");
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("CAIRN_") {
-            c.env_remove(&k);
-        }
-    }
-    let out = c
-        .args(["-qec", command, "/dev/null"])
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("script(1) (Debian package bsdutils) could not be run: {e}"));
-    assert!(out.status.success(), "{command}: {}{}", text(&out.stdout), text(&out.stderr));
-    text(&out.stdout)
 }
 
 /// A copy of the database (and the signing key) in a fresh data directory.

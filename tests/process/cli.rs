@@ -19,9 +19,7 @@ pub(crate) fn run(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
     c.output().expect("run cairn")
 }
 
-pub(crate) fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+pub(crate) use crate::support::text;
 
 pub(crate) fn write(dir: &Path, name: &str, body: &str) -> String {
     let p = dir.join(name);

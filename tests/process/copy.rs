@@ -40,10 +40,6 @@ tags = ["prod"]
 mode = "mutable"
 "#;
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 /// Writes a config for an installation in `data` with extra sections (`[database]`,
 /// `[storage]`; none: SQLite and filesystem under `data`).
 pub fn write_config(path: &Path, data: &Path, sections: &str) -> PathBuf {
@@ -72,25 +68,6 @@ pub fn assert_audit_verifies(config: &Path) -> i64 {
     let range = stdout.split("seq ").nth(1).and_then(|r| r.split(',').next()).unwrap_or_default();
     let last = range.split("..").nth(1).and_then(|n| n.parse().ok());
     last.unwrap_or_else(|| panic!("no verified seq range in: {stdout}"))
-}
-
-/// Runs a command line with a pseudo-terminal as stdout and stderr (util-linux `script`),
-/// asserting it succeeds; returns what it printed.
-fn on_a_terminal(command: &str) -> String {
-    let mut c = std::process::Command::new("script");
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("CAIRN_") {
-            c.env_remove(&k);
-        }
-    }
-    let out = c
-        .args(["-qec", command, "/dev/null"])
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("script(1) (Debian package bsdutils) could not be run: {e}"));
-    assert!(out.status.success(), "{command}: {}{}", text(&out.stdout), text(&out.stderr));
-    text(&out.stdout)
 }
 
 /// A client that signs every request in as `user` (HTTP Basic, which /v2 and /api/v1 take).

@@ -490,3 +490,28 @@ pub fn chunk_headers(start: u64, len: u64) -> HeaderMap {
     h.insert("content-range", HeaderValue::from_str(&format!("{start}-{}", start + len - 1)).unwrap());
     h
 }
+
+/// Bytes a process printed, as text (lossy).
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs a shell command line with a pseudo-terminal as stdout and stderr (util-linux
+/// `script`), without the caller's `CAIRN_*` variables, asserting it succeeds; returns what
+/// it printed.
+pub fn on_a_terminal(command: &str) -> String {
+    let mut c = std::process::Command::new("script");
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("CAIRN_") {
+            c.env_remove(&k);
+        }
+    }
+    let out = c
+        .args(["-qec", command, "/dev/null"])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("script(1) (Debian package bsdutils) could not be run: {e}"));
+    assert!(out.status.success(), "{command}: {}{}", text(&out.stdout), text(&out.stderr));
+    text(&out.stdout)
+}
