@@ -85,6 +85,23 @@ impl Registry {
         self.meta.upload(repo, id).await?.ok_or_else(|| Error::UploadUnknown(id.to_string()))
     }
 
+    /// `out`, unless it is a storage failure of a session that another request ended
+    /// meanwhile: a racing closing PUT that committed it, or a DELETE, removes the session's
+    /// objects, and the writer still streaming into them fails. That is the session's end,
+    /// not a fault: 404 BLOB_UPLOAD_UNKNOWN, as for any request on an ended session.
+    async fn unless_ended<T>(&self, repo: &RepoName, id: &str, out: Result<T, Error>) -> Result<T, Error> {
+        match out {
+            Err(Error::Internal(e)) => match self.meta.upload(repo, id).await {
+                Ok(None) => {
+                    tracing::debug!(upload = id, error = %e, "a write into an upload that ended meanwhile failed");
+                    Err(Error::UploadUnknown(id.to_string()))
+                }
+                _ => Err(Error::Internal(e)),
+            },
+            out => out,
+        }
+    }
+
     /// end-13: where upload `id` stands.
     pub async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadState, Error> {
         let s = self.session(repo, id).await?;
@@ -108,7 +125,7 @@ impl Registry {
         {
             return Err(Error::UploadOutOfOrder { start, offset: s.len });
         }
-        let (segment, hasher) = self.write_chunk(&s, body).await?;
+        let (segment, hasher) = self.unless_ended(repo, &s.id, self.write_chunk(&s, body).await).await?;
         let Some(segment) = segment else {
             return Ok(UploadState { id: s.id, len: s.len });
         };
@@ -161,7 +178,7 @@ impl Registry {
             s.algorithm = digest.algorithm();
             s.hash_state = None;
         }
-        let (last, hasher) = self.write_chunk(&s, body).await?;
+        let (last, hasher) = self.unless_ended(repo, &s.id, self.write_chunk(&s, body).await).await?;
         let mut segments = s.segments.clone();
         segments.extend(last);
         let size: u64 = segments.iter().map(|g| g.len).sum();
@@ -175,7 +192,7 @@ impl Registry {
         }
         let written = BlobLocation { upload: s.id.clone(), segments };
         // One object per blob: copy several segments into one before the blob can be seen.
-        let location = self.blobs.compose(&written).await?;
+        let location = self.unless_ended(repo, &s.id, self.blobs.compose(&written).await.map_err(Error::from)).await?;
         let record = BlobRecord { digest: digest.clone(), size, location };
         let mut tx = self.meta.begin(self.clock.now()).await?;
         let (outcome, owner) = tx.commit_upload(&s.id, s.len, &record).await?;
