@@ -768,29 +768,18 @@ mod migration_tests {
         let dir = tempfile::tempdir().unwrap();
         let (url, pool) = old_schema(&dir, 8).await;
         let d = Digest::of(b"m");
-        let mut prev: Option<(i64, String)> = None;
-        for i in 0..30 {
-            let e = crate::audit::NewEvent::new(crate::audit::EventKind::TagCreate, "ci", None)
-                .repository(if i % 2 == 0 { "team/even" } else { "team/odd" })
-                .digest(if i % 3 == 0 { d.to_string() } else { Digest::of(&[i]).to_string() });
-            let l = e.link(prev.as_ref().map(|(s, h)| (*s, h.as_str())), 0);
-            sqlx::query(
-                "INSERT INTO ledger (seq, time, at_ms, actor, action, repository, digest, detail, prev_hash, hash)
-                 VALUES (?, ?, 0, ?, ?, ?, ?, 'null', ?, ?)",
-            )
-            .bind(l.seq)
-            .bind(&l.time)
-            .bind(&l.actor)
-            .bind(&l.action)
-            .bind(&l.repository)
-            .bind(&l.digest)
-            .bind(&l.prev_hash)
-            .bind(&l.hash)
-            .execute(&pool)
-            .await
-            .unwrap();
-            prev = Some((l.seq, l.hash.clone()));
-        }
+        let events = (0..30u8)
+            .map(|i| {
+                let e = crate::audit::NewEvent::new(crate::audit::EventKind::TagCreate, "ci", None)
+                    .repository(if i % 2 == 0 { "team/even" } else { "team/odd" })
+                    .digest(if i % 3 == 0 { d.to_string() } else { Digest::of(&[i]).to_string() });
+                (e, 0)
+            })
+            .collect();
+        // The old schema's append (rows and head), as a server before 0008 left them.
+        let mut conn = pool.acquire().await.unwrap();
+        ledger::append(&mut conn, events, None).await.unwrap();
+        drop(conn);
         pool.close().await;
         let s = SqliteStore::open(&url).await.unwrap();
         let keyed: i64 = sqlx::query_scalar("SELECT seq FROM ledger_keyed").fetch_one(&s.read).await.unwrap();
