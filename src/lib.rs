@@ -17,6 +17,7 @@ pub mod oci;
 pub mod policy;
 pub mod server;
 pub mod service;
+pub mod signatures;
 pub mod state;
 pub mod telemetry;
 

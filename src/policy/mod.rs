@@ -2,6 +2,7 @@
 //! the config types it is built from. Called by `service`.
 
 pub mod access;
+pub mod gates;
 pub mod immutability;
 pub mod retention;
 pub mod writes;
