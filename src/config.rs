@@ -42,6 +42,8 @@ pub struct Config {
     pub gc: GcConfig,
     /// `[retention]`: which tags and manifests retention deletes, and rollback windows.
     pub retention: RetentionConfig,
+    /// `[signatures]`: trusted keys and signature gates.
+    pub signatures: crate::signatures::SignaturesConfig,
 }
 
 /// `[gc]`: online garbage collection (DESIGN §6).
@@ -583,6 +585,13 @@ impl Config {
             p.extend(errs);
         }
         if let Err(errs) = RetentionPolicy::new(&self.retention) {
+            p.extend(errs);
+        }
+        if let Err(errs) = crate::signatures::Keyring::new(&self.signatures.keys) {
+            p.extend(errs);
+        }
+        let names: Vec<&str> = self.signatures.keys.iter().map(|k| k.name.as_str()).collect();
+        if let Err(errs) = crate::policy::gates::Gates::new(&self.signatures.gates, &names) {
             p.extend(errs);
         }
         p.extend(self.storage.problems());

@@ -70,6 +70,10 @@ pub enum Error {
     /// DENIED saying why.
     #[error("{0}")]
     RollbackRefused(String),
+    /// A signature gate refuses (DESIGN §5): a tag write to, or a GET of, a manifest without
+    /// a valid signature by one of the gate's keys: 403 DENIED naming the gate and what to do.
+    #[error("{message}")]
+    Unsigned { message: String, gate: String, keys: Vec<String>, digest: Digest },
     /// An `If-Match` / `If-None-Match` condition does not hold: 412.
     #[error("{0}")]
     PreconditionFailed(String),
@@ -146,7 +150,7 @@ impl Error {
             Error::RollbackRefused(_) => StatusCode::CONFLICT,
             Error::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            Error::Denied(_) => StatusCode::FORBIDDEN,
+            Error::Denied(_) | Error::Unsigned { .. } => StatusCode::FORBIDDEN,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unsupported(_) => StatusCode::BAD_REQUEST,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -178,7 +182,7 @@ impl Error {
             Error::InWindow { .. } | Error::RollbackRefused(_) => Some("DENIED"),
             Error::PreconditionFailed(_) => Some("DENIED"),
             Error::Unauthorized { .. } => Some("UNAUTHORIZED"),
-            Error::Denied(_) => Some("DENIED"),
+            Error::Denied(_) | Error::Unsigned { .. } => Some("DENIED"),
             Error::TooManyRequests { .. } => Some("TOOMANYREQUESTS"),
             Error::Unsupported(_) => Some("UNSUPPORTED"),
             Error::MethodNotAllowed => Some("UNSUPPORTED"),
@@ -224,6 +228,9 @@ impl Error {
             Error::PreconditionFailed(_) => Value::Null,
             Error::Unauthorized { .. } => Value::Null,
             Error::Denied(_) => Value::Null,
+            Error::Unsigned { gate, keys, digest, .. } => {
+                json!({ "reason": "signature-gate", "gate": gate, "keys": keys, "digest": digest.as_str() })
+            }
             Error::TooManyRequests { retry_after } => json!({ "retry_after": retry_after }),
             Error::Unsupported(_) => Value::Null,
             Error::MethodNotAllowed => Value::Null,

@@ -81,9 +81,15 @@ impl AppState {
         let auth = Arc::new(Auth::new(&config, meta.clone(), clock.clone(), &token_key)?);
         let retention = crate::policy::retention::RetentionPolicy::new(&config.retention)
             .map_err(|errs| anyhow::anyhow!("invalid retention policies: {}", errs.join("; ")))?;
+        let keyring = crate::signatures::Keyring::new(&config.signatures.keys)
+            .map_err(|errs| anyhow::anyhow!("invalid signature keys: {}", errs.join("; ")))?;
+        let names: Vec<&str> = config.signatures.keys.iter().map(|k| k.name.as_str()).collect();
+        let gates = crate::policy::gates::Gates::new(&config.signatures.gates, &names)
+            .map_err(|errs| anyhow::anyhow!("invalid signature gates: {}", errs.join("; ")))?;
         let mut registry = Registry::new(meta.clone(), blobs, Arc::new(policy), clock)
             .with_gc_grace(config.gc.grace)
-            .with_retention(Arc::new(retention));
+            .with_retention(Arc::new(retention))
+            .with_trust(Arc::new(crate::service::Trust::new(keyring, gates)));
         // Other nodes (or CLI runs) write to the same database: follow its change feed.
         registry = registry.follow_changes().await.context("cannot follow the database's changes")?;
         let audit_key = crate::keys::load(&config, meta.as_ref(), crate::keys::KeyKind::Audit).await?;

@@ -622,6 +622,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn tags(&self, repo: &RepoName) -> Result<Vec<String>, MetaError>;
     /// Manifests whose subject is `subject`, by digest.
     async fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<Referrer>, MetaError>;
+    /// The indexes of `repo` that list the manifest `child`, by digest, at most `limit`.
+    async fn parents(&self, repo: &RepoName, child: &Digest, limit: u32) -> Result<Vec<Digest>, MetaError>;
 
     /// Ledger events matching `filter`, in seq order, at most `limit`.
     async fn events(&self, filter: &EventFilter, limit: u32) -> Result<Vec<Event>, MetaError>;

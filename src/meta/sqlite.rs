@@ -468,6 +468,18 @@ impl MetadataStore for SqliteStore {
         Ok(rows)
     }
 
+    async fn parents(&self, repo: &RepoName, child: &Digest, limit: u32) -> Result<Vec<Digest>, MetaError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT manifest FROM manifest_children WHERE repo = ?1 AND child = ?2 ORDER BY manifest LIMIT ?3",
+        )
+        .bind(repo.as_str())
+        .bind(child.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter().map(digest).collect()
+    }
+
     async fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<Referrer>, MetaError> {
         let rows = sqlx::query(
             "SELECT digest, media_type, size, artifact_type, annotations FROM manifests

@@ -1,7 +1,8 @@
 //! Manifests: validation on PUT (size, digest, media type, references in the repository),
 //! reading by tag or digest, deleting a manifest or a tag. Every change runs in one `MetaTx`
 //! that ends with its ledger events; the decisions are `policy::writes`; a refusal is
-//! ledgered on its own after the change rolls back.
+//! ledgered on its own after the change rolls back. Signature gates are asked before the
+//! transaction (`service/signatures.rs`): verifying reads blobs.
 
 use std::sync::Arc;
 
@@ -108,6 +109,7 @@ impl Registry {
             subject: parsed.subject.clone(),
             annotations: parsed.annotations.clone(),
         };
+        self.check_push_gates(put.repo, &tags, &digest, parsed.subject.as_ref(), &put.actor).await?;
         // A conflict with a concurrent writer (another node inserting the same row) rolled
         // everything back; the next attempt sees that writer's result and decides again.
         let mut attempt = 0;

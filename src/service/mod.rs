@@ -13,6 +13,7 @@ mod manifests;
 mod provenance;
 mod pulls;
 mod retention;
+mod signatures;
 mod uploads;
 
 use std::sync::Arc;
@@ -37,7 +38,9 @@ pub use history::HistoryPage;
 pub use ledger_files::{LedgerError, VerifyReport};
 pub use listing::Page;
 pub use manifests::{ManifestPut, PutOutcome};
-pub use provenance::{ConfigInfo, IndexChild, KindedReferrer, Provenance, Pushed, ReferrerKind};
+pub use provenance::{ConfigInfo, IndexChild, Provenance, Pushed};
+pub use signatures::{Document, KindedReferrer, Trust};
+pub use crate::signatures::ReferrerKind;
 pub use retention::{ApplyReport, Plan, RollbackOutcome, Trigger};
 pub use uploads::{BlobCommitted, UploadState};
 
@@ -61,6 +64,7 @@ pub struct Registry {
     touches: Arc<gc::TouchTally>,
     gc_grace: Duration,
     retention: Arc<crate::policy::retention::RetentionPolicy>,
+    trust: Arc<signatures::Trust>,
 }
 
 /// The outcome of a readiness check: `Err` names the part that cannot work.
@@ -101,6 +105,7 @@ impl Registry {
             touches: Arc::default(),
             gc_grace: gc::DEFAULT_GRACE,
             retention: Arc::default(),
+            trust: Arc::default(),
         }
     }
 

@@ -12,7 +12,8 @@ use serde::Deserialize;
 use super::Registry;
 use crate::audit::{Event, EventKind};
 use crate::error::Error;
-use crate::meta::{Actor, DigestTagEvent, EventFilter, PullStats, Referrer, RepositorySummary, StorageTotals};
+use super::signatures::KindedReferrer;
+use crate::meta::{Actor, DigestTagEvent, EventFilter, PullStats, RepositorySummary, StorageTotals};
 use crate::oci::{Digest, Reference, RepoName, Tag};
 
 /// The largest config blob read for its labels; a bigger one is reported, not read.
@@ -23,57 +24,6 @@ pub const MAX_EVENTS: u32 = 500;
 /// The config media types whose JSON has `config.Labels`, `created`, `os` and `architecture`.
 const IMAGE_CONFIG_TYPES: [&str; 2] =
     ["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"];
-
-/// What a referrer is, by its artifact type (or, for cosign's tag scheme, its tag suffix).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReferrerKind {
-    /// cosign, sigstore bundles, notation.
-    Signature,
-    /// SPDX, CycloneDX.
-    Sbom,
-    /// in-toto statements and DSSE envelopes.
-    Attestation,
-    /// Anything else.
-    Other,
-}
-
-impl ReferrerKind {
-    /// Classifies an artifact type.
-    pub fn of(artifact_type: Option<&str>) -> ReferrerKind {
-        let Some(t) = artifact_type.map(str::to_ascii_lowercase) else { return ReferrerKind::Other };
-        let t = t.as_str();
-        if t == "application/vnd.dev.cosign.artifact.sig.v1+json"
-            || t == "application/vnd.dev.cosign.simplesigning.v1+json"
-            || t.starts_with("application/vnd.dev.sigstore.bundle")
-            || t == "application/vnd.cncf.notary.signature"
-        {
-            ReferrerKind::Signature
-        } else if t.contains("spdx")
-            || t.contains("cyclonedx")
-            || t == "application/vnd.dev.cosign.artifact.sbom.v1+json"
-        {
-            ReferrerKind::Sbom
-        } else if t.starts_with("application/vnd.in-toto")
-            || t == "application/vnd.dsse.envelope.v1+json"
-            || t == "application/vnd.dev.cosign.artifact.att.v1+json"
-        {
-            ReferrerKind::Attestation
-        } else {
-            ReferrerKind::Other
-        }
-    }
-}
-
-/// One referrer with its kind; `tag` is set for cosign's tag scheme (`sha256-<hex>.sig`).
-#[derive(Debug, Clone)]
-pub struct KindedReferrer {
-    /// Its kind.
-    pub kind: ReferrerKind,
-    /// The referrer.
-    pub referrer: Referrer,
-    /// The fallback tag it was found by, if it was found by tag rather than by `subject`.
-    pub tag: Option<Tag>,
-}
 
 /// What the config blob of an image says.
 #[derive(Debug, Clone, Default)]
@@ -337,32 +287,6 @@ impl Registry {
         }))
     }
 
-    /// Referrers by `subject`, plus cosign's tag scheme (`<alg>-<hex>.sig`, `.att`, `.sbom`).
-    async fn kinded_referrers(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<KindedReferrer>, Error> {
-        let mut out: Vec<KindedReferrer> = self
-            .referrers(repo, digest, None)
-            .await?
-            .into_iter()
-            .map(|r| KindedReferrer { kind: ReferrerKind::of(r.artifact_type.as_deref()), referrer: r, tag: None })
-            .collect();
-        for (suffix, kind) in
-            [("sig", ReferrerKind::Signature), ("att", ReferrerKind::Attestation), ("sbom", ReferrerKind::Sbom)]
-        {
-            let Ok(tag) = Tag::parse(&format!("{}-{}.{suffix}", digest.algorithm(), digest.hex())) else { continue };
-            if let Some(m) = self.meta.manifest(repo, &Reference::Tag(tag.clone())).await? {
-                let referrer = Referrer {
-                    digest: m.digest.clone(),
-                    media_type: m.media_type.clone(),
-                    size: m.body.len() as u64,
-                    artifact_type: m.artifact_type.clone(),
-                    annotations: m.annotations.clone(),
-                };
-                out.push(KindedReferrer { kind, referrer, tag: Some(tag) });
-            }
-        }
-        Ok(out)
-    }
-
     /// Reads an image config blob (at most [`MAX_CONFIG_BYTES`]) for its labels.
     async fn read_config(&self, repo: &RepoName, c: &DescriptorView) -> Result<ConfigInfo, Error> {
         let mut info = ConfigInfo {
@@ -402,31 +326,5 @@ impl Registry {
             Err(e) => info.note = Some(format!("the config blob is not an image config: {e}")),
         }
         Ok(info)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ReferrerKind::{self, *};
-
-    #[test]
-    fn referrer_kinds_by_artifact_type() {
-        for (t, want) in [
-            ("application/vnd.dev.cosign.artifact.sig.v1+json", Signature),
-            ("application/vnd.dev.sigstore.bundle.v0.3+json", Signature),
-            ("application/vnd.dev.sigstore.bundle+json;version=0.2", Signature),
-            ("application/vnd.cncf.notary.signature", Signature),
-            ("application/spdx+json", Sbom),
-            ("text/spdx", Sbom),
-            ("application/vnd.cyclonedx+json", Sbom),
-            ("application/vnd.cyclonedx+xml", Sbom),
-            ("application/vnd.in-toto+json", Attestation),
-            ("application/vnd.dsse.envelope.v1+json", Attestation),
-            ("application/vnd.oci.image.config.v1+json", Other),
-            ("example/thing", Other),
-        ] {
-            assert_eq!(ReferrerKind::of(Some(t)), want, "{t}");
-        }
-        assert_eq!(ReferrerKind::of(None), Other);
     }
 }

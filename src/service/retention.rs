@@ -502,6 +502,19 @@ impl Registry {
                 "cannot roll back {repo}:{tag} to {to}: that manifest is no longer stored in {repo} (it was deleted)"
             )));
         }
+        if !self.trust.gates_is_empty() {
+            // Verifying reads blobs: not inside the transaction. The gate is asked about the
+            // target; the tag is re-read under its lock in a new transaction.
+            tx.rollback().await?;
+            self.check_push_gates(repo, std::slice::from_ref(tag), &to, None, actor).await?;
+            tx = self.meta.begin(self.clock.now()).await?;
+            if tx.tag_for_update(repo, tag).await?.as_ref() != Some(&current) {
+                tx.rollback().await?;
+                return Err(Error::PreconditionFailed(format!(
+                    "tag {repo}:{tag} moved while the rollback was checked; read it again and retry"
+                )));
+            }
+        }
         tx.set_tag(repo, tag, Some(&current), &to, actor).await?;
         let how = match target {
             RollbackTarget::Steps(k) => json!({ "steps": k }),

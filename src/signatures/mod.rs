@@ -215,3 +215,127 @@ pub fn verify_layer(
         },
     })
 }
+
+/// The predicate type of cosign's own signatures in the new bundle format (cosign
+/// `pkg/cosign/bundle`): a bundle of this type is a signature, of any other an attestation.
+pub const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
+
+/// Classifies a referrer by its `artifactType` (or config media type), its annotations and
+/// its layers' media types: the artifact type decides when it names a known kind, else the
+/// layers do (cosign's tag scheme stores signatures in an image manifest whose config is an
+/// OCI image config). A sigstore bundle whose `dev.sigstore.bundle.predicateType`
+/// annotation names another predicate than cosign's signature one is an attestation.
+pub fn classify(
+    artifact_type: Option<&str>,
+    annotations: Option<&BTreeMap<String, String>>,
+    layer_media_types: &[&str],
+) -> ReferrerKind {
+    let kind = |t: &str| -> ReferrerKind {
+        let t = t.to_ascii_lowercase();
+        if t.starts_with("application/vnd.dev.sigstore.bundle") {
+            let predicate = annotations.and_then(|a| a.get("dev.sigstore.bundle.predicateType"));
+            match predicate {
+                Some(p) if p != COSIGN_SIGN_PREDICATE => ReferrerKind::Attestation,
+                _ => ReferrerKind::Signature,
+            }
+        } else if t == "application/vnd.dev.cosign.artifact.sig.v1+json"
+            || t == "application/vnd.dev.cosign.simplesigning.v1+json"
+            || t == "application/vnd.cncf.notary.signature"
+        {
+            ReferrerKind::Signature
+        } else if t.contains("spdx") || t.contains("cyclonedx") || t == "application/vnd.dev.cosign.artifact.sbom.v1+json"
+        {
+            ReferrerKind::Sbom
+        } else if t.starts_with("application/vnd.in-toto")
+            || t == "application/vnd.dsse.envelope.v1+json"
+            || t == "application/vnd.dev.cosign.artifact.att.v1+json"
+        {
+            ReferrerKind::Attestation
+        } else {
+            ReferrerKind::Other
+        }
+    };
+    match artifact_type.map(kind) {
+        Some(k) if k != ReferrerKind::Other => k,
+        _ => layer_media_types.iter().map(|m| kind(m)).find(|k| *k != ReferrerKind::Other).unwrap_or(ReferrerKind::Other),
+    }
+}
+
+/// An SBOM document's format, from its media type: `spdx` or `cyclonedx`, and the
+/// encoding (`json`, `xml`, `tag-value`), when the media type says.
+pub fn sbom_format(media_type: &str) -> Option<(&'static str, Option<&'static str>)> {
+    let m = media_type.to_ascii_lowercase();
+    let family = if m.contains("spdx") {
+        "spdx"
+    } else if m.contains("cyclonedx") {
+        "cyclonedx"
+    } else {
+        return None;
+    };
+    let encoding = if m.ends_with("json") || m.contains("+json") {
+        Some("json")
+    } else if m.ends_with("xml") {
+        Some("xml")
+    } else if m == "text/spdx" {
+        Some("tag-value")
+    } else {
+        None
+    };
+    Some((family, encoding))
+}
+
+#[cfg(test)]
+mod classify_tests {
+    use super::ReferrerKind::*;
+    use super::*;
+
+    #[test]
+    fn referrer_kinds_by_artifact_type() {
+        for (t, want) in [
+            ("application/vnd.dev.cosign.artifact.sig.v1+json", Signature),
+            ("application/vnd.dev.sigstore.bundle.v0.3+json", Signature),
+            ("application/vnd.dev.sigstore.bundle+json;version=0.2", Signature),
+            ("application/vnd.cncf.notary.signature", Signature),
+            ("application/spdx+json", Sbom),
+            ("text/spdx", Sbom),
+            ("application/vnd.cyclonedx+json", Sbom),
+            ("application/vnd.cyclonedx+xml", Sbom),
+            ("application/vnd.in-toto+json", Attestation),
+            ("application/vnd.dsse.envelope.v1+json", Attestation),
+            ("application/vnd.oci.image.config.v1+json", Other),
+            ("example/thing", Other),
+        ] {
+            assert_eq!(classify(Some(t), None, &[]), want, "{t}");
+        }
+        assert_eq!(classify(None, None, &[]), Other);
+    }
+
+    #[test]
+    fn layers_decide_when_the_artifact_type_does_not() {
+        // cosign's tag scheme: an image manifest with an OCI config and simple-signing layers
+        // (cosign pkg/oci/static, pkg/types: SimpleSigningMediaType).
+        let config = Some("application/vnd.oci.image.config.v1+json");
+        assert_eq!(classify(config, None, &["application/vnd.dev.cosign.simplesigning.v1+json"]), Signature);
+        assert_eq!(classify(config, None, &["application/vnd.dsse.envelope.v1+json"]), Attestation);
+        assert_eq!(classify(config, None, &["text/spdx+json"]), Sbom);
+        assert_eq!(classify(config, None, &["application/vnd.oci.image.layer.v1.tar+gzip"]), Other);
+        // The artifact type wins over layers when it names a kind.
+        assert_eq!(classify(Some("application/spdx+json"), None, &["application/vnd.dsse.envelope.v1+json"]), Sbom);
+        // A bundle of an attestation predicate is an attestation (cosign's new bundle format
+        // annotates the manifest with the predicate type).
+        let mut a = BTreeMap::new();
+        a.insert("dev.sigstore.bundle.predicateType".to_string(), "https://slsa.dev/provenance/v1".to_string());
+        assert_eq!(classify(Some("application/vnd.dev.sigstore.bundle.v0.3+json"), Some(&a), &[]), Attestation);
+        a.insert("dev.sigstore.bundle.predicateType".to_string(), COSIGN_SIGN_PREDICATE.to_string());
+        assert_eq!(classify(Some("application/vnd.dev.sigstore.bundle.v0.3+json"), Some(&a), &[]), Signature);
+    }
+
+    #[test]
+    fn sbom_formats() {
+        assert_eq!(sbom_format("application/spdx+json"), Some(("spdx", Some("json"))));
+        assert_eq!(sbom_format("text/spdx"), Some(("spdx", Some("tag-value"))));
+        assert_eq!(sbom_format("application/vnd.cyclonedx+xml"), Some(("cyclonedx", Some("xml"))));
+        assert_eq!(sbom_format("application/vnd.cyclonedx"), Some(("cyclonedx", None)));
+        assert_eq!(sbom_format("application/json"), None);
+    }
+}

@@ -25,7 +25,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use caller::Authorized;
-use route::RestRoute;
+use route::{DocumentKind, RestRoute};
 
 use crate::meta::millis;
 use crate::state::AppState;
@@ -50,6 +50,18 @@ pub async fn dispatch(
         }
         RestRoute::Artifact { name, digest } => {
             artifacts::provenance(&state, &name, &digest).await.map(IntoResponse::into_response)
+        }
+        RestRoute::Documents { name, digest, kind: DocumentKind::Sboms } => {
+            artifacts::sboms(&state, &name, &digest).await.map(IntoResponse::into_response)
+        }
+        RestRoute::Documents { name, digest, kind: DocumentKind::Attestations } => {
+            artifacts::attestations(&state, &name, &digest).await.map(IntoResponse::into_response)
+        }
+        RestRoute::Document { name, digest, kind: DocumentKind::Sboms, document } => {
+            artifacts::sbom(&state, &name, &digest, &document).await
+        }
+        RestRoute::Document { name, digest, kind: DocumentKind::Attestations, document } => {
+            artifacts::attestation(&state, &name, &digest, &document).await
         }
         RestRoute::RetentionPlan => retention::plan(&state, &q).await.map(IntoResponse::into_response),
         RestRoute::RetentionApply => retention::apply(&state, &caller, &q).await.map(IntoResponse::into_response),

@@ -37,6 +37,26 @@ pub enum RestRoute {
         /// The manifest digest.
         digest: Digest,
     },
+    /// `repositories/<name>/artifacts/<digest>/sboms` or `/attestations`
+    Documents {
+        /// The repository.
+        name: RepoName,
+        /// The subject manifest.
+        digest: Digest,
+        /// SBOMs or attestations.
+        kind: DocumentKind,
+    },
+    /// `repositories/<name>/artifacts/<digest>/sboms/<document>` or `/attestations/<document>`
+    Document {
+        /// The repository.
+        name: RepoName,
+        /// The subject manifest.
+        digest: Digest,
+        /// SBOMs or attestations.
+        kind: DocumentKind,
+        /// The document (layer) digest.
+        document: Digest,
+    },
     /// `repositories/<name>/tags/<tag>/rollback` (POST)
     Rollback {
         /// The repository.
@@ -54,6 +74,25 @@ pub enum RestRoute {
     AuditCheckpoints,
     /// `audit/public-key`
     AuditPublicKey,
+}
+
+/// Which documents of an artifact a route lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocumentKind {
+    /// `sboms`: SPDX and CycloneDX documents.
+    Sboms,
+    /// `attestations`: in-toto statements (DSSE envelopes, sigstore bundles).
+    Attestations,
+}
+
+impl DocumentKind {
+    fn parse(s: &str) -> Option<DocumentKind> {
+        match s {
+            "sboms" => Some(DocumentKind::Sboms),
+            "attestations" => Some(DocumentKind::Attestations),
+            _ => None,
+        }
+    }
 }
 
 /// What a route needs of the caller (see `caller.rs`).
@@ -107,6 +146,16 @@ impl RestRoute {
             ["repositories", name @ .., "tags", tag] if !name.is_empty() => {
                 RestRoute::TagAt { name: repo(name)?, tag: Tag::parse(tag)? }
             }
+            ["repositories", name @ .., "artifacts", d, kind, doc]
+                if !name.is_empty() && DocumentKind::parse(kind).is_some() =>
+            {
+                let kind = DocumentKind::parse(kind).ok_or(Error::NotFound)?;
+                RestRoute::Document { name: repo(name)?, digest: Digest::parse(d)?, kind, document: Digest::parse(doc)? }
+            }
+            ["repositories", name @ .., "artifacts", d, kind] if !name.is_empty() && DocumentKind::parse(kind).is_some() => {
+                let kind = DocumentKind::parse(kind).ok_or(Error::NotFound)?;
+                RestRoute::Documents { name: repo(name)?, digest: Digest::parse(d)?, kind }
+            }
             ["repositories", name @ .., "artifacts", d] if !name.is_empty() => {
                 RestRoute::Artifact { name: repo(name)?, digest: Digest::parse(d)? }
             }
@@ -120,9 +169,11 @@ impl RestRoute {
             RestRoute::OpenApi => Need::Nothing,
             RestRoute::ImmutabilityPolicy => Need::ApiRead,
             RestRoute::Repositories => Need::SignedIn,
-            RestRoute::TagHistory { name, .. } | RestRoute::TagAt { name, .. } | RestRoute::Artifact { name, .. } => {
-                Need::Repository(name.clone())
-            }
+            RestRoute::TagHistory { name, .. }
+            | RestRoute::TagAt { name, .. }
+            | RestRoute::Artifact { name, .. }
+            | RestRoute::Documents { name, .. }
+            | RestRoute::Document { name, .. } => Need::Repository(name.clone()),
             RestRoute::AuditEvents | RestRoute::AuditCheckpoints | RestRoute::AuditPublicKey => Need::Audit,
             RestRoute::RetentionPlan => Need::Audit,
             RestRoute::RetentionApply => Need::Admin,
@@ -155,6 +206,11 @@ mod tests {
         assert_eq!(RestRoute::parse("/api/v1/audit/public-key").unwrap(), RestRoute::AuditPublicKey);
         let r = RestRoute::parse(&format!("/api/v1/repositories/a/tags/b/artifacts/{}", d())).unwrap();
         assert!(matches!(r, RestRoute::Artifact { ref name, .. } if name.as_str() == "a/tags/b"));
+        let r = RestRoute::parse(&format!("/api/v1/repositories/a/b/artifacts/{}/sboms", d())).unwrap();
+        assert!(matches!(r, RestRoute::Documents { ref name, kind: DocumentKind::Sboms, .. } if name.as_str() == "a/b"));
+        let r = RestRoute::parse(&format!("/api/v1/repositories/a/artifacts/{}/attestations/{}", d(), d())).unwrap();
+        assert!(matches!(r, RestRoute::Document { ref name, kind: DocumentKind::Attestations, .. } if name.as_str() == "a"));
+        assert_eq!(r.need(), Need::Repository(RepoName::parse("a").unwrap()));
         let r = RestRoute::parse("/api/v1/repositories/a/b/tags/v1/history").unwrap();
         assert!(
             matches!(r, RestRoute::TagHistory { ref name, ref tag } if name.as_str() == "a/b" && tag.as_str() == "v1")
@@ -184,6 +240,10 @@ mod tests {
         assert!(matches!(RestRoute::parse("/api/v1/repositories/Bad/tags/v1"), Err(Error::NameInvalid(_))));
         assert!(matches!(RestRoute::parse("/api/v1/repositories/x/tags/a%2Fb"), Err(Error::NameInvalid(_))));
         assert!(matches!(RestRoute::parse("/api/v1/repositories/x/artifacts/sha256:zz"), Err(Error::DigestInvalid(_))));
+        let sboms = format!("/api/v1/repositories/x/artifacts/sha256:{}/sboms/sha256:zz", "ab".repeat(32));
+        assert!(matches!(RestRoute::parse(&sboms), Err(Error::DigestInvalid(_))));
+        let other = format!("/api/v1/repositories/x/artifacts/sha256:{}/signatures", "ab".repeat(32));
+        assert!(matches!(RestRoute::parse(&other), Err(Error::NotFound)));
         assert!(matches!(RestRoute::parse("/api/v1/repositories/x/tags/%FF"), Err(Error::Unsupported(_))));
     }
 }

@@ -1,0 +1,425 @@
+//! Signatures, SBOMs and attestations of a manifest (DESIGN §5): its referrers by kind (by
+//! `subject`, and cosign's tag scheme `sha256-<hex>.sig|.att|.sbom`), each signature layer
+//! read (at most [`MAX_LAYER_BYTES`]) and verified with `signatures::verify_layer`, and the
+//! signature gates (`policy::gates`) asked on tag writes and manifest GETs.
+//!
+//! Verification results are cached in memory by (referrer digest, subject digest): both
+//! name content, and the keys are fixed for the life of the process (a key change is a
+//! config change, so a restart), so a cached result never goes stale and a changed key set
+//! starts from nothing. A result that depended on something missing (a layer not stored,
+//! the subject not pushed yet) is not cached.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use futures::TryStreamExt as _;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::Registry;
+use super::manifests::event;
+use crate::audit::EventKind;
+use crate::error::Error;
+use crate::meta::{Actor, ManifestRecord, Referrer};
+use crate::oci::{Digest, Reference, RepoName, Tag};
+use crate::policy::gates::{self, GateRefusal, Gates};
+use crate::policy::immutability::is_referrer_tag;
+use crate::signatures::{
+    self, Keyring, Layer, MAX_LAYER_BYTES, ReferrerKind, SignatureCheck, Subject, classify, layer_format,
+};
+
+/// Cached verification results kept at most; beyond, the cache starts over.
+const MAX_CACHED: usize = 10_000;
+/// Indexes consulted when a pull gate checks whether a signed index lists a manifest.
+const MAX_PARENTS: u32 = 16;
+
+/// The trusted keys, the gates, and the verification cache.
+#[derive(Default)]
+pub struct Trust {
+    keyring: Keyring,
+    gates: Gates,
+    checks: Mutex<HashMap<(Digest, Digest), Arc<Vec<SignatureCheck>>>>,
+}
+
+impl Trust {
+    /// Trust in `keyring`, guarded by `gates`.
+    pub fn new(keyring: Keyring, gates: Gates) -> Trust {
+        Trust { keyring, gates, checks: Mutex::default() }
+    }
+
+    /// The trusted keys.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// True when no gate is configured.
+    pub fn gates_is_empty(&self) -> bool {
+        self.gates.is_empty()
+    }
+}
+
+/// One referrer of a manifest with its kind, and (for signatures and attestations) the
+/// checks of its signature layers.
+#[derive(Debug, Clone)]
+pub struct KindedReferrer {
+    /// Its kind.
+    pub kind: ReferrerKind,
+    /// The referrer.
+    pub referrer: Referrer,
+    /// The fallback tag it was found by, if it was found by tag rather than by `subject`.
+    pub tag: Option<Tag>,
+    /// Its signature layers, checked (empty for SBOMs and others).
+    pub checks: Arc<Vec<SignatureCheck>>,
+}
+
+/// One SBOM or attestation document: a layer of a referrer.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// The referrer manifest holding it.
+    pub referrer: Digest,
+    /// Its artifact type.
+    pub artifact_type: Option<String>,
+    /// The layer (document) digest.
+    pub digest: Digest,
+    /// The layer media type.
+    pub media_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// `org.opencontainers.image.created` of the referrer (or the layer), else when it was stored.
+    pub created: Option<String>,
+    /// When the referrer was stored.
+    pub stored_at: Option<std::time::SystemTime>,
+    /// The fallback tag it was found by.
+    pub tag: Option<Tag>,
+    /// For an attestation: the checks of its envelope.
+    pub checks: Vec<SignatureCheck>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct LayersView {
+    #[serde(default)]
+    layers: Vec<LayerView>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LayerView {
+    media_type: String,
+    digest: String,
+    size: i64,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+fn layers_of(m: &ManifestRecord) -> LayersView {
+    serde_json::from_slice(&m.body).unwrap_or_default()
+}
+
+fn kind_of(m: &ManifestRecord, view: &LayersView) -> ReferrerKind {
+    let types: Vec<&str> = view.layers.iter().map(|l| l.media_type.as_str()).collect();
+    classify(m.artifact_type.as_deref(), m.annotations.as_ref(), &types)
+}
+
+impl Registry {
+    /// Uses `trust` for verification and gates.
+    pub fn with_trust(mut self, trust: Arc<Trust>) -> Registry {
+        self.trust = trust;
+        self
+    }
+
+    /// The referrers of `subject` by kind, signatures and attestations checked: those whose
+    /// `subject` is it, then cosign's fallback tags (`<alg>-<hex>.sig`, `.att`, `.sbom`).
+    pub async fn kinded_referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<KindedReferrer>, Error> {
+        let body = match self.manifest(repo, &Reference::Digest(subject.clone())).await {
+            Ok(m) => Some(m),
+            Err(Error::ManifestUnknown(_)) => None,
+            Err(e) => return Err(e),
+        };
+        let mut found: Vec<(Arc<ManifestRecord>, Option<Tag>, Option<ReferrerKind>)> = Vec::new();
+        for r in self.referrers(repo, subject, None).await? {
+            found.push((self.manifest(repo, &Reference::Digest(r.digest)).await?, None, None));
+        }
+        for (suffix, kind) in
+            [("sig", ReferrerKind::Signature), ("att", ReferrerKind::Attestation), ("sbom", ReferrerKind::Sbom)]
+        {
+            let Ok(tag) = Tag::parse(&format!("{}-{}.{suffix}", subject.algorithm(), subject.hex())) else { continue };
+            match self.manifest(repo, &Reference::Tag(tag.clone())).await {
+                Ok(m) => found.push((m, Some(tag), Some(kind))),
+                Err(Error::ManifestUnknown(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut out = Vec::new();
+        for (m, tag, by_tag) in found {
+            let view = layers_of(&m);
+            let kind = by_tag.unwrap_or_else(|| kind_of(&m, &view));
+            let checks = match kind {
+                ReferrerKind::Signature | ReferrerKind::Attestation => {
+                    self.checks_of(repo, &m, &view, subject, body.as_deref().map(|b| &b.body[..])).await?
+                }
+                _ => Arc::default(),
+            };
+            out.push(KindedReferrer {
+                kind,
+                referrer: Referrer {
+                    digest: m.digest.clone(),
+                    media_type: m.media_type.clone(),
+                    size: m.body.len() as u64,
+                    artifact_type: m.artifact_type.clone(),
+                    annotations: m.annotations.clone(),
+                },
+                tag,
+                checks,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The checks of the signature layers of the referrer `m` of `subject`.
+    async fn checks_of(
+        &self,
+        repo: &RepoName,
+        m: &ManifestRecord,
+        view: &LayersView,
+        subject: &Digest,
+        subject_body: Option<&[u8]>,
+    ) -> Result<Arc<Vec<SignatureCheck>>, Error> {
+        let key = (m.digest.clone(), subject.clone());
+        if let Some(hit) = self.trust.checks.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(hit.clone());
+        }
+        let mut complete = subject_body.is_some();
+        let mut checks = Vec::new();
+        for l in &view.layers {
+            if layer_format(m.artifact_type.as_deref(), &l.media_type).is_none() {
+                continue;
+            }
+            let content = self.small_blob(repo, &l.digest, l.size).await?;
+            complete &= content.is_some();
+            let layer = Layer {
+                media_type: &l.media_type,
+                digest: &l.digest,
+                annotations: &l.annotations,
+                content: content.as_deref(),
+            };
+            let subject = Subject { digest: subject, body: subject_body };
+            if let Some(c) =
+                signatures::verify_layer(&self.trust.keyring, m.artifact_type.as_deref(), &layer, &subject, self.clock.now())
+            {
+                checks.push(c);
+            }
+        }
+        let checks = Arc::new(checks);
+        if complete {
+            let mut cache = self.trust.checks.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
+            cache.insert(key, checks.clone());
+        }
+        Ok(checks)
+    }
+
+    /// The bytes of a blob of `repo` of at most [`MAX_LAYER_BYTES`]; `None` when it is not
+    /// stored in `repo`, is bigger, or its digest is not one Cairn reads.
+    async fn small_blob(&self, repo: &RepoName, digest: &str, declared: i64) -> Result<Option<Vec<u8>>, Error> {
+        let Ok(d) = Digest::parse(digest) else { return Ok(None) };
+        if declared < 0 || declared as u64 > MAX_LAYER_BYTES {
+            return Ok(None);
+        }
+        let Some(blob) = self.meta.blob(repo, &d).await? else { return Ok(None) };
+        if blob.size > MAX_LAYER_BYTES {
+            return Ok(None);
+        }
+        let chunks: Vec<bytes::Bytes> = self.blobs.read(&blob.location, 0..blob.size).await?.try_collect().await?;
+        Ok(Some(chunks.concat()))
+    }
+
+    /// The names of the trusted keys with a valid signature of `digest` in `repo` (signature
+    /// referrers only; an attestation is not a signature of the manifest).
+    pub async fn signed_by(&self, repo: &RepoName, digest: &Digest) -> Result<BTreeSet<String>, Error> {
+        let mut keys = BTreeSet::new();
+        for r in self.kinded_referrers(repo, digest).await? {
+            if r.kind == ReferrerKind::Signature {
+                keys.extend(r.checks.iter().filter_map(|c| c.valid_key()).map(str::to_string));
+            }
+        }
+        Ok(keys)
+    }
+
+    /// The push gates of `tags` (DESIGN §5): each tag the write sets must satisfy every gate
+    /// matching it. Signatures, SBOMs and attestations themselves (`subject` set) are never
+    /// gated. A refusal is ledgered (`write.refuse`, reason `signature-gate`).
+    pub(super) async fn check_push_gates(
+        &self,
+        repo: &RepoName,
+        tags: &[Tag],
+        digest: &Digest,
+        subject: Option<&Digest>,
+        actor: &Actor,
+    ) -> Result<(), Error> {
+        if self.trust.gates.is_empty() || subject.is_some() {
+            return Ok(());
+        }
+        let mut signed: Option<BTreeSet<String>> = None;
+        for tag in tags {
+            let gates = self.trust.gates.push_gates(repo, tag);
+            if gates.is_empty() {
+                continue;
+            }
+            if signed.is_none() {
+                signed = Some(self.signed_by(repo, digest).await?);
+            }
+            let Some(by) = signed.as_ref() else { continue };
+            if let Err(refusal) = gates::decide(&gates, by) {
+                let message = push_refusal_message(repo, tag, digest, &refusal);
+                let e = event(EventKind::WriteRefuse, actor, repo).tag(tag.as_str()).digest(digest.as_str()).detail(
+                    json!({
+                        "reason": "signature-gate",
+                        "gate": refusal.gate,
+                        "keys": refusal.keys,
+                        "signed_by": refusal.signed_by,
+                    }),
+                );
+                self.ledger_refusal(e).await;
+                return Err(Error::Unsigned { message, gate: refusal.gate, keys: refusal.keys, digest: digest.clone() });
+            }
+        }
+        Ok(())
+    }
+
+    /// The pull gates of a GET of manifest `m` by `reference` (DESIGN §5): a manifest of a
+    /// pull-gated repository is served only when it, or an index of the repository that lists
+    /// it, satisfies every gate. Signatures, SBOMs and attestations (a `subject`, a fallback
+    /// tag, or a signature/SBOM/attestation by kind) are never gated. A refusal is counted as
+    /// a `request.deny` of the client (one event per client, see `service/audit.rs`).
+    pub async fn check_pull_gates(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        m: &ManifestRecord,
+        actor: &Actor,
+    ) -> Result<(), Error> {
+        let gates = self.trust.gates.pull_gates(repo);
+        if gates.is_empty() || m.subject.is_some() {
+            return Ok(());
+        }
+        if let Reference::Tag(t) = reference
+            && is_referrer_tag(t.as_str())
+        {
+            return Ok(());
+        }
+        if kind_of(m, &layers_of(m)) != ReferrerKind::Other {
+            return Ok(());
+        }
+        let by = self.signed_by(repo, &m.digest).await?;
+        let Err(refusal) = gates::decide(&gates, &by) else { return Ok(()) };
+        for parent in self.meta.parents(repo, &m.digest, MAX_PARENTS).await? {
+            if gates::decide(&gates, &self.signed_by(repo, &parent).await?).is_ok() {
+                return Ok(());
+            }
+        }
+        let message = format!(
+            "pulls of {repo} need a valid signature (signature gate {}): {} has none by {}; sign it (for example \
+             `cosign sign --key <key> {repo}@{}`) or ask an admin which key the gate trusts. HEAD stays open for \
+             signing tools",
+            refusal.gate,
+            m.digest,
+            key_list(&refusal.keys),
+            m.digest
+        );
+        self.count_denial(
+            EventKind::RequestDeny,
+            &actor.name,
+            actor.address.as_deref().unwrap_or(""),
+            repo.as_str(),
+            &format!("signature gate {}: {} is not signed by {}", refusal.gate, m.digest, key_list(&refusal.keys)),
+        );
+        Err(Error::Unsigned { message, gate: refusal.gate, keys: refusal.keys, digest: m.digest.clone() })
+    }
+
+    /// The SBOMs (`kind` Sbom) or attestations of `subject`: every layer of each such referrer.
+    pub async fn documents(&self, repo: &RepoName, subject: &Digest, kind: ReferrerKind) -> Result<Vec<Document>, Error> {
+        let mut out = Vec::new();
+        for r in self.kinded_referrers(repo, subject).await? {
+            if r.kind != kind {
+                continue;
+            }
+            let m = self.manifest(repo, &Reference::Digest(r.referrer.digest.clone())).await?;
+            let view = layers_of(&m);
+            let stored_at = self.meta.manifest_stored_at(repo, &m.digest).await?;
+            let created_of = |a: &BTreeMap<String, String>| a.get("org.opencontainers.image.created").cloned();
+            for l in &view.layers {
+                let Ok(digest) = Digest::parse(&l.digest) else { continue };
+                out.push(Document {
+                    referrer: m.digest.clone(),
+                    artifact_type: m.artifact_type.clone(),
+                    digest,
+                    media_type: l.media_type.clone(),
+                    size: l.size.max(0) as u64,
+                    created: created_of(&view.annotations).or_else(|| created_of(&l.annotations)),
+                    stored_at,
+                    tag: r.tag.clone(),
+                    checks: r.checks.iter().filter(|c| c.layer == l.digest).cloned().collect(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The document `digest` among the SBOMs or attestations of `subject`, for streaming:
+    /// its blob, media type and size. 404 (`BLOB_UNKNOWN`) when no such referrer layer.
+    pub async fn document(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        kind: ReferrerKind,
+        digest: &Digest,
+    ) -> Result<(Document, super::ByteStream), Error> {
+        let doc = self
+            .documents(repo, subject, kind)
+            .await?
+            .into_iter()
+            .find(|d| &d.digest == digest)
+            .ok_or_else(|| Error::BlobUnknown(format!("{digest} (no such document of {subject})")))?;
+        let blob = self.meta.blob(repo, digest).await?.ok_or_else(|| Error::BlobUnknown(digest.to_string()))?;
+        let stream = self.blobs.read(&blob.location, 0..blob.size).await?.map_err(std::io::Error::other);
+        Ok((doc, Box::pin(stream)))
+    }
+
+    /// Ledgers a refusal in a transaction of its own.
+    async fn ledger_refusal(&self, e: crate::audit::NewEvent) {
+        let recorded = async {
+            let mut tx = self.meta.begin(self.clock.now()).await?;
+            tx.append_events(vec![e], self.clock.now()).await?;
+            tx.commit().await
+        };
+        if let Err(e) = recorded.await {
+            tracing::warn!(error = %e, "could not ledger a refusal");
+        }
+    }
+}
+
+fn key_list(keys: &[String]) -> String {
+    match keys {
+        [one] => format!("key {one}"),
+        many => format!("any of the keys {}", many.join(", ")),
+    }
+}
+
+fn push_refusal_message(repo: &RepoName, tag: &Tag, digest: &Digest, r: &GateRefusal) -> String {
+    let signed = if r.signed_by.is_empty() {
+        "it has no valid signature".to_string()
+    } else {
+        format!("it is signed only by {}", r.signed_by.join(", "))
+    };
+    format!(
+        "tag {repo}:{tag} needs a valid signature by {} (signature gate {}), and {digest} has none: {signed}. Push \
+         by digest, sign it (for example `cosign sign --key <key> {repo}@{digest}`), then push the tag again",
+        key_list(&r.keys),
+        r.gate
+    )
+}
