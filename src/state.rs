@@ -100,8 +100,8 @@ impl AppState {
 }
 
 /// What the `config.load` event records: SHA-256 digests of the effective rules (immutability,
-/// access without secrets, audit, retention), so an auditor sees when a rule changed without the ledger
-/// holding a secret.
+/// access without secrets, audit, retention, signature keys and gates), so an auditor sees when a
+/// rule or a trusted key changed without the ledger holding a secret.
 pub fn config_detail(config: &Config) -> serde_json::Value {
     use sha2::Digest as _;
     let digest = |v: serde_json::Value| {
@@ -110,6 +110,8 @@ pub fn config_detail(config: &Config) -> serde_json::Value {
     };
     let immutability = serde_json::to_value(&config.immutability).unwrap_or_default();
     let retention = serde_json::to_value(&config.retention).unwrap_or_default();
+    // Public keys are no secret; their digest changes when a key does.
+    let signatures = serde_json::to_value(&config.signatures).unwrap_or_default();
     let access = serde_json::json!({
         "allow_anonymous_write": config.auth.allow_anonymous_write,
         "users": config.auth.users.iter().map(|u| serde_json::json!({ "name": u.name, "roles": u.roles })).collect::<Vec<_>>(),
@@ -126,5 +128,7 @@ pub fn config_detail(config: &Config) -> serde_json::Value {
         "access": digest(access),
         "audit": digest(audit),
         "retention": digest(retention),
+        "signatures": digest(signatures),
+        "signature_keys": config.signatures.keys.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(),
     })
 }

@@ -23,4 +23,5 @@ mod provenance;
 mod rest_api;
 mod retention;
 mod sha512;
+mod signatures;
 mod uploads;
