@@ -198,7 +198,14 @@ fn check_keys(root: &toml::Table) -> Checked {
                     auth_complete &= section != "auth";
                     match v {
                         toml::Value::Array(items) if items.iter().any(|i| i.is_table()) => {
-                            problems.extend(check_elements(section, key, items));
+                            // The element's rules may refer to its siblings (a gate names
+                            // [[signatures.keys]]): those that are fine on their own come along.
+                            let siblings: toml::Table = keys
+                                .iter()
+                                .filter(|(k, v)| *k != key && parse(one(section, k, (*v).clone())).is_ok())
+                                .map(|(k, v)| (k.clone(), v.clone()))
+                                .collect();
+                            problems.extend(check_elements(section, key, items, &siblings));
                         }
                         toml::Value::Table(_) | toml::Value::Array(_) => problems.extend(errs),
                         scalar if is_duration_key(section, key) => {
@@ -216,7 +223,12 @@ fn check_keys(root: &toml::Table) -> Checked {
 
 /// Checks each element of the array `section.key` on its own: the problems of an element
 /// that does not parse, with the globs it holds; the semantic problems of one that does.
-fn check_elements(section: &str, key: &str, items: &[toml::Value]) -> Vec<String> {
+fn check_elements(section: &str, key: &str, items: &[toml::Value], siblings: &toml::Table) -> Vec<String> {
+    let one = |section: &str, key: &str, value: toml::Value| {
+        let mut t = siblings.clone();
+        t.insert(key.to_string(), value);
+        toml::Value::Table(toml::Table::from_iter([(section.to_string(), toml::Value::Table(t))]))
+    };
     let mut problems = Vec::new();
     let first = format!("{section}.{key}[0]");
     for (i, item) in items.iter().enumerate() {
@@ -473,6 +485,47 @@ colour = "red"
         assert_eq!(listed, Some("CAIRN_PORT, CAIRN_PORT_5000_TCP_ADDR, CAIRN_SERVICE_HOST"), "{:?}", loaded.notes);
         // A misspelt key is still an error.
         assert!(load(&Sources::default(), env(&[("CAIRN_SERVER__LISEN", "x")])).config.is_err());
+    }
+
+    #[test]
+    fn every_signature_key_and_gate_problem_is_reported() {
+        let file = r#"
+[[signatures.keys]]
+name = "release"
+public_key = "not a pem"
+[[signatures.keys]]
+name = "both"
+[[signatures.gates]]
+repositories = "prod/[x"
+keys = ["release", "nobody"]
+guard = "sometimes"
+colour = "red"
+[[signatures.gates]]
+repositories = "**"
+tags = []
+keys = []
+"#;
+        let p = problems(Some(file), &[]);
+        for needle in [
+            "signatures.keys[0].public_key",
+            "signatures.keys[1]",
+            "signatures.gates[0].guard: unknown variant `sometimes`",
+            "signatures.gates[0].colour: unknown key",
+            "signatures.gates[0].repositories = \"prod/[x\"",
+            "signatures.gates[0].keys[1] = \"nobody\" names no [[signatures.keys]] entry (configured keys: release, both)",
+            "signatures.gates[1].tags is empty",
+            "signatures.gates[1].keys is empty",
+        ] {
+            assert!(p.iter().any(|m| m.starts_with(needle)), "{needle} not in {p:#?}");
+        }
+        // A gate checked on its own (it did not parse) still sees the configured keys.
+        assert!(!p.iter().any(|m| m.contains("\"release\" names no")), "{p:#?}");
+        let p = problems(Some("[[signatures.gates]]\nrepositories = \"prod/**\"\nkeys = [\"nobody\"]\n"), &[]);
+        assert_eq!(
+            p,
+            ["signatures.gates[0].keys[0] = \"nobody\" names no [[signatures.keys]] entry (no [[signatures.keys]] are \
+              configured)"]
+        );
     }
 
     #[test]

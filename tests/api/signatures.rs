@@ -279,15 +279,20 @@ async fn a_rollback_to_a_digest_whose_signature_is_gone_is_refused() {
     assert_eq!(app.put_manifest(repo, "prod", OCI_MANIFEST, &b).await.status(), StatusCode::CREATED);
     // A's signature is withdrawn: rolling prod back to A is refused by the gate.
     assert_eq!(app.delete(&format!("/v2/{repo}/manifests/{sig_a}")).await.status(), StatusCode::ACCEPTED);
-    let r = app.post(&format!("/api/v1/repositories/{repo}/tags/prod/rollback?steps=1")).await;
-    let body = assert_error(r, StatusCode::FORBIDDEN, "DENIED").await;
+    let rollback = || async {
+        let url = app.url(&format!("/api/v1/repositories/{repo}/tags/prod/rollback"));
+        app.http.post(url).json(&json!({ "steps": 1 })).send().await.unwrap()
+    };
+    let body = assert_error(rollback().await, StatusCode::FORBIDDEN, "DENIED").await;
     assert!(body["detail"].as_str().unwrap().contains("needs a valid signature"), "{body}");
     let r = app.get(&format!("/v2/{repo}/manifests/prod")).await;
     assert_eq!(header(&r, "docker-content-digest").as_deref(), Some(db.as_str()), "prod did not move");
     // Signed again: the rollback goes through.
     cosign_sign(&app, repo, &da, &[(&release, &da)]).await;
-    let r = app.post(&format!("/api/v1/repositories/{repo}/tags/prod/rollback?steps=1")).await;
+    let r = rollback().await;
     assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+    let r = app.get(&format!("/v2/{repo}/manifests/prod")).await;
+    assert_eq!(header(&r, "docker-content-digest").as_deref(), Some(da.as_str()), "prod is back on A");
 }
 
 /// An artifact with `subject`, one layer of `media_type` holding `content`; returns its digest.
@@ -324,10 +329,16 @@ async fn sboms_and_attestations_are_listed_and_served() {
         "predicateType": "https://slsa.dev/provenance/v1",
         "predicate": {},
     });
+    // DSSE (secure-systems-lab/dsse protocol.md): the signature is over
+    // PAE = "DSSEv1" SP len(type) SP type SP len(body) SP body.
+    let body = serde_json::to_vec(&statement).unwrap();
+    let payload_type = "application/vnd.in-toto+json";
+    let mut pae = format!("DSSEv1 {} {payload_type} {} ", payload_type.len(), body.len()).into_bytes();
+    pae.extend_from_slice(&body);
     let envelope = serde_json::to_vec(&json!({
-        "payloadType": "application/vnd.in-toto+json",
-        "payload": B64.encode(serde_json::to_vec(&statement).unwrap()),
-        "signatures": [],
+        "payloadType": payload_type,
+        "payload": B64.encode(&body),
+        "signatures": [{ "keyid": "", "sig": B64.encode(Signer::new().sign(&pae)) }],
     }))
     .unwrap();
     let att_d = attach(
@@ -369,7 +380,10 @@ async fn sboms_and_attestations_are_listed_and_served() {
     assert_eq!(docs.len(), 1, "{list:#}");
     assert_eq!(docs[0]["digest"], att_d);
     // No key is configured: the envelope is read (its predicate named) but not verified.
-    assert_eq!(docs[0]["verification"][0]["status"], "unverified", "{list:#}");
+    let v = &docs[0]["verification"][0];
+    assert_eq!(v["status"], "unverified", "{list:#}");
+    assert_eq!(v["format"], "dsse", "{list:#}");
+    assert_eq!(v["predicate_type"], "https://slsa.dev/provenance/v1", "{list:#}");
     let r = app.get(&format!("/api/v1/repositories/{repo}/artifacts/{d}/attestations/{att_d}")).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.bytes().await.unwrap().as_ref(), &envelope[..]);

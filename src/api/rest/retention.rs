@@ -168,7 +168,7 @@ fn target(body: &[u8]) -> Result<RollbackTarget, Error> {
         (status = 200, description = "The tag moved back", body = RollbackResult),
         (status = 400, description = "A bad name, tag or body", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Needs push on the repository", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs push on the repository, or a signature gate refuses the target (it has no valid signature by the gate's keys)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such tag", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Refused: immutable tag, target outside the window or no longer stored", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match does not hold (the tag moved, or the value is no digest)", body = Problem, content_type = "application/problem+json"),
