@@ -14,6 +14,12 @@
 //! wrong-password attempts `unauthorized`, and a robot from `cairn token create` pulling within
 //! its grant until `cairn token revoke`.
 //!
+//! Cairn's signatures and gates (DESIGN §5) through the same clients: oras-py attaches an SPDX
+//! SBOM and a cosign signature as referrers (listed, served and verified over REST); docker
+//! pushes to a push-gated tag and pulls from a pull-gated repository, refused (`denied: … needs
+//! a valid signature …`) until a signature by the gate's key, made with `openssl` as cosign
+//! makes it and pushed as cosign pushes it, is there.
+//!
 //! This target has its own runner (`harness.rs`, `harness = false`): a test whose client is
 //! not installed here, or which checks Cairn's own behaviour while `CONFORMANCE_URL` names
 //! another registry, is reported as ignored with the reason, never as passed; under `CI=true`
@@ -35,6 +41,7 @@ mod helpers;
 mod oras;
 mod podman;
 mod retention;
+mod signatures;
 mod skopeo;
 
 fn main() {
@@ -44,6 +51,7 @@ fn main() {
         ("oras", oras::TESTS),
         ("podman", podman::TESTS),
         ("retention", retention::TESTS),
+        ("signatures", signatures::TESTS),
         ("skopeo", skopeo::TESTS),
     ])
 }
