@@ -523,8 +523,10 @@ keys = []
         let p = problems(Some("[[signatures.gates]]\nrepositories = \"prod/**\"\nkeys = [\"nobody\"]\n"), &[]);
         assert_eq!(
             p,
-            ["signatures.gates[0].keys[0] = \"nobody\" names no [[signatures.keys]] entry (no [[signatures.keys]] are \
-              configured)"]
+            [
+                "signatures.gates[0].keys[0] = \"nobody\" names no [[signatures.keys]] entry (no [[signatures.keys]] are \
+              configured)"
+            ]
         );
     }
 

@@ -103,7 +103,9 @@ impl Gates {
             let repositories = super::access::repo_glob(&g.repositories)
                 .map_err(|e| problems.push(format!("{at}.repositories = {:?}: {}", g.repositories, e.kind())));
             if g.tags.is_empty() {
-                problems.push(format!("{at}.tags is empty: list tag globs such as [\"v*\"], or leave it out for every tag"));
+                problems.push(format!(
+                    "{at}.tags is empty: list tag globs such as [\"v*\"], or leave it out for every tag"
+                ));
             }
             let mut set = GlobSetBuilder::new();
             for (j, t) in g.tags.iter().enumerate() {

@@ -32,6 +32,7 @@ use crate::policy::ImmutabilityPolicy;
 pub use crate::audit::VerifyError;
 pub use crate::meta::{Actor, DigestTagEvent, PullStats, Referrer, RepositorySummary, StorageTotals, TagEvent};
 pub use crate::policy::Precondition;
+pub use crate::signatures::ReferrerKind;
 pub use blobs::{BlobRead, BlobWant};
 pub use gc::{GcOptions, GcProgress, GcReport, collectable, tally_suffices, unlinkable};
 pub use history::HistoryPage;
@@ -39,9 +40,8 @@ pub use ledger_files::{LedgerError, VerifyReport};
 pub use listing::Page;
 pub use manifests::{ManifestPut, PutOutcome};
 pub use provenance::{ConfigInfo, IndexChild, Provenance, Pushed};
-pub use signatures::{Document, KindedReferrer, Trust};
-pub use crate::signatures::ReferrerKind;
 pub use retention::{ApplyReport, Plan, RollbackOutcome, Trigger};
+pub use signatures::{Document, KindedReferrer, Trust};
 pub use uploads::{BlobCommitted, UploadState};
 
 /// A request or response body as a stream of byte chunks.

@@ -10,9 +10,9 @@ use futures::TryStreamExt as _;
 use serde::Deserialize;
 
 use super::Registry;
+use super::signatures::KindedReferrer;
 use crate::audit::{Event, EventKind};
 use crate::error::Error;
-use super::signatures::KindedReferrer;
 use crate::meta::{Actor, DigestTagEvent, EventFilter, PullStats, RepositorySummary, StorageTotals};
 use crate::oci::{Digest, Reference, RepoName, Tag};
 

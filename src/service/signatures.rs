@@ -6,8 +6,9 @@
 //! Verification results are cached in memory by (referrer digest, subject digest): both
 //! name content, and the keys are fixed for the life of the process (a key change is a
 //! config change, so a restart), so a cached result never goes stale and a changed key set
-//! starts from nothing. A result that depended on something missing (a layer not stored,
-//! the subject not pushed yet) is not cached.
+//! starts from nothing. Not cached: a result that depended on something missing (a layer
+//! not stored, the subject not pushed yet), and one with a notation signature, whose
+//! verdict depends on the time (certificate validity, `io.cncf.notary.expiry`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -33,12 +34,15 @@ const MAX_CACHED: usize = 10_000;
 /// Indexes consulted when a pull gate checks whether a signed index lists a manifest.
 const MAX_PARENTS: u32 = 16;
 
+/// Verification results by (referrer digest, subject digest).
+type CheckCache = Mutex<HashMap<(Digest, Digest), Arc<Vec<SignatureCheck>>>>;
+
 /// The trusted keys, the gates, and the verification cache.
 #[derive(Default)]
 pub struct Trust {
     keyring: Keyring,
     gates: Gates,
-    checks: Mutex<HashMap<(Digest, Digest), Arc<Vec<SignatureCheck>>>>,
+    checks: CheckCache,
 }
 
 impl Trust {
@@ -206,9 +210,14 @@ impl Registry {
                 content: content.as_deref(),
             };
             let subject = Subject { digest: subject, body: subject_body };
-            if let Some(c) =
-                signatures::verify_layer(&self.trust.keyring, m.artifact_type.as_deref(), &layer, &subject, self.clock.now())
-            {
+            if let Some(c) = signatures::verify_layer(
+                &self.trust.keyring,
+                m.artifact_type.as_deref(),
+                &layer,
+                &subject,
+                self.clock.now(),
+            ) {
+                complete &= c.format != signatures::Format::NotationJws;
                 checks.push(c);
             }
         }
@@ -285,7 +294,12 @@ impl Registry {
                     }),
                 );
                 self.ledger_refusal(e).await;
-                return Err(Error::Unsigned { message, gate: refusal.gate, keys: refusal.keys, digest: digest.clone() });
+                return Err(Error::Unsigned {
+                    message,
+                    gate: refusal.gate,
+                    keys: refusal.keys,
+                    digest: digest.clone(),
+                });
             }
         }
         Ok(())
@@ -342,7 +356,12 @@ impl Registry {
     }
 
     /// The SBOMs (`kind` Sbom) or attestations of `subject`: every layer of each such referrer.
-    pub async fn documents(&self, repo: &RepoName, subject: &Digest, kind: ReferrerKind) -> Result<Vec<Document>, Error> {
+    pub async fn documents(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        kind: ReferrerKind,
+    ) -> Result<Vec<Document>, Error> {
         let mut out = Vec::new();
         for r in self.kinded_referrers(repo, subject).await? {
             if r.kind != kind {

@@ -6,11 +6,15 @@
 //! certificate). Pure: no I/O; the caller hands in the bytes (`service/signatures.rs`).
 //! May import `oci`; nothing else of Cairn.
 
+mod asn1;
 mod bundle;
+mod common;
 mod cosign;
 mod dsse;
 mod keys;
 mod notation;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -243,7 +247,9 @@ pub fn classify(
             || t == "application/vnd.cncf.notary.signature"
         {
             ReferrerKind::Signature
-        } else if t.contains("spdx") || t.contains("cyclonedx") || t == "application/vnd.dev.cosign.artifact.sbom.v1+json"
+        } else if t.contains("spdx")
+            || t.contains("cyclonedx")
+            || t == "application/vnd.dev.cosign.artifact.sbom.v1+json"
         {
             ReferrerKind::Sbom
         } else if t.starts_with("application/vnd.in-toto")
@@ -257,7 +263,9 @@ pub fn classify(
     };
     match artifact_type.map(kind) {
         Some(k) if k != ReferrerKind::Other => k,
-        _ => layer_media_types.iter().map(|m| kind(m)).find(|k| *k != ReferrerKind::Other).unwrap_or(ReferrerKind::Other),
+        _ => {
+            layer_media_types.iter().map(|m| kind(m)).find(|k| *k != ReferrerKind::Other).unwrap_or(ReferrerKind::Other)
+        }
     }
 }
 

@@ -149,7 +149,10 @@ async fn a_push_gate_refuses_an_unsigned_tag_and_accepts_it_once_signed() {
     let r = app.put_manifest(repo, "v1", OCI_MANIFEST, &m).await;
     let body = assert_error(r, StatusCode::FORBIDDEN, "DENIED").await;
     let msg = body["errors"][0]["message"].as_str().unwrap();
-    assert!(msg.starts_with(&format!("tag {repo}:v1 needs a valid signature by key release (signature gate #1)")), "{msg}");
+    assert!(
+        msg.starts_with(&format!("tag {repo}:v1 needs a valid signature by key release (signature gate #1)")),
+        "{msg}"
+    );
     assert!(msg.contains(&format!("{d} has none")) && msg.contains("cosign sign"), "{msg}");
     assert_eq!(body["errors"][0]["detail"]["gate"], "#1");
     assert_eq!(body["errors"][0]["detail"]["keys"], json!(["release"]));
@@ -296,7 +299,14 @@ async fn a_rollback_to_a_digest_whose_signature_is_gone_is_refused() {
 }
 
 /// An artifact with `subject`, one layer of `media_type` holding `content`; returns its digest.
-async fn attach(app: &TestApp, repo: &str, subject: &str, artifact_type: &str, media_type: &str, content: &[u8]) -> String {
+async fn attach(
+    app: &TestApp,
+    repo: &str,
+    subject: &str,
+    artifact_type: &str,
+    media_type: &str,
+    content: &[u8],
+) -> String {
     let empty = app.push_blob(repo, b"{}").await;
     let layer = app.push_blob(repo, content).await;
     let m = serde_json::to_vec(&json!({

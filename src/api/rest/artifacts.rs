@@ -195,7 +195,8 @@ pub struct Verification {
 
 impl From<&SignatureCheck> for Verification {
     fn from(c: &SignatureCheck) -> Verification {
-        let format = serde_json::to_value(c.format).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let format =
+            serde_json::to_value(c.format).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         let (status, key, reason) = match &c.verdict {
             Verdict::Valid { key } => ("valid", Some(key.clone()), None),
             Verdict::Invalid { reason } => ("invalid", None, Some(reason.clone())),
@@ -521,8 +522,8 @@ async fn document_body(
     let (doc, stream) = state.registry.document(repo, digest, service_kind(kind), document).await?;
     let mut resp = Response::new(axum::body::Body::from_stream(stream));
     let headers = resp.headers_mut();
-    let content_type = HeaderValue::from_str(&doc.media_type)
-        .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
+    let content_type =
+        HeaderValue::from_str(&doc.media_type).unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
     headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(doc.size));
     if let Ok(v) = HeaderValue::from_str(doc.digest.as_str()) {

@@ -150,9 +150,16 @@ impl RestRoute {
                 if !name.is_empty() && DocumentKind::parse(kind).is_some() =>
             {
                 let kind = DocumentKind::parse(kind).ok_or(Error::NotFound)?;
-                RestRoute::Document { name: repo(name)?, digest: Digest::parse(d)?, kind, document: Digest::parse(doc)? }
+                RestRoute::Document {
+                    name: repo(name)?,
+                    digest: Digest::parse(d)?,
+                    kind,
+                    document: Digest::parse(doc)?,
+                }
             }
-            ["repositories", name @ .., "artifacts", d, kind] if !name.is_empty() && DocumentKind::parse(kind).is_some() => {
+            ["repositories", name @ .., "artifacts", d, kind]
+                if !name.is_empty() && DocumentKind::parse(kind).is_some() =>
+            {
                 let kind = DocumentKind::parse(kind).ok_or(Error::NotFound)?;
                 RestRoute::Documents { name: repo(name)?, digest: Digest::parse(d)?, kind }
             }
@@ -207,9 +214,13 @@ mod tests {
         let r = RestRoute::parse(&format!("/api/v1/repositories/a/tags/b/artifacts/{}", d())).unwrap();
         assert!(matches!(r, RestRoute::Artifact { ref name, .. } if name.as_str() == "a/tags/b"));
         let r = RestRoute::parse(&format!("/api/v1/repositories/a/b/artifacts/{}/sboms", d())).unwrap();
-        assert!(matches!(r, RestRoute::Documents { ref name, kind: DocumentKind::Sboms, .. } if name.as_str() == "a/b"));
+        assert!(
+            matches!(r, RestRoute::Documents { ref name, kind: DocumentKind::Sboms, .. } if name.as_str() == "a/b")
+        );
         let r = RestRoute::parse(&format!("/api/v1/repositories/a/artifacts/{}/attestations/{}", d(), d())).unwrap();
-        assert!(matches!(r, RestRoute::Document { ref name, kind: DocumentKind::Attestations, .. } if name.as_str() == "a"));
+        assert!(
+            matches!(r, RestRoute::Document { ref name, kind: DocumentKind::Attestations, .. } if name.as_str() == "a")
+        );
         assert_eq!(r.need(), Need::Repository(RepoName::parse("a").unwrap()));
         let r = RestRoute::parse("/api/v1/repositories/a/b/tags/v1/history").unwrap();
         assert!(
