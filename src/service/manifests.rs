@@ -109,7 +109,7 @@ impl Registry {
             subject: parsed.subject.clone(),
             annotations: parsed.annotations.clone(),
         };
-        self.check_push_gates(put.repo, &tags, &digest, parsed.subject.as_ref(), &put.actor).await?;
+        self.check_push_gates(put.repo, &tags, &record, &put.actor).await?;
         // A conflict with a concurrent writer (another node inserting the same row) rolled
         // everything back; the next attempt sees that writer's result and decides again.
         let mut attempt = 0;

@@ -25,7 +25,7 @@ use super::manifests::event;
 use crate::audit::EventKind;
 use crate::error::Error;
 use crate::meta::{Actor, RefKind, RetentionSnapshot};
-use crate::oci::{Digest, RepoName, Tag};
+use crate::oci::{Digest, Reference, RepoName, Tag};
 use crate::policy::Mode;
 use crate::policy::retention::{
     self, Decision, ManifestState, PlanSummary, Policy, RepoPlan, RepoState, RetentionPolicy, TagState, WindowHit,
@@ -506,7 +506,8 @@ impl Registry {
             // Verifying reads blobs: not inside the transaction. The gate is asked about the
             // target; the tag is re-read under its lock in a new transaction.
             tx.rollback().await?;
-            self.check_push_gates(repo, std::slice::from_ref(tag), &to, None, actor).await?;
+            let target = self.manifest(repo, &Reference::Digest(to.clone())).await?;
+            self.check_push_gates(repo, std::slice::from_ref(tag), &target, actor).await?;
             tx = self.meta.begin(self.clock.now()).await?;
             if tx.tag_for_update(repo, tag).await?.as_ref() != Some(&current) {
                 tx.rollback().await?;

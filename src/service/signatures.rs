@@ -122,6 +122,16 @@ fn layers_of(m: &ManifestRecord) -> LayersView {
     serde_json::from_slice(&m.body).unwrap_or_default()
 }
 
+/// True for an index, and for a manifest with a filesystem layer (OCI `…image.layer.…`,
+/// docker `…image.rootfs.…`): what a container runtime could run.
+fn runnable(m: &ManifestRecord, view: &LayersView) -> bool {
+    crate::oci::media_types::is_index(&m.media_type)
+        || view.layers.iter().any(|l| {
+            let t = l.media_type.to_ascii_lowercase();
+            t.starts_with("application/vnd.oci.image.layer.") || t.starts_with("application/vnd.docker.image.rootfs.")
+        })
+}
+
 fn kind_of(m: &ManifestRecord, view: &LayersView) -> ReferrerKind {
     let types: Vec<&str> = view.layers.iter().map(|l| l.media_type.as_str()).collect();
     classify(m.artifact_type.as_deref(), m.annotations.as_ref(), &types)
@@ -259,20 +269,26 @@ impl Registry {
         Ok(keys)
     }
 
-    /// The push gates of `tags` (DESIGN §5): each tag the write sets must satisfy every gate
-    /// matching it. Signatures, SBOMs and attestations themselves (`subject` set) are never
-    /// gated. A refusal is ledgered (`write.refuse`, reason `signature-gate`).
+    /// The push gates of `tags` set to manifest `m` (DESIGN §5): each tag the write sets must
+    /// satisfy every gate matching it. Signatures, SBOMs and attestations themselves (a
+    /// `subject`, or a signature/SBOM/attestation by kind) are never gated, unless they carry a
+    /// filesystem layer or are an index ([`runnable`]). A refusal is ledgered (`write.refuse`,
+    /// reason `signature-gate`).
     pub(super) async fn check_push_gates(
         &self,
         repo: &RepoName,
         tags: &[Tag],
-        digest: &Digest,
-        subject: Option<&Digest>,
+        m: &ManifestRecord,
         actor: &Actor,
     ) -> Result<(), Error> {
-        if self.trust.gates.is_empty() || subject.is_some() {
+        if self.trust.gates.is_empty() {
             return Ok(());
         }
+        let view = layers_of(m);
+        if (m.subject.is_some() || kind_of(m, &view) != ReferrerKind::Other) && !runnable(m, &view) {
+            return Ok(());
+        }
+        let digest = &m.digest;
         let mut signed: Option<BTreeSet<String>> = None;
         for tag in tags {
             let gates = self.trust.gates.push_gates(repo, tag);
@@ -308,7 +324,8 @@ impl Registry {
     /// The pull gates of a GET of manifest `m` by `reference` (DESIGN §5): a manifest of a
     /// pull-gated repository is served only when it, or an index of the repository that lists
     /// it, satisfies every gate. Signatures, SBOMs and attestations (a `subject`, a fallback
-    /// tag, or a signature/SBOM/attestation by kind) are never gated. A refusal is counted as
+    /// tag, or a signature/SBOM/attestation by kind) are never gated, unless they carry a
+    /// filesystem layer or are an index ([`runnable`]). A refusal is counted as
     /// a `request.deny` of the client (one event per client, see `service/audit.rs`).
     pub async fn check_pull_gates(
         &self,
@@ -318,15 +335,17 @@ impl Registry {
         actor: &Actor,
     ) -> Result<(), Error> {
         let gates = self.trust.gates.pull_gates(repo);
-        if gates.is_empty() || m.subject.is_some() {
+        if gates.is_empty() {
             return Ok(());
         }
-        if let Reference::Tag(t) = reference
-            && is_referrer_tag(t.as_str())
-        {
-            return Ok(());
-        }
-        if kind_of(m, &layers_of(m)) != ReferrerKind::Other {
+        // A signature, SBOM or attestation is never gated, or verification could not read it;
+        // but one that carries filesystem layers (or is an index) could be run, so it is
+        // gated like any image: a `subject` or a signature-typed layer added to an unsigned
+        // image does not open the gate.
+        let view = layers_of(m);
+        let referrer_tag = matches!(reference, Reference::Tag(t) if is_referrer_tag(t.as_str()));
+        let referrer = m.subject.is_some() || referrer_tag || kind_of(m, &view) != ReferrerKind::Other;
+        if referrer && !runnable(m, &view) {
             return Ok(());
         }
         let by = self.signed_by(repo, &m.digest).await?;

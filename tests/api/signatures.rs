@@ -164,6 +164,16 @@ async fn a_push_gate_refuses_an_unsigned_tag_and_accepts_it_once_signed() {
     assert_eq!(refused[0].detail["gate"], "#1");
     // Tags the gate does not match are not gated.
     assert_eq!(app.put_manifest(repo, "candidate", OCI_MANIFEST, &m).await.status(), StatusCode::CREATED);
+    // `?tag=` is gated like the URL's tag, and one gated tag refuses the whole PUT.
+    let url = app.url(&format!("/v2/{repo}/manifests/{d}?tag=rc&tag=v1"));
+    let r = app.http.put(url).header("Content-Type", OCI_MANIFEST).body(m.clone()).send().await.unwrap();
+    assert_error(r, StatusCode::FORBIDDEN, "DENIED").await;
+    assert_eq!(app.tags(repo).await, ["candidate"]);
+    // An unsigned image with a `subject` is an image, not a signature: gated.
+    let (config, l) = (app.push_blob(repo, b"{}").await, app.push_blob(repo, &random_bytes(64)).await);
+    let with_subject = image_manifest(&config, 2, &[(&l, 64)], Some(&d));
+    let r = app.put_manifest(repo, "v9", OCI_MANIFEST, &with_subject).await;
+    assert_error(r, StatusCode::FORBIDDEN, "DENIED").await;
 
     // Signed by a key the gate does not trust, and a trusted signature of another digest:
     // still refused; provenance says why for each.
@@ -224,11 +234,36 @@ async fn a_pull_gate_refuses_get_of_unsigned_manifests_and_leaves_head_open() {
     // Signed now: served.
     let r = app.get(&format!("/v2/{repo}/manifests/v1")).await;
     assert_eq!(r.status(), StatusCode::OK);
+
+    // An unsigned image dressed as a referrer (a `subject`, or a signature-typed layer beside
+    // its filesystem layer) could still be run: it stays gated.
+    let config = app.push_blob(repo, br#"{"architecture":"amd64","os":"linux"}"#).await;
+    let layer = random_bytes(300);
+    let l = app.push_blob(repo, &layer).await;
+    let with_subject = image_manifest(&config, 37, &[(&l, 300)], Some(&d));
+    let ds = digest(&with_subject);
+    assert_eq!(app.put_manifest(repo, &ds, OCI_MANIFEST, &with_subject).await.status(), StatusCode::CREATED);
+    assert_error(app.get(&format!("/v2/{repo}/manifests/{ds}")).await, StatusCode::FORBIDDEN, "DENIED").await;
+    let p = payload(repo, &d);
+    let pd = app.push_blob(repo, &p).await;
+    let disguised = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 37 },
+        "layers": [
+            { "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json", "digest": pd, "size": p.len() },
+            { "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": l, "size": 300 },
+        ],
+    }))
+    .unwrap();
+    let dd = digest(&disguised);
+    assert_eq!(app.put_manifest(repo, "disguised", OCI_MANIFEST, &disguised).await.status(), StatusCode::CREATED);
+    assert_error(app.get(&format!("/v2/{repo}/manifests/{dd}")).await, StatusCode::FORBIDDEN, "DENIED").await;
     // The refusals were counted for the ledger.
     app.state.registry.flush_denials().await.unwrap();
     let denied = events(&app, "request.deny").await;
     assert_eq!(denied.len(), 1, "{denied:?}");
-    assert_eq!(denied[0].detail["count"], 2);
+    assert_eq!(denied[0].detail["count"], 4);
     assert!(denied[0].detail["reason"].as_str().unwrap().contains("signature gate #1"), "{:?}", denied[0]);
 }
 
