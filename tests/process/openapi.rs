@@ -42,17 +42,41 @@ async fn the_openapi_document_matches_the_running_server() {
     let r = http.get(srv.url(&format!("/api/v1/repositories/apps/web/artifacts/{image_digest}"))).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK, "the provenance answers before the check starts");
 
-    // The provenance operation gets the pushed image's name and digest, so that it is tested
-    // beyond 404s; every other operation gets generated values.
-    let st_config = root.path().join("schemathesis.toml");
-    std::fs::write(
-        &st_config,
-        format!(
-            "[[operations]]\ninclude-path = \"/api/v1/repositories/{{name}}/artifacts/{{digest}}\"\n\
-             parameters = {{ \"path.name\" = \"apps/web\", \"path.digest\" = \"{image_digest}\" }}\n"
-        ),
-    )
+    // An SPDX SBOM of the image, as a referrer.
+    let sbom = br#"{"spdxVersion":"SPDX-2.3","name":"web"}"#;
+    let sbom_digest = push_blob(&http, &srv, "apps/web", sbom).await;
+    let empty = push_blob(&http, &srv, "apps/web", b"{}").await;
+    let referrer = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/spdx+json",
+        "config": { "mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2 },
+        "layers": [{ "mediaType": "application/spdx+json", "digest": sbom_digest, "size": sbom.len() }],
+        "subject": { "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": image_digest, "size": image.len() },
+    }))
     .unwrap();
+    put_manifest(&http, &srv, "apps/web", &sha256(&referrer), &referrer).await;
+
+    // The provenance, SBOM and attestation operations get the pushed image's name and digest
+    // (and the SBOM's), so that they are tested beyond 404s; every other operation gets
+    // generated values.
+    let st_config = root.path().join("schemathesis.toml");
+    let mut operations = String::new();
+    let artifact = "/api/v1/repositories/{name}/artifacts/{digest}";
+    for (path, document) in [
+        (artifact.to_string(), false),
+        (format!("{artifact}/sboms"), false),
+        (format!("{artifact}/attestations"), false),
+        (format!("{artifact}/sboms/{{document}}"), true),
+        (format!("{artifact}/attestations/{{document}}"), true),
+    ] {
+        let doc = if document { format!(", \"path.document\" = \"{sbom_digest}\"") } else { String::new() };
+        operations.push_str(&format!(
+            "[[operations]]\ninclude-path = \"{path}\"\n\
+             parameters = {{ \"path.name\" = \"apps/web\", \"path.digest\" = \"{image_digest}\"{doc} }}\n"
+        ));
+    }
+    std::fs::write(&st_config, operations).unwrap();
     let out = Command::new("schemathesis")
         .current_dir(root.path())
         .arg("--no-color")

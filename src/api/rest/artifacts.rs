@@ -472,7 +472,7 @@ fn document_info(d: Document) -> DocumentInfo {
         ("document" = String, Path, description = "Document digest, from the listing", pattern = "^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$"),
     ),
     responses(
-        (status = 200, description = "The document, with its media type as Content-Type", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "The document, with its own media type as Content-Type (`application/spdx+json`, `application/vnd.cyclonedx+xml`, `application/vnd.dsse.envelope.v1+json`, …)", content_type = "*/*"),
         (status = 400, description = "A bad name or digest", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The caller may not read this repository", body = Problem, content_type = "application/problem+json"),
@@ -493,7 +493,7 @@ pub async fn sbom(state: &AppState, repo: &RepoName, digest: &Digest, document: 
         ("document" = String, Path, description = "Document digest, from the listing", pattern = "^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$"),
     ),
     responses(
-        (status = 200, description = "The document, with its media type as Content-Type", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "The document, with its own media type as Content-Type (`application/spdx+json`, `application/vnd.cyclonedx+xml`, `application/vnd.dsse.envelope.v1+json`, …)", content_type = "*/*"),
         (status = 400, description = "A bad name or digest", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The caller may not read this repository", body = Problem, content_type = "application/problem+json"),
