@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod keys;
 pub mod meta;
+pub mod metrics;
 pub mod oci;
 pub mod policy;
 pub mod server;

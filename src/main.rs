@@ -39,7 +39,7 @@ fn out(args: fmt::Arguments<'_>) {
 }
 
 #[derive(Parser)]
-#[command(name = "cairn", version, about = "An OCI registry where a pushed tag never silently moves")]
+#[command(name = "cairn", version = cairn::metrics::VERSION, about = "An OCI registry where a pushed tag never silently moves")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -3,6 +3,7 @@
 
 mod access;
 mod health;
+mod metrics;
 mod rest;
 mod route;
 mod token;
@@ -25,6 +26,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
+    crate::metrics::handle();
     let v2 = Router::new()
         .route("/v2", any(v2::base))
         .route("/v2/", any(v2::base))
@@ -36,6 +38,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
         .route("/token", get(token::get_token).post(token::post_token))
         .route("/api/v1", any(rest::dispatch))
         .route("/api/v1/", any(rest::dispatch))
@@ -52,6 +55,7 @@ pub fn router(state: AppState) -> Router {
                     tracing::info!(status = res.status().as_u16(), ms = latency.as_millis() as u64, "response");
                 }),
         )
+        .layer(axum::middleware::from_fn(metrics::record))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }

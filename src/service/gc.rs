@@ -159,7 +159,25 @@ impl Registry {
     }
 
     /// Runs one collection (see the module header); `progress` is called after each batch.
-    pub async fn collect_garbage(
+    /// A real run (not dry) is counted in the `cairn_gc_*` metrics.
+    pub async fn collect_garbage(&self, opts: &GcOptions, progress: impl FnMut(GcProgress)) -> Result<GcReport, Error> {
+        let result = self.collect_garbage_once(opts, progress).await;
+        if !opts.dry_run {
+            let outcome = match &result {
+                Ok(r) if r.busy => "busy",
+                Ok(r) => {
+                    metrics::counter!(crate::metrics::GC_FREED_BLOBS).increment(r.blobs);
+                    metrics::counter!(crate::metrics::GC_FREED_BYTES).increment(r.bytes);
+                    "done"
+                }
+                Err(_) => "failed",
+            };
+            metrics::counter!(crate::metrics::GC_RUNS, "outcome" => outcome).increment(1);
+        }
+        result
+    }
+
+    async fn collect_garbage_once(
         &self,
         opts: &GcOptions,
         mut progress: impl FnMut(GcProgress),

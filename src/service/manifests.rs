@@ -190,8 +190,10 @@ impl Registry {
             Reference::Digest(d) => self.cache.manifest_by_digest(repo, d),
         };
         if let Some(m) = cached {
+            metrics::counter!(crate::metrics::CACHE_HITS).increment(1);
             return Ok(m);
         }
+        metrics::counter!(crate::metrics::CACHE_MISSES).increment(1);
         let ticket = self.cache.ticket();
         let m =
             self.meta.manifest(repo, reference).await?.ok_or_else(|| Error::ManifestUnknown(reference.to_string()))?;

@@ -285,17 +285,35 @@ impl Registry {
         plan: &Plan,
         actor: &Actor,
         trigger: Trigger,
-        mut progress: impl FnMut(&ApplyReport),
+        progress: impl FnMut(&ApplyReport),
     ) -> Result<ApplyReport, Error> {
         let mut report = ApplyReport::default();
+        let result = self.apply_plan_into(plan, actor, trigger, progress, &mut report).await;
+        // What was deleted is counted even when a later repository failed.
+        metrics::counter!(crate::metrics::RETENTION_DELETED, "kind" => "tag").increment(report.tags_deleted);
+        metrics::counter!(crate::metrics::RETENTION_DELETED, "kind" => "manifest").increment(report.manifests_deleted);
+        metrics::counter!(crate::metrics::RETENTION_FREED_BYTES).increment(report.bytes);
+        let outcome = if result.is_ok() { "done" } else { "failed" };
+        metrics::counter!(crate::metrics::RETENTION_RUNS, "outcome" => outcome).increment(1);
+        result.map(|()| report)
+    }
+
+    async fn apply_plan_into(
+        &self,
+        plan: &Plan,
+        actor: &Actor,
+        trigger: Trigger,
+        mut progress: impl FnMut(&ApplyReport),
+        report: &mut ApplyReport,
+    ) -> Result<(), Error> {
         for p in &plan.repositories {
             if p.summary.tags_deleted == 0 && p.summary.manifests_deleted == 0 {
                 continue;
             }
             let repo = RepoName::parse(&p.repository).map_err(|e| Error::internal(anyhow::anyhow!("{e}")))?;
-            self.apply_repo(&repo, p, actor, trigger, &mut report, &mut progress).await?;
+            self.apply_repo(&repo, p, actor, trigger, report, &mut progress).await?;
         }
-        Ok(report)
+        Ok(())
     }
 
     async fn apply_repo(

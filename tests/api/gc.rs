@@ -26,6 +26,21 @@ async fn spawn_clocked() -> (TestApp, Arc<ManualClock>) {
     (app, clock)
 }
 
+/// A counter of this process's metrics, parsed from the Prometheus page (`label` `("", "")`: any).
+fn counter(name: &str, label: (&str, &str)) -> f64 {
+    let page = cairn::metrics::render();
+    let scrape = prometheus_parse::Scrape::parse(page.lines().map(|l| Ok(l.to_string()))).unwrap();
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && (label.0.is_empty() || s.labels.get(label.0) == Some(label.1)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
 async fn gc(app: &TestApp, dry_run: bool) -> GcReport {
     app.state.registry.collect_garbage(&GcOptions { grace: HOUR, dry_run }, |_| {}).await.unwrap()
 }
@@ -61,9 +76,13 @@ async fn an_unlinked_blob_past_the_grace_is_collected_and_ledgered() {
     unlink(&app, "gc/a", &d).await;
     assert!(stored(&app, &bytes).await);
     clock.advance(HOUR + MIN);
+    let before = (counter("cairn_gc_runs_total", ("outcome", "done")), counter("cairn_gc_freed_bytes_total", ("", "")));
     let r = gc(&app, false).await;
     assert_eq!((r.blobs, r.bytes, r.digests.clone()), (1, 3000, vec![d.clone()]));
     assert!(!stored(&app, &bytes).await, "its bytes are gone from the store");
+    // Counted in the metrics (other tests in this process collect too: at least this run).
+    assert!(counter("cairn_gc_runs_total", ("outcome", "done")) >= before.0 + 1.0);
+    assert!(counter("cairn_gc_freed_bytes_total", ("", "")) >= before.1 + 3000.0);
     assert_eq!(app.get(&format!("/v2/gc/a/blobs/{d}")).await.status(), StatusCode::NOT_FOUND);
     let filter = EventFilter { action: Some("gc.delete".into()), ..Default::default() };
     let events = app.state.meta.events(&filter, 10).await.unwrap();

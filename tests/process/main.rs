@@ -22,6 +22,7 @@ mod gc_crash;
 mod health;
 mod logins;
 mod logs;
+mod metrics;
 mod open_mode;
 mod openapi;
 mod readiness;

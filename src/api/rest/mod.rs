@@ -30,6 +30,11 @@ use route::{DocumentKind, RestRoute};
 use crate::meta::millis;
 use crate::state::AppState;
 
+/// The metrics label of an `/api/v1/...` path (`unknown` when it names no endpoint).
+pub fn route_label(path: &str) -> &'static str {
+    RestRoute::parse(path).map(|r| r.label()).unwrap_or("unknown")
+}
+
 /// Every `/api/v1/...` request.
 pub async fn dispatch(
     State(state): State<AppState>,

@@ -115,6 +115,28 @@ pub enum Need {
 }
 
 impl RestRoute {
+    /// A short name for metrics labels (`repositories`, `artifact`, `sboms`, …).
+    pub fn label(&self) -> &'static str {
+        match self {
+            RestRoute::OpenApi => "openapi",
+            RestRoute::ImmutabilityPolicy => "policies",
+            RestRoute::Repositories => "repositories",
+            RestRoute::TagHistory { .. } => "tag_history",
+            RestRoute::TagAt { .. } => "tag",
+            RestRoute::Artifact { .. } => "artifact",
+            RestRoute::Documents { kind: DocumentKind::Sboms, .. } => "sboms",
+            RestRoute::Documents { kind: DocumentKind::Attestations, .. } => "attestations",
+            RestRoute::Document { kind: DocumentKind::Sboms, .. } => "sbom",
+            RestRoute::Document { kind: DocumentKind::Attestations, .. } => "attestation",
+            RestRoute::Rollback { .. } => "rollback",
+            RestRoute::RetentionPlan => "retention_plan",
+            RestRoute::RetentionApply => "retention_apply",
+            RestRoute::AuditEvents => "audit_events",
+            RestRoute::AuditCheckpoints => "audit_checkpoints",
+            RestRoute::AuditPublicKey => "audit_public_key",
+        }
+    }
+
     /// Parses the path of a request (starting with `/api/v1/`). Unknown shapes are
     /// `Error::NotFound`; a known shape with a bad name, tag or digest is that parse error.
     pub fn parse(path: &str) -> Result<RestRoute, Error> {
