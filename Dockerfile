@@ -28,6 +28,10 @@ RUN mkdir -p src conformance/src \
         target/release/deps/libcairn-* target/release/.fingerprint/cairn-*
 
 # Then Cairn itself. The workspace's test targets are not needed to build the binary.
+# build.rs names the commit for `cairn --version` and cairn_build_info; there is no .git here,
+# so pass it: docker build --build-arg CAIRN_COMMIT=$(git rev-parse --short=12 HEAD) .
+ARG CAIRN_COMMIT=unknown
+COPY build.rs build.rs
 COPY src src
 COPY migrations migrations
 COPY conformance/src conformance/src
