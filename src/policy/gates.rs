@@ -149,12 +149,10 @@ impl Gates {
         self.gates.is_empty()
     }
 
-    /// The push gates that apply to setting `repo:tag`. Referrer fallback tags
-    /// (`sha256-<hex>[.sig|.att|.sbom]`) are never gated.
+    /// The push gates that apply to setting `repo:tag`. (What a signature, SBOM or
+    /// attestation is, and so never gated, is decided by the manifest's content, in
+    /// `service/signatures.rs`: a fallback tag name alone exempts nothing.)
     pub fn push_gates(&self, repo: &RepoName, tag: &Tag) -> Vec<&Gate> {
-        if super::immutability::is_referrer_tag(tag.as_str()) {
-            return vec![];
-        }
         self.gates
             .iter()
             .filter(|g| g.guards_push() && g.repositories.is_match(repo.as_str()) && g.tags.is_match(tag.as_str()))
@@ -201,7 +199,7 @@ mod tests {
     }
 
     #[test]
-    fn push_gates_match_by_repository_and_tag_and_skip_referrer_tags() {
+    fn push_gates_match_by_repository_and_tag() {
         let g = Gates::new(
             &[gate("prod/**", &["v*"], &["release"], Guard::Push), gate("prod/app", &["*"], &["ops"], Guard::Both)],
             &["release", "ops"],
@@ -214,7 +212,7 @@ mod tests {
         assert_eq!(labels(g.push_gates(&other, &v1)), ["#1"]);
         assert!(g.push_gates(&other, &Tag::parse("latest").unwrap()).is_empty());
         let sig = Tag::parse(&format!("sha256-{}.sig", "a".repeat(64))).unwrap();
-        assert!(g.push_gates(&app, &sig).is_empty());
+        assert_eq!(labels(g.push_gates(&app, &sig)), ["#2"], "a fallback tag's name exempts nothing");
         assert_eq!(labels(g.pull_gates(&app)), ["#2"]);
         assert!(g.pull_gates(&other).is_empty());
         // Every matching gate must be satisfied.

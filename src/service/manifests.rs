@@ -109,7 +109,18 @@ impl Registry {
             subject: parsed.subject.clone(),
             annotations: parsed.annotations.clone(),
         };
-        self.check_push_gates(put.repo, &tags, &record, &put.actor).await?;
+        if !self.trust.gates_is_empty() {
+            // A manifest that lacks a blob is that error (400), not a gate's refusal.
+            let mut tx = self.meta.begin(self.clock.now()).await?;
+            for (kind, list) in [(RefKind::Blob, &parsed.blobs), (RefKind::Child, &parsed.manifests)] {
+                if let Some(missing) = tx.first_missing(put.repo, kind, list).await? {
+                    tx.rollback().await?;
+                    return Err(Error::ManifestBlobUnknown(missing));
+                }
+            }
+            tx.rollback().await?;
+            self.check_push_gates(put.repo, &tags, &record, &put.actor).await?;
+        }
         // A conflict with a concurrent writer (another node inserting the same row) rolled
         // everything back; the next attempt sees that writer's result and decides again.
         let mut attempt = 0;

@@ -529,8 +529,9 @@ impl Registry {
             tx = self.meta.begin(self.clock.now()).await?;
             if tx.tag_for_update(repo, tag).await?.as_ref() != Some(&current) {
                 tx.rollback().await?;
-                return Err(Error::PreconditionFailed(format!(
-                    "tag {repo}:{tag} moved while the rollback was checked; read it again and retry"
+                return Err(refused(format!(
+                    "tag {repo}:{tag} moved while the rollback was checked against the signature gates; read it \
+                     again and retry"
                 )));
             }
         }

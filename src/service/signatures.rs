@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use futures::TryStreamExt as _;
-use serde::Deserialize;
+use serde_json::Value;
 use serde_json::json;
 
 use super::Registry;
@@ -24,9 +24,9 @@ use crate::error::Error;
 use crate::meta::{Actor, ManifestRecord, Referrer};
 use crate::oci::{Digest, Reference, RepoName, Tag};
 use crate::policy::gates::{self, GateRefusal, Gates};
-use crate::policy::immutability::is_referrer_tag;
 use crate::signatures::{
-    self, Keyring, Layer, MAX_LAYER_BYTES, ReferrerKind, SignatureCheck, Subject, classify, layer_format,
+    self, Keyring, Layer, MAX_LAYER_BYTES, ReferrerKind, SignatureCheck, Subject, classify, document_layer,
+    layer_format,
 };
 
 /// Cached verification results kept at most; beyond, the cache starts over.
@@ -99,36 +99,64 @@ pub struct Document {
     pub checks: Vec<SignatureCheck>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+/// The layers of a manifest as verification reads them, parsed leniently (a `null` or
+/// non-string annotation is left out) from the stored JSON.
+#[derive(Default)]
 struct LayersView {
-    #[serde(default)]
     layers: Vec<LayerView>,
-    #[serde(default)]
     annotations: BTreeMap<String, String>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct LayerView {
     media_type: String,
     digest: String,
     size: i64,
-    #[serde(default)]
     annotations: BTreeMap<String, String>,
 }
 
-fn layers_of(m: &ManifestRecord) -> LayersView {
-    serde_json::from_slice(&m.body).unwrap_or_default()
+fn strings(v: Option<&Value>) -> BTreeMap<String, String> {
+    v.and_then(Value::as_object)
+        .map(|o| o.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+        .unwrap_or_default()
 }
 
-/// True for an index, and for a manifest with a filesystem layer (OCI `…image.layer.…`,
-/// docker `…image.rootfs.…`): what a container runtime could run.
-fn runnable(m: &ManifestRecord, view: &LayersView) -> bool {
-    crate::oci::media_types::is_index(&m.media_type)
-        || view.layers.iter().any(|l| {
-            let t = l.media_type.to_ascii_lowercase();
-            t.starts_with("application/vnd.oci.image.layer.") || t.starts_with("application/vnd.docker.image.rootfs.")
+fn layers_of(m: &ManifestRecord) -> LayersView {
+    let Ok(v) = serde_json::from_slice::<Value>(&m.body) else { return LayersView::default() };
+    let layers = v
+        .get("layers")
+        .and_then(Value::as_array)
+        .map(|ls| {
+            ls.iter()
+                .map(|l| LayerView {
+                    media_type: l.get("mediaType").and_then(Value::as_str).unwrap_or("").to_string(),
+                    digest: l.get("digest").and_then(Value::as_str).unwrap_or("").to_string(),
+                    size: l.get("size").and_then(Value::as_i64).unwrap_or(-1),
+                    annotations: strings(l.get("annotations")),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    LayersView { layers, annotations: strings(v.get("annotations")) }
+}
+
+/// True when gates let `m` through unsigned (DESIGN §5: signatures, SBOMs and attestations
+/// are never gated, or verification could not read them). Decided by content alone, failing
+/// closed: a manifest whose every layer (at least one) is a small signature, SBOM or
+/// attestation document ([`document_layer`], at most [`MAX_LAYER_BYTES`]) — nothing a
+/// container runtime unpacks — or the referrers fallback index (every entry names its
+/// `artifactType`). A `subject`, a fallback tag or an `artifactType` alone exempts nothing.
+fn exempt(m: &ManifestRecord) -> bool {
+    let Ok(v) = serde_json::from_slice::<Value>(&m.body) else { return false };
+    if crate::oci::media_types::is_index(&m.media_type) {
+        let Some(entries) = v.get("manifests").and_then(Value::as_array) else { return false };
+        return entries.iter().all(|e| e.get("artifactType").and_then(Value::as_str).is_some_and(|t| !t.is_empty()));
+    }
+    let Some(layers) = v.get("layers").and_then(Value::as_array) else { return false };
+    !layers.is_empty()
+        && layers.iter().all(|l| {
+            let t = l.get("mediaType").and_then(Value::as_str).unwrap_or("");
+            let small = l.get("size").and_then(Value::as_u64).is_some_and(|s| s <= MAX_LAYER_BYTES);
+            small && document_layer(m.artifact_type.as_deref(), t)
         })
 }
 
@@ -147,6 +175,17 @@ impl Registry {
     /// The referrers of `subject` by kind, signatures and attestations checked: those whose
     /// `subject` is it, then cosign's fallback tags (`<alg>-<hex>.sig`, `.att`, `.sbom`).
     pub async fn kinded_referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<KindedReferrer>, Error> {
+        self.referrers_checked(repo, subject, false).await
+    }
+
+    /// [`Registry::kinded_referrers`]; with `only_signatures`, the signatures alone (what a
+    /// gate asks about: attestations and SBOMs are neither read nor verified).
+    async fn referrers_checked(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        only_signatures: bool,
+    ) -> Result<Vec<KindedReferrer>, Error> {
         let body = match self.manifest(repo, &Reference::Digest(subject.clone())).await {
             Ok(m) => Some(m),
             Err(Error::ManifestUnknown(_)) => None,
@@ -159,6 +198,9 @@ impl Registry {
         for (suffix, kind) in
             [("sig", ReferrerKind::Signature), ("att", ReferrerKind::Attestation), ("sbom", ReferrerKind::Sbom)]
         {
+            if only_signatures && kind != ReferrerKind::Signature {
+                continue;
+            }
             let Ok(tag) = Tag::parse(&format!("{}-{}.{suffix}", subject.algorithm(), subject.hex())) else { continue };
             match self.manifest(repo, &Reference::Tag(tag.clone())).await {
                 Ok(m) => found.push((m, Some(tag), Some(kind))),
@@ -170,6 +212,9 @@ impl Registry {
         for (m, tag, by_tag) in found {
             let view = layers_of(&m);
             let kind = by_tag.unwrap_or_else(|| kind_of(&m, &view));
+            if only_signatures && kind != ReferrerKind::Signature {
+                continue;
+            }
             let checks = match kind {
                 ReferrerKind::Signature | ReferrerKind::Attestation => {
                     self.checks_of(repo, &m, &view, subject, body.as_deref().map(|b| &b.body[..])).await?
@@ -257,23 +302,22 @@ impl Registry {
         Ok(Some(chunks.concat()))
     }
 
-    /// The names of the trusted keys with a valid signature of `digest` in `repo` (signature
-    /// referrers only; an attestation is not a signature of the manifest).
+    /// The names of the trusted keys with a valid approving signature of `digest` in `repo`
+    /// (`SignatureCheck::approving_key`: a cosign, notation or sigstore message signature, or
+    /// a bundle whose signed statement is cosign's signing predicate; an attestation signed
+    /// by the same key approves nothing).
     pub async fn signed_by(&self, repo: &RepoName, digest: &Digest) -> Result<BTreeSet<String>, Error> {
         let mut keys = BTreeSet::new();
-        for r in self.kinded_referrers(repo, digest).await? {
-            if r.kind == ReferrerKind::Signature {
-                keys.extend(r.checks.iter().filter_map(|c| c.valid_key()).map(str::to_string));
-            }
+        for r in self.referrers_checked(repo, digest, true).await? {
+            keys.extend(r.checks.iter().filter_map(|c| c.approving_key()).map(str::to_string));
         }
         Ok(keys)
     }
 
     /// The push gates of `tags` set to manifest `m` (DESIGN §5): each tag the write sets must
-    /// satisfy every gate matching it. Signatures, SBOMs and attestations themselves (a
-    /// `subject`, or a signature/SBOM/attestation by kind) are never gated, unless they carry a
-    /// filesystem layer or are an index ([`runnable`]). A refusal is ledgered (`write.refuse`,
-    /// reason `signature-gate`).
+    /// satisfy every gate matching it. Signatures, SBOMs and attestations themselves are never
+    /// gated ([`exempt`], by content). A refusal is ledgered (`write.refuse`, reason
+    /// `signature-gate`).
     pub(super) async fn check_push_gates(
         &self,
         repo: &RepoName,
@@ -281,11 +325,7 @@ impl Registry {
         m: &ManifestRecord,
         actor: &Actor,
     ) -> Result<(), Error> {
-        if self.trust.gates.is_empty() {
-            return Ok(());
-        }
-        let view = layers_of(m);
-        if (m.subject.is_some() || kind_of(m, &view) != ReferrerKind::Other) && !runnable(m, &view) {
+        if self.trust.gates.is_empty() || exempt(m) {
             return Ok(());
         }
         let digest = &m.digest;
@@ -321,31 +361,17 @@ impl Registry {
         Ok(())
     }
 
-    /// The pull gates of a GET of manifest `m` by `reference` (DESIGN §5): a manifest of a
-    /// pull-gated repository is served only when it, or an index of the repository that lists
-    /// it, satisfies every gate. Signatures, SBOMs and attestations (a `subject`, a fallback
-    /// tag, or a signature/SBOM/attestation by kind) are never gated, unless they carry a
-    /// filesystem layer or are an index ([`runnable`]). A refusal is counted as
-    /// a `request.deny` of the client (one event per client, see `service/audit.rs`).
-    pub async fn check_pull_gates(
-        &self,
-        repo: &RepoName,
-        reference: &Reference,
-        m: &ManifestRecord,
-        actor: &Actor,
-    ) -> Result<(), Error> {
+    /// The pull gates of a GET of manifest `m` (DESIGN §5): a manifest of a pull-gated
+    /// repository is served only when it, or an index of the repository that lists it,
+    /// satisfies every gate. Signatures, SBOMs and attestations are never gated ([`exempt`],
+    /// by content). A refusal is counted as a `request.deny` of the client (one event per
+    /// client, see `service/audit.rs`).
+    pub async fn check_pull_gates(&self, repo: &RepoName, m: &ManifestRecord, actor: &Actor) -> Result<(), Error> {
         let gates = self.trust.gates.pull_gates(repo);
         if gates.is_empty() {
             return Ok(());
         }
-        // A signature, SBOM or attestation is never gated, or verification could not read it;
-        // but one that carries filesystem layers (or is an index) could be run, so it is
-        // gated like any image: a `subject` or a signature-typed layer added to an unsigned
-        // image does not open the gate.
-        let view = layers_of(m);
-        let referrer_tag = matches!(reference, Reference::Tag(t) if is_referrer_tag(t.as_str()));
-        let referrer = m.subject.is_some() || referrer_tag || kind_of(m, &view) != ReferrerKind::Other;
-        if referrer && !runnable(m, &view) {
+        if exempt(m) {
             return Ok(());
         }
         let by = self.signed_by(repo, &m.digest).await?;
@@ -424,6 +450,8 @@ impl Registry {
             .find(|d| &d.digest == digest)
             .ok_or_else(|| Error::BlobUnknown(format!("{digest} (no such document of {subject})")))?;
         let blob = self.meta.blob(repo, digest).await?.ok_or_else(|| Error::BlobUnknown(digest.to_string()))?;
+        // The stored size, not the one the referrer declares.
+        let doc = Document { size: blob.size, ..doc };
         let stream = self.blobs.read(&blob.location, 0..blob.size).await?.map_err(std::io::Error::other);
         Ok((doc, Box::pin(stream)))
     }

@@ -135,6 +135,21 @@ impl SignatureCheck {
             _ => None,
         }
     }
+
+    /// The trusted key's name when this is a valid *signature of the manifest* — what a gate
+    /// asks for: a cosign simple signing, a notation JWS, a sigstore message signature, or a
+    /// sigstore bundle whose signed statement has cosign's signing predicate
+    /// ([`COSIGN_SIGN_PREDICATE`]). A valid in-toto attestation (a bare DSSE envelope, or a
+    /// bundle of another predicate: a scan result, provenance) is a signed claim about the
+    /// manifest, not an approval of it, even when the same key made it.
+    pub fn approving_key(&self) -> Option<&str> {
+        let approves = match self.format {
+            Format::CosignSimpleSigning | Format::NotationJws | Format::SigstoreBundleMessage => true,
+            Format::SigstoreBundleDsse => self.predicate_type.as_deref() == Some(COSIGN_SIGN_PREDICATE),
+            Format::Dsse | Format::NotationCose => false,
+        };
+        if approves { self.valid_key() } else { None }
+    }
 }
 
 /// One layer of a referrer manifest, as verification needs it.
@@ -218,6 +233,32 @@ pub fn verify_layer(
             verdict: Verdict::Unverified { reason: "notation COSE envelopes are not verified by Cairn yet".into() },
         },
     })
+}
+
+/// SBOM and attestation document media types a gate-exempt manifest may hold (besides the
+/// signature formats of [`layer_format`]), lowercase.
+const DOCUMENT_TYPES: [&str; 12] = [
+    "application/spdx+json",
+    "application/spdx+xml",
+    "text/spdx",
+    "text/spdx+json",
+    "text/spdx+xml",
+    "application/vnd.cyclonedx",
+    "application/vnd.cyclonedx+json",
+    "application/vnd.cyclonedx+xml",
+    "application/vnd.in-toto+json",
+    "application/vnd.dev.cosign.artifact.sbom.v1+json",
+    "application/vnd.oci.empty.v1+json",
+    "application/vnd.dev.cosign.artifact.att.v1+json",
+];
+
+/// True when a layer of `media_type` (in a manifest of `artifact_type`) is a signature, SBOM
+/// or attestation document: a format [`layer_format`] reads, or one of the exact SBOM and
+/// in-toto types (no container runtime unpacks any of them). Gates never hold a manifest
+/// made only of such layers (`service/signatures.rs`).
+pub fn document_layer(artifact_type: Option<&str>, media_type: &str) -> bool {
+    let m = media_type.to_ascii_lowercase();
+    layer_format(artifact_type, &m).is_some() || DOCUMENT_TYPES.contains(&m.as_str())
 }
 
 /// The predicate type of cosign's own signatures in the new bundle format (cosign

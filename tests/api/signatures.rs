@@ -438,3 +438,134 @@ async fn sboms_and_attestations_are_listed_and_served() {
     let r = app.get(&format!("/api/v1/repositories/{repo}/artifacts/{missing}/sboms")).await;
     assert_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
 }
+
+/// Pushes `manifest` (JSON) by digest and returns (bytes, digest).
+async fn push_json(app: &TestApp, repo: &str, manifest: Value) -> (Vec<u8>, String) {
+    let body = serde_json::to_vec(&manifest).unwrap();
+    let d = digest(&body);
+    let r = app.put_manifest(repo, &d, OCI_MANIFEST, &body).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+    (body, d)
+}
+
+#[tokio::test]
+async fn only_signatures_sboms_and_attestations_by_content_escape_the_gates() {
+    let release = Signer::new();
+    let app = spawn_with(|c| {
+        c.signatures.keys = vec![key("release", &release)];
+        c.signatures.gates = vec![gate("prod/**", &["*"], &["release"], Guard::Both)];
+    })
+    .await;
+    let repo = "prod/svc";
+    let (_, subject) = push_by_digest(&app, repo).await;
+    let config = app.push_blob(repo, br#"{"architecture":"amd64","os":"linux"}"#).await;
+    let layer = random_bytes(700);
+    let l = app.push_blob(repo, &layer).await;
+    let tar = json!({ "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": l, "size": 700 });
+    let octet = json!({ "mediaType": "application/octet-stream", "digest": l, "size": 700 });
+    let cfg = json!({ "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 37 });
+    let sig_type = "application/vnd.dev.cosign.artifact.sig.v1+json";
+    // Each of these is a runnable, unsigned image, dressed up: every one stays gated.
+    let disguises = [
+        (
+            "a subject and null annotations",
+            json!({ "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": cfg,
+            "layers": [tar], "subject": { "mediaType": OCI_MANIFEST, "digest": subject, "size": 1 }, "annotations": null }),
+        ),
+        (
+            "a signature artifactType",
+            json!({ "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": sig_type,
+            "config": cfg, "layers": [tar] }),
+        ),
+        (
+            "an octet-stream layer and a subject",
+            json!({ "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": cfg,
+            "layers": [octet], "subject": { "mediaType": OCI_MANIFEST, "digest": subject, "size": 1 } }),
+        ),
+    ];
+    for (what, m) in disguises {
+        let (body, d) = push_json(&app, repo, m).await;
+        let r = app.put_manifest(repo, "v1", OCI_MANIFEST, &body).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "push with {what}");
+        let r = app.get(&format!("/v2/{repo}/manifests/{d}")).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "pull with {what}");
+    }
+    // A fallback tag's name exempts nothing either.
+    let (image, _) = push_by_digest(&app, repo).await;
+    let tag = format!("sha256-{}.sig", subject.trim_start_matches("sha256:"));
+    assert_error(app.put_manifest(repo, &tag, OCI_MANIFEST, &image).await, StatusCode::FORBIDDEN, "DENIED").await;
+    assert!(app.tags(repo).await.is_empty());
+
+    // An in-toto attestation signed by the release key, even under the `.sig` tag, is a claim
+    // about the image, not an approval of it: the gate still refuses.
+    let statement = serde_json::to_vec(&json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{ "name": repo, "digest": { "sha256": subject.trim_start_matches("sha256:") } }],
+        "predicateType": "https://cosign.sigstore.dev/attestation/vuln/v1",
+        "predicate": { "result": "FAIL" },
+    }))
+    .unwrap();
+    let payload_type = "application/vnd.in-toto+json";
+    let mut pae = format!("DSSEv1 {} {payload_type} {} ", payload_type.len(), statement.len()).into_bytes();
+    pae.extend_from_slice(&statement);
+    let envelope = serde_json::to_vec(&json!({
+        "payloadType": payload_type,
+        "payload": B64.encode(&statement),
+        "signatures": [{ "keyid": "", "sig": B64.encode(release.sign(&pae)) }],
+    }))
+    .unwrap();
+    let e = app.push_blob(repo, &envelope).await;
+    let empty = app.push_blob(repo, b"{}").await;
+    let att = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": empty, "size": 2 },
+        "layers": [{ "mediaType": "application/vnd.dsse.envelope.v1+json", "digest": e, "size": envelope.len() }],
+    }))
+    .unwrap();
+    let r = app.put_manifest(repo, &tag, OCI_MANIFEST, &att).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "an attestation is not gated: {:?}", r.text().await);
+    let subject_body = app.get(&format!("/v2/{repo}/manifests/{subject}")).await;
+    assert_eq!(subject_body.status(), StatusCode::FORBIDDEN);
+    let p = provenance(&app, repo, &subject).await;
+    assert_eq!(p["signed_by"], json!([]), "{p:#}");
+    let v = &p["referrers"]["signatures"][0]["verification"][0];
+    assert_eq!((v["format"].as_str(), v["status"].as_str()), (Some("dsse"), Some("valid")), "{p:#}");
+
+    // A missing layer is the spec's error, not a gate's refusal.
+    let missing = digest(b"never pushed");
+    let m = image_manifest(&config, 37, &[(&missing, 12)], None);
+    assert_error(
+        app.put_manifest(repo, "v2", OCI_MANIFEST, &m).await,
+        StatusCode::BAD_REQUEST,
+        "MANIFEST_BLOB_UNKNOWN",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_document_is_served_with_its_stored_size_and_never_sniffed() {
+    let app = spawn_app().await;
+    let repo = "apps/docs";
+    let (_, d) = app.push_image(repo, "v1").await;
+    let html = b"<html><script>alert(1)</script></html>".to_vec();
+    let layer = app.push_blob(repo, &html).await;
+    let empty = app.push_blob(repo, b"{}").await;
+    // The referrer declares a wrong size (5) for its document.
+    push_json(
+        &app,
+        repo,
+        json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/spdx+json",
+            "config": { "mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2 },
+            "layers": [{ "mediaType": "text/html", "digest": layer, "size": 5 }],
+            "subject": { "mediaType": OCI_MANIFEST, "digest": d, "size": 1 },
+        }),
+    )
+    .await;
+    let r = app.get(&format!("/api/v1/repositories/{repo}/artifacts/{d}/sboms/{layer}")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(&r, "content-length"), Some(html.len().to_string()));
+    assert_eq!(header(&r, "x-content-type-options").as_deref(), Some("nosniff"));
+    assert_eq!(header(&r, "content-disposition").as_deref(), Some("attachment"));
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &html[..]);
+}

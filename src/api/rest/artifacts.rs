@@ -51,8 +51,9 @@ pub struct Artifact {
     pub pushed: Option<PushedBy>,
     /// Its referrers by kind, each signature and attestation with its verification.
     pub referrers: ReferrerGroups,
-    /// The trusted keys (`[[signatures.keys]]`) with a valid signature of this manifest,
-    /// sorted: what signature gates ask for.
+    /// The trusted keys (`[[signatures.keys]]`) with a valid signature of this manifest (a
+    /// cosign, notation or sigstore signature; a signed attestation does not count), sorted:
+    /// what signature gates ask for.
     pub signed_by: Vec<String>,
     /// How often it was pulled (GET of the manifest by tag or digest), counted within about a
     /// second.
@@ -309,7 +310,7 @@ impl From<Provenance> for Artifact {
                 .referrers
                 .iter()
                 .filter(|r| r.kind == ReferrerKind::Signature)
-                .flat_map(|r| r.checks.iter().filter_map(|c| c.valid_key()).map(str::to_string))
+                .flat_map(|r| r.checks.iter().filter_map(|c| c.approving_key()).map(str::to_string))
                 .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
                 .collect(),
@@ -522,10 +523,13 @@ async fn document_body(
     let (doc, stream) = state.registry.document(repo, digest, service_kind(kind), document).await?;
     let mut resp = Response::new(axum::body::Body::from_stream(stream));
     let headers = resp.headers_mut();
+    // The media type is the pusher's word: a browser must neither sniff nor render it here.
     let content_type =
         HeaderValue::from_str(&doc.media_type).unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
     headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(doc.size));
+    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment"));
     if let Ok(v) = HeaderValue::from_str(doc.digest.as_str()) {
         headers.insert("docker-content-digest", v);
     }

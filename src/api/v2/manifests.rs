@@ -23,7 +23,7 @@ pub async fn get(ctx: &Ctx, name: &RepoName, reference: &Reference, with_body: b
         (header::ETAG, format!("\"{}\"", m.digest)),
     ];
     let body = if with_body {
-        ctx.state.registry.check_pull_gates(name, reference, &m, &ctx.actor).await?;
+        ctx.state.registry.check_pull_gates(name, &m, &ctx.actor).await?;
         ctx.state.registry.count_pull(name, &m.digest);
         Body::from(m.body.clone())
     } else {
