@@ -534,6 +534,12 @@ impl Registry {
                      again and retry"
                 )));
             }
+            if !tx.manifest_exists(repo, &to).await? {
+                tx.rollback().await?;
+                return Err(refused(format!(
+                    "cannot roll back {repo}:{tag} to {to}: that manifest was deleted while the rollback was checked"
+                )));
+            }
         }
         tx.set_tag(repo, tag, Some(&current), &to, actor).await?;
         let how = match target {
