@@ -31,6 +31,9 @@ use crate::signatures::{
 
 /// Cached verification results kept at most; beyond, the cache starts over.
 const MAX_CACHED: usize = 10_000;
+/// Signature layers of one referrer read and checked at most (cosign appends one per
+/// signature; more than this is not a signature manifest anyone made by hand).
+const MAX_SIGNATURE_LAYERS: usize = 64;
 /// Indexes consulted when a pull gate checks whether a signed index lists a manifest.
 const MAX_PARENTS: u32 = 16;
 
@@ -252,9 +255,14 @@ impl Registry {
         }
         let mut complete = subject_body.is_some();
         let mut checks = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for l in &view.layers {
-            if layer_format(m.artifact_type.as_deref(), &l.media_type).is_none() {
+            // A layer listed twice is read and checked once; at most MAX_SIGNATURE_LAYERS.
+            if layer_format(m.artifact_type.as_deref(), &l.media_type).is_none() || !seen.insert(l.digest.as_str()) {
                 continue;
+            }
+            if seen.len() > MAX_SIGNATURE_LAYERS {
+                break;
             }
             let content = self.small_blob(repo, &l.digest, l.size).await?;
             complete &= content.is_some();
