@@ -31,8 +31,7 @@ use crate::signatures::{
 
 /// Cached verification results kept at most; beyond, the cache starts over.
 const MAX_CACHED: usize = 10_000;
-/// Signature layers of one referrer read and checked at most (cosign appends one per
-/// signature; more than this is not a signature manifest anyone made by hand).
+/// Signature layers of one referrer checked at most (cosign appends one per signature).
 const MAX_SIGNATURE_LAYERS: usize = 64;
 /// Indexes consulted when a pull gate checks whether a signed index lists a manifest.
 const MAX_PARENTS: u32 = 16;
@@ -255,23 +254,19 @@ impl Registry {
         }
         let mut complete = subject_body.is_some();
         let mut checks = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for l in &view.layers {
-            // A layer listed twice is read and checked once; at most MAX_SIGNATURE_LAYERS.
-            if layer_format(m.artifact_type.as_deref(), &l.media_type).is_none() || !seen.insert(l.digest.as_str()) {
-                continue;
+        // Each blob is read once (cosign's signatures of one image share one payload blob and
+        // differ in their annotations); at most MAX_SIGNATURE_LAYERS layers are checked.
+        let mut read: HashMap<&str, Option<Vec<u8>>> = HashMap::new();
+        let signature_layers =
+            view.layers.iter().filter(|l| layer_format(m.artifact_type.as_deref(), &l.media_type).is_some());
+        for l in signature_layers.take(MAX_SIGNATURE_LAYERS) {
+            if !read.contains_key(l.digest.as_str()) {
+                let bytes = self.small_blob(repo, &l.digest, l.size).await?;
+                read.insert(l.digest.as_str(), bytes);
             }
-            if seen.len() > MAX_SIGNATURE_LAYERS {
-                break;
-            }
-            let content = self.small_blob(repo, &l.digest, l.size).await?;
+            let content = read.get(l.digest.as_str()).and_then(|c| c.as_deref());
             complete &= content.is_some();
-            let layer = Layer {
-                media_type: &l.media_type,
-                digest: &l.digest,
-                annotations: &l.annotations,
-                content: content.as_deref(),
-            };
+            let layer = Layer { media_type: &l.media_type, digest: &l.digest, annotations: &l.annotations, content };
             let subject = Subject { digest: subject, body: subject_body };
             if let Some(c) = signatures::verify_layer(
                 &self.trust.keyring,
