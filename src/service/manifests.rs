@@ -109,8 +109,9 @@ impl Registry {
             subject: parsed.subject.clone(),
             annotations: parsed.annotations.clone(),
         };
-        if !self.trust.gates_is_empty() {
-            // A manifest that lacks a blob is that error (400), not a gate's refusal.
+        if self.push_gated(put.repo, &tags, &record) {
+            // A manifest that lacks a blob is that error (400), not a gate's refusal. Only a
+            // gated PUT pays for this read-only transaction.
             let mut tx = self.meta.begin(self.clock.now()).await?;
             for (kind, list) in [(RefKind::Blob, &parsed.blobs), (RefKind::Child, &parsed.manifests)] {
                 if let Some(missing) = tx.first_missing(put.repo, kind, list).await? {

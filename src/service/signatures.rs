@@ -53,11 +53,6 @@ impl Trust {
         Trust { keyring, gates, checks: Mutex::default() }
     }
 
-    /// The trusted keys.
-    pub fn keyring(&self) -> &Keyring {
-        &self.keyring
-    }
-
     /// True when no gate is configured.
     pub fn gates_is_empty(&self) -> bool {
         self.gates.is_empty()
@@ -315,6 +310,11 @@ impl Registry {
             keys.extend(r.checks.iter().filter_map(|c| c.approving_key()).map(str::to_string));
         }
         Ok(keys)
+    }
+
+    /// True when a push gate applies to setting any of `tags` to `m` (it is not exempt).
+    pub(super) fn push_gated(&self, repo: &RepoName, tags: &[Tag], m: &ManifestRecord) -> bool {
+        tags.iter().any(|t| !self.trust.gates.push_gates(repo, t).is_empty()) && !exempt(m)
     }
 
     /// The push gates of `tags` set to manifest `m` (DESIGN §5): each tag the write sets must
