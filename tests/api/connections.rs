@@ -189,10 +189,16 @@ async fn a_download_the_client_stops_reading_is_cut_off() {
 async fn at_the_connection_cap_busy_connections_hold_and_idle_ones_make_room() {
     let app = spawn_limited(30_000, 30_000, 30_000, 3).await;
     // Three uploads in progress take every slot.
+    // The sessions are opened first, on the test client's one pooled connection: opened
+    // between the PUTs, that connection could be the idle one the server closes to make room
+    // for the next PUT just as the client sends on it (hyper IncompleteMessage, seen in CI).
+    let mut locations = Vec::new();
+    for i in 0..3 {
+        locations.push(app.start_upload(&format!("conn/cap{i}")).await);
+    }
     let mut feeds = Vec::new();
     let mut puts = Vec::new();
-    for i in 0..3 {
-        let loc = app.start_upload(&format!("conn/cap{i}")).await;
+    for loc in locations {
         let (tx, body) = channel_body();
         tx.unbounded_send(Ok(Bytes::from_static(b"busy"))).unwrap();
         let c = reqwest::Client::new();
