@@ -44,6 +44,83 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// `[signatures]`: trusted keys and signature gates.
     pub signatures: crate::signatures::SignaturesConfig,
+    /// `[rate_limit]`: requests per client address on `/v2` and `/api/v1`.
+    pub rate_limit: RateLimitConfig,
+}
+
+/// `[rate_limit]`: a token bucket per client address (IPv6 by /64) over `/v2` and
+/// `/api/v1` (never `/healthz`, `/readyz`, `/metrics`, `/token`); over it, 429
+/// `TOOMANYREQUESTS` with `Retry-After`. Off by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RateLimitConfig {
+    /// Requests per second one client address may make, sustained; 0 turns the limit off.
+    pub per_client: f64,
+    /// Requests a client may make at once beyond the sustained rate (the bucket's size).
+    pub burst: u32,
+    /// Loopback clients (127.0.0.0/8, ::1) are never limited, so that a proxy on the same
+    /// machine and local tools are not; `false` limits them too.
+    pub exempt_loopback: bool,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig { per_client: 0.0, burst: 100, exempt_loopback: true }
+    }
+}
+
+/// A size in bytes: a plain integer, or a string with a unit such as `"64MiB"`, `"512KiB"`,
+/// `"1GiB"` (also `B`, `KB`, `MB`, `GB`: powers of 1000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// The size in bytes.
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+
+    /// Reads `"64MiB"`, `"64 MiB"`, `"1000"`.
+    pub fn parse(s: &str) -> Result<ByteSize, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = (&s[..split], s[split..].trim());
+        let bad = || format!("{s:?} is not a size: use a byte count or a number with a unit, such as \"64MiB\"");
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        let mul: u64 = match unit.to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1000,
+            "mb" => 1000 * 1000,
+            "gb" => 1000 * 1000 * 1000,
+            "kib" | "k" => 1 << 10,
+            "mib" | "m" => 1 << 20,
+            "gib" | "g" => 1 << 30,
+            _ => return Err(bad()),
+        };
+        n.checked_mul(mul).map(ByteSize).ok_or_else(bad)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a byte count or a size such as \"64MiB\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v).map(ByteSize).map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `[gc]`: online garbage collection (DESIGN §6).
@@ -195,6 +272,19 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     /// See `header_timeout`.
     pub max_connections: usize,
+    /// PEM certificate chain (leaf first) to serve HTTPS directly; with `tls_key`. Both
+    /// files are read again when either changes (checked every few seconds) or on SIGHUP;
+    /// open connections keep the certificate they started with.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// A second address serving only `/metrics` (plain HTTP, no authentication), for a
+    /// Prometheus that should not reach the registry's port; when set, the registry's
+    /// address no longer serves `/metrics`.
+    pub metrics_listen: Option<String>,
+    /// The read cache's budget (manifests, tag and referrer lists it keeps, weighed in
+    /// bytes); past it single entries are evicted. 0 turns the cache off.
+    pub cache_size: ByteSize,
 }
 
 /// `[database]`
@@ -443,6 +533,10 @@ impl Default for ServerConfig {
             keepalive_timeout: Duration::from_secs(120),
             body_timeout: Duration::from_secs(60),
             max_connections: 1024,
+            tls_cert: None,
+            tls_key: None,
+            metrics_listen: None,
+            cache_size: ByteSize(64 << 20),
         }
     }
 }
@@ -572,8 +666,36 @@ impl Config {
                 p.push(format!("server.{key}_timeout must be longer than 0s"));
             }
         }
+        if s.cache_size.bytes() > 1 << 40 {
+            p.push(format!(
+                "server.cache_size = {} bytes is more than 1TiB: use something like \"64MiB\"",
+                s.cache_size.bytes()
+            ));
+        }
+        let r = &self.rate_limit;
+        if !r.per_client.is_finite() || r.per_client < 0.0 || r.per_client > 1e9 {
+            p.push(format!(
+                "rate_limit.per_client = {} must be a number of requests per second from 0 (off) to 1e9",
+                r.per_client
+            ));
+        }
+        if r.per_client > 0.0 && r.burst == 0 {
+            p.push("rate_limit.burst must be at least 1 when rate_limit.per_client is set".into());
+        }
         if s.max_connections == 0 {
             p.push("server.max_connections must be at least 1".into());
+        }
+        p.extend(self.tls_problems());
+        if let Some(m) = &s.metrics_listen {
+            match m.parse::<SocketAddr>() {
+                Ok(a) if Ok(a) == s.listen.parse::<SocketAddr>() => p.push(format!(
+                    "server.metrics_listen = {m:?} is server.listen's address: leave it out to serve /metrics there"
+                )),
+                Ok(_) => {}
+                Err(_) => p.push(format!(
+                    "server.metrics_listen = {m:?} is not an address: use IP:PORT such as 127.0.0.1:9090"
+                )),
+            }
         }
         if self.uploads.expire_after < Duration::from_secs(60) {
             p.push("uploads.expire_after must be at least 1m".into());
@@ -615,6 +737,25 @@ impl Config {
                 self.server.listen
             )
         })
+    }
+
+    /// Problems of `server.tls_cert` / `server.tls_key`: only one set, or files that do
+    /// not load (each named with what is wrong).
+    fn tls_problems(&self) -> Vec<String> {
+        match (&self.server.tls_cert, &self.server.tls_key) {
+            (None, None) => vec![],
+            (Some(_), None) => vec!["server.tls_cert is set without server.tls_key: set both to serve HTTPS".into()],
+            (None, Some(_)) => vec!["server.tls_key is set without server.tls_cert: set both to serve HTTPS".into()],
+            (Some(cert), Some(key)) => match crate::server::tls::load_certified_key(cert, key) {
+                Ok(_) => vec![],
+                Err(e) => vec![e.to_string()],
+            },
+        }
+    }
+
+    /// The scheme clients reach this server with when `public_url` is unset.
+    pub fn scheme(&self) -> &'static str {
+        if self.server.tls_cert.is_some() { "https" } else { "http" }
     }
 
     fn auth_problems(&self) -> Vec<String> {
@@ -757,6 +898,39 @@ mod tests {
         for needle in ["server.lisen", "storage.bogus", "server.listen", "log.level", "CAIRN_NOPE__X"] {
             assert!(all.contains(needle), "{needle} not named in:\n{all}");
         }
+    }
+
+    #[test]
+    fn sizes_and_rate_limits_are_read_and_checked() {
+        for (text, want) in [
+            ("64MiB", 64 << 20),
+            ("64 MiB", 64 << 20),
+            ("512KiB", 512 << 10),
+            ("1GiB", 1 << 30),
+            ("1000", 1000),
+            ("2MB", 2_000_000),
+        ] {
+            assert_eq!(ByteSize::parse(text), Ok(ByteSize(want)), "{text}");
+        }
+        for bad in ["", "MiB", "-1", "1.5MiB", "64 XB", "99999999999999999999GiB"] {
+            assert!(ByteSize::parse(bad).is_err(), "{bad}");
+        }
+        let vars = [("CAIRN_SERVER__CACHE_SIZE", "1048576"), ("CAIRN_RATE_LIMIT__PER_CLIENT", "2.5")];
+        let c = Config::load_from(&Sources::default(), env(&vars)).unwrap();
+        assert_eq!(c.server.cache_size, ByteSize(1 << 20));
+        assert_eq!(c.rate_limit.per_client, 2.5);
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[server]\ncache_size = \"lots\"\n[rate_limit]\nper_client = -1\nburst = 0\nbogus = 1\n")
+            .unwrap();
+        let errs = Config::load_from(&Sources { file: Some(f.clone()), ..Default::default() }, env(&[])).unwrap_err().0;
+        let all = errs.join("\n");
+        for needle in ["server.cache_size", "rate_limit.per_client = -1", "rate_limit.bogus"] {
+            assert!(all.contains(needle), "{needle} not named in:\n{all}");
+        }
+        std::fs::write(&f, "[rate_limit]\nper_client = 5\nburst = 0\n").unwrap();
+        let errs = Config::load_from(&Sources { file: Some(f), ..Default::default() }, env(&[])).unwrap_err().0;
+        assert!(errs.join("\n").contains("rate_limit.burst must be at least 1"), "{errs:?}");
     }
 
     #[test]

@@ -34,8 +34,9 @@ pub use state::AppState;
 /// Serves `state` on an already bound `listener` until `shutdown` resolves, then lets
 /// running requests finish (up to `server.shutdown_grace`). Connections follow the
 /// `[server]` timeouts and cap (see `server`); the open-file soft limit is raised to the
-/// hard limit first. Also runs the sweeper that expires idle uploads, scheduled GC and
-/// scheduled retention.
+/// hard limit first. Serves HTTPS when `server.tls_cert` is set (see `server::tls`), and
+/// `/metrics` on `server.metrics_listen` when set. Also runs the sweeper that expires idle
+/// uploads, scheduled GC and scheduled retention.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -55,12 +56,43 @@ pub async fn serve(
     if let Err(e) = state.registry.record_config_load(state::config_detail(&state.config)).await {
         tracing::warn!(error = %e, "could not ledger the configuration");
     }
+    // The recorder first, so that what is recorded while starting (TLS) is kept.
+    metrics::handle();
+    let (tls, watcher) = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => {
+            let certs = server::tls::Reloading::new(cert, key)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+            let watcher = tokio::spawn(certs.clone().watch());
+            (Some(server::tls::acceptor(certs)), Some(watcher))
+        }
+        _ => (None, None),
+    };
+    let metrics = match &cfg.metrics_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr.as_str()).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {addr} (server.metrics_listen): {e}"))
+            })?;
+            if let Ok(a) = listener.local_addr() {
+                tracing::info!("metrics on http://{a}/metrics");
+            }
+            let app = api::metrics_router(state.clone());
+            Some(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::warn!(error = %e, "the metrics listener stopped");
+                }
+            }))
+        }
+        None => None,
+    };
     let sweeper = tokio::spawn(sweep_uploads(state.clone()));
     let ledger = tokio::spawn(ledger_tasks(state.clone()));
     let gc = tokio::spawn(scheduled_gc(state.clone()));
     let retention = tokio::spawn(scheduled_retention(state.clone()));
     let final_state = state.clone();
-    let result = server::run(listener, router(state), limits, grace, shutdown).await;
+    let result = server::run(listener, router(state), tls, limits, grace, shutdown).await;
+    for task in [watcher, metrics].into_iter().flatten() {
+        task.abort();
+    }
     sweeper.abort();
     ledger.abort();
     gc.abort();

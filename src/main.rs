@@ -151,6 +151,70 @@ enum Command {
         #[arg(long, global = true)]
         data_dir: Option<PathBuf>,
     },
+    /// Back up this installation, while it serves, into DIR: a new Cairn installation (SQLite
+    /// file, filesystem blobs, signing keys, audit archive files) that `cairn audit verify
+    /// --data-dir DIR` verifies and `cairn restore DIR` brings back.
+    ///
+    /// The database is read as one consistent snapshot (pushes made meanwhile are not in the
+    /// backup; upload sessions in progress never are) and the maintenance lock is held, so no
+    /// collector deletes what is being copied (a running GC or retention is waited for). Blob
+    /// files are hard-linked where DIR is on the same filesystem (a link shares the disk: keep
+    /// backups on another device, or pass --no-hard-links), copied otherwise, streamed.
+    /// Blobs on S3 are copied into DIR too: bucket versioning or replication is the usual
+    /// protection for the bucket. On PostgreSQL the same snapshot copy works; pg_dump or
+    /// pg_basebackup is the usual tool there.
+    ///
+    /// Exit 0 backed up; 1 failed (DIR is left unfinished: it has no cairn-backup.json);
+    /// 2 bad config; 3 refused (DIR not empty, a collector held the lock too long).
+    Backup {
+        /// Where the backup goes: a directory that does not exist yet, or an empty one.
+        dir: PathBuf,
+        /// Copy every blob file, even where a hard link could be made.
+        #[arg(long)]
+        no_hard_links: bool,
+        /// Config file (TOML); also CAIRN_CONFIG.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory, overriding the config; also CAIRN_DATA_DIR.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Restore a backup made by `cairn backup` into this installation (the one --config,
+    /// --data-dir and CAIRN_* describe), whose database must be empty: rows, blobs, signing
+    /// keys and audit archive files as they were at the backup's snapshot.
+    ///
+    /// Blob files are hard-linked from DIR where it is on the same filesystem (--no-hard-links
+    /// copies them). Exit 0 restored; 1 failed (the target's database stays empty: run it
+    /// again); 2 bad config; 3 refused (the target is not empty, DIR is not a finished backup,
+    /// another key in the target's [audit] key_file).
+    Restore {
+        /// The backup directory.
+        dir: PathBuf,
+        /// Copy every blob file, even where a hard link could be made.
+        #[arg(long)]
+        no_hard_links: bool,
+        /// Config file (TOML); also CAIRN_CONFIG.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory, overriding the config; also CAIRN_DATA_DIR.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Read every stored blob back and hash it again (sha256 or sha512, as its digest says);
+    /// report each one missing or damaged (size or hash not as recorded) with its digest and
+    /// repositories. Safe while the registry serves; changes nothing. Exit 0 all healthy,
+    /// 1 something missing or damaged, 2 bad config, 3 could not run.
+    Scrub {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Config file (TOML); also CAIRN_CONFIG.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory, overriding the config; also CAIRN_DATA_DIR.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -335,6 +399,15 @@ async fn main() -> ExitCode {
         }
         Command::Audit { command, config, data_dir } => {
             audit(command, Sources { file: config, data_dir, ..Default::default() }).await
+        }
+        Command::Backup { dir, no_hard_links, config, data_dir } => {
+            backup(Sources { file: config, data_dir, ..Default::default() }, dir, !no_hard_links).await
+        }
+        Command::Restore { dir, no_hard_links, config, data_dir } => {
+            restore(Sources { file: config, data_dir, ..Default::default() }, dir, !no_hard_links).await
+        }
+        Command::Scrub { json, config, data_dir } => {
+            scrub(Sources { file: config, data_dir, ..Default::default() }, json).await
         }
         Command::Migrate { config, data_dir, copy_to: Some(new_config) } => {
             copy_installation(Sources { file: config, data_dir, ..Default::default() }, new_config).await
@@ -797,11 +870,12 @@ async fn run_server(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(
         data_dir = %state.config.server.data_dir.display(),
         database = %state.config.database_url_redacted(),
-        "cairn listening on http://{bound}"
+        "cairn listening on {}://{bound}",
+        state.config.scheme()
     );
     let line = cairn::telemetry::result_line(
         &state.config.log,
-        &format!("cairn listening on http://{bound}"),
+        &format!("cairn listening on {}://{bound}", state.config.scheme()),
         &[("address", bound.to_string())],
     );
     say!("{line}");
@@ -1177,4 +1251,412 @@ impl CopyBar {
             b.finish_and_clear();
         }
     }
+}
+
+/// `cairn backup DIR`: the installation `source` describes, copied while it serves into a new
+/// installation in DIR (`Registry::backup_to`), with progress on a terminal and a summary.
+async fn backup(source: Sources, dir: PathBuf, hard_links: bool) -> ExitCode {
+    use cairn::service::backup::{self, BackupManifest};
+    let (cfg, notes) = match load(&source) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    start_logs(&cfg, &notes);
+    if let Err(e) = backup::check_backup_dir(&dir) {
+        tell!("cairn: {e}");
+        return ExitCode::from(REFUSED);
+    }
+    if cfg.storage.kind == cairn::config::StorageKind::Memory {
+        tell!("cairn: this installation keeps blobs in memory, which no other process can read: nothing to back up");
+        return ExitCode::from(REFUSED);
+    }
+    let (log, from_shown) = (cfg.log.clone(), installation(&cfg));
+    let (postgres, s3) =
+        (cairn::meta::is_postgres_url(&cfg.database_url()), cfg.storage.kind == cairn::config::StorageKind::S3);
+    let (database, storage) = (cfg.database_url_redacted(), cfg.storage.summary(&cfg.storage_path()));
+    let source_state = match cairn::AppState::from_config(cfg).await {
+        Ok(s) => s,
+        Err(e) => {
+            tell!("cairn: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut target_cfg = Config::default();
+    target_cfg.server.data_dir = dir.clone();
+    tell!("backing up {from_shown} into {}", dir.display());
+    let (report, target, mut notes) = match copy_into_empty(&source_state, target_cfg, hard_links).await {
+        Ok(done) => done,
+        Err(code) => return code,
+    };
+    let ledger_head = target.meta.ledger_head().await.ok().flatten().map(|(seq, _)| seq);
+    let manifest = BackupManifest {
+        cairn_version: cairn::metrics::VERSION.to_string(),
+        finished_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        source_database: database,
+        source_storage: storage,
+        ledger_head,
+        blobs: report.copy.blobs,
+        tables: report.copy.tables.iter().map(|(t, n)| (t.to_string(), *n)).collect(),
+    };
+    if let Err(e) = backup::write_manifest(&dir, &manifest) {
+        tell!("cairn: the backup is unfinished: {e}");
+        return ExitCode::FAILURE;
+    }
+    let head = ledger_head.map(|s| format!("; audit ledger up to seq {s}")).unwrap_or_default();
+    print_copied(&log, &format!("backed up {from_shown} into {}", dir.display()), &report, &head);
+    if postgres {
+        notes.push(
+            "the source database is PostgreSQL: this backup holds one consistent snapshot of it as SQLite; \
+             pg_dump or pg_basebackup (with WAL archiving) is the usual backup of the database itself"
+                .into(),
+        );
+    }
+    if s3 {
+        notes.push(format!(
+            "the blobs were copied out of the S3 bucket into {}; bucket versioning or replication is the usual \
+             protection of the bucket itself",
+            dir.display()
+        ));
+    }
+    for n in &notes {
+        tell!("note: {n}");
+    }
+    tell!("check it: `cairn audit verify --data-dir {0}`, `cairn scrub --data-dir {0}`", dir.display());
+    ExitCode::SUCCESS
+}
+
+/// `cairn restore DIR`: a finished backup copied into the (empty) installation `target`.
+async fn restore(target: Sources, dir: PathBuf, hard_links: bool) -> ExitCode {
+    use cairn::service::backup;
+    let (cfg, notes) = match load(&target) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    start_logs(&cfg, &notes);
+    let manifest = match backup::read_backup_dir(&dir) {
+        Ok(m) => m,
+        Err(e) => {
+            tell!("cairn: {e}");
+            return ExitCode::from(REFUSED);
+        }
+    };
+    if cfg.storage.kind == cairn::config::StorageKind::Memory {
+        tell!("cairn: this installation keeps blobs in memory, which is lost at exit: nothing to restore into");
+        return ExitCode::from(REFUSED);
+    }
+    let same = |a: &std::path::Path| a.canonicalize().ok().is_some_and(|a| dir.canonicalize().is_ok_and(|d| a == d));
+    if same(&cfg.server.data_dir) || same(&cfg.storage_path()) {
+        tell!("cairn: {} is the backup itself: restore into another data directory", dir.display());
+        return ExitCode::from(REFUSED);
+    }
+    let (log, to_shown) = (cfg.log.clone(), installation(&cfg));
+    // The target is looked at before the backup is opened: a refusal changes nothing there.
+    let empty = async {
+        std::fs::create_dir_all(&cfg.server.data_dir)?;
+        let meta = cairn::meta::open(&cfg.database_url()).await?;
+        Ok::<_, anyhow::Error>(cairn::service::copy::check_empty(meta.as_ref()).await)
+    };
+    match empty.await {
+        Ok(Ok(())) => {}
+        Ok(Err(cairn::service::copy::CopyError::NotEmpty(tables))) => {
+            tell!(
+                "cairn: the target database {} is not empty ({}): a restore fills an empty installation only. \
+                 Point --data-dir (or [database] url) at a new one, or move the data that is there away first",
+                cfg.database_url_redacted(),
+                tables.iter().map(|t| format!("{t} has rows")).collect::<Vec<_>>().join(", ")
+            );
+            return ExitCode::from(REFUSED);
+        }
+        Ok(Err(e)) => {
+            tell!("cairn: {e}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            tell!("cairn: cannot open the target database {}: {e:#}", cfg.database_url_redacted());
+            return ExitCode::FAILURE;
+        }
+    }
+    let mut backup_cfg = Config::default();
+    backup_cfg.server.data_dir = dir.clone();
+    let source_state = match cairn::AppState::from_config(backup_cfg).await {
+        Ok(s) => s,
+        Err(e) => {
+            tell!("cairn: the backup in {}: {e:#}", dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    tell!(
+        "restoring the backup of {} + {} taken {} into {to_shown}",
+        manifest.source_database,
+        manifest.source_storage,
+        manifest.finished_at
+    );
+    let (report, _, notes) = match copy_into_empty(&source_state, cfg, hard_links).await {
+        Ok(done) => done,
+        Err(code) => return code,
+    };
+    let head = manifest.ledger_head.map(|s| format!("; audit ledger up to seq {s}")).unwrap_or_default();
+    print_copied(&log, &format!("restored {} into {to_shown}", dir.display()), &report, &head);
+    for n in &notes {
+        tell!("note: {n}");
+    }
+    tell!("next: `cairn audit verify` on the restored installation, then serve it");
+    ExitCode::SUCCESS
+}
+
+/// `<database> + <storage>`, for messages.
+fn installation(cfg: &Config) -> String {
+    format!("{} + {}", cfg.database_url_redacted(), cfg.storage.summary(&cfg.storage_path()))
+}
+
+/// For backup and restore: opens the installation `target_cfg` describes, refuses it unless its
+/// database is empty, carries the source's signing keys over and copies everything into it
+/// (hard links where asked and possible), with progress on a terminal. Returns the report, the
+/// target and notes for the operator; on failure, says why and returns the exit code.
+async fn copy_into_empty(
+    source: &cairn::AppState,
+    target_cfg: Config,
+    hard_links: bool,
+) -> Result<(cairn::service::BackupReport, cairn::AppState, Vec<String>), ExitCode> {
+    use cairn::keys::{KeyKind, Placed};
+    use cairn::service::copy::CopyError;
+    let failed = |e: anyhow::Error| {
+        tell!("cairn: {e:#}");
+        ExitCode::FAILURE
+    };
+    let data_dir = target_cfg.server.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| failed(anyhow::anyhow!("cannot create data directory {}: {e}", data_dir.display())))?;
+    let target_meta = cairn::meta::open(&target_cfg.database_url()).await.map_err(|e| {
+        failed(anyhow::anyhow!("cannot open the target database {}: {e}", target_cfg.database_url_redacted()))
+    })?;
+    let target_db = target_cfg.database_url_redacted();
+    let refused = |e: CopyError| {
+        match &e {
+            CopyError::NotEmpty(tables) => {
+                tell!(
+                    "cairn: the target database {} is not empty ({}): a restore fills an empty installation \
+                     only. Point --data-dir (or [database] url) at a new one, or move the data that is there away \
+                     first",
+                    target_db,
+                    tables.iter().map(|t| format!("{t} has rows")).collect::<Vec<_>>().join(", ")
+                );
+            }
+            _ => {
+                tell!("cairn: {e}");
+            }
+        }
+        ExitCode::from(if e.is_refusal() { REFUSED } else { 1 })
+    };
+    cairn::service::copy::check_empty(target_meta.as_ref()).await.map_err(refused)?;
+    let mut notes = Vec::new();
+    for kind in [KeyKind::Audit, KeyKind::Token] {
+        let placed = async {
+            let key = cairn::keys::load(&source.config, source.meta.as_ref(), kind).await?;
+            cairn::keys::place(&target_cfg, target_meta.as_ref(), kind, &key).await
+        };
+        match placed.await.map_err(|e| failed(e.context("carrying the signing keys over")))? {
+            Placed::Ready | Placed::Replaced(_) => {}
+            Placed::Differs(there) if kind == KeyKind::Audit => {
+                tell!(
+                    "cairn: the target's [audit] key_file ({there}) holds a different audit signing key: the \
+                     ledger's checkpoints were signed with the backed-up key and would not verify. Point [audit] \
+                     key_file at that key (or at a path where no file is yet)"
+                );
+                return Err(ExitCode::from(REFUSED));
+            }
+            Placed::Differs(there) => notes.push(format!(
+                "the target's [auth] key_file ({there}) holds a different token signing key, kept: tokens issued \
+                 before are not accepted"
+            )),
+        }
+    }
+    drop(target_meta);
+    let target = cairn::AppState::from_config(target_cfg).await.map_err(|e| failed(e.context("target")))?;
+    let archives = (
+        ledger_files::archive_dir(&source.config.server.data_dir),
+        ledger_files::archive_dir(&target.config.server.data_dir),
+    );
+    let mut bar = BackupBar::new();
+    let result =
+        source.registry.backup_to(&target.registry, (&archives.0, &archives.1), hard_links, &mut |p| bar.show(p)).await;
+    bar.finish();
+    let report = result.map_err(refused)?;
+    if report.copy.uploads_skipped > 0 {
+        notes.push(format!(
+            "{} upload session(s) in progress were not copied: their clients start those uploads again",
+            report.copy.uploads_skipped
+        ));
+    }
+    if let Some(why) = &report.not_linked {
+        notes.push(format!("blob files were copied, not hard-linked ({why})"));
+    }
+    notes.extend(report.copy.notes.iter().cloned());
+    Ok((report, target, notes))
+}
+
+/// The summary line (and, in text logs, rows per table) of a backup or restore.
+fn print_copied(log: &cairn::config::LogConfig, what: &str, report: &cairn::service::BackupReport, tail: &str) {
+    let (o, l) = (&report.copy.objects, &report.linked);
+    let rows: u64 = report.copy.tables.iter().map(|(_, n)| n).sum();
+    let message = format!(
+        "{what}: {} blobs ({} objects, {} bytes hard-linked; {} objects, {} bytes copied) and {rows} rows{tail}",
+        report.copy.blobs, l.objects, l.bytes, o.objects, o.bytes
+    );
+    let fields = [
+        ("blobs", report.copy.blobs.to_string()),
+        ("linked_objects", l.objects.to_string()),
+        ("linked_bytes", l.bytes.to_string()),
+        ("copied_objects", o.objects.to_string()),
+        ("copied_bytes", o.bytes.to_string()),
+        ("rows", rows.to_string()),
+        ("archive_files", report.copy.archive_files.to_string()),
+    ];
+    say!("{}", cairn::telemetry::result_line(log, &message, &fields));
+    if log.format != cairn::config::LogFormat::Json {
+        for (table, n) in &report.copy.tables {
+            say!("  {table:<20} {n:>10} rows");
+        }
+        if report.copy.archive_files > 0 {
+            say!("  {} audit archive file(s) copied", report.copy.archive_files);
+        }
+    }
+}
+
+/// Backup and restore progress on stderr, only on a terminal: blobs linked, then the copy's bars.
+struct BackupBar {
+    copy: CopyBar,
+    link: Option<indicatif::ProgressBar>,
+}
+
+impl BackupBar {
+    fn new() -> BackupBar {
+        BackupBar { copy: CopyBar::new(), link: None }
+    }
+
+    fn show(&mut self, p: cairn::service::BackupProgress) {
+        use cairn::service::BackupProgress;
+        match p {
+            BackupProgress::Waiting { holder } => {
+                tell!("waiting for a GC or retention run to finish (it holds the maintenance lock: {holder})");
+            }
+            BackupProgress::Link { done, total } if self.copy.terminal => {
+                let bar = self.link.get_or_insert_with(|| {
+                    let bar =
+                        indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
+                    if let Ok(style) =
+                        indicatif::ProgressStyle::with_template("hard-linking blobs: {pos}/{len} {wide_bar} {elapsed}")
+                    {
+                        bar.set_style(style);
+                    }
+                    bar
+                });
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+            BackupProgress::Link { .. } => {}
+            BackupProgress::Copy(c) => {
+                if let Some(b) = self.link.take() {
+                    b.finish_and_clear();
+                }
+                self.copy.show(c);
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(b) = self.link.take() {
+            b.finish_and_clear();
+        }
+        self.copy.finish();
+    }
+}
+
+/// `cairn scrub`: every blob re-hashed, with progress on a terminal; the bad ones listed.
+async fn scrub(sources: Sources, json: bool) -> ExitCode {
+    use std::io::IsTerminal;
+    let (cfg, notes) = match load(&sources) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    start_logs(&cfg, &notes);
+    let log = cfg.log.clone();
+    let state = match cairn::AppState::from_config(cfg).await {
+        Ok(s) => s,
+        Err(e) => {
+            tell!("cairn: {e:#}");
+            return ExitCode::from(NOT_DONE);
+        }
+    };
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        let template = "scrub: {bytes}/{total_bytes} {wide_bar} {binary_bytes_per_sec} {msg} {elapsed}";
+        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+            bar.set_style(style);
+        }
+        bar
+    });
+    let result = state
+        .registry
+        .scrub(&mut |p| {
+            if let Some(b) = &bar {
+                b.set_length(p.total_bytes);
+                b.set_position(p.bytes);
+                b.set_message(format!("{} blobs", p.blobs));
+            }
+        })
+        .await;
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            tell!("cairn: scrub failed: {e}");
+            return ExitCode::from(NOT_DONE);
+        }
+    };
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => say!("{text}"),
+            Err(e) => {
+                tell!("cairn: {e}");
+                return ExitCode::from(NOT_DONE);
+            }
+        }
+    } else {
+        for f in report.missing.iter().chain(&report.damaged) {
+            let repos = match f.repositories.is_empty() {
+                true => "no repository links it".to_string(),
+                false => format!("in {}", f.repositories.join(", ")),
+            };
+            say!("{} ({} bytes, {repos}): {}", f.digest, f.size, f.problem);
+        }
+        let message = format!(
+            "scrub: {} blobs, {} bytes checked: {} healthy, {} damaged, {} missing",
+            report.blobs,
+            report.bytes,
+            report.healthy,
+            report.damaged.len(),
+            report.missing.len()
+        );
+        let fields = [
+            ("blobs", report.blobs.to_string()),
+            ("bytes", report.bytes.to_string()),
+            ("healthy", report.healthy.to_string()),
+            ("damaged", report.damaged.len().to_string()),
+            ("missing", report.missing.len().to_string()),
+        ];
+        say!("{}", cairn::telemetry::result_line(&log, &message, &fields));
+        if report.deleted_meanwhile > 0 {
+            tell!("note: {} blob(s) were deleted by a collector while being checked", report.deleted_meanwhile);
+        }
+        if !report.is_clean() {
+            tell!(
+                "push the damaged and missing blobs again (the same bytes give the same digest), or restore them \
+                 from a backup"
+            );
+        }
+    }
+    if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(NOT_VERIFIED) }
 }

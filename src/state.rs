@@ -88,6 +88,7 @@ impl AppState {
             .map_err(|errs| anyhow::anyhow!("invalid signature gates: {}", errs.join("; ")))?;
         let mut registry = Registry::new(meta.clone(), blobs, Arc::new(policy), clock)
             .with_gc_grace(config.gc.grace)
+            .with_read_cache_budget(config.server.cache_size.bytes())
             .with_retention(Arc::new(retention))
             .with_trust(Arc::new(crate::service::Trust::new(keyring, gates)));
         // Other nodes (or CLI runs) write to the same database: follow its change feed.

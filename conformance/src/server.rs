@@ -108,7 +108,7 @@ impl Server {
         });
         let base =
             rx.recv_timeout(Duration::from_secs(60)).expect("cairn did not print its listening address within 60 s");
-        let host = base.trim_start_matches("http://").to_string();
+        let host = base.trim_start_matches("http://").trim_start_matches("https://").to_string();
         Server { child: Some(child), base, host, data_dir: data_dir.to_path_buf(), _tmp: None, keep: Vec::new() }
     }
 

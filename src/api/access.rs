@@ -5,7 +5,8 @@
 use std::net::IpAddr;
 
 use axum::http::{HeaderMap, Method, header};
-use base64::Engine;
+use headers::authorization::{Basic, Bearer};
+use headers::{Authorization, HeaderMapExt};
 
 use super::route::{Kind, Route};
 use crate::auth::{AuthError, CATALOG_SCOPE, Credentials, Identity};
@@ -14,25 +15,29 @@ use crate::oci::RepoName;
 use crate::policy::Action;
 use crate::state::AppState;
 
-/// Reads the `Authorization` header.
+/// Reads the `Authorization` header: `Basic` (RFC 7617, decoded by the `headers` crate,
+/// which splits `user:password` at the first colon, so a password may hold `:` and a user
+/// name may not) or `Bearer` (RFC 6750). Anything else is a 401 that says what was expected.
 pub fn credentials(headers: &HeaderMap) -> Result<Credentials, Error> {
     let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(Credentials::None) };
     let bad = |what: &str| Error::Unauthorized {
         message: format!("malformed Authorization header: {what}"),
         challenge: "Basic realm=\"cairn\"".into(),
     };
-    let value = value.to_str().map_err(|_| bad("not ASCII"))?;
-    let (scheme, rest) = value.split_once(' ').ok_or_else(|| bad("expected `Basic …` or `Bearer …`"))?;
-    match scheme.to_ascii_lowercase().as_str() {
-        "basic" => {
-            let decoded =
-                base64::engine::general_purpose::STANDARD.decode(rest.trim()).map_err(|_| bad("bad base64"))?;
-            let text = String::from_utf8(decoded).map_err(|_| bad("not UTF-8"))?;
-            let (user, password) = text.split_once(':').ok_or_else(|| bad("expected user:password"))?;
-            Ok(Credentials::Basic { user: user.to_string(), password: password.to_string() })
-        }
-        "bearer" => Ok(Credentials::Bearer(rest.trim().to_string())),
-        _ => Err(bad("expected `Basic …` or `Bearer …`")),
+    // Only the first `Authorization` value counts, as in the `headers` decoders.
+    let scheme = value.as_bytes().split(|b| *b == b' ').next().unwrap_or_default();
+    if scheme.eq_ignore_ascii_case(b"basic") {
+        let Ok(Some(Authorization(basic))) = headers.typed_try_get::<Authorization<Basic>>() else {
+            return Err(bad("`Basic` must be followed by the base64 encoding of UTF-8 `user:password`"));
+        };
+        Ok(Credentials::Basic { user: basic.username().to_string(), password: basic.password().to_string() })
+    } else if scheme.eq_ignore_ascii_case(b"bearer") {
+        let Ok(Some(Authorization(bearer))) = headers.typed_try_get::<Authorization<Bearer>>() else {
+            return Err(bad("`Bearer` must be followed by a token of visible ASCII characters"));
+        };
+        Ok(Credentials::Bearer(bearer.token().trim().to_string()))
+    } else {
+        Err(bad("expected `Basic …` or `Bearer …`"))
     }
 }
 
@@ -60,15 +65,19 @@ pub fn auth_error(state: &AppState, headers: &HeaderMap, e: AuthError, scope: Op
 }
 
 /// `Bearer realm="<base>/token",service="<service>"[,scope="…"]`. The base is
-/// `server.public_url`, else `http://` and the request's `Host` if it is a plain
+/// `server.public_url`, else `http://` (`https://` when Cairn serves TLS) and the request's `Host` if it is a plain
 /// `host[:port]`, else the address Cairn listens on (a `Host` never reaches the header
 /// unchecked, so it cannot add parameters).
 pub fn challenge(state: &AppState, headers: &HeaderMap, scope: Option<&str>) -> String {
     let base = match &state.config.server.public_url {
         Some(u) => u.trim_end_matches('/').to_string(),
         None => match headers.get(header::HOST).and_then(|h| h.to_str().ok()).filter(|h| is_authority(h)) {
-            Some(host) => format!("http://{host}"),
-            None => format!("http://{}", state.bound.get().copied().unwrap_or_else(|| state.config.listen_addr())),
+            Some(host) => format!("{}://{host}", state.config.scheme()),
+            None => format!(
+                "{}://{}",
+                state.config.scheme(),
+                state.bound.get().copied().unwrap_or_else(|| state.config.listen_addr())
+            ),
         },
     };
     let mut c = format!("Bearer realm=\"{base}/token\",service=\"{}\"", state.auth.service());
@@ -199,7 +208,51 @@ fn scope_challenge(state: &AppState, headers: &HeaderMap, who: &Identity, scope:
 
 #[cfg(test)]
 mod tests {
-    use super::is_authority;
+    use axum::http::{HeaderMap, HeaderValue, header};
+    use base64::Engine;
+
+    use super::{credentials, is_authority};
+    use crate::auth::Credentials;
+
+    fn read(value: &str) -> Result<Credentials, String> {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        credentials(&h).map_err(|e| e.to_string())
+    }
+
+    fn basic(user_pass: &str) -> String {
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(user_pass))
+    }
+
+    #[test]
+    fn credentials_from_the_authorization_header() {
+        assert!(matches!(credentials(&HeaderMap::new()), Ok(Credentials::None)));
+        // RFC 7617: the first colon ends the user name; the password may hold more.
+        for (value, want) in [(basic("bob:pa:ss"), ("bob", "pa:ss")), (basic("bob:"), ("bob", ""))] {
+            match read(&value) {
+                Ok(Credentials::Basic { user, password }) => assert_eq!((user.as_str(), password.as_str()), want),
+                other => panic!("{value}: {other:?}"),
+            }
+        }
+        match read(&basic("bob:pw").replacen("Basic", "bASIC", 1)) {
+            Ok(Credentials::Basic { user, .. }) => assert_eq!(user, "bob"),
+            other => panic!("{other:?}"),
+        }
+        match read("bearer abc.def") {
+            Ok(Credentials::Bearer(t)) => assert_eq!(t, "abc.def"),
+            other => panic!("{other:?}"),
+        }
+        for (value, says) in [
+            (basic("no-colon"), "user:password"),
+            ("Basic !!!not-base64".to_string(), "base64"),
+            ("Digest x".to_string(), "expected `Basic …` or `Bearer …`"),
+            ("Basic".to_string(), "user:password"),
+            ("Bearer".to_string(), "followed by a token"),
+        ] {
+            let e = read(&value).expect_err(&value);
+            assert!(e.contains("malformed Authorization header") && e.contains(says), "{value}: {e}");
+        }
+    }
 
     #[test]
     fn authorities() {

@@ -4,6 +4,7 @@
 mod access;
 mod health;
 mod metrics;
+mod rate_limit;
 mod rest;
 mod route;
 mod token;
@@ -24,7 +25,13 @@ pub use route::Route;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole HTTP surface.
+/// `GET /metrics` alone, for `server.metrics_listen`.
+pub fn metrics_router(state: AppState) -> Router {
+    crate::metrics::handle();
+    Router::new().route("/metrics", get(metrics::metrics)).with_state(state)
+}
+
+/// The whole HTTP surface (without `/metrics` when `server.metrics_listen` is set).
 pub fn router(state: AppState) -> Router {
     crate::metrics::handle();
     let v2 = Router::new()
@@ -35,16 +42,21 @@ pub fn router(state: AppState) -> Router {
             HeaderName::from_static("docker-distribution-api-version"),
             HeaderValue::from_static("registry/2.0"),
         ));
-    Router::new()
-        .route("/healthz", get(health::healthz))
+    let root = Router::new();
+    let root = match state.config.server.metrics_listen {
+        None => root.route("/metrics", get(metrics::metrics)),
+        Some(_) => root,
+    };
+    let limits = rate_limit::RateLimits::new(&state.config.rate_limit, state.registry.clock().clone());
+    root.route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::metrics))
         .route("/token", get(token::get_token).post(token::post_token))
         .route("/api/v1", any(rest::dispatch))
         .route("/api/v1/", any(rest::dispatch))
         .route("/api/v1/{*rest}", any(rest::dispatch))
         .merge(v2)
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(limits, rate_limit::limit))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request<_>| {

@@ -55,6 +55,10 @@ use crate::meta::{BlobLocation, Segment};
 /// The contract suite every backend passes (public, hidden, for the S3 test target).
 #[doc(hidden)]
 pub mod contract;
+mod instrumented;
+mod maintenance;
+
+pub use maintenance::{LinkError, Linked, StoredObject};
 
 /// Where an S3-compatible bucket is and how to sign for it (`BlobStore::s3`).
 #[derive(Clone, Default)]
@@ -103,6 +107,10 @@ pub struct BlobStore {
     redirect: Option<Duration>,
 }
 
+fn instrument(store: Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> {
+    Arc::new(instrumented::Instrumented::new(store))
+}
+
 fn segment_key(upload: &str, name: &str) -> Path {
     Path::from(format!("uploads/{upload}/{name}"))
 }
@@ -113,14 +121,14 @@ fn nonce() -> String {
 }
 
 impl BlobStore {
-    /// Wraps an object store.
+    /// Wraps an object store (timed into the storage metrics: `instrumented.rs`).
     pub fn new(store: Arc<dyn ObjectStore>) -> BlobStore {
-        BlobStore { store, local_root: None, signer: None, redirect: None }
+        BlobStore { store: instrument(store), local_root: None, signer: None, redirect: None }
     }
 
     /// Wraps a `LocalFileSystem` store rooted at `root`.
     pub fn local(store: Arc<dyn ObjectStore>, root: std::path::PathBuf) -> BlobStore {
-        BlobStore { store, local_root: Some(root), signer: None, redirect: None }
+        BlobStore { store: instrument(store), local_root: Some(root), signer: None, redirect: None }
     }
 
     /// The filesystem backend over the existing directory `root` (canonical): files and
@@ -157,7 +165,8 @@ impl BlobStore {
             b = b.with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "300s");
         }
         let s3 = Arc::new(b.build()?);
-        Ok(BlobStore { store: s3.clone(), local_root: None, signer: Some(s3), redirect: None })
+        let store: Arc<dyn ObjectStore> = s3.clone();
+        Ok(BlobStore { store: instrument(store), local_root: None, signer: Some(s3), redirect: None })
     }
 
     /// Turns redirect on: [`BlobStore::redirect_url`] presigns GET URLs valid for `expiry`.

@@ -4,6 +4,17 @@
 //! variable or flag; an environment value takes the type its key expects. Variables that
 //! cannot be keys (such as the `CAIRN_PORT` Kubernetes sets for a Service named `cairn`)
 //! are notes, not errors.
+//!
+//! Why the overlay is ours and not `figment`'s `Env::prefixed("CAIRN_").split("__")` (issue
+//! 13, checked against figment 0.10.19): `extract` stops at the first bad value, so three
+//! wrong variables cost three restarts; its error names the provider ("`CAIRN_` environment
+//! variable(s)") and an upper-cased key, not the variable; it types a value by its syntax, so
+//! `CAIRN_AUTH__SERVICE=2024` is an integer and fails a string key unless quoted; and the
+//! `CAIRN_PORT` Kubernetes sets becomes an unknown-key error. Taking only its parsed tree
+//! (`Figment::data`) would still need our aliases, typing by key, notes and origins, which
+//! are the whole of `overlay_env`. `config` and `serde-env` deserialize straight into the
+//! struct and stop at the first error too. The per-key checking below is what keeps every
+//! problem; the overlay only has to feed it a tree and remember origins.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -12,6 +12,7 @@ pub mod copy;
 mod postgres;
 mod sqlite;
 mod sqlite_faults;
+mod timed;
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -30,13 +31,15 @@ pub fn is_postgres_url(url: &str) -> bool {
 }
 
 /// Opens the store `url` names, running its migrations: PostgreSQL for `postgres://` and
-/// `postgresql://` URLs, SQLite otherwise.
+/// `postgresql://` URLs, SQLite otherwise; its calls are timed into the metrics.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn MetadataStore>, MetaError> {
-    Ok(if is_postgres_url(url) {
+    let store: std::sync::Arc<dyn MetadataStore> = if is_postgres_url(url) {
         std::sync::Arc::new(PostgresStore::open(url).await?)
     } else {
         std::sync::Arc::new(SqliteStore::open(url).await?)
-    })
+    };
+    // Every call timed into the database metrics (`timed.rs`).
+    Ok(std::sync::Arc::new(timed::Timed::new(store)))
 }
 
 /// Refuses a database whose schema a newer Cairn migrated (`applied`, the highest migration

@@ -200,13 +200,38 @@ pub async fn serve(
     stream: TcpStream,
     remote: SocketAddr,
     app: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     limits: Limits,
     state: Arc<ConnState>,
     conns: Arc<Connections>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    mut stop: watch::Receiver<Stop>,
+    stop: watch::Receiver<Stop>,
 ) {
-    let io = TokioIo::new(ConnIo::new(stream, state.clone(), limits.body_timeout));
+    let io = ConnIo::new(stream, state.clone(), limits.body_timeout);
+    match tls {
+        None => serve_io(io, remote, app, limits, &state, builder, stop).await,
+        Some(acceptor) => match tokio::time::timeout(limits.header_timeout, acceptor.accept(io)).await {
+            Ok(Ok(tls)) => serve_io(tls, remote, app, limits, &state, builder, stop).await,
+            Ok(Err(e)) => tracing::debug!(peer = %remote, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(peer = %remote, "TLS handshake timed out"),
+        },
+    }
+    conns.remove(state.id);
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on an open (and, with TLS, handshaken) connection.
+async fn serve_io<I>(
+    io: I,
+    remote: SocketAddr,
+    app: Router,
+    limits: Limits,
+    state: &Arc<ConnState>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    mut stop: watch::Receiver<Stop>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
     let conn_state = state.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let busy = conn_state.begin_request();
@@ -266,7 +291,6 @@ pub async fn serve(
             }
         }
     }
-    conns.remove(state.id);
 }
 
 async fn handle(

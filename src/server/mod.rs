@@ -12,6 +12,7 @@
 
 mod body;
 mod conn;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -67,11 +68,13 @@ fn effective_cap(max_connections: usize, open_files: Option<u64>) -> usize {
     max_connections.min(fit).clamp(1, u32::MAX as usize)
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves; then stops accepting, closes
-/// idle connections, and lets running requests finish for up to `grace`.
+/// Serves `app` on `listener` (over TLS when `tls` is given: the handshake must finish
+/// within `header_timeout`) until `shutdown` resolves; then stops accepting, closes idle
+/// connections, and lets running requests finish for up to `grace`.
 pub async fn run(
     listener: TcpListener,
     app: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     limits: Limits,
     grace: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -139,8 +142,17 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let state = conns.open();
-        let task =
-            conn::serve(stream, remote, app.clone(), limits, state, conns.clone(), builder.clone(), stop_rx.clone());
+        let task = conn::serve(
+            stream,
+            remote,
+            app.clone(),
+            tls.clone(),
+            limits,
+            state,
+            conns.clone(),
+            builder.clone(),
+            stop_rx.clone(),
+        );
         tokio::spawn(async move {
             task.await;
             drop(permit);

@@ -2,6 +2,7 @@
 //! types here; handlers in `api/` translate. Calls `meta`, `blob` and `oci`; never `api`.
 
 mod audit;
+pub mod backup;
 mod blobs;
 mod cache;
 pub mod copy;
@@ -13,6 +14,7 @@ mod manifests;
 mod provenance;
 mod pulls;
 mod retention;
+pub mod scrub;
 mod signatures;
 mod uploads;
 
@@ -33,7 +35,9 @@ pub use crate::audit::VerifyError;
 pub use crate::meta::{Actor, DigestTagEvent, PullStats, Referrer, RepositorySummary, StorageTotals, TagEvent};
 pub use crate::policy::Precondition;
 pub use crate::signatures::ReferrerKind;
+pub use backup::{BackupManifest, BackupProgress, BackupReport};
 pub use blobs::{BlobRead, BlobWant};
+pub use cache::CacheSize;
 pub use gc::{GcOptions, GcProgress, GcReport, collectable, tally_suffices, unlinkable};
 pub use history::HistoryPage;
 pub use ledger_files::{LedgerError, VerifyReport};
@@ -41,6 +45,7 @@ pub use listing::Page;
 pub use manifests::{ManifestPut, PutOutcome};
 pub use provenance::{ConfigInfo, IndexChild, Provenance, Pushed};
 pub use retention::{ApplyReport, Plan, RollbackOutcome, Trigger};
+pub use scrub::{Finding, Problem, ScrubProgress, ScrubReport};
 pub use signatures::{Document, KindedReferrer, Trust};
 pub use uploads::{BlobCommitted, UploadState};
 
@@ -113,6 +118,18 @@ impl Registry {
     pub fn without_read_cache(mut self) -> Registry {
         self.cache = Arc::new(cache::ReadCache::off());
         self
+    }
+
+    /// Bounds the read cache to `bytes` (`[server] cache_size`; 0 turns it off). Call
+    /// before `follow_changes`.
+    pub fn with_read_cache_budget(mut self, bytes: u64) -> Registry {
+        self.cache = Arc::new(cache::ReadCache::with_budget(self.clock.clone(), cache::DEFAULT_TTL, bytes));
+        self
+    }
+
+    /// What the read cache holds now (bytes, entries, budget), for tests and benchmarks.
+    pub fn read_cache_size(&self) -> cache::CacheSize {
+        self.cache.size()
     }
 
     /// Lets the read cache follow the database's change feed, if the backend has one

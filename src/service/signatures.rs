@@ -11,7 +11,7 @@
 //! verdict depends on the time (certificate validity, `io.cncf.notary.expiry`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::TryStreamExt as _;
 use serde_json::Value;
@@ -29,28 +29,45 @@ use crate::signatures::{
     layer_format,
 };
 
-/// Cached verification results kept at most; beyond, the cache starts over.
-const MAX_CACHED: usize = 10_000;
+/// Cached verification checks kept at most (each result weighs one plus its checks, each
+/// check a few hundred bytes); beyond, the least recently and least often used results
+/// are evicted one by one.
+const MAX_CACHED: u64 = 20_000;
 /// Signature layers of one referrer checked at most (cosign appends one per signature).
 const MAX_SIGNATURE_LAYERS: usize = 64;
 /// Indexes consulted when a pull gate checks whether a signed index lists a manifest.
 const MAX_PARENTS: u32 = 16;
 
 /// Verification results by (referrer digest, subject digest).
-type CheckCache = Mutex<HashMap<(Digest, Digest), Arc<Vec<SignatureCheck>>>>;
+type CheckCache = moka::sync::Cache<(Digest, Digest), Arc<Vec<SignatureCheck>>>;
+
+/// An empty verification cache holding at most [`MAX_CACHED`] checks.
+fn check_cache() -> CheckCache {
+    moka::sync::Cache::builder()
+        .max_capacity(MAX_CACHED)
+        .weigher(|_: &(Digest, Digest), checks: &Arc<Vec<SignatureCheck>>| {
+            u32::try_from(checks.len()).unwrap_or(u32::MAX).saturating_add(1)
+        })
+        .build()
+}
 
 /// The trusted keys, the gates, and the verification cache.
-#[derive(Default)]
 pub struct Trust {
     keyring: Keyring,
     gates: Gates,
     checks: CheckCache,
 }
 
+impl Default for Trust {
+    fn default() -> Trust {
+        Trust::new(Keyring::default(), Gates::default())
+    }
+}
+
 impl Trust {
     /// Trust in `keyring`, guarded by `gates`.
     pub fn new(keyring: Keyring, gates: Gates) -> Trust {
-        Trust { keyring, gates, checks: Mutex::default() }
+        Trust { keyring, gates, checks: check_cache() }
     }
 
     /// True when no gate is configured.
@@ -244,8 +261,8 @@ impl Registry {
         subject_body: Option<&[u8]>,
     ) -> Result<Arc<Vec<SignatureCheck>>, Error> {
         let key = (m.digest.clone(), subject.clone());
-        if let Some(hit) = self.trust.checks.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            return Ok(hit.clone());
+        if let Some(hit) = self.trust.checks.get(&key) {
+            return Ok(hit);
         }
         let mut complete = subject_body.is_some();
         let mut checks = Vec::new();
@@ -276,11 +293,7 @@ impl Registry {
         }
         let checks = Arc::new(checks);
         if complete {
-            let mut cache = self.trust.checks.lock().unwrap_or_else(|e| e.into_inner());
-            if cache.len() >= MAX_CACHED {
-                cache.clear();
-            }
-            cache.insert(key, checks.clone());
+            self.trust.checks.insert(key, checks.clone());
         }
         Ok(checks)
     }

@@ -8,6 +8,7 @@ mod auth_tokens;
 #[path = "../common/backend.rs"]
 mod backend;
 mod blobs;
+mod cache_bounds;
 mod compose;
 mod connections;
 mod errors;
@@ -20,6 +21,7 @@ mod integrity;
 mod listing;
 mod manifests;
 mod provenance;
+mod rate_limit;
 mod rest_api;
 mod retention;
 mod sha512;

@@ -9,6 +9,7 @@ mod support;
 
 mod audit;
 mod audit_archive;
+mod backup;
 mod check_config;
 mod cli;
 mod compose;
@@ -28,5 +29,7 @@ mod openapi;
 mod readiness;
 mod restart;
 mod retention_crash;
+mod scrub;
 mod shutdown;
+mod tls;
 mod uploads_on_disk;

@@ -1,14 +1,14 @@
 //! `GET /metrics` of the real binary (one server per test, so every count is exact), parsed
 //! with a Prometheus text-format parser (`prometheus-parse`): requests by API, route, method
-//! and status, latency histograms, body bytes, cache hits, the ledger head and the build
-//! info; and `cairn --version` naming the commit. (GC runs are checked in `tests/api/gc.rs`.)
+//! and status, latency histograms, body bytes, cache hits, database and object-store calls,
+//! the ledger head and the build info; and `cairn --version` naming the commit. (GC runs are checked in `tests/api/gc.rs`.)
 
 use prometheus_parse::{Scrape, Value};
 use reqwest::StatusCode;
 
 use crate::support::*;
 
-async fn scrape(http: &reqwest::Client, srv: &Server) -> Scrape {
+pub(crate) async fn scrape(http: &reqwest::Client, srv: &Server) -> Scrape {
     let r = http.get(srv.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(header(&r, "content-type"), "text/plain; version=0.0.4; charset=utf-8");
@@ -17,7 +17,7 @@ async fn scrape(http: &reqwest::Client, srv: &Server) -> Scrape {
 }
 
 /// The value of the sample of `name` whose labels include `labels` (0 when there is none).
-fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     let matching: Vec<f64> = s
         .samples
         .iter()
@@ -78,6 +78,23 @@ async fn metrics_count_requests_bytes_cache_and_the_ledger() {
     assert!(value(&s, "cairn_cache_hits_total", &[]) >= 2.0);
     assert!(value(&s, "cairn_cache_misses_total", &[]) >= 1.0);
     assert_eq!(value(&s, "cairn_uploads_in_flight", &[]), 0.0);
+    // Database and object-store calls, timed by operation (the histograms' +Inf counts):
+    // every write waited for a write connection and committed; the cache miss read the
+    // manifest; the two uploads wrote objects and the blob GET read one. Nothing failed.
+    let db = |op| value(&s, "cairn_database_operation_duration_seconds", &[("operation", op)]);
+    assert!(db("begin") >= 3.0 && db("commit") >= 3.0, "begin {} commit {}", db("begin"), db("commit"));
+    assert!(db("manifest") >= 1.0, "manifest reads: {}", db("manifest"));
+    let store = |op| value(&s, "cairn_storage_operation_duration_seconds", &[("operation", op)]);
+    assert!(
+        store("put") + store("put_multipart") >= 2.0,
+        "put {} put_multipart {}",
+        store("put"),
+        store("put_multipart")
+    );
+    assert!(store("get") >= 1.0, "get {}", store("get"));
+    assert!(
+        s.samples.iter().all(|x| x.metric != "cairn_database_errors_total" && x.metric != "cairn_storage_errors_total")
+    );
     // The ledger: repository.create, two blob.commit, manifest.put, tag.create, config.load.
     assert!(value(&s, "cairn_ledger_head_seq", &[]) >= 5.0);
     let build: Vec<_> = s.samples.iter().filter(|x| x.metric == "cairn_build_info").collect();

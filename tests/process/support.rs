@@ -52,7 +52,7 @@ pub fn cairn() -> Command {
 /// One running `cairn serve` process.
 pub struct Server {
     child: Child,
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (`https://` when the config serves TLS)
     pub base: String,
     /// The bound address.
     pub addr: SocketAddr,
@@ -107,8 +107,8 @@ impl Server {
                         return;
                     }
                     Ok(_) => {
-                        if let Some(a) = line.trim().strip_prefix("cairn listening on http://") {
-                            let _ = tx.send(Some(a.to_string()));
+                        if let Some(url) = line.trim().strip_prefix("cairn listening on ") {
+                            let _ = tx.send(Some(url.to_string()));
                         }
                     }
                 }
@@ -138,8 +138,10 @@ impl Server {
                 }
             }
         };
+        let url = addr;
+        let (scheme, addr) = url.split_once("://").expect("`cairn listening on SCHEME://ADDR`");
         let addr: SocketAddr = addr.parse().expect("address line");
-        Server { child, base: format!("http://{addr}"), addr, data_dir: data_dir.to_path_buf(), log }
+        Server { child, base: format!("{scheme}://{addr}"), addr, data_dir: data_dir.to_path_buf(), log }
     }
 
     /// An absolute URL for a path such as `/v2/` or a `Location` header.

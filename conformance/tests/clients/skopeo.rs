@@ -30,6 +30,11 @@ pub(crate) const TESTS: &[ClientTest] = &[
         needs: &[Need::Skopeo, Need::Umoci, Need::Cairn],
         run: skopeo_copy_to_an_immutable_tag_is_denied,
     },
+    ClientTest {
+        name: "skopeo_pushes_and_pulls_over_tls_with_a_private_ca",
+        needs: &[Need::Skopeo, Need::Umoci, Need::Cairn],
+        run: skopeo_pushes_and_pulls_over_tls_with_a_private_ca,
+    },
 ];
 
 const T: Duration = Duration::from_secs(120);
@@ -225,4 +230,124 @@ fn skopeo_copy_to_an_immutable_tag_is_denied() {
     let (remote_digest, remote) = remote_blobs(&reg, &repo, "v1");
     assert_eq!(remote_digest, digest_a, "the immutable tag moved");
     assert_same_blobs("registry vs the first layout", &blobs_a, &remote);
+}
+
+/// A private CA and a certificate it signed for 127.0.0.1 and localhost, made by `openssl`
+/// in `dir`: `ca.crt`, `tls.crt`, `tls.key`.
+fn private_ca(dir: &Path) {
+    let ssl = |args: &[&str]| {
+        run(Command::new("openssl").current_dir(dir).args(args), T);
+    };
+    ssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Cairn test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    ssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "tls.key",
+        "-out",
+        "tls.csr",
+    ]);
+    write_file(&dir.join("san.ext"), b"subjectAltName = IP:127.0.0.1, DNS:localhost\n");
+    ssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "tls.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "tls.crt",
+    ]);
+}
+
+/// Cairn serving HTTPS with a certificate from a private CA: skopeo, told to trust the CA
+/// (`--dest-cert-dir` / `--src-cert-dir` holding `ca.crt`) and verifying TLS, pushes an
+/// image and pulls it back identical; without the CA it refuses the registry's certificate.
+fn skopeo_pushes_and_pulls_over_tls_with_a_private_ca() {
+    let tmp = tempdir("skopeo-tls");
+    let t = tmp.path();
+    let pki = t.join("pki");
+    std::fs::create_dir_all(&pki).expect("pki dir");
+    private_ca(&pki);
+    let certs = t.join("certs.d");
+    std::fs::create_dir_all(&certs).expect("cert dir");
+    std::fs::copy(pki.join("ca.crt"), certs.join("ca.crt")).expect("copy the CA");
+    let cairn = cairn_with_config(
+        &format!(
+            "[server]\ntls_cert = {:?}\ntls_key = {:?}\n",
+            pki.join("tls.crt").display(),
+            pki.join("tls.key").display()
+        ),
+        "TLS served by Cairn",
+    );
+    let reg = &cairn.reg;
+    assert!(reg.base.starts_with("https://"), "Cairn did not say it serves HTTPS: {}", reg.base);
+    let repo = unique_repo("skopeo-tls");
+    let layout = t.join("layout");
+    let (digest, blobs) = build_layout(&layout, "v1", t);
+    let dest = format!("docker://{}/{repo}:v1", reg.host);
+    let cert_dir = certs.display().to_string();
+
+    let refused = try_run(
+        skopeo().args(["copy", "--dest-tls-verify=true"]).arg(format!("oci:{}:v1", layout.display())).arg(&dest),
+        T,
+    );
+    assert!(!refused.success(), "skopeo pushed without trusting the CA:\n{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("certificate") || refused.stderr.contains("x509"),
+        "skopeo failed for another reason than the certificate:\n{}",
+        refused.stderr
+    );
+
+    let digest_file = t.join("pushed");
+    run(
+        skopeo()
+            .args(["copy", "--dest-tls-verify=true", "--dest-cert-dir", &cert_dir, "--digestfile"])
+            .arg(&digest_file)
+            .arg(format!("oci:{}:v1", layout.display()))
+            .arg(&dest),
+        T,
+    );
+    assert_eq!(String::from_utf8(read_file(&digest_file)).expect("digest").trim(), digest);
+
+    let back = t.join("back");
+    run(
+        skopeo()
+            .args(["copy", "--src-tls-verify=true", "--src-cert-dir", &cert_dir])
+            .arg(&dest)
+            .arg(format!("oci:{}:v1", back.display())),
+        T,
+    );
+    let (back_digest, back_blobs) = oci_layout_image(&back, "v1");
+    assert_eq!(back_digest, digest);
+    assert_same_blobs("layout pulled over TLS vs source layout", &blobs, &back_blobs);
 }

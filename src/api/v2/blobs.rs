@@ -70,36 +70,22 @@ pub async fn delete(ctx: &Ctx, name: &RepoName, digest: &Digest) -> Result<Respo
     Ok(respond(StatusCode::ACCEPTED, &[(header::CONTENT_LENGTH, "0".into())], Body::empty()))
 }
 
-/// Resolves a `Range: bytes=...` header against `size` (RFC 9110 §14). `Ok(None)` means
-/// "ignore the header and send everything": a form we do not serve (several ranges) or an
-/// invalid one. A valid range that selects no byte of the blob is 416.
+/// Resolves a `Range: bytes=...` header against `size` (RFC 9110 §14), parsed and checked
+/// by `http-range-header` (tower-http's `ServeFile` parser). `Ok(None)` means "ignore the
+/// header and send everything": a form we do not serve (several ranges) or an invalid one.
+/// A valid range that selects no byte of the blob is 416 (so is any range of an empty blob:
+/// a 206 of zero bytes has no `Content-Range` to give).
 fn parse_range(h: &str, size: u64) -> Result<Option<std::ops::Range<u64>>, Error> {
-    let unsatisfiable = Error::RangeNotSatisfiable { len: size };
-    let Some(spec) = h.trim().strip_prefix("bytes=") else { return Ok(None) };
-    let Some((a, b)) = spec.split_once('-') else { return Ok(None) };
-    if spec.contains(',') {
+    use http_range_header::RangeUnsatisfiableError;
+    let Ok(parsed) = http_range_header::parse_range_header(h.trim()) else { return Ok(None) };
+    if parsed.len() != 1 {
         return Ok(None);
     }
-    let (a, b) = (a.trim(), b.trim());
-    if a.is_empty() {
-        let Ok(n) = b.parse::<u64>() else { return Ok(None) };
-        if n == 0 || size == 0 {
-            return Err(unsatisfiable);
-        }
-        return Ok(Some(size.saturating_sub(n)..size));
+    match parsed.validate(size).as_deref() {
+        Ok([r]) => Ok(Some(*r.start()..*r.end() + 1)),
+        Ok(_) | Err(RangeUnsatisfiableError::Unsatisfiable) => Err(Error::RangeNotSatisfiable { len: size }),
+        Err(_) => Ok(None),
     }
-    let Ok(start) = a.parse::<u64>() else { return Ok(None) };
-    let end = match b {
-        "" => None,
-        b => match b.parse::<u64>() {
-            Ok(e) if e >= start => Some(e),
-            _ => return Ok(None),
-        },
-    };
-    if start >= size {
-        return Err(unsatisfiable);
-    }
-    Ok(Some(start..end.map_or(size, |e| e.min(size - 1) + 1)))
 }
 
 #[cfg(test)]
@@ -113,7 +99,9 @@ mod tests {
         assert_eq!(parse_range("bytes=10-", 100).unwrap(), Some(10..100));
         assert_eq!(parse_range("bytes=-10", 100).unwrap(), Some(90..100));
         assert_eq!(parse_range("bytes=-200", 100).unwrap(), Some(0..100));
-        for ignored in ["bytes=0-1,5-6", "items=0-1", "bytes=5-4", "bytes=x-1", "bytes=1-x", "bytes=5"] {
+        // Past u64::MAX is "to the end" (RFC 9110 §14.1.2), not an invalid range.
+        assert_eq!(parse_range("bytes=5-99999999999999999999999", 100).unwrap(), Some(5..100));
+        for ignored in ["bytes=0-1,5-6", "bytes=0-1,x", "items=0-1", "bytes=5-4", "bytes=x-1", "bytes=1-x", "bytes=5"] {
             assert_eq!(parse_range(ignored, 100).unwrap(), None, "{ignored}");
         }
         for (bad, size) in [("bytes=100-", 100), ("bytes=-0", 100), ("bytes=0-", 0), ("bytes=-5", 0), ("bytes=0-0", 0)]

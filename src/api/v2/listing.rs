@@ -1,16 +1,20 @@
 //! end-8a/8b (tags), the catalog, end-12a/12b (referrers).
 
+use std::collections::HashMap;
+
 use axum::body::Body;
 use axum::http::{StatusCode, header};
 use axum::response::Response;
-use serde_json::{Map, Value, json};
+use oci_spec::OciSpecError;
+use oci_spec::image::{Descriptor, DescriptorBuilder, ImageIndexBuilder, MediaType};
+use serde_json::json;
 
 use super::{Ctx, OCI_FILTERS_APPLIED, respond};
 use crate::error::Error;
 use crate::oci::media_types::OCI_INDEX;
 use crate::oci::{Digest, RepoName};
 use crate::policy::Action;
-use crate::service::Page;
+use crate::service::{Page, Referrer};
 
 fn page_response(ctx: &Ctx, path: &str, body: Vec<u8>, page: &Page) -> Response {
     let mut headers = vec![(header::CONTENT_TYPE, "application/json".to_string())];
@@ -44,30 +48,38 @@ pub async fn catalog(ctx: &Ctx) -> Result<Response, Error> {
     Ok(page_response(ctx, "/v2/_catalog", body, &page))
 }
 
-/// GET `/v2/<name>/referrers/<digest>?artifactType=`: an image index of referrers.
+/// GET `/v2/<name>/referrers/<digest>?artifactType=`: an image index of referrers, built
+/// with `oci-spec`'s typed index and descriptors (`manifests` is always present, `[]` when
+/// nothing refers to the digest; `artifactType` and `annotations` only when known).
 pub async fn referrers(ctx: &Ctx, name: &RepoName, digest: &Digest) -> Result<Response, Error> {
     let filter = ctx.q.get("artifactType").filter(|t| !t.is_empty());
     let list = ctx.state.registry.referrers(name, digest, filter).await?;
-    let manifests: Vec<Value> = list
-        .into_iter()
-        .map(|r| {
-            let mut d = Map::new();
-            d.insert("mediaType".into(), r.media_type.into());
-            d.insert("digest".into(), r.digest.to_string().into());
-            d.insert("size".into(), r.size.into());
-            if let Some(t) = r.artifact_type {
-                d.insert("artifactType".into(), t.into());
-            }
-            if let Some(a) = r.annotations {
-                d.insert("annotations".into(), json!(a));
-            }
-            Value::Object(d)
-        })
-        .collect();
-    let body = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
+    let manifests = list.into_iter().map(descriptor).collect::<Result<Vec<_>, _>>().map_err(Error::internal)?;
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(manifests)
+        .build()
+        .map_err(Error::internal)?;
+    let body = serde_json::to_vec(&index).map_err(Error::internal)?;
     let mut headers = vec![(header::CONTENT_TYPE, OCI_INDEX.to_string())];
     if filter.is_some() {
         headers.push((OCI_FILTERS_APPLIED, "artifactType".into()));
     }
-    Ok(respond(StatusCode::OK, &headers, Body::from(body.to_string())))
+    Ok(respond(StatusCode::OK, &headers, Body::from(body)))
+}
+
+/// The descriptor of one referrer in the referrers index.
+fn descriptor(r: Referrer) -> Result<Descriptor, OciSpecError> {
+    let mut d = DescriptorBuilder::default()
+        .media_type(MediaType::from(r.media_type.as_str()))
+        .digest(r.digest.as_str().parse::<oci_spec::image::Digest>()?)
+        .size(r.size);
+    if let Some(t) = r.artifact_type {
+        d = d.artifact_type(MediaType::from(t.as_str()));
+    }
+    if let Some(a) = r.annotations {
+        d = d.annotations(a.into_iter().collect::<HashMap<_, _>>());
+    }
+    d.build()
 }

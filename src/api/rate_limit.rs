@@ -1,0 +1,300 @@
+//! Request rate limits (`[rate_limit]`): a token bucket per client address over `/v2` and
+//! `/api/v1` (GCRA, by `governor`), answered 429 `TOOMANYREQUESTS` with `Retry-After`
+//! seconds: the distribution-spec error body under `/v2`, problem+json under `/api/v1`.
+//! `/healthz`, `/readyz`, `/metrics` and `/token` are never limited (logins have their own
+//! limiter, `auth/limiter.rs`).
+//!
+//! - Keys: the connection's address, IPv6 by its /64 (one site usually holds a whole /64,
+//!   so a client cannot rotate addresses within it to escape); loopback clients are exempt
+//!   unless `exempt_loopback = false`. Not per user: the identity is only known inside the
+//!   handlers (`access::identify`), after the work a limit should spare, and a name taken
+//!   from unverified credentials would let anyone spend another user's budget.
+//! - Memory: the buckets live in a bounded map ([`MAX_KEYS`], least recently used evicted
+//!   first; a bucket idle long enough to be full again is dropped, which changes nothing).
+//!   An evicted bucket starts full again, so past the bound the limit errs on letting
+//!   requests through: a client needs more than [`MAX_KEYS`] /64s or addresses for that,
+//!   and then each of them had its own budget anyway.
+//! - Time: the registry's `Clock` (tests move a `ManualClock`), read as a monotonic count
+//!   of its forward steps: a wall clock stepped back does not freeze every bucket.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::nanos::Nanos;
+use governor::state::StateStore;
+use governor::{Quota, RateLimiter};
+use serde_json::json;
+
+use crate::config::RateLimitConfig;
+
+/// Client buckets kept at most (each costs ~250 bytes: ~16 MiB at the bound).
+pub const MAX_KEYS: u64 = 65_536;
+
+/// The registry's clock as governor's: nanoseconds of forward movement since the limiter
+/// was built. A step back of the wall clock counts as no time passing (not as a debt).
+struct MonotonicOf {
+    clock: Arc<dyn crate::clock::Clock>,
+    /// (last wall reading, forward time accumulated until it).
+    last: Mutex<(SystemTime, Duration)>,
+}
+
+impl MonotonicOf {
+    fn new(clock: Arc<dyn crate::clock::Clock>) -> MonotonicOf {
+        let now = clock.now();
+        MonotonicOf { clock, last: Mutex::new((now, Duration::ZERO)) }
+    }
+}
+
+impl governor::clock::Clock for MonotonicOf {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        let wall = self.clock.now();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let step = wall.duration_since(last.0).unwrap_or_default();
+        *last = (wall, last.1 + step);
+        Nanos::from(last.1)
+    }
+}
+
+/// The buckets: per key the GCRA's theoretical arrival time (nanoseconds since the
+/// limiter's start; 0 for none), in a bounded map.
+struct Buckets(moka::sync::Cache<IpAddr, Arc<AtomicU64>>);
+
+impl StateStore for Buckets {
+    type Key = IpAddr;
+
+    fn measure_and_replace<T, F, E>(&self, key: &IpAddr, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let cell = self.0.get_with(*key, || Arc::new(AtomicU64::new(0)));
+        // As governor's `InMemoryState`: compare-and-swap until no other request raced.
+        let mut prev = cell.load(Ordering::Acquire);
+        loop {
+            let (result, next) = f((prev != 0).then(|| Nanos::from(prev)))?;
+            match cell.compare_exchange_weak(prev, next.as_u64(), Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(result),
+                Err(now) => prev = now,
+            }
+        }
+    }
+}
+
+type Limiter = RateLimiter<IpAddr, Buckets, MonotonicOf, governor::middleware::NoOpMiddleware<Nanos>>;
+
+/// The request rate limits of one server.
+pub struct RateLimits {
+    /// `None` when `per_client` is 0 (off).
+    per_client: Option<Limiter>,
+    exempt_loopback: bool,
+}
+
+impl RateLimits {
+    /// The limits `config` describes (validated by `Config::problems`), on `clock`.
+    pub fn new(config: &RateLimitConfig, clock: Arc<dyn crate::clock::Clock>) -> Arc<RateLimits> {
+        let quota = (config.per_client > 0.0)
+            .then(|| Quota::with_period(Duration::from_secs_f64(1.0 / config.per_client)))
+            .flatten()
+            .zip(NonZeroU32::new(config.burst))
+            .map(|(q, burst)| q.allow_burst(burst));
+        let per_client = quota.map(|quota| {
+            // A bucket idle for this long is full again: dropping it changes nothing.
+            let refill = quota.burst_size_replenished_in().max(Duration::from_secs(60));
+            let map = moka::sync::Cache::builder()
+                .max_capacity(MAX_KEYS)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
+                .time_to_idle(refill)
+                .build();
+            RateLimiter::new(quota, Buckets(map), MonotonicOf::new(clock))
+        });
+        Arc::new(RateLimits { per_client, exempt_loopback: config.exempt_loopback })
+    }
+
+    /// `Err(seconds to wait)` when `addr` is over its limit; counts the request otherwise.
+    pub fn check(&self, addr: IpAddr) -> Result<(), u64> {
+        let Some(limiter) = &self.per_client else { return Ok(()) };
+        let addr = addr.to_canonical();
+        if self.exempt_loopback && addr.is_loopback() {
+            return Ok(());
+        }
+        limiter.check_key(&network(addr)).map_err(|not_until| {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(limiter.clock()));
+            wait.as_secs_f64().ceil().max(1.0) as u64
+        })
+    }
+}
+
+/// IPv4 addresses as they are; IPv6 by /64.
+fn network(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        v4 => v4,
+    }
+}
+
+/// Which API a path belongs to, for the error format; `None`: never limited.
+fn api_of(path: &str) -> Option<Api> {
+    let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
+    if under("/v2") {
+        Some(Api::V2)
+    } else if under("/api/v1") {
+        Some(Api::Rest)
+    } else {
+        None
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Api {
+    V2,
+    Rest,
+}
+
+/// The middleware: lets a request through or answers 429.
+pub async fn limit(State(limits): State<Arc<RateLimits>>, req: Request, next: Next) -> Response {
+    if limits.per_client.is_none() {
+        return next.run(req).await;
+    }
+    let Some(api) = api_of(req.uri().path()) else { return next.run(req).await };
+    let Some(ConnectInfo(addr)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() else {
+        return next.run(req).await;
+    };
+    match limits.check(addr.ip()) {
+        Ok(()) => next.run(req).await,
+        Err(retry_after) => {
+            metrics::counter!(crate::metrics::RATE_LIMITED, "by" => "client").increment(1);
+            tracing::warn!(client = %addr.ip(), retry_after, "request refused: over the request rate limit");
+            too_many(api, retry_after)
+        }
+    }
+}
+
+/// 429 with `Retry-After`, in the format of `api`.
+fn too_many(api: Api, retry_after: u64) -> Response {
+    let message = format!("too many requests from this client; retry in {retry_after} seconds");
+    let mut resp = match api {
+        Api::V2 => {
+            let body = json!({ "errors": [{
+                "code": "TOOMANYREQUESTS",
+                "message": message,
+                "detail": { "retry_after": retry_after },
+            }] });
+            let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+            resp.headers_mut().insert(
+                HeaderName::from_static("docker-distribution-api-version"),
+                HeaderValue::from_static("registry/2.0"),
+            );
+            resp
+        }
+        Api::Rest => {
+            let body = json!({
+                "type": "urn:cairn:problem:too-many-requests",
+                "title": "Too many requests",
+                "status": 429,
+                "detail": message,
+                "code": "TOOMANYREQUESTS",
+            });
+            let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+            resp
+        }
+    };
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn limits(per_client: f64, burst: u32, exempt_loopback: bool) -> (Arc<RateLimits>, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000)));
+        let config = RateLimitConfig { per_client, burst, exempt_loopback };
+        (RateLimits::new(&config, clock.clone()), clock)
+    }
+
+    #[test]
+    fn a_burst_then_the_rate_by_the_clock() {
+        let (l, clock) = limits(2.0, 3, true);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..3 {
+            assert_eq!(l.check(a), Ok(()));
+        }
+        assert_eq!(l.check(a), Err(1), "the burst is spent; one more token in 0.5 s");
+        assert_eq!(l.check("192.0.2.2".parse().unwrap()), Ok(()), "another client has its own bucket");
+        clock.advance(Duration::from_millis(500));
+        assert_eq!(l.check(a), Ok(()));
+        assert!(l.check(a).is_err());
+    }
+
+    #[test]
+    fn ipv6_clients_are_limited_by_their_64_and_loopback_is_exempt() {
+        let (l, _clock) = limits(1.0, 1, true);
+        assert_eq!(l.check("2001:db8::1".parse().unwrap()), Ok(()));
+        assert!(l.check("2001:db8::ffff:1".parse().unwrap()).is_err(), "same /64");
+        assert_eq!(l.check("2001:db8:0:1::1".parse().unwrap()), Ok(()), "another /64");
+        for _ in 0..10 {
+            assert_eq!(l.check("127.0.0.1".parse().unwrap()), Ok(()));
+            assert_eq!(l.check("::1".parse().unwrap()), Ok(()));
+            assert_eq!(l.check("::ffff:127.0.0.1".parse().unwrap()), Ok(()));
+        }
+        let (l, _clock) = limits(1.0, 1, false);
+        assert_eq!(l.check("127.0.0.1".parse().unwrap()), Ok(()));
+        assert!(l.check("127.0.0.1".parse().unwrap()).is_err(), "loopback limited when not exempt");
+    }
+
+    #[test]
+    fn a_wall_clock_stepped_back_freezes_nothing() {
+        let clock = Arc::new(ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000)));
+        let m = MonotonicOf::new(clock.clone());
+        use governor::clock::Clock as _;
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(Duration::from(m.now()), Duration::from_secs(5));
+        // A ManualClock cannot go back; a fresh one standing earlier plays the stepped clock.
+        let earlier = Arc::new(ManualClock::new(SystemTime::UNIX_EPOCH));
+        let m2 = MonotonicOf {
+            clock: earlier.clone(),
+            last: Mutex::new((crate::clock::Clock::now(&*clock), Duration::from_secs(5))),
+        };
+        assert_eq!(Duration::from(m2.now()), Duration::from_secs(5), "a step back counts as nothing");
+        earlier.advance(Duration::from_secs(1));
+        assert_eq!(Duration::from(m2.now()), Duration::from_secs(6), "and time moves on from there");
+    }
+
+    #[test]
+    fn off_by_default() {
+        let (l, _clock) = limits(0.0, 100, true);
+        for _ in 0..1000 {
+            assert_eq!(l.check("192.0.2.1".parse().unwrap()), Ok(()));
+        }
+    }
+
+    #[test]
+    fn only_v2_and_the_rest_api_are_limited() {
+        for (path, limited) in [
+            ("/v2", true),
+            ("/v2/", true),
+            ("/v2/a/manifests/x", true),
+            ("/api/v1", true),
+            ("/api/v1/repositories", true),
+            ("/healthz", false),
+            ("/readyz", false),
+            ("/metrics", false),
+            ("/token", false),
+            ("/v20", false),
+            ("/api/v10", false),
+        ] {
+            assert_eq!(api_of(path).is_some(), limited, "{path}");
+        }
+    }
+}
