@@ -261,10 +261,15 @@ async fn a_pull_gate_refuses_get_of_unsigned_manifests_and_leaves_head_open() {
     assert_error(app.get(&format!("/v2/{repo}/manifests/{dd}")).await, StatusCode::FORBIDDEN, "DENIED").await;
     // The refusals were counted for the ledger.
     app.state.registry.flush_denials().await.unwrap();
+    // The server's own once-a-second flush may have written some of them first: the four
+    // refusals are counted across however many events the flushes wrote.
     let denied = events(&app, "request.deny").await;
-    assert_eq!(denied.len(), 1, "{denied:?}");
-    assert_eq!(denied[0].detail["count"], 4);
-    assert!(denied[0].detail["reason"].as_str().unwrap().contains("signature gate #1"), "{:?}", denied[0]);
+    assert!(!denied.is_empty(), "no request.deny event");
+    let counted: u64 = denied.iter().map(|e| e.detail["count"].as_u64().unwrap()).sum();
+    assert_eq!(counted, 4, "{denied:?}");
+    for e in &denied {
+        assert!(e.detail["reason"].as_str().unwrap().contains("signature gate #1"), "{e:?}");
+    }
 }
 
 #[tokio::test]
