@@ -398,7 +398,10 @@ mod tests {
     use super::*;
 
     fn m(n: u8) -> Arc<ManifestRecord> {
-        let body = bytes::Bytes::from(vec![n]);
+        record(bytes::Bytes::from(vec![n]))
+    }
+
+    fn record(body: bytes::Bytes) -> Arc<ManifestRecord> {
         Arc::new(ManifestRecord {
             digest: Digest::of(&body),
             media_type: "x".into(),
@@ -481,17 +484,7 @@ mod tests {
         let budget = 32 << 10;
         let c = ReadCache::with_budget(clock, Duration::from_secs(60), budget);
         let repo = RepoName::parse("r").unwrap();
-        let big = |n: u32| {
-            let body = bytes::Bytes::from(format!("{n:0>1000}"));
-            Arc::new(ManifestRecord {
-                digest: Digest::of(&body),
-                media_type: "x".into(),
-                body,
-                artifact_type: None,
-                subject: None,
-                annotations: None,
-            })
-        };
+        let big = |n: u32| record(bytes::Bytes::from(format!("{n:0>1000}")));
         for n in 0..500 {
             c.put_manifest(c.ticket(), &repo, Some(&format!("t{n}")), &big(n));
             // Read the repository's record often, as every lookup does, so it stays.
