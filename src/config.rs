@@ -44,13 +44,14 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// `[signatures]`: trusted keys and signature gates.
     pub signatures: crate::signatures::SignaturesConfig,
-    /// `[rate_limit]`: requests per client address on `/v2` and `/api/v1`.
+    /// `[rate_limit]`: requests per client address and per signed-in user on `/v2` and
+    /// `/api/v1`.
     pub rate_limit: RateLimitConfig,
 }
 
-/// `[rate_limit]`: a token bucket per client address (IPv6 by /64) over `/v2` and
-/// `/api/v1` (never `/healthz`, `/readyz`, `/metrics`, `/token`); over it, 429
-/// `TOOMANYREQUESTS` with `Retry-After`. Off by default.
+/// `[rate_limit]`: token buckets over `/v2` and `/api/v1` (never `/healthz`, `/readyz`,
+/// `/metrics`, `/token`), one per client address (IPv6 by /64) and one per signed-in user;
+/// over either, 429 `TOOMANYREQUESTS` with `Retry-After`. Both off by default.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct RateLimitConfig {
@@ -58,14 +59,22 @@ pub struct RateLimitConfig {
     pub per_client: f64,
     /// Requests a client may make at once beyond the sustained rate (the bucket's size).
     pub burst: u32,
-    /// Loopback clients (127.0.0.0/8, ::1) are never limited, so that a proxy on the same
-    /// machine and local tools are not; `false` limits them too.
+    /// Requests per second one user or robot may make, sustained, whatever addresses it
+    /// comes from; 0 turns the limit off. Charged only once its credentials are verified
+    /// (a password, a robot secret or a token signed by Cairn); anonymous requests are
+    /// limited per client only.
+    pub per_user: f64,
+    /// Requests a user may make at once beyond `per_user` (its bucket's size).
+    pub user_burst: u32,
+    /// Loopback clients (127.0.0.0/8, ::1) are never limited, per client nor per user, so
+    /// that local tools are not; `false` limits them too (with `per_client = 0`, that
+    /// limits each user behind a proxy on the same machine without limiting the proxy).
     pub exempt_loopback: bool,
 }
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        RateLimitConfig { per_client: 0.0, burst: 100, exempt_loopback: true }
+        RateLimitConfig { per_client: 0.0, burst: 100, per_user: 0.0, user_burst: 100, exempt_loopback: true }
     }
 }
 
@@ -673,14 +682,17 @@ impl Config {
             ));
         }
         let r = &self.rate_limit;
-        if !r.per_client.is_finite() || r.per_client < 0.0 || r.per_client > 1e9 {
-            p.push(format!(
-                "rate_limit.per_client = {} must be a number of requests per second from 0 (off) to 1e9",
-                r.per_client
-            ));
-        }
-        if r.per_client > 0.0 && r.burst == 0 {
-            p.push("rate_limit.burst must be at least 1 when rate_limit.per_client is set".into());
+        for (rate_key, rate, burst_key, burst) in
+            [("per_client", r.per_client, "burst", r.burst), ("per_user", r.per_user, "user_burst", r.user_burst)]
+        {
+            if !(0.0..=1e9).contains(&rate) {
+                p.push(format!(
+                    "rate_limit.{rate_key} = {rate} must be a number of requests per second from 0 (off) to 1e9"
+                ));
+            }
+            if rate > 0.0 && burst == 0 {
+                p.push(format!("rate_limit.{burst_key} must be at least 1 when rate_limit.{rate_key} is set"));
+            }
         }
         if s.max_connections == 0 {
             p.push("server.max_connections must be at least 1".into());
@@ -931,6 +943,43 @@ mod tests {
         std::fs::write(&f, "[rate_limit]\nper_client = 5\nburst = 0\n").unwrap();
         let errs = Config::load_from(&Sources { file: Some(f), ..Default::default() }, env(&[])).unwrap_err().0;
         assert!(errs.join("\n").contains("rate_limit.burst must be at least 1"), "{errs:?}");
+    }
+
+    #[test]
+    fn per_user_rate_limits_are_read_and_checked() {
+        let d = Config::default().rate_limit;
+        assert_eq!((d.per_user, d.user_burst, d.exempt_loopback), (0.0, 100, true), "off by default");
+        let vars = [("CAIRN_RATE_LIMIT__PER_USER", "3"), ("CAIRN_RATE_LIMIT__USER_BURST", "7")];
+        let c = Config::load_from(&Sources::default(), env(&vars)).unwrap();
+        assert_eq!((c.rate_limit.per_user, c.rate_limit.user_burst), (3.0, 7));
+        assert_eq!(c.rate_limit.burst, 100, "the client burst stays its own");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        let load = |text: &str| {
+            std::fs::write(&f, text).unwrap();
+            let src = Sources { file: Some(f.clone()), ..Default::default() };
+            Config::load_from(&src, env(&[])).map(|c| c.rate_limit).map_err(|e| e.0.join("\n"))
+        };
+        let all = load("[rate_limit]\nper_client = -1\nburst = 0\nper_user = -2\nuser_burst = 0\n").unwrap_err();
+        for needle in ["rate_limit.per_client = -1", "rate_limit.per_user = -2"] {
+            assert!(all.contains(needle), "{needle} not named in:\n{all}");
+        }
+        let all = load("[rate_limit]\nper_user = 5\nuser_burst = 0\nper_client = 1e10\n").unwrap_err();
+        for needle in [
+            "rate_limit.user_burst must be at least 1 when rate_limit.per_user is set",
+            "rate_limit.per_client = 10000000000 must",
+        ] {
+            assert!(all.contains(needle), "{needle} not named in:\n{all}");
+        }
+        assert!(!all.contains("rate_limit.burst"), "the client burst is fine: {all}");
+        let errs =
+            Config::load_from(&Sources::default(), env(&[("CAIRN_RATE_LIMIT__PER_USER", "lots")])).unwrap_err().0;
+        assert!(errs.join("\n").contains("CAIRN_RATE_LIMIT__PER_USER (rate_limit.per_user)"), "{errs:?}");
+        // The user's burst does not follow `burst`; a limit per user alone is valid.
+        let r = load("[rate_limit]\nburst = 5\nper_user = 0.5\n").unwrap();
+        assert_eq!((r.per_client, r.per_user, r.user_burst), (0.0, 0.5, 100));
+        let r = load("[rate_limit]\nper_client = 0\nburst = 0\nper_user = 0\nuser_burst = 0\n").unwrap();
+        assert_eq!((r.burst, r.user_burst), (0, 0), "a burst of 0 is fine while its limit is off");
     }
 
     #[test]

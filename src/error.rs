@@ -9,6 +9,17 @@ use serde_json::{Value, json};
 use crate::meta::MetaError;
 use crate::oci::{Digest, DigestError, ManifestError, NameError, RepoName, Tag};
 
+/// Why a request was answered 429 ([`Error::TooManyRequests`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Throttled {
+    /// The login limiter (`auth/limiter.rs`): too many failed or concurrent logins.
+    #[error("too many login attempts")]
+    Logins,
+    /// The signed-in user's `[rate_limit] per_user` budget is spent.
+    #[error("this user's request rate limit (rate_limit.per_user) is spent")]
+    UserRate,
+}
+
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -83,9 +94,10 @@ pub enum Error {
     /// Authenticated, but not allowed: 403.
     #[error("{0}")]
     Denied(String),
-    /// Too many failed (or running) logins: 429 with Retry-After.
-    #[error("too many login attempts; retry in {retry_after} seconds")]
-    TooManyRequests { retry_after: u64 },
+    /// Too many failed (or running) logins, or a user's request rate limit spent: 429 with
+    /// Retry-After (seconds), code `TOOMANYREQUESTS`.
+    #[error("{why}; retry in {retry_after} seconds")]
+    TooManyRequests { retry_after: u64, why: Throttled },
     /// A parameter or operation this registry does not support.
     #[error("{0}")]
     Unsupported(String),
@@ -231,7 +243,7 @@ impl Error {
             Error::Unsigned { gate, keys, digest, .. } => {
                 json!({ "reason": "signature-gate", "gate": gate, "keys": keys, "digest": digest.as_str() })
             }
-            Error::TooManyRequests { retry_after } => json!({ "retry_after": retry_after }),
+            Error::TooManyRequests { retry_after, .. } => json!({ "retry_after": retry_after }),
             Error::Unsupported(_) => Value::Null,
             Error::MethodNotAllowed => Value::Null,
             Error::NotFound => Value::Null,
@@ -279,7 +291,7 @@ impl IntoResponse for Error {
                     resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
                 }
             }
-            Error::TooManyRequests { retry_after } | Error::Unavailable { retry_after, .. } => {
+            Error::TooManyRequests { retry_after, .. } | Error::Unavailable { retry_after, .. } => {
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             Error::UploadOutOfOrder { offset, .. } => {

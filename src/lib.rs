@@ -2,7 +2,8 @@
 //!
 //! Layers, and who may call whom: `api` (HTTP) -> `service` (rules) -> `meta` (SQL) and
 //! `blob` (object keys), all over the pure types in `oci`. `config`, `state` and
-//! `telemetry` wire them together; `main.rs` is the command line.
+//! `telemetry` wire them together; the binary's `main.rs` (clap and dispatch) and `cli/`
+//! (one file per command) are the command line.
 
 pub mod api;
 pub mod audit;

@@ -12,7 +12,7 @@
 //! | `cairn_uploads_in_flight` | gauge | — (requests writing into an upload session now) |
 //! | `cairn_cache_hits_total`, `cairn_cache_misses_total` | counter | — (the manifest read cache) |
 //! | `cairn_cache_size_bytes`, `cairn_cache_entries` | gauge | — (the read cache's weighed size, at most `[server] cache_size`) |
-//! | `cairn_rate_limited_total` | counter | `by` (`client`) |
+//! | `cairn_rate_limited_total` | counter | `by` (`client`, `user`) |
 //! | `cairn_gc_runs_total` | counter | `outcome` (`done`, `busy`, `failed`) |
 //! | `cairn_gc_freed_blobs_total`, `cairn_gc_freed_bytes_total` | counter | — |
 //! | `cairn_retention_runs_total` | counter | `outcome` |

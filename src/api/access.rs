@@ -1,6 +1,8 @@
 //! The access check of every request: credentials from the `Authorization` header, the
 //! action a `/v2` route needs (and, for a bearer token, the scope that covers it), and the
-//! 401 challenge / 403 refusal when it is missing.
+//! 401 challenge / 403 refusal when it is missing. [`identify`], which every `/v2` and
+//! `/api/v1` request that looks at credentials goes through, also charges the verified
+//! user's request rate limit (`rate_limit.rs`).
 
 use std::net::IpAddr;
 
@@ -10,7 +12,7 @@ use headers::{Authorization, HeaderMapExt};
 
 use super::route::{Kind, Route};
 use crate::auth::{AuthError, CATALOG_SCOPE, Credentials, Identity};
-use crate::error::Error;
+use crate::error::{Error, Throttled};
 use crate::oci::RepoName;
 use crate::policy::Action;
 use crate::state::AppState;
@@ -41,10 +43,18 @@ pub fn credentials(headers: &HeaderMap) -> Result<Credentials, Error> {
     }
 }
 
-/// Authenticates the request.
+/// Authenticates the request, then charges the signed-in subject's request rate limit
+/// (`[rate_limit] per_user`): 429 with `Retry-After` when it is spent. Only a subject whose
+/// credentials checked out is charged; anonymous requests and failed logins are not (the
+/// client limit and the login limiter cover them).
 pub async fn identify(state: &AppState, headers: &HeaderMap, addr: IpAddr) -> Result<Identity, Error> {
     let creds = credentials(headers)?;
-    state.auth.authenticate(&creds, Some(addr)).await.map_err(|e| auth_error(state, headers, e, None))
+    let who = state.auth.authenticate(&creds, Some(addr)).await.map_err(|e| auth_error(state, headers, e, None))?;
+    if !who.subject.is_anonymous() {
+        super::rate_limit::charge_user(&who.subject.name, addr)
+            .map_err(|retry_after| Error::TooManyRequests { retry_after, why: Throttled::UserRate })?;
+    }
+    Ok(who)
 }
 
 /// Maps an authentication failure to the response a client can act on.
@@ -58,7 +68,7 @@ pub fn auth_error(state: &AppState, headers: &HeaderMap, e: AuthError, scope: Op
             challenge: challenge(state, headers, scope),
         },
         AuthError::RateLimited { retry_after } | AuthError::Busy { retry_after } => {
-            Error::TooManyRequests { retry_after }
+            Error::TooManyRequests { retry_after, why: Throttled::Logins }
         }
         AuthError::Meta(m) => m.into(),
     }

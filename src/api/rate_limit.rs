@@ -1,22 +1,33 @@
-//! Request rate limits (`[rate_limit]`): a token bucket per client address over `/v2` and
-//! `/api/v1` (GCRA, by `governor`), answered 429 `TOOMANYREQUESTS` with `Retry-After`
-//! seconds: the distribution-spec error body under `/v2`, problem+json under `/api/v1`.
-//! `/healthz`, `/readyz`, `/metrics` and `/token` are never limited (logins have their own
-//! limiter, `auth/limiter.rs`).
+//! Request rate limits (`[rate_limit]`): token buckets over `/v2` and `/api/v1` (GCRA, by
+//! `governor`), one per client address and one per signed-in user, answered 429
+//! `TOOMANYREQUESTS` with `Retry-After` seconds: the distribution-spec error body under
+//! `/v2`, problem+json under `/api/v1`. `/healthz`, `/readyz`, `/metrics` and `/token` are
+//! never limited (logins have their own limiter, `auth/limiter.rs`).
 //!
-//! - Keys: the connection's address, IPv6 by its /64 (one site usually holds a whole /64,
-//!   so a client cannot rotate addresses within it to escape); loopback clients are exempt
-//!   unless `exempt_loopback = false`. Not per user: the identity is only known inside the
-//!   handlers (`access::identify`), after the work a limit should spare, and a name taken
-//!   from unverified credentials would let anyone spend another user's budget.
-//! - Memory: the buckets live in a bounded map ([`MAX_KEYS`], least recently used evicted
-//!   first; a bucket idle long enough to be full again is dropped, which changes nothing).
-//!   An evicted bucket starts full again, so past the bound the limit errs on letting
-//!   requests through: a client needs more than [`MAX_KEYS`] /64s or addresses for that,
-//!   and then each of them had its own budget anyway.
+//! - Per client: the connection's address, IPv6 by its /64 (one site usually holds a whole
+//!   /64, so a client cannot rotate addresses within it to escape), charged by the
+//!   middleware [`limit`] before any other work.
+//! - Per user: the verified subject (a user or robot whose password, secret or Cairn-signed
+//!   token checked out), charged by `access::identify` through [`charge_user`] right after
+//!   authentication, so a name taken from unverified credentials never spends anyone's
+//!   budget, and the budget follows the user across addresses. Anonymous requests are
+//!   limited per client only. The middleware hands the limits to `charge_user` in a
+//!   task-local (the handlers' `AppState` does not hold them), so `identify` charges users
+//!   only inside [`limit`], which wraps every `/v2` and `/api/v1` request.
+//! - Loopback clients (127.0.0.0/8, ::1) are exempt from both unless
+//!   `exempt_loopback = false`. With `per_client = 0`, `false` limits each user behind a
+//!   proxy on the same machine without limiting the proxy.
+//! - Memory: each limit's buckets live in a bounded map ([`MAX_KEYS`], least recently used
+//!   evicted first; a bucket idle long enough to be full again is dropped, which changes
+//!   nothing), keyed by fixed-size keys (an address; the SHA-256 of a subject's name), so
+//!   entries and bytes are both bounded. An evicted bucket starts full again, so past the
+//!   bound a limit errs on letting requests through: a client needs more than [`MAX_KEYS`]
+//!   /64s or addresses for that, and then each of them had its own budget anyway; users
+//!   are verified identities, fewer than the bound unless robots are minted in bulk.
 //! - Time: the registry's `Clock` (tests move a `ManualClock`), read as a monotonic count
 //!   of its forward steps: a wall clock stepped back does not freeze every bucket.
 
+use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,12 +41,13 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::nanos::Nanos;
 use governor::state::StateStore;
-use governor::{Quota, RateLimiter};
+use governor::{NotUntil, Quota, RateLimiter};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use crate::config::RateLimitConfig;
 
-/// Client buckets kept at most (each costs ~250 bytes: ~16 MiB at the bound).
+/// Buckets kept at most by each limit (each costs ~250 bytes: ~16 MiB at the bound).
 pub const MAX_KEYS: u64 = 65_536;
 
 /// The registry's clock as governor's: nanoseconds of forward movement since the limiter
@@ -67,16 +79,16 @@ impl governor::clock::Clock for MonotonicOf {
 
 /// The buckets: per key the GCRA's theoretical arrival time (nanoseconds since the
 /// limiter's start; 0 for none), in a bounded map.
-struct Buckets(moka::sync::Cache<IpAddr, Arc<AtomicU64>>);
+struct Buckets<K>(moka::sync::Cache<K, Arc<AtomicU64>>);
 
-impl StateStore for Buckets {
-    type Key = IpAddr;
+impl<K: Hash + Eq + Clone + Send + Sync + 'static> StateStore for Buckets<K> {
+    type Key = K;
 
-    fn measure_and_replace<T, F, E>(&self, key: &IpAddr, f: F) -> Result<T, E>
+    fn measure_and_replace<T, F, E>(&self, key: &K, f: F) -> Result<T, E>
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
-        let cell = self.0.get_with(*key, || Arc::new(AtomicU64::new(0)));
+        let cell = self.0.get_with_by_ref(key, || Arc::new(AtomicU64::new(0)));
         // As governor's `InMemoryState`: compare-and-swap until no other request raced.
         let mut prev = cell.load(Ordering::Acquire);
         loop {
@@ -89,48 +101,101 @@ impl StateStore for Buckets {
     }
 }
 
-type Limiter = RateLimiter<IpAddr, Buckets, MonotonicOf, governor::middleware::NoOpMiddleware<Nanos>>;
+type Limiter<K> = RateLimiter<K, Buckets<K>, MonotonicOf, governor::middleware::NoOpMiddleware<Nanos>>;
+
+/// A user's bucket key: the SHA-256 of the subject's name (the same size for any name).
+type UserKey = [u8; 32];
+
+/// A limiter of `rate` requests per second and `burst` at once on `clock`; `None` when
+/// `rate` is 0 (off).
+fn limiter<K: Hash + Eq + Clone + Send + Sync + 'static>(
+    rate: f64,
+    burst: u32,
+    clock: Arc<dyn crate::clock::Clock>,
+) -> Option<Limiter<K>> {
+    let quota = (rate > 0.0)
+        .then(|| Quota::with_period(Duration::from_secs_f64(1.0 / rate)))
+        .flatten()
+        .zip(NonZeroU32::new(burst))
+        .map(|(q, burst)| q.allow_burst(burst))?;
+    // A bucket idle for this long is full again: dropping it changes nothing.
+    let refill = quota.burst_size_replenished_in().max(Duration::from_secs(60));
+    let map = moka::sync::Cache::builder()
+        .max_capacity(MAX_KEYS)
+        .eviction_policy(moka::policy::EvictionPolicy::lru())
+        .time_to_idle(refill)
+        .build();
+    Some(RateLimiter::new(quota, Buckets(map), MonotonicOf::new(clock)))
+}
+
+/// Whole seconds (at least 1) until `limiter` lets the refused request through.
+fn wait_secs<K: Hash + Eq + Clone + Send + Sync + 'static>(limiter: &Limiter<K>, not_until: NotUntil<Nanos>) -> u64 {
+    let wait = not_until.wait_time_from(governor::clock::Clock::now(limiter.clock()));
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
 
 /// The request rate limits of one server.
 pub struct RateLimits {
     /// `None` when `per_client` is 0 (off).
-    per_client: Option<Limiter>,
+    per_client: Option<Limiter<IpAddr>>,
+    /// `None` when `per_user` is 0 (off).
+    per_user: Option<Limiter<UserKey>>,
     exempt_loopback: bool,
 }
 
 impl RateLimits {
     /// The limits `config` describes (validated by `Config::problems`), on `clock`.
     pub fn new(config: &RateLimitConfig, clock: Arc<dyn crate::clock::Clock>) -> Arc<RateLimits> {
-        let quota = (config.per_client > 0.0)
-            .then(|| Quota::with_period(Duration::from_secs_f64(1.0 / config.per_client)))
-            .flatten()
-            .zip(NonZeroU32::new(config.burst))
-            .map(|(q, burst)| q.allow_burst(burst));
-        let per_client = quota.map(|quota| {
-            // A bucket idle for this long is full again: dropping it changes nothing.
-            let refill = quota.burst_size_replenished_in().max(Duration::from_secs(60));
-            let map = moka::sync::Cache::builder()
-                .max_capacity(MAX_KEYS)
-                .eviction_policy(moka::policy::EvictionPolicy::lru())
-                .time_to_idle(refill)
-                .build();
-            RateLimiter::new(quota, Buckets(map), MonotonicOf::new(clock))
-        });
-        Arc::new(RateLimits { per_client, exempt_loopback: config.exempt_loopback })
+        Arc::new(RateLimits {
+            per_client: limiter(config.per_client, config.burst, clock.clone()),
+            per_user: limiter(config.per_user, config.user_burst, clock),
+            exempt_loopback: config.exempt_loopback,
+        })
+    }
+
+    /// True when requests from `addr` are never limited.
+    fn exempt(&self, addr: IpAddr) -> bool {
+        self.exempt_loopback && addr.to_canonical().is_loopback()
     }
 
     /// `Err(seconds to wait)` when `addr` is over its limit; counts the request otherwise.
     pub fn check(&self, addr: IpAddr) -> Result<(), u64> {
         let Some(limiter) = &self.per_client else { return Ok(()) };
-        let addr = addr.to_canonical();
-        if self.exempt_loopback && addr.is_loopback() {
+        if self.exempt(addr) {
             return Ok(());
         }
-        limiter.check_key(&network(addr)).map_err(|not_until| {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(limiter.clock()));
-            wait.as_secs_f64().ceil().max(1.0) as u64
-        })
+        limiter.check_key(&network(addr.to_canonical())).map_err(|not_until| wait_secs(limiter, not_until))
     }
+
+    /// `Err(seconds to wait)` when the verified subject named `subject`, asking from
+    /// `addr`, is over its limit; counts the request otherwise.
+    pub fn check_user(&self, subject: &str, addr: IpAddr) -> Result<(), u64> {
+        let Some(limiter) = &self.per_user else { return Ok(()) };
+        if self.exempt(addr) {
+            return Ok(());
+        }
+        let key: UserKey = Sha256::digest(subject.as_bytes()).into();
+        limiter.check_key(&key).map_err(|not_until| wait_secs(limiter, not_until))
+    }
+}
+
+tokio::task_local! {
+    /// The limits of the server whose middleware [`limit`] runs the current request (set
+    /// only while `per_user` is on), for [`charge_user`].
+    static LIMITS: Arc<RateLimits>;
+}
+
+/// Charges one request to `subject`, an identity whose credentials were verified (never a
+/// name read from credentials that were not), asking from `addr`. `Err(seconds to wait)`
+/// when it is over its limit (counted and logged here). Outside [`limit`], or with the
+/// per-user limit off, charges nothing.
+pub fn charge_user(subject: &str, addr: IpAddr) -> Result<(), u64> {
+    let verdict = LIMITS.try_with(|limits| limits.check_user(subject, addr)).unwrap_or(Ok(()));
+    if let Err(retry_after) = verdict {
+        metrics::counter!(crate::metrics::RATE_LIMITED, "by" => "user").increment(1);
+        tracing::warn!(user = %subject, client = %addr, retry_after, "request refused: user over the request rate limit");
+    }
+    verdict
 }
 
 /// IPv4 addresses as they are; IPv6 by /64.
@@ -159,23 +224,25 @@ enum Api {
     Rest,
 }
 
-/// The middleware: lets a request through or answers 429.
+/// The middleware: answers 429 to a client over its limit; otherwise runs the request,
+/// with the limits at hand for [`charge_user`] when the per-user limit is on.
 pub async fn limit(State(limits): State<Arc<RateLimits>>, req: Request, next: Next) -> Response {
-    if limits.per_client.is_none() {
+    if limits.per_client.is_none() && limits.per_user.is_none() {
         return next.run(req).await;
     }
     let Some(api) = api_of(req.uri().path()) else { return next.run(req).await };
-    let Some(ConnectInfo(addr)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() else {
-        return next.run(req).await;
-    };
-    match limits.check(addr.ip()) {
-        Ok(()) => next.run(req).await,
-        Err(retry_after) => {
-            metrics::counter!(crate::metrics::RATE_LIMITED, "by" => "client").increment(1);
-            tracing::warn!(client = %addr.ip(), retry_after, "request refused: over the request rate limit");
-            too_many(api, retry_after)
-        }
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    if let Some(addr) = peer
+        && let Err(retry_after) = limits.check(addr)
+    {
+        metrics::counter!(crate::metrics::RATE_LIMITED, "by" => "client").increment(1);
+        tracing::warn!(client = %addr, retry_after, "request refused: over the request rate limit");
+        return too_many(api, retry_after);
     }
+    if limits.per_user.is_none() {
+        return next.run(req).await;
+    }
+    LIMITS.scope(limits, next.run(req)).await
 }
 
 /// 429 with `Retry-After`, in the format of `api`.
@@ -219,8 +286,57 @@ mod tests {
 
     fn limits(per_client: f64, burst: u32, exempt_loopback: bool) -> (Arc<RateLimits>, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000)));
-        let config = RateLimitConfig { per_client, burst, exempt_loopback };
+        let config = RateLimitConfig { per_client, burst, exempt_loopback, ..RateLimitConfig::default() };
         (RateLimits::new(&config, clock.clone()), clock)
+    }
+
+    fn user_limits(per_user: f64, user_burst: u32, exempt_loopback: bool) -> (Arc<RateLimits>, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000)));
+        let config = RateLimitConfig { per_user, user_burst, exempt_loopback, ..RateLimitConfig::default() };
+        (RateLimits::new(&config, clock.clone()), clock)
+    }
+
+    #[test]
+    fn a_user_budget_is_its_own_and_follows_it_across_addresses() {
+        let (l, clock) = user_limits(1.0, 2, true);
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "2001:db8:7::1".parse().unwrap());
+        assert_eq!(l.check_user("alice", a), Ok(()));
+        assert_eq!(l.check_user("alice", b), Ok(()), "another address, the same budget");
+        assert_eq!(l.check_user("alice", "198.51.100.9".parse().unwrap()), Err(1), "spent, wherever she asks from");
+        assert_eq!(l.check_user("bob", a), Ok(()), "another user from the same address has his own");
+        assert_eq!(l.check_user("bob", a), Ok(()));
+        assert_eq!(l.check(a), Ok(()), "the client limit is off");
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(l.check_user("alice", b), Ok(()));
+        assert!(l.check_user("alice", a).is_err());
+        // Names are hashed, so a long one costs what a short one does, and differs from its prefix.
+        let long = "r".repeat(10_000);
+        assert_eq!(l.check_user(&long, a), Ok(()));
+        assert_eq!(l.check_user(&long[..9_999], a), Ok(()));
+    }
+
+    #[test]
+    fn users_on_loopback_follow_exempt_loopback() {
+        let (l, _clock) = user_limits(1.0, 1, true);
+        for _ in 0..10 {
+            assert_eq!(l.check_user("alice", "127.0.0.1".parse().unwrap()), Ok(()));
+            assert_eq!(l.check_user("alice", "::ffff:127.0.0.1".parse().unwrap()), Ok(()));
+        }
+        let (l, _clock) = user_limits(1.0, 1, false);
+        assert_eq!(l.check_user("alice", "127.0.0.1".parse().unwrap()), Ok(()));
+        assert!(l.check_user("alice", "127.0.0.2".parse().unwrap()).is_err(), "limited when not exempt");
+    }
+
+    #[tokio::test]
+    async fn charge_user_charges_only_inside_the_middleware() {
+        let (l, _clock) = user_limits(1.0, 1, false);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..3 {
+            assert_eq!(charge_user("alice", a), Ok(()), "no limits in scope: nothing to charge");
+        }
+        let inside = LIMITS.scope(l.clone(), async { (charge_user("alice", a), charge_user("alice", a)) }).await;
+        assert_eq!(inside, (Ok(()), Err(1)));
+        assert!(l.check_user("alice", a).is_err(), "the scope charged the server's own buckets");
     }
 
     #[test]
@@ -273,9 +389,11 @@ mod tests {
 
     #[test]
     fn off_by_default() {
-        let (l, _clock) = limits(0.0, 100, true);
+        let l = RateLimits::new(&RateLimitConfig::default(), Arc::new(crate::clock::SystemClock));
+        assert!(l.per_client.is_none() && l.per_user.is_none());
         for _ in 0..1000 {
             assert_eq!(l.check("192.0.2.1".parse().unwrap()), Ok(()));
+            assert_eq!(l.check_user("alice", "192.0.2.1".parse().unwrap()), Ok(()));
         }
     }
 

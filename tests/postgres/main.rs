@@ -5,8 +5,10 @@
 //! `CREATE DATABASE` (`scripts/test` starts a throwaway cluster and sets it). Every test
 //! gets a database of its own. Its own runner (`harness = false`, libtest-mimic): without
 //! `TEST_DATABASE_URL` every test is reported as ignored, with the reason, never as passed;
-//! under `CI=true` they fail instead.
+//! under `CI=true` they fail instead. The backup tests need an S3-compatible server too
+//! (`TEST_S3_ENDPOINT`): without it they are ignored (failed under `CI=true`) the same way.
 
+mod backup;
 mod copy;
 mod db;
 mod server;
@@ -53,22 +55,36 @@ fn main() {
     let url = std::env::var("TEST_DATABASE_URL").ok().filter(|u| !u.is_empty());
     let why = "TEST_DATABASE_URL is not set: these tests need a PostgreSQL server (Debian package \
                `postgresql`); `scripts/test` starts a throwaway cluster and sets it";
+    let s3 = std::env::var("TEST_S3_ENDPOINT").is_ok_and(|e| !e.is_empty());
+    let why_s3 = "TEST_S3_ENDPOINT is not set: these tests need an S3-compatible server too (PyPI \
+                  `moto[server]`); `scripts/test` starts moto_server and sets it";
     let ci = in_ci();
     let mut trials = Vec::new();
-    for (module, tests) in [("store", store::TESTS), ("server", server::TESTS), ("copy", copy::TESTS)] {
+    // (module, its tests, whether they need TEST_S3_ENDPOINT as well)
+    let modules = [
+        ("store", store::TESTS, false),
+        ("server", server::TESTS, false),
+        ("copy", copy::TESTS, false),
+        ("backup", backup::TESTS, true),
+    ];
+    for (module, tests, needs_s3) in modules {
         for t in tests {
             let name = format!("{module}::{}", t.name);
             let run = t.run;
-            let given = url.clone();
+            // The database URL, or why the test cannot run here and what is missing.
+            let given = match (&url, needs_s3 && !s3) {
+                (None, _) => Err((why, "PostgreSQL")),
+                (Some(_), true) => Err((why_s3, "S3 server")),
+                (Some(url), false) => Ok(url.clone()),
+            };
+            let ignored = given.is_err() && !ci;
             let trial = Trial::test(name, move || match &given {
-                Some(url) => {
-                    std::panic::catch_unwind(|| run(url)).map_err(|_| Failed::from("panicked (message above)"))
-                }
-                None => {
-                    Err(Failed::from(format!("cannot run here: {why} (CI=true: a missing PostgreSQL is a failure)")))
+                Ok(url) => std::panic::catch_unwind(|| run(url)).map_err(|_| Failed::from("panicked (message above)")),
+                Err((why, what)) => {
+                    Err(Failed::from(format!("cannot run here: {why} (CI=true: a missing {what} is a failure)")))
                 }
             });
-            trials.push(trial.with_ignored_flag(url.is_none() && !ci));
+            trials.push(trial.with_ignored_flag(ignored));
         }
     }
     trials.push(Trial::test("harness::every_test_is_registered", || {
@@ -81,6 +97,8 @@ fn main() {
     }));
     if url.is_none() && !ci && !args.list {
         eprintln!("[postgres] tests ignored: {why}");
+    } else if !s3 && !ci && !args.list {
+        eprintln!("[postgres] backup tests ignored: {why_s3}");
     }
     libtest_mimic::run(&args, trials).exit()
 }

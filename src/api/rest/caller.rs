@@ -27,7 +27,7 @@ use super::route::{Need, RestRoute};
 use crate::api::access;
 use crate::audit::EventKind;
 use crate::auth::{Credentials, Identity};
-use crate::error::Error;
+use crate::error::{Error, Throttled};
 use crate::policy::Action;
 use crate::state::AppState;
 
@@ -201,7 +201,8 @@ impl FromRequestParts<AppState> for Authorized {
 async fn identify(state: &AppState, headers: &HeaderMap, peer: &str) -> Result<Identity, Error> {
     let addr = peer.parse().unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     access::identify(state, headers, addr).await.inspect_err(|e| {
-        if matches!(e, Error::Unauthorized { .. } | Error::TooManyRequests { .. }) {
+        // A user over the request rate limit logged in fine: that is not a failed login.
+        if matches!(e, Error::Unauthorized { .. } | Error::TooManyRequests { why: Throttled::Logins, .. }) {
             let claimed = match access::credentials(headers) {
                 Ok(Credentials::Basic { user, .. }) => user,
                 _ => "bearer token".to_string(),
