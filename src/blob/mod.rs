@@ -37,7 +37,7 @@
 //! any directory created for it) is fsynced; nothing is synced per part, only at the end.
 //! May import `meta` row types and `oci`; must not import `api` or `service`.
 
-use std::io::SeekFrom;
+use std::io::{Seek, SeekFrom};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +48,6 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::signer::{Method, Signer};
 use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, WriteMultipart};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::meta::{BlobLocation, Segment};
 
@@ -79,8 +78,9 @@ pub struct S3Settings {
 const PART_SIZE: usize = 8 << 20;
 /// Parts in flight per segment write; bounds memory per upload to about `PART_SIZE * (1 + this)`.
 const PARTS_IN_FLIGHT: usize = 2;
-/// Read buffer for streaming blobs out of local files.
-const READ_BUF: usize = 256 << 10;
+/// Bytes per read when streaming a blob out of a local file ([`file_chunks`]); two such
+/// pieces per pull are in memory at most.
+const READ_CHUNK: usize = 1 << 20;
 
 /// Why a segment write failed.
 #[derive(Debug, thiserror::Error)]
@@ -413,8 +413,8 @@ impl BlobStore {
     }
 }
 
-/// One ranged read of one object. Local files are streamed with a large buffer rather
-/// than object_store's 8 KiB blocking chunks.
+/// One ranged read of one object. Local files are read by [`file_chunks`] rather than
+/// object_store's 8 KiB blocking chunks.
 async fn read_object(
     store: Arc<dyn ObjectStore>,
     key: Path,
@@ -423,14 +423,90 @@ async fn read_object(
     let opts = GetOptions { range: Some(GetRange::Bounded(r.clone())), ..Default::default() };
     let got = store.get_opts(&key, opts).await?;
     match got.payload {
-        GetResultPayload::File(file, _) => {
-            let mut file = tokio::fs::File::from_std(file);
+        GetResultPayload::File(mut file, _) => {
             let io = |e: std::io::Error| object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(e) };
-            file.seek(SeekFrom::Start(got.range.start)).await.map_err(io)?;
-            let reader = file.take(got.range.end - got.range.start);
-            Ok(tokio_util::io::ReaderStream::with_capacity(reader, READ_BUF).map_err(io).boxed())
+            file.seek(SeekFrom::Start(got.range.start)).map_err(io)?;
+            Ok(file_chunks(file, got.range.end - got.range.start).map_err(io).boxed())
         }
         GetResultPayload::Stream(s) => Ok(s),
+    }
+}
+
+/// Streams the next `len` bytes of `file` (from its current position) in [`READ_CHUNK`]
+/// pieces. Each piece is read on the blocking pool straight into the buffer that goes out
+/// on the socket (no staging buffer and copy, as `tokio::fs::File` makes), the next piece
+/// is read while the previous one is being sent, and a buffer the socket is done with is
+/// read into again (fresh pages would cost a page fault and a zeroing each): about three
+/// pieces per pull are in memory at most. A file shorter than `len` ends the stream with
+/// `UnexpectedEof` (the response is cut short: the client sees a broken download, never a
+/// wrong blob).
+fn file_chunks(file: std::fs::File, len: u64) -> BoxStream<'static, std::io::Result<Bytes>> {
+    type Pending = tokio::task::JoinHandle<std::io::Result<(std::fs::File, Bytes)>>;
+    let spares = Arc::new(Spares::default());
+    fn read_next(mut file: std::fs::File, left: u64, spares: Arc<Spares>) -> Pending {
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let n = left.min(READ_CHUNK as u64);
+            let mut buf = spares.take().unwrap_or_else(|| Vec::with_capacity(n as usize));
+            // `read_to_end` fills the spare capacity without zeroing it first.
+            (&mut file).take(n).read_to_end(&mut buf)?;
+            if (buf.len() as u64) < n {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the blob's file is shorter than its recorded size",
+                ));
+            }
+            Ok((file, Bytes::from_owner(Pooled { buf, spares })))
+        })
+    }
+    let first = (len > 0).then(|| read_next(file, len, spares.clone()));
+    stream::unfold((first, len, spares), |(pending, left, spares)| async move {
+        let read = match pending?.await {
+            Ok(read) => read,
+            Err(join) => Err(std::io::Error::other(join)),
+        };
+        match read {
+            Ok((file, bytes)) => {
+                let left = left - bytes.len() as u64;
+                let next = (left > 0).then(|| read_next(file, left, spares.clone()));
+                Some((Ok(bytes), (next, left, spares)))
+            }
+            Err(e) => Some((Err(e), (None, 0, spares))),
+        }
+    })
+    .boxed()
+}
+
+/// Read buffers of one [`file_chunks`] stream that the socket is done with (at most two).
+#[derive(Default)]
+struct Spares(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl Spares {
+    fn take(&self) -> Option<Vec<u8>> {
+        let mut buf = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+        buf.clear();
+        Some(buf)
+    }
+}
+
+/// A piece of a blob being sent; its buffer goes back to the stream's [`Spares`] once sent.
+struct Pooled {
+    buf: Vec<u8>,
+    spares: Arc<Spares>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let mut spares = self.spares.0.lock().unwrap_or_else(|e| e.into_inner());
+        if spares.len() < 2 {
+            spares.push(std::mem::take(&mut self.buf));
+        }
     }
 }
 
@@ -537,4 +613,54 @@ mod tests {
             BlobStore::new(Arc::new(object_store::memory::InMemory::new())).with_redirect(Duration::from_secs(90));
         assert_eq!(memory.redirect_url(&one).await.unwrap(), None, "only S3 presigns");
     }
+
+    /// A file of `len` bytes whose byte `i` is `i % 251`, opened for reading.
+    fn patterned(len: usize) -> (tempfile::TempDir, std::fs::File) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob");
+        std::fs::write(&path, (0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>()).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        (dir, file)
+    }
+
+    #[tokio::test]
+    async fn a_file_streams_in_pieces_from_where_it_was_opened() {
+        let len = 2 * READ_CHUNK + READ_CHUNK / 2 + 7;
+        let (_dir, mut file) = patterned(len + 3);
+        file.seek(SeekFrom::Start(3)).unwrap();
+        let pieces: Vec<Bytes> = file_chunks(file, len as u64).try_collect().await.unwrap();
+        assert_eq!(pieces.iter().map(Bytes::len).collect::<Vec<_>>(), [READ_CHUNK, READ_CHUNK, READ_CHUNK / 2 + 7]);
+        let all: Vec<u8> = pieces.concat();
+        assert!(all.iter().enumerate().all(|(i, b)| *b == ((i + 3) % 251) as u8), "bytes in order from offset 3");
+        let (_dir, file) = patterned(10);
+        assert!(file_chunks(file, 0).next().await.is_none(), "nothing asked, nothing read");
+    }
+
+    #[tokio::test]
+    async fn a_file_shorter_than_its_record_cuts_the_stream_with_an_error() {
+        let (_dir, file) = patterned(READ_CHUNK + 100);
+        let mut s = file_chunks(file, (2 * READ_CHUNK) as u64);
+        assert_eq!(s.next().await.unwrap().unwrap().len(), READ_CHUNK);
+        let e = s.next().await.unwrap().unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+        assert!(e.to_string().contains("shorter than its recorded size"), "{e}");
+        assert!(s.next().await.is_none(), "nothing after the error");
+    }
+
+    #[test]
+    fn a_sent_piece_gives_its_buffer_back_and_at_most_two_are_kept() {
+        let spares = Arc::new(Spares::default());
+        let pieces: Vec<Bytes> = (0..3)
+            .map(|i| Bytes::from_owner(Pooled { buf: vec![i; 4096], spares: spares.clone() }))
+            .collect();
+        assert!(spares.take().is_none(), "all in flight");
+        let clone = pieces[0].clone();
+        drop(pieces);
+        assert_eq!(spares.0.lock().unwrap().len(), 2, "two kept");
+        drop(clone);
+        assert_eq!(spares.0.lock().unwrap().len(), 2, "never more than two");
+        let reused = spares.take().unwrap();
+        assert!(reused.is_empty() && reused.capacity() >= 4096, "cleared, capacity kept");
+    }
+
 }
