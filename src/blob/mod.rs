@@ -650,9 +650,8 @@ mod tests {
     #[test]
     fn a_sent_piece_gives_its_buffer_back_and_at_most_two_are_kept() {
         let spares = Arc::new(Spares::default());
-        let pieces: Vec<Bytes> = (0..3)
-            .map(|i| Bytes::from_owner(Pooled { buf: vec![i; 4096], spares: spares.clone() }))
-            .collect();
+        let pieces: Vec<Bytes> =
+            (0..3).map(|i| Bytes::from_owner(Pooled { buf: vec![i; 4096], spares: spares.clone() })).collect();
         assert!(spares.take().is_none(), "all in flight");
         let clone = pieces[0].clone();
         drop(pieces);
@@ -662,5 +661,4 @@ mod tests {
         let reused = spares.take().unwrap();
         assert!(reused.is_empty() && reused.capacity() >= 4096, "cleared, capacity kept");
     }
-
 }
