@@ -10,15 +10,19 @@
 //!   segments, written once at commit ([`BlobStore::compose`]).
 //! - `write-check-<nonce>`: the short-lived object of a readiness check.
 //!
-//! Every committed blob is exactly one object (`BlobLocation` with one segment): the upload's
-//! only segment when it had one (a monolithic push, or a chunked push whose bytes came in one
-//! request: never copied), else its `composed-` object. Composing happens when the digest is
-//! already verified and before the commit transaction, which records the one-object location;
-//! so no reader ever sees a blob stored as several objects, and the old segments are removed
-//! right after the commit ([`BlobStore::remove_strays`]). The copy streams through Cairn with
-//! bounded memory (the same multipart writer as an upload) and is not hashed again. Only an
-//! empty blob is no object at all; a blob committed by an older Cairn may still be several
-//! segments, which reads still serve in order (never redirected).
+//! On S3 every committed blob is exactly one object (`BlobLocation` with one segment): the
+//! upload's only segment when it had one (a monolithic push, or a chunked push whose bytes
+//! came in one request: never copied), else its `composed-` object. Composing happens when
+//! the digest is already verified and before the commit transaction, which records the
+//! one-object location; so no reader ever sees a blob stored as several objects, and the old
+//! segments are removed right after the commit ([`BlobStore::remove_strays`]). The copy
+//! streams through Cairn with bounded memory (the same multipart writer as an upload) and is
+//! not hashed again. On the filesystem a chunked upload of up to [`MAX_KEPT_SEGMENTS`]
+//! segments is committed as those segments, never copied (DESIGN §2 says one object per
+//! blob; on a local disk the copy doubled what a chunked push writes, and redirects do not
+//! apply; scrub, backup and copies read a blob's segments in order); more are composed. Only
+//! an empty blob is no object at all; reads serve several segments in order (never
+//! redirected).
 //!
 //! Everything of an upload lives under `uploads/<upload-id>/`: cancelling or expiring it,
 //! committing it as a duplicate, or GC deleting its blob removes that whole prefix, which the
@@ -78,6 +82,9 @@ pub struct S3Settings {
 const PART_SIZE: usize = 8 << 20;
 /// Parts in flight per segment write; bounds memory per upload to about `PART_SIZE * (1 + this)`.
 const PARTS_IN_FLIGHT: usize = 2;
+/// Segments a filesystem blob may be committed as without composing them
+/// ([`BlobStore::commit_location`]): a client sending many small chunks still gets one file.
+pub const MAX_KEPT_SEGMENTS: usize = 64;
 /// Bytes per read when streaming a blob out of a local file ([`file_chunks`]); two such
 /// pieces per pull are in memory at most.
 const READ_CHUNK: usize = 1 << 20;
@@ -291,6 +298,18 @@ impl BlobStore {
             })
             .try_flatten();
         Ok(first.chain(rest).boxed())
+    }
+
+    /// What a verified upload at `location` is committed as: on the filesystem, its segments
+    /// as they are when there are at most [`MAX_KEPT_SEGMENTS`] (copying them into one file
+    /// would write every byte to the disk a second time, and a local read opens a few files
+    /// as cheaply as one); otherwise, and always on S3 (one object to presign and one GET per
+    /// read), one object ([`BlobStore::compose`]). Errors as `compose`.
+    pub async fn commit_location(&self, location: &BlobLocation) -> Result<BlobLocation, object_store::Error> {
+        if self.local_root.is_some() && location.segments.len() <= MAX_KEPT_SEGMENTS {
+            return Ok(location.clone());
+        }
+        self.compose(location).await
     }
 
     /// Makes the blob at `location` one object: with two or more segments, streams them in

@@ -191,8 +191,10 @@ impl Registry {
             )));
         }
         let written = BlobLocation { upload: s.id.clone(), segments };
-        // One object per blob: copy several segments into one before the blob can be seen.
-        let location = self.unless_ended(repo, &s.id, self.blobs.compose(&written).await.map_err(Error::from)).await?;
+        // Several segments become one object (on S3, or past the filesystem's limit) before the
+        // blob can be seen.
+        let location =
+            self.unless_ended(repo, &s.id, self.blobs.commit_location(&written).await.map_err(Error::from)).await?;
         let record = BlobRecord { digest: digest.clone(), size, location };
         let mut tx = self.meta.begin(self.clock.now()).await?;
         let (outcome, owner) = tx.commit_upload(&s.id, s.len, &record).await?;

@@ -1,7 +1,9 @@
-//! One object per blob (the key layout in `src/blob/mod.rs`): an upload of several segments
-//! is composed into one `uploads/<id>/composed-<nonce>` object at commit and its segments
-//! removed; an upload whose bytes came in one request is not copied; a duplicate leaves only
-//! the first blob's object; GC of a composed blob leaves the store empty.
+//! What a chunked upload is committed as (the key layout in `src/blob/mod.rs`): on S3, an
+//! upload of several segments is composed into one `uploads/<id>/composed-<nonce>` object at
+//! commit and its segments removed; on the filesystem up to `MAX_KEPT_SEGMENTS` segments stay
+//! as they are (never copied) and more are composed; an upload whose bytes came in one
+//! request is never copied; a duplicate leaves only the first blob's objects; GC leaves the
+//! store empty. Each test runs on whichever backend the pass uses and expects its rule.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -13,6 +15,30 @@ use reqwest::StatusCode;
 use crate::helpers::*;
 
 const HOUR: Duration = Duration::from_secs(3600);
+
+/// Whether this pass's blob store is the filesystem (segments kept) rather than S3 (composed).
+fn keeps_segments() -> bool {
+    matches!(Backend::current(), Backend::SqliteFs)
+}
+
+/// Asserts that upload `id` is stored as `n` segments (`<seq>-<nonce>`, in order) on the
+/// filesystem, or as one composed object on S3; `stored` are the store's keys.
+fn assert_committed_as(stored: &[String], id: &str, n: usize) {
+    if keeps_segments() {
+        let mut seqs: Vec<usize> = stored
+            .iter()
+            .map(|k| {
+                let name = k.strip_prefix(&format!("uploads/{id}/")).unwrap_or_else(|| panic!("{k} outside {id}"));
+                name.split('-').next().unwrap().parse().unwrap_or_else(|_| panic!("{k} is not a segment"))
+            })
+            .collect();
+        seqs.sort();
+        assert_eq!(seqs, (0..n).collect::<Vec<_>>(), "the {n} segments, never copied: {stored:?}");
+    } else {
+        assert_eq!(stored.len(), 1, "one object for the blob, its segments removed: {stored:?}");
+        assert!(stored[0].starts_with(&format!("uploads/{id}/composed-")), "{stored:?}");
+    }
+}
 
 fn upload_id(loc: &str) -> String {
     loc.split('?').next().unwrap().trim_end_matches('/').rsplit('/').next().unwrap().to_string()
@@ -45,18 +71,17 @@ async fn pull(app: &TestApp, repo: &str, d: &str) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn a_blob_pushed_in_three_patches_is_one_object_and_gc_leaves_nothing() {
+async fn a_blob_pushed_in_three_patches_is_committed_by_the_backend_rule_and_gc_leaves_nothing() {
     let clock = Arc::new(ManualClock::new(SystemTime::now()));
     let app = spawn_with_clock(clock.clone(), |_| {}).await;
     let parts = [random_bytes(300_000), random_bytes(1), random_bytes(70_001)];
     let whole = parts.concat();
     let (d, id) = push_in_chunks(&app, "compose/a", &[&parts[0], &parts[1], &parts[2]], b"").await;
 
-    let stored = app.object_keys().await;
-    assert_eq!(stored.len(), 1, "one object for the blob, its three segments removed: {stored:?}");
-    assert!(stored[0].starts_with(&format!("uploads/{id}/composed-")), "{stored:?}");
-    let objects = app.objects().await;
-    assert!(objects[0].1 == whole, "the object holds the blob's bytes in order");
+    assert_committed_as(&app.object_keys().await, &id, 3);
+    let mut objects = app.objects().await;
+    objects.sort_by_key(|(k, _)| k.rsplit('/').next().unwrap().split('-').next().unwrap().parse::<usize>().ok());
+    assert!(objects.iter().flat_map(|(_, b)| b.clone()).collect::<Vec<u8>>() == whole, "the bytes in order");
 
     assert!(pull(&app, "compose/a", &d).await == whole, "served byte-identical");
     let r = app.http.get(app.url(&format!("/v2/compose/a/blobs/{d}"))).header("Range", "bytes=299990-300010").send();
@@ -67,7 +92,7 @@ async fn a_blob_pushed_in_three_patches_is_one_object_and_gc_leaves_nothing() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(header(&r, "content-length"), Some(whole.len().to_string()));
 
-    // Unlinked and collected after the grace: the composed object goes, nothing is left.
+    // Unlinked and collected after the grace: its objects go, nothing is left.
     let r = app.delete(&format!("/v2/compose/a/blobs/{d}")).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     clock.advance(HOUR + Duration::from_secs(60));
@@ -78,14 +103,25 @@ async fn a_blob_pushed_in_three_patches_is_one_object_and_gc_leaves_nothing() {
 }
 
 #[tokio::test]
-async fn patches_and_a_closing_chunk_compose_too() {
+async fn patches_and_a_closing_chunk_count_as_segments_too() {
     let app = spawn_app().await;
     let parts = [random_bytes(10_000), random_bytes(20_000), random_bytes(5)];
     let (d, id) = push_in_chunks(&app, "compose/b", &[&parts[0], &parts[1]], &parts[2]).await;
-    let stored = app.object_keys().await;
-    assert_eq!(stored.len(), 1, "{stored:?}");
-    assert!(stored[0].starts_with(&format!("uploads/{id}/composed-")), "{stored:?}");
+    assert_committed_as(&app.object_keys().await, &id, 3);
     assert!(pull(&app, "compose/b", &d).await == parts.concat());
+}
+
+#[tokio::test]
+async fn more_segments_than_the_filesystem_keeps_are_composed_on_every_backend() {
+    let app = spawn_app().await;
+    let n = cairn::blob::MAX_KEPT_SEGMENTS + 1;
+    let parts: Vec<Vec<u8>> = (0..n).map(|_| random_bytes(100)).collect();
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    let (d, id) = push_in_chunks(&app, "compose/many", &refs, b"").await;
+    let stored = app.object_keys().await;
+    assert_eq!(stored.len(), 1, "one object, the {n} segments removed: {stored:?}");
+    assert!(stored[0].starts_with(&format!("uploads/{id}/composed-")), "{stored:?}");
+    assert!(pull(&app, "compose/many", &d).await == parts.concat());
 }
 
 #[tokio::test]
@@ -111,10 +147,10 @@ async fn a_duplicate_chunked_push_leaves_only_the_first_object() {
     let parts = [random_bytes(30_000), random_bytes(30_000)];
     let (d, id) = push_in_chunks(&app, "compose/d", &[&parts[0], &parts[1]], b"").await;
     let first = app.object_keys().await;
-    assert_eq!(first.len(), 1, "{first:?}");
+    assert_committed_as(&first, &id, 2);
     let (again, id2) = push_in_chunks(&app, "compose/e", &[&parts[0], &parts[1]], b"").await;
     assert_eq!(again, d);
     assert_ne!(id2, id);
-    assert_eq!(app.object_keys().await, first, "the duplicate's segments and copy are removed");
+    assert_eq!(app.object_keys().await, first, "the duplicate's segments (and copy) are removed");
     assert!(pull(&app, "compose/e", &d).await == parts.concat());
 }
