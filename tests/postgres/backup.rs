@@ -195,17 +195,6 @@ async fn wait_for_a_checkpoint(http: &Client, srv: &Server) {
     }
 }
 
-/// One small image pushed under `tag` of `repo`: (manifest body, (digest, bytes) of its blobs).
-async fn push_small_image(http: &Client, srv: &Server, repo: &str, tag: &str) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
-    let config = format!(r#"{{"architecture":"amd64","os":"linux","tag":"{tag}"}}"#).into_bytes();
-    let layer = random_bytes(4000);
-    let c = push_blob(http, srv, repo, &config).await;
-    let l = push_blob(http, srv, repo, &layer).await;
-    let m = image_manifest((&c, config.len()), &[(&l, layer.len())]);
-    put_manifest(http, srv, repo, tag, &m).await;
-    (m, vec![(c, config), (l, layer)])
-}
-
 /// The restored registry `tgt` serves everything pushed before the backup byte-identical,
 /// with the source's tags; of the images pushed during it, each one it lists whole; not the
 /// one pushed after it.

@@ -63,17 +63,6 @@ async fn assert_any_manifest(http: &Client, srv: &Server, repo: &str, reference:
     assert!(r.bytes().await.unwrap()[..] == want[..], "manifest {repo}:{reference} bytes differ");
 }
 
-/// One small image pushed under `tag` of `repo`: (manifest body, blobs).
-async fn push_small_image(http: &Client, srv: &Server, repo: &str, tag: &str) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
-    let config = format!(r#"{{"architecture":"amd64","os":"linux","tag":"{tag}"}}"#).into_bytes();
-    let layer = random_bytes(4000);
-    let c = push_blob(http, srv, repo, &config).await;
-    let l = push_blob(http, srv, repo, &layer).await;
-    let m = image_manifest((&c, config.len()), &[(&l, layer.len())]);
-    put_manifest(http, srv, repo, tag, &m).await;
-    (m, vec![(c, config), (l, layer)])
-}
-
 #[tokio::test]
 async fn a_backup_taken_while_serving_and_pushing_restores_every_image_byte_identical() {
     let root = tempfile::tempdir().unwrap();

@@ -372,6 +372,17 @@ pub async fn put_manifest(http: &Client, srv: &Server, repo: &str, reference: &s
     d
 }
 
+/// One small image pushed under `tag` of `repo`: (manifest body, (digest, bytes) of its blobs).
+pub async fn push_small_image(http: &Client, srv: &Server, repo: &str, tag: &str) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
+    let config = format!(r#"{{"architecture":"amd64","os":"linux","tag":"{tag}"}}"#).into_bytes();
+    let layer = random_bytes(4000);
+    let c = push_blob(http, srv, repo, &config).await;
+    let l = push_blob(http, srv, repo, &layer).await;
+    let m = image_manifest((&c, config.len()), &[(&l, layer.len())]);
+    put_manifest(http, srv, repo, tag, &m).await;
+    (m, vec![(c, config), (l, layer)])
+}
+
 /// GETs a manifest by tag or digest, asserting 200 and the exact bytes.
 pub async fn assert_manifest(http: &Client, srv: &Server, repo: &str, reference: &str, want: &[u8]) {
     let r = http
