@@ -216,9 +216,12 @@ impl MetadataStore for PostgresStore {
 
     async fn repositories(&self, last: Option<&str>, n: u32) -> Result<Vec<String>, MetaError> {
         let rows = sqlx::query_scalar(
+            // repo_blobs first: its rows are narrow, so the links of a page of repositories
+            // sit on a few index pages, while manifests rows carry their bodies (measured by
+            // bench/scale: the catalog page cost 2.5-6x more the other way round).
             "SELECT name FROM repositories r WHERE name > $1
-               AND (EXISTS (SELECT 1 FROM manifests m WHERE m.repo = r.name)
-                 OR EXISTS (SELECT 1 FROM repo_blobs b WHERE b.repo = r.name))
+               AND (EXISTS (SELECT 1 FROM repo_blobs b WHERE b.repo = r.name)
+                 OR EXISTS (SELECT 1 FROM manifests m WHERE m.repo = r.name))
              ORDER BY name LIMIT $2",
         )
         .bind(last.unwrap_or(""))

@@ -51,6 +51,31 @@ pub struct Plan {
     pub summary: PlanSummary,
 }
 
+/// A retention plan being made one repository at a time ([`Registry::plan_walk`],
+/// [`Registry::next_repo_plan`]), so that nothing needs the plan of the whole registry at
+/// once: the plan of a million tags is hundreds of MiB (bench/scale), and `cairn retention
+/// plan` prints, and a scheduled apply deletes, repository by repository.
+pub struct PlanWalk {
+    /// The moment the plan is made for (RFC 3339 UTC), as [`Plan::time`].
+    pub time: String,
+    now: SystemTime,
+    repos: std::vec::IntoIter<RepoName>,
+    /// Repositories no policy matches, among those walked so far.
+    pub unmatched_repositories: Vec<String>,
+    /// Totals over the repository plans returned so far.
+    pub summary: PlanSummary,
+}
+
+/// Counts an apply's deletions and its outcome (what was deleted counts even when a later
+/// repository failed).
+fn record_apply(report: &ApplyReport, ok: bool) {
+    metrics::counter!(crate::metrics::RETENTION_DELETED, "kind" => "tag").increment(report.tags_deleted);
+    metrics::counter!(crate::metrics::RETENTION_DELETED, "kind" => "manifest").increment(report.manifests_deleted);
+    metrics::counter!(crate::metrics::RETENTION_FREED_BYTES).increment(report.bytes);
+    let outcome = if ok { "done" } else { "failed" };
+    metrics::counter!(crate::metrics::RETENTION_RUNS, "outcome" => outcome).increment(1);
+}
+
 /// What an apply did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ApplyReport {
@@ -242,26 +267,73 @@ impl Registry {
         (retention::plan(policy, repo.as_str(), &state, now), state)
     }
 
-    /// The plan for every repository `filter` (a glob) matches, as of the registry's clock.
-    pub async fn retention_plan(&self, filter: Option<&str>) -> Result<Plan, Error> {
+    /// Starts a plan made one repository at a time, as of the registry's clock: each
+    /// [`Registry::next_repo_plan`] plans the next repository `filter` (a glob) matches.
+    /// Errors: `Error::Unsupported` for a bad glob.
+    pub async fn plan_walk(&self, filter: Option<&str>) -> Result<PlanWalk, Error> {
         let now = self.clock.now();
-        let mut plan = Plan {
+        Ok(PlanWalk {
             time: crate::audit::chain::rfc3339_millis(crate::meta::millis(now)),
-            repositories: vec![],
+            now,
+            repos: self.repositories_matching(filter).await?.into_iter(),
             unmatched_repositories: vec![],
             summary: PlanSummary::default(),
-        };
-        for repo in self.repositories_matching(filter).await? {
+        })
+    }
+
+    /// The plan of the walk's next repository a policy matches (`None` when none is left);
+    /// repositories no policy matches are noted in the walk on the way.
+    pub async fn next_repo_plan(&self, walk: &mut PlanWalk) -> Result<Option<RepoPlan>, Error> {
+        for repo in walk.repos.by_ref() {
             let Some(policy) = self.retention.policy_for(&repo) else {
-                plan.unmatched_repositories.push(repo.to_string());
+                walk.unmatched_repositories.push(repo.to_string());
                 continue;
             };
             let snap = self.meta.retention_snapshot(&repo).await?;
-            let (p, _) = self.plan_repo(policy, &repo, &snap, now);
-            plan.summary.add(&p.summary);
-            plan.repositories.push(p);
+            let (p, _) = self.plan_repo(policy, &repo, &snap, walk.now);
+            walk.summary.add(&p.summary);
+            return Ok(Some(p));
         }
-        Ok(plan)
+        Ok(None)
+    }
+
+    /// The plan for every repository `filter` (a glob) matches, as of the registry's clock,
+    /// whole (for `GET /api/v1/retention/plan`; it grows with the registry, see [`PlanWalk`]).
+    pub async fn retention_plan(&self, filter: Option<&str>) -> Result<Plan, Error> {
+        let mut walk = self.plan_walk(filter).await?;
+        let mut repositories = vec![];
+        while let Some(p) = self.next_repo_plan(&mut walk).await? {
+            repositories.push(p);
+        }
+        Ok(Plan {
+            time: walk.time,
+            repositories,
+            unmatched_repositories: walk.unmatched_repositories,
+            summary: walk.summary,
+        })
+    }
+
+    /// Plans and applies one repository at a time, holding one repository's plan at once (a
+    /// scheduled apply and `cairn retention apply`, which do not show the plan): what
+    /// [`Registry::retention_apply`] does, in memory that does not grow with the registry.
+    pub async fn retention_apply_walk(
+        &self,
+        filter: Option<&str>,
+        actor: &Actor,
+        trigger: Trigger,
+        mut progress: impl FnMut(&ApplyReport),
+    ) -> Result<ApplyReport, Error> {
+        let mut walk = self.plan_walk(filter).await?;
+        let mut report = ApplyReport::default();
+        let result = async {
+            while let Some(p) = self.next_repo_plan(&mut walk).await? {
+                self.apply_planned_repo(&p, actor, trigger, &mut report, &mut progress).await?;
+            }
+            Ok(())
+        }
+        .await;
+        record_apply(&report, result.is_ok());
+        result.map(|()| report)
     }
 
     /// Plans, then carries out the plan's deletions (see the module docs); `progress` hears the
@@ -285,35 +357,34 @@ impl Registry {
         plan: &Plan,
         actor: &Actor,
         trigger: Trigger,
-        progress: impl FnMut(&ApplyReport),
+        mut progress: impl FnMut(&ApplyReport),
     ) -> Result<ApplyReport, Error> {
         let mut report = ApplyReport::default();
-        let result = self.apply_plan_into(plan, actor, trigger, progress, &mut report).await;
-        // What was deleted is counted even when a later repository failed.
-        metrics::counter!(crate::metrics::RETENTION_DELETED, "kind" => "tag").increment(report.tags_deleted);
-        metrics::counter!(crate::metrics::RETENTION_DELETED, "kind" => "manifest").increment(report.manifests_deleted);
-        metrics::counter!(crate::metrics::RETENTION_FREED_BYTES).increment(report.bytes);
-        let outcome = if result.is_ok() { "done" } else { "failed" };
-        metrics::counter!(crate::metrics::RETENTION_RUNS, "outcome" => outcome).increment(1);
+        let result = async {
+            for p in &plan.repositories {
+                self.apply_planned_repo(p, actor, trigger, &mut report, &mut progress).await?;
+            }
+            Ok(())
+        }
+        .await;
+        record_apply(&report, result.is_ok());
         result.map(|()| report)
     }
 
-    async fn apply_plan_into(
+    /// Carries out one repository's planned deletions, if it has any.
+    async fn apply_planned_repo(
         &self,
-        plan: &Plan,
+        p: &RepoPlan,
         actor: &Actor,
         trigger: Trigger,
-        mut progress: impl FnMut(&ApplyReport),
         report: &mut ApplyReport,
+        progress: &mut impl FnMut(&ApplyReport),
     ) -> Result<(), Error> {
-        for p in &plan.repositories {
-            if p.summary.tags_deleted == 0 && p.summary.manifests_deleted == 0 {
-                continue;
-            }
-            let repo = RepoName::parse(&p.repository).map_err(|e| Error::internal(anyhow::anyhow!("{e}")))?;
-            self.apply_repo(&repo, p, actor, trigger, report, &mut progress).await?;
+        if p.summary.tags_deleted == 0 && p.summary.manifests_deleted == 0 {
+            return Ok(());
         }
-        Ok(())
+        let repo = RepoName::parse(&p.repository).map_err(|e| Error::internal(anyhow::anyhow!("{e}")))?;
+        self.apply_repo(&repo, p, actor, trigger, report, progress).await
     }
 
     async fn apply_repo(
@@ -424,7 +495,7 @@ impl Registry {
     /// or any collector, holds it.
     pub async fn scheduled_retention(&self) -> Result<Option<ApplyReport>, Error> {
         let actor = Actor { name: "cairn".into(), address: None };
-        let run = async { Ok(self.retention_apply(None, &actor, Trigger::Schedule, |_| {}).await?.1) };
+        let run = self.retention_apply_walk(None, &actor, Trigger::Schedule, |_| {});
         self.with_maintenance_lock(run).await
     }
 

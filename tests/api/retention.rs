@@ -626,6 +626,21 @@ keep_pulled_within = "7d"
     let rest: Value = app.get("/api/v1/retention/plan?repository=apps/cli*").await.json().await.unwrap();
     assert_eq!(cli["repositories"], rest["repositories"], "the CLI and REST plans agree");
     assert_eq!(cli["summary"]["tags_deleted"], 2);
+    // The CLI writes its plan repository by repository as it is made; over every repository
+    // (one unmatched) it is still the REST plan, member for member.
+    let other = format!("other/thing{}", uniq());
+    app.push_image(&other, "v1").await;
+    let args = ["retention", "plan", "--json", "--config", arg(&cfg), "--data-dir", arg(&data)];
+    let (ok, out, err) = cairn_cli_async(&args, None).await;
+    assert!(ok, "{err}");
+    let cli: Value = serde_json::from_str(&out).unwrap();
+    let rest: Value = app.get("/api/v1/retention/plan").await.json().await.unwrap();
+    for member in ["repositories", "unmatched_repositories", "summary"] {
+        assert_eq!(cli[member], rest[member], "{member}");
+    }
+    let unmatched = cli["unmatched_repositories"].as_array().unwrap();
+    assert!(unmatched.iter().any(|r| r == other.as_str()), "{unmatched:?}");
+    assert!(cli["time"].is_string(), "{cli}");
 
     let (ok, out, _) =
         cairn_cli_async(&["retention", "plan", "--config", arg(&cfg), "--data-dir", arg(&data)], None).await;
