@@ -233,7 +233,7 @@ impl MetadataStore for PostgresStore {
 
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetaError> {
         let found: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM manifests WHERE repo = $1) OR EXISTS (SELECT 1 FROM repo_blobs WHERE repo = $1)",
+            "SELECT EXISTS (SELECT 1 FROM repo_blobs WHERE repo = $1) OR EXISTS (SELECT 1 FROM manifests WHERE repo = $1)",
         )
         .bind(repo.as_str())
         .fetch_one(&self.read)

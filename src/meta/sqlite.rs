@@ -252,8 +252,9 @@ impl MetadataStore for SqliteStore {
 
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetaError> {
         let found: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 WHERE EXISTS (SELECT 1 FROM manifests WHERE repo = ?1)
-                         OR EXISTS (SELECT 1 FROM repo_blobs WHERE repo = ?1)",
+            // repo_blobs first, as in `repositories`: its rows are narrow.
+            "SELECT 1 WHERE EXISTS (SELECT 1 FROM repo_blobs WHERE repo = ?1)
+                         OR EXISTS (SELECT 1 FROM manifests WHERE repo = ?1)",
         )
         .bind(repo.as_str())
         .fetch_optional(&self.read)

@@ -23,7 +23,10 @@
 //!   wall time and the command's peak RSS.
 //!
 //! Usage: cairn-scale --url URL --cairn BIN --config FILE [--pid PID] [--steps 10000,100000,1000000]
-//!        [--tags-per-repo 10] [--concurrency 64] [--secs 5]
+//!        [--tags-per-repo 10] [--concurrency 64] [--secs 5] [--seeded TAGS]
+//!
+//! `--seeded TAGS` measures a registry an earlier run already seeded to TAGS (give the same
+//! `--tags-per-repo`), for example the same data directory after a new build.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,6 +43,7 @@ struct Args {
     tags_per_repo: usize,
     concurrency: usize,
     secs: f64,
+    seeded: usize,
 }
 
 fn args() -> Args {
@@ -52,6 +56,7 @@ fn args() -> Args {
         tags_per_repo: 10,
         concurrency: 64,
         secs: 5.0,
+        seeded: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -72,10 +77,11 @@ fn args() -> Args {
             }
             "--concurrency" => a.concurrency = value().parse().unwrap_or_else(|_| die("--concurrency takes a number")),
             "--secs" => a.secs = value().parse().unwrap_or_else(|_| die("--secs takes seconds")),
+            "--seeded" => a.seeded = value().parse().unwrap_or_else(|_| die("--seeded takes a number of tags")),
             "-h" | "--help" => {
                 println!(
                     "cairn-scale --url URL --cairn BIN --config FILE [--pid PID] [--steps 10000,100000,1000000] \
-                     [--tags-per-repo 10] [--concurrency 64] [--secs 5]"
+                     [--tags-per-repo 10] [--concurrency 64] [--secs 5] [--seeded TAGS]"
                 );
                 std::process::exit(0);
             }
@@ -87,6 +93,9 @@ fn args() -> Args {
     }
     if a.steps.windows(2).any(|w| w[0] >= w[1]) || a.steps.is_empty() {
         die("--steps must be increasing");
+    }
+    if a.steps[0] < a.seeded {
+        die("--steps must not start below --seeded");
     }
     a
 }
@@ -330,7 +339,8 @@ async fn main() {
     });
 
     let mut rows = Vec::new();
-    let mut seeded = 0usize;
+    // `--seeded`: the registry already holds this many tags from an earlier run (same shape).
+    let mut seeded = a.seeded.div_ceil(per);
     for &step in &a.steps {
         let repos = step.div_ceil(per);
         let (c, s) = (client.clone(), seed.clone());
@@ -340,11 +350,13 @@ async fn main() {
         })
         .await;
         let pushed = (repos - seeded) * per / 2;
-        println!(
-            "seeded repositories {seeded}..{repos}: {pushed} manifest PUTs in {secs:.1} s ({:.0} /s, {:.0} tags/s)",
-            pushed as f64 / secs,
-            (pushed * 2) as f64 / secs
-        );
+        if pushed > 0 {
+            println!(
+                "seeded repositories {seeded}..{repos}: {pushed} manifest PUTs in {secs:.1} s ({:.0} /s, {:.0} tags/s)",
+                pushed as f64 / secs,
+                (pushed * 2) as f64 / secs
+            );
+        }
         seeded = repos;
         let tags = repos * per;
 
