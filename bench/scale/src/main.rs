@@ -360,6 +360,7 @@ async fn main() {
         seeded = repos;
         let tags = repos * per;
 
+        let counters = cache_counters(&client).await;
         let c = client.clone();
         let hot = load(a.concurrency, a.secs, move |r| {
             let c = c.clone();
@@ -367,6 +368,8 @@ async fn main() {
             async move { head(&c, i, t).await }
         })
         .await;
+        let hot_hits = hit_percent(counters, cache_counters(&client).await);
+        let counters = cache_counters(&client).await;
         let c = client.clone();
         let any = load(a.concurrency, a.secs, move |r| {
             let c = c.clone();
@@ -374,6 +377,7 @@ async fn main() {
             async move { head(&c, i, t).await }
         })
         .await;
+        let any_hits = hit_percent(counters, cache_counters(&client).await);
         let c = client.clone();
         let list = load(a.concurrency, a.secs, move |r| {
             let c = c.clone();
@@ -416,7 +420,7 @@ async fn main() {
             )),
             _ => None,
         };
-        let row = Row { tags, repos, hot, any, list, catalog, server, offline };
+        let row = Row { tags, repos, hot, any, hits: (hot_hits, any_hits), list, catalog, server, offline };
         println!("{}", row.markdown());
         rows.push(row);
     }
@@ -426,6 +430,20 @@ async fn main() {
     for r in &rows {
         println!("{}", r.markdown());
     }
+}
+
+/// The read cache's manifest hit and miss counters from `/metrics` (0, 0 if unavailable).
+async fn cache_counters(c: &Client) -> (f64, f64) {
+    let Ok(resp) = c.req(reqwest::Method::GET, "/metrics").send().await else { return (0.0, 0.0) };
+    let text = resp.text().await.unwrap_or_default();
+    let value = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok()).unwrap_or(0.0);
+    (value("cairn_cache_hits_total"), value("cairn_cache_misses_total"))
+}
+
+/// The share of manifest reads the read cache answered between two `cache_counters`, in %.
+fn hit_percent(before: (f64, f64), after: (f64, f64)) -> f64 {
+    let (h, m) = (after.0 - before.0, after.1 - before.1);
+    if h + m > 0.0 { 100.0 * h / (h + m) } else { f64::NAN }
 }
 
 async fn head(c: &Client, i: usize, t: usize) {
@@ -450,6 +468,8 @@ struct Row {
     repos: usize,
     hot: Load,
     any: Load,
+    /// The read cache's hit share during `hot` and `any`, in %.
+    hits: (f64, f64),
     list: Load,
     catalog: Load,
     server: Option<(f64, f64)>,
@@ -458,7 +478,7 @@ struct Row {
 
 impl Row {
     fn header() -> String {
-        "| tags | repos | HEAD hot /s (p99 ms) | HEAD any /s (p99 ms) | tags list /s (p99 ms) | catalog page /s (p99 ms) \
+        "| tags | repos | HEAD hot /s (p99 ms; cache hits) | HEAD any /s (p99 ms; cache hits) | tags list /s (p99 ms) | catalog page /s (p99 ms) \
          | server RSS / peak MiB | retention plan s (MiB) | gc s (MiB) | audit verify s (MiB) |\n\
          |---|---|---|---|---|---|---|---|---|---|"
             .to_string()
@@ -472,12 +492,13 @@ impl Row {
             Some((p, g, v)) => (off(p), off(g), off(v)),
             None => ("—".into(), "—".into(), "—".into()),
         };
+        let h = |x: &Load, hits: f64| format!("{:.0} ({}; {hits:.0}%)", x.0, ms(x.2));
         format!(
             "| {} | {} | {} | {} | {} | {} | {mem} | {plan} | {gc} | {verify} |",
             self.tags,
             self.repos,
-            l(&self.hot),
-            l(&self.any),
+            h(&self.hot, self.hits.0),
+            h(&self.any, self.hits.1),
             l(&self.list),
             l(&self.catalog)
         )
