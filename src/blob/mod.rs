@@ -31,7 +31,8 @@
 //! is live (listing one upload's own prefix to delete it is not deciding).
 //!
 //! Reads: each object is one ranged read (a ranged GET on S3; an opened file with a seek
-//! on the filesystem). Writes stream through `WriteMultipart` (a multipart upload on S3). An
+//! on the filesystem). Writes stream through `WriteMultipart` (a multipart upload on S3,
+//! except a segment smaller than one part, which is one PUT). An
 //! S3 store with redirect on ([`BlobStore::with_redirect`]) also hands out presigned GET URLs
 //! of a blob's object ([`BlobStore::redirect_url`]), so pulls bypass Cairn.
 //!
@@ -230,6 +231,12 @@ impl BlobStore {
         let name = format!("{seq}-{}", nonce());
         let key = segment_key(upload, &name);
         let mut out: Option<WriteMultipart> = None;
+        // On S3 the first part's worth is held back: a segment that ends within it is one
+        // PUT instead of create + part + complete (three requests; a small blob's whole
+        // cost against a slow store). The filesystem starts its (fsynced) file at once.
+        let mut held: Vec<Bytes> = Vec::new();
+        let mut held_len = 0usize;
+        let hold = self.local_root.is_none();
         let mut n = 0u64;
         while let Some(frame) = body.next().await {
             let bytes = match frame {
@@ -246,10 +253,20 @@ impl BlobStore {
             }
             observe(&bytes);
             n += bytes.len() as u64;
+            if out.is_none() && hold && held_len + bytes.len() < PART_SIZE {
+                held_len += bytes.len();
+                held.push(bytes);
+                continue;
+            }
             let w = match &mut out {
                 Some(w) => w,
                 None => {
-                    out.insert(WriteMultipart::new_with_chunk_size(self.store.put_multipart(&key).await?, PART_SIZE))
+                    let w = out
+                        .insert(WriteMultipart::new_with_chunk_size(self.store.put_multipart(&key).await?, PART_SIZE));
+                    for b in held.drain(..) {
+                        w.put(b);
+                    }
+                    w
                 }
             };
             if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
@@ -265,7 +282,11 @@ impl BlobStore {
                 w.finish().await?;
                 Ok(Some(Segment { name, len: n }))
             }
-            None => Ok(None),
+            None if held.is_empty() => Ok(None),
+            None => {
+                self.store.put(&key, object_store::PutPayload::from_iter(held)).await?;
+                Ok(Some(Segment { name, len: n }))
+            }
         }
     }
 

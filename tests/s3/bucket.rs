@@ -35,6 +35,12 @@ impl TempBucket {
 
     /// Every key in the bucket, sorted.
     pub async fn keys(&self) -> Vec<String> {
+        self.objects().await.into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// Every key in the bucket with its ETag, sorted by key. A multipart upload's ETag ends in
+    /// `-<parts>`; a single PUT's is the plain MD5.
+    pub async fn objects(&self) -> Vec<(String, Option<String>)> {
         let s = &self.settings;
         let (id, secret) = s.keys.clone().unwrap();
         let store: Arc<dyn ObjectStore> = Arc::new(
@@ -49,8 +55,9 @@ impl TempBucket {
                 .build()
                 .unwrap(),
         );
-        let mut keys: Vec<String> = store.list(None).map_ok(|m| m.location.to_string()).try_collect().await.unwrap();
-        keys.sort();
-        keys
+        let mut objects: Vec<(String, Option<String>)> =
+            store.list(None).map_ok(|m| (m.location.to_string(), m.e_tag)).try_collect().await.unwrap();
+        objects.sort();
+        objects
     }
 }
