@@ -29,7 +29,6 @@
 //! `--tags-per-repo`), for example the same data directory after a new build.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
@@ -105,17 +104,13 @@ fn die(msg: &str) -> ! {
     std::process::exit(2)
 }
 
-fn digest(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(b)))
-}
+#[path = "../../common/mod.rs"]
+mod common;
+use common::{Client, digest, run_each};
 
 /// `VmRSS` and `VmHWM` of `pid` in MiB.
 fn memory(pid: Option<u32>) -> Option<(f64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
-    let field = |name: &str| {
-        status.lines().find_map(|l| l.strip_prefix(name)?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
-    };
-    Some((field("VmRSS:")? as f64 / 1024.0, field("VmHWM:")? as f64 / 1024.0))
+    common::memory_kib(pid).map(|(rss, hwm)| (rss as f64 / 1024.0, hwm as f64 / 1024.0))
 }
 
 /// A small deterministic generator (xorshift64*), so the bench needs no `rand`.
@@ -163,28 +158,13 @@ impl Seed {
     }
 }
 
-struct Client {
-    http: reqwest::Client,
-    url: String,
+/// Seeding calls on the shared client.
+trait Seeding {
+    async fn mount(&self, repo: &str, digest: &str, from: &str);
+    async fn seed_repo(&self, seed: &Seed, i: usize, tags_per_repo: usize);
 }
 
-impl Client {
-    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.url))
-    }
-
-    async fn push_blob(&self, repo: &str, body: &[u8]) -> String {
-        let d = digest(body);
-        let r = self.req(reqwest::Method::POST, &format!("/v2/{repo}/blobs/uploads/")).send().await.expect("POST");
-        assert_eq!(r.status(), 202, "POST upload: {}", r.status());
-        let loc = r.headers()["location"].to_str().unwrap().to_string();
-        let sep = if loc.contains('?') { '&' } else { '?' };
-        let loc = if loc.starts_with('/') { format!("{}{loc}", self.url) } else { loc };
-        let r = self.http.put(format!("{loc}{sep}digest={d}")).body(body.to_vec()).send().await.expect("PUT");
-        assert_eq!(r.status(), 201, "PUT upload: {}", r.status());
-        d
-    }
-
+impl Seeding for Client {
     async fn mount(&self, repo: &str, digest: &str, from: &str) {
         let r = self
             .req(reqwest::Method::POST, &format!("/v2/{repo}/blobs/uploads/?mount={digest}&from={from}"))
@@ -216,34 +196,6 @@ impl Client {
             assert_eq!(got, Some(want.as_str()), "PUT {repo}:v1.{k}");
         }
     }
-}
-
-/// Runs `work(i)` for i in `from..to` on `c` tasks; returns the seconds it took.
-async fn run_each<F, Fut>(from: usize, to: usize, c: usize, work: F) -> f64
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let next = Arc::new(AtomicUsize::new(from));
-    let work = Arc::new(work);
-    let start = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..c {
-        let (next, work) = (next.clone(), work.clone());
-        tasks.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= to {
-                    return;
-                }
-                work(i).await;
-            }
-        });
-    }
-    while let Some(r) = tasks.join_next().await {
-        r.expect("a worker panicked");
-    }
-    start.elapsed().as_secs_f64()
 }
 
 /// A closed-loop load: `c` connections each send `request(rng)` and check its answer, for
@@ -322,7 +274,7 @@ fn ms(x: f64) -> String {
 async fn main() {
     let a = args();
     let http = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency).build().unwrap();
-    let client = Arc::new(Client { http, url: a.url.clone() });
+    let client = Arc::new(Client { http, url: a.url.clone(), auth: None });
     let per = a.tags_per_repo;
     println!(
         "scale: {} at steps {:?} tags, {per} tags per repository, {} connections, {} s per read load",

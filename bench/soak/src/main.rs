@@ -7,10 +7,6 @@
 //!        [--repo soak/app] [--concurrency 32] [--user NAME --password SECRET]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
-
-use sha2::{Digest as _, Sha256};
 
 struct Args {
     url: String,
@@ -61,17 +57,13 @@ fn die(msg: &str) -> ! {
     std::process::exit(2)
 }
 
-fn digest(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(b)))
-}
+#[path = "../../common/mod.rs"]
+mod common;
+use common::{Client, digest, run_each};
 
 /// `VmRSS` and `VmHWM` of `pid` in KiB.
 fn memory(pid: Option<u32>) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
-    let field = |name: &str| {
-        status.lines().find_map(|l| l.strip_prefix(name)?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    common::memory_kib(pid)
 }
 
 fn show_memory(when: &str, pid: Option<u32>) {
@@ -83,67 +75,6 @@ fn show_memory(when: &str, pid: Option<u32>) {
         ),
         None => println!("{when}: server memory unknown (give --pid of a local server)"),
     }
-}
-
-struct Client {
-    http: reqwest::Client,
-    url: String,
-    auth: Option<(String, String)>,
-}
-
-impl Client {
-    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let r = self.http.request(method, format!("{}{path}", self.url));
-        match &self.auth {
-            Some((u, p)) => r.basic_auth(u, Some(p)),
-            None => r,
-        }
-    }
-
-    async fn push_blob(&self, repo: &str, body: &[u8]) -> String {
-        let d = digest(body);
-        let r =
-            self.req(reqwest::Method::POST, &format!("/v2/{repo}/blobs/uploads/")).send().await.expect("POST upload");
-        assert_eq!(r.status(), 202, "POST upload: {}", r.status());
-        let loc = r.headers()["location"].to_str().unwrap().to_string();
-        let sep = if loc.contains('?') { '&' } else { '?' };
-        let loc = if loc.starts_with('/') { format!("{}{loc}", self.url) } else { loc };
-        let mut put = self.http.put(format!("{loc}{sep}digest={d}")).body(body.to_vec());
-        if let Some((u, p)) = &self.auth {
-            put = put.basic_auth(u, Some(p));
-        }
-        let r = put.send().await.expect("PUT upload");
-        assert_eq!(r.status(), 201, "PUT upload: {}", r.status());
-        d
-    }
-}
-
-/// Runs `work(i)` for i in 0..n on `c` tasks; returns the seconds it took.
-async fn run<F, Fut>(n: usize, c: usize, work: F) -> f64
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let next = Arc::new(AtomicUsize::new(0));
-    let work = Arc::new(work);
-    let start = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..c {
-        let (next, work) = (next.clone(), work.clone());
-        tasks.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    return;
-                }
-                work(i).await;
-            }
-        });
-    }
-    while let Some(r) = tasks.join_next().await {
-        r.expect("a worker panicked");
-    }
-    start.elapsed().as_secs_f64()
 }
 
 #[tokio::main]
@@ -165,7 +96,7 @@ async fn main() {
     let body = Arc::new(manifest.into_bytes());
 
     let (c, r, b) = (client.clone(), repo.clone(), body.clone());
-    let secs = run(a.tags, a.concurrency, move |i| {
+    let secs = run_each(0, a.tags, a.concurrency, move |i| {
         let (c, r, b) = (c.clone(), r.clone(), b.clone());
         async move {
             let resp = c
@@ -184,7 +115,7 @@ async fn main() {
 
     for round in 1..=2 {
         let (c, r, want) = (client.clone(), repo.clone(), manifest_digest.clone());
-        let secs = run(a.tags, a.concurrency, move |i| {
+        let secs = run_each(0, a.tags, a.concurrency, move |i| {
             let (c, r, want) = (c.clone(), r.clone(), want.clone());
             async move {
                 let resp =
