@@ -28,6 +28,8 @@ pub struct AppState {
     pub audit_key: Arc<CheckpointKey>,
     /// The address `serve` listens on (the configured one may say port 0).
     pub bound: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
+    /// `[rate_limit]`: the client and user buckets, one set per server (`api/rate_limit.rs`).
+    pub rate_limits: Arc<crate::api::rate_limit::RateLimits>,
 }
 
 impl AppState {
@@ -86,6 +88,7 @@ impl AppState {
         let names: Vec<&str> = config.signatures.keys.iter().map(|k| k.name.as_str()).collect();
         let gates = crate::policy::gates::Gates::new(&config.signatures.gates, &names)
             .map_err(|errs| anyhow::anyhow!("invalid signature gates: {}", errs.join("; ")))?;
+        let rate_limits = crate::api::rate_limit::RateLimits::new(&config.rate_limit, clock.clone());
         let mut registry = Registry::new(meta.clone(), blobs, Arc::new(policy), clock)
             .with_gc_grace(config.gc.grace)
             .with_read_cache_budget(config.server.cache_size.bytes())
@@ -96,7 +99,7 @@ impl AppState {
         let audit_key = crate::keys::load(&config, meta.as_ref(), crate::keys::KeyKind::Audit).await?;
         let audit_key =
             Arc::new(CheckpointKey::from_pkcs8(&audit_key).map_err(|e| anyhow::anyhow!("the audit signing key: {e}"))?);
-        Ok(AppState { registry, auth, meta, config: Arc::new(config), audit_key, bound: Arc::default() })
+        Ok(AppState { registry, auth, meta, config: Arc::new(config), audit_key, bound: Arc::default(), rate_limits })
     }
 }
 

@@ -51,7 +51,9 @@ pub async fn identify(state: &AppState, headers: &HeaderMap, addr: IpAddr) -> Re
     let creds = credentials(headers)?;
     let who = state.auth.authenticate(&creds, Some(addr)).await.map_err(|e| auth_error(state, headers, e, None))?;
     if !who.subject.is_anonymous() {
-        super::rate_limit::charge_user(&who.subject.name, addr)
+        state
+            .rate_limits
+            .charge_user(&who.subject.name, addr)
             .map_err(|retry_after| Error::TooManyRequests { retry_after, why: Throttled::UserRate })?;
     }
     Ok(who)

@@ -4,7 +4,7 @@
 mod access;
 mod health;
 mod metrics;
-mod rate_limit;
+pub mod rate_limit;
 mod rest;
 mod route;
 mod token;
@@ -47,7 +47,7 @@ pub fn router(state: AppState) -> Router {
         None => root.route("/metrics", get(metrics::metrics)),
         Some(_) => root,
     };
-    let limits = rate_limit::RateLimits::new(&state.config.rate_limit, state.registry.clock().clone());
+    let limits = state.rate_limits.clone();
     root.route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/token", get(token::get_token).post(token::post_token))

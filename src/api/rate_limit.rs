@@ -8,12 +8,12 @@
 //!   /64, so a client cannot rotate addresses within it to escape), charged by the
 //!   middleware [`limit`] before any other work.
 //! - Per user: the verified subject (a user or robot whose password, secret or Cairn-signed
-//!   token checked out), charged by `access::identify` through [`charge_user`] right after
+//!   token checked out), charged by `access::identify` through [`RateLimits::charge_user`] right after
 //!   authentication, so a name taken from unverified credentials never spends anyone's
 //!   budget, and the budget follows the user across addresses. Anonymous requests are
-//!   limited per client only. The middleware hands the limits to `charge_user` in a
-//!   task-local (the handlers' `AppState` does not hold them), so `identify` charges users
-//!   only inside [`limit`], which wraps every `/v2` and `/api/v1` request.
+//!   limited per client only. One [`RateLimits`] per server, held in `AppState`
+//!   (`rate_limits`): the middleware and `identify` (which only `/v2` and `/api/v1` call)
+//!   charge the same buckets.
 //! - Loopback clients (127.0.0.0/8, ::1) are exempt from both unless
 //!   `exempt_loopback = false`. With `per_client = 0`, `false` limits each user behind a
 //!   proxy on the same machine without limiting the proxy.
@@ -167,8 +167,21 @@ impl RateLimits {
         limiter.check_key(&network(addr.to_canonical())).map_err(|not_until| wait_secs(limiter, not_until))
     }
 
+    /// Charges one request to `subject`, an identity whose credentials were verified (never a
+    /// name read from credentials that were not), asking from `addr`: [`RateLimits::check_user`],
+    /// with a refusal counted (`cairn_rate_limited_total{by="user"}`) and logged.
+    pub fn charge_user(&self, subject: &str, addr: IpAddr) -> Result<(), u64> {
+        let verdict = self.check_user(subject, addr);
+        if let Err(retry_after) = verdict {
+            metrics::counter!(crate::metrics::RATE_LIMITED, "by" => "user").increment(1);
+            tracing::warn!(user = %subject, client = %addr, retry_after, "request refused: user over the request rate limit");
+        }
+        verdict
+    }
+
     /// `Err(seconds to wait)` when the verified subject named `subject`, asking from
-    /// `addr`, is over its limit; counts the request otherwise.
+    /// `addr`, is over its limit; counts the request otherwise. Always `Ok` with the
+    /// per-user limit off or for an exempt (loopback) address.
     pub fn check_user(&self, subject: &str, addr: IpAddr) -> Result<(), u64> {
         let Some(limiter) = &self.per_user else { return Ok(()) };
         if self.exempt(addr) {
@@ -177,25 +190,6 @@ impl RateLimits {
         let key: UserKey = Sha256::digest(subject.as_bytes()).into();
         limiter.check_key(&key).map_err(|not_until| wait_secs(limiter, not_until))
     }
-}
-
-tokio::task_local! {
-    /// The limits of the server whose middleware [`limit`] runs the current request (set
-    /// only while `per_user` is on), for [`charge_user`].
-    static LIMITS: Arc<RateLimits>;
-}
-
-/// Charges one request to `subject`, an identity whose credentials were verified (never a
-/// name read from credentials that were not), asking from `addr`. `Err(seconds to wait)`
-/// when it is over its limit (counted and logged here). Outside [`limit`], or with the
-/// per-user limit off, charges nothing.
-pub fn charge_user(subject: &str, addr: IpAddr) -> Result<(), u64> {
-    let verdict = LIMITS.try_with(|limits| limits.check_user(subject, addr)).unwrap_or(Ok(()));
-    if let Err(retry_after) = verdict {
-        metrics::counter!(crate::metrics::RATE_LIMITED, "by" => "user").increment(1);
-        tracing::warn!(user = %subject, client = %addr, retry_after, "request refused: user over the request rate limit");
-    }
-    verdict
 }
 
 /// IPv4 addresses as they are; IPv6 by /64.
@@ -224,8 +218,7 @@ enum Api {
     Rest,
 }
 
-/// The middleware: answers 429 to a client over its limit; otherwise runs the request,
-/// with the limits at hand for [`charge_user`] when the per-user limit is on.
+/// The middleware: answers 429 to a client over its limit; otherwise runs the request.
 pub async fn limit(State(limits): State<Arc<RateLimits>>, req: Request, next: Next) -> Response {
     if limits.per_client.is_none() && limits.per_user.is_none() {
         return next.run(req).await;
@@ -239,10 +232,7 @@ pub async fn limit(State(limits): State<Arc<RateLimits>>, req: Request, next: Ne
         tracing::warn!(client = %addr, retry_after, "request refused: over the request rate limit");
         return too_many(api, retry_after);
     }
-    if limits.per_user.is_none() {
-        return next.run(req).await;
-    }
-    LIMITS.scope(limits, next.run(req)).await
+    next.run(req).await
 }
 
 /// 429 with `Retry-After`, in the format of `api`.
@@ -325,18 +315,6 @@ mod tests {
         let (l, _clock) = user_limits(1.0, 1, false);
         assert_eq!(l.check_user("alice", "127.0.0.1".parse().unwrap()), Ok(()));
         assert!(l.check_user("alice", "127.0.0.2".parse().unwrap()).is_err(), "limited when not exempt");
-    }
-
-    #[tokio::test]
-    async fn charge_user_charges_only_inside_the_middleware() {
-        let (l, _clock) = user_limits(1.0, 1, false);
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        for _ in 0..3 {
-            assert_eq!(charge_user("alice", a), Ok(()), "no limits in scope: nothing to charge");
-        }
-        let inside = LIMITS.scope(l.clone(), async { (charge_user("alice", a), charge_user("alice", a)) }).await;
-        assert_eq!(inside, (Ok(()), Err(1)));
-        assert!(l.check_user("alice", a).is_err(), "the scope charged the server's own buckets");
     }
 
     #[test]
