@@ -236,6 +236,22 @@ async fn references_are_checked_and_rows_restrict_deletes(s: &dyn MetadataStore)
     tx.rollback().await.unwrap();
     assert!(s.blob(&r, &d(1)).await.unwrap().is_some());
     assert!(s.manifest(&r, &Reference::Digest(m.digest.clone())).await.unwrap().is_some());
+
+    // A blob or child the repository lacks is refused by the schema (the service relies on
+    // it instead of looking first); rolled back, nothing of the manifest is left.
+    let (no_blob, no_child) = (manifest("lacks a blob"), manifest("lacks a child"));
+    let mut tx = s.begin(SystemTime::now()).await.unwrap();
+    let refused = tx.insert_manifest(&r, &no_blob, &[d(1), d(9)], &[]).await;
+    assert!(matches!(refused, Err(MetaError::NotFound(_))), "a missing blob: {refused:?}");
+    tx.rollback().await.unwrap();
+    let mut tx = s.begin(SystemTime::now()).await.unwrap();
+    let refused = tx.insert_manifest(&r, &no_child, &[], &[m.digest.clone(), d(9)]).await;
+    assert!(matches!(refused, Err(MetaError::NotFound(_))), "a missing child: {refused:?}");
+    tx.rollback().await.unwrap();
+    for gone in [&no_blob, &no_child] {
+        assert!(s.manifest(&r, &Reference::Digest(gone.digest.clone())).await.unwrap().is_none());
+    }
+    assert_eq!(s.parents(&r, &m.digest, 16).await.unwrap(), std::slice::from_ref(&index.digest), "no stray child row");
 }
 
 async fn a_rolled_back_transaction_leaves_nothing(s: &dyn MetadataStore) {

@@ -459,7 +459,9 @@ pub trait MetaTx: Send {
         digests: &[Digest],
     ) -> Result<Option<Digest>, MetaError>;
     /// Stores a manifest with its references (blobs it uses, children it lists); false when it
-    /// was already stored (nothing changes then).
+    /// was already stored (nothing changes then). A blob or child `repo` does not have is
+    /// refused by the references' foreign keys: `NotFound`, and the caller rolls back
+    /// (`first_missing` then says which one).
     async fn insert_manifest(
         &mut self,
         repo: &RepoName,

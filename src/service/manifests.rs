@@ -12,7 +12,7 @@ use serde_json::json;
 use super::Registry;
 use crate::audit::{EventKind, NewEvent};
 use crate::error::Error;
-use crate::meta::{Actor, ManifestRecord, RefKind};
+use crate::meta::{Actor, ManifestRecord, MetaError, RefKind};
 use crate::oci::{Algorithm, Digest, ParsedManifest, Reference, RepoName, Tag};
 use crate::policy::Mode;
 use crate::policy::writes::{self, Precondition, Refusal, TagWrite};
@@ -112,14 +112,9 @@ impl Registry {
         if self.push_gated(put.repo, &tags, &record) {
             // A manifest that lacks a blob is that error (400), not a gate's refusal. Only a
             // gated PUT pays for this read-only transaction.
-            let mut tx = self.meta.begin(self.clock.now()).await?;
-            for (kind, list) in [(RefKind::Blob, &parsed.blobs), (RefKind::Child, &parsed.manifests)] {
-                if let Some(missing) = tx.first_missing(put.repo, kind, list).await? {
-                    tx.rollback().await?;
-                    return Err(Error::ManifestBlobUnknown(missing));
-                }
+            if let Some(missing) = self.missing_reference(put.repo, &parsed).await? {
+                return Err(Error::ManifestBlobUnknown(missing));
             }
-            tx.rollback().await?;
             self.check_push_gates(put.repo, &tags, &record, &put.actor).await?;
         }
         // A conflict with a concurrent writer (another node inserting the same row) rolled
@@ -145,17 +140,26 @@ impl Registry {
         let digest = &record.digest;
         let (repo, actor) = (put.repo, &put.actor);
         let mut tx = self.meta.begin(self.clock.now()).await?;
-        for (kind, list) in [(RefKind::Blob, &parsed.blobs), (RefKind::Child, &parsed.manifests)] {
-            if let Some(missing) = tx.first_missing(repo, kind, list).await? {
-                tx.rollback().await?;
-                return Err(Error::ManifestBlobUnknown(missing));
-            }
-        }
         let mut events = Vec::new();
         if tx.ensure_repository(repo).await? {
             events.push(event(EventKind::RepositoryCreate, actor, repo));
         }
-        if tx.insert_manifest(repo, record, &parsed.blobs, &parsed.manifests).await? {
+        // The schema refuses a reference the repository lacks; only then is it looked up, so
+        // a good PUT spends no statement on it (on SQLite every statement of a write is on
+        // the one write connection's serial path).
+        let inserted = match tx.insert_manifest(repo, record, &parsed.blobs, &parsed.manifests).await {
+            Ok(inserted) => inserted,
+            Err(MetaError::NotFound(why)) => {
+                tx.rollback().await?;
+                return Err(match self.missing_reference(repo, parsed).await? {
+                    Some(missing) => Error::ManifestBlobUnknown(missing),
+                    // A concurrent push linked it since: the retry loop goes again.
+                    None => MetaError::Conflict(why).into(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if inserted {
             events.push(event(EventKind::ManifestPut, actor, repo).digest(digest.as_str()).detail(json!({
                 "media_type": record.media_type,
                 "size": record.body.len(),
@@ -193,6 +197,20 @@ impl Registry {
         tx.commit().await?;
         self.invalidate(repo);
         Ok(())
+    }
+
+    /// The first blob, then child manifest, that `parsed` names and `repo` does not have, read
+    /// in a transaction that changes nothing.
+    async fn missing_reference(&self, repo: &RepoName, parsed: &ParsedManifest) -> Result<Option<Digest>, Error> {
+        let mut tx = self.meta.begin(self.clock.now()).await?;
+        for (kind, list) in [(RefKind::Blob, &parsed.blobs), (RefKind::Child, &parsed.manifests)] {
+            if let Some(missing) = tx.first_missing(repo, kind, list).await? {
+                tx.rollback().await?;
+                return Ok(Some(missing));
+            }
+        }
+        tx.rollback().await?;
+        Ok(None)
     }
 
     /// end-3: a manifest by tag or digest.

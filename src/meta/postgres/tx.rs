@@ -183,9 +183,15 @@ impl MetaTx for PgTx {
         .bind(digest_array(blobs))
         .bind(digest_array(children))
         .fetch_one(&mut *self.tx)
-        .await?
-        .try_get::<i64, _>(0)?;
-        Ok(inserted == 1)
+        .await;
+        match inserted {
+            Ok(row) => Ok(row.try_get::<i64, _>(0)? == 1),
+            Err(e) if is_foreign_key_violation(&e) => Err(MetaError::NotFound(format!(
+                "a blob or manifest that manifest {} of {repo} references is not in the repository",
+                r.digest
+            ))),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn manifest_exists(&mut self, repo: &RepoName, d: &Digest) -> Result<bool, MetaError> {

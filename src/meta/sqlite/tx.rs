@@ -159,12 +159,23 @@ impl MetaTx for SqliteTx {
         children: &[Digest],
     ) -> Result<bool, MetaError> {
         let annotations = r.annotations.as_ref().map(|a| serde_json::to_string(a).unwrap_or_default());
-        let inserted = sqlx::query(
+        // The manifest and its references in one round trip to the write connection (the
+        // serial path every write shares). The reference inserts run whether or not the
+        // manifest was new: for a manifest already stored they find their rows and change
+        // nothing. Their foreign keys refuse a blob or child the repository lacks. (Parameters
+        // are numbered: sqlx binds `?N` to the N-th value in every statement of the batch.)
+        let rows = sqlx::query(
             "INSERT INTO manifests (repo, digest, media_type, size, body, artifact_type, subject, annotations, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+             VALUES (?1, ?2, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING RETURNING 1;
+             INSERT INTO manifest_blobs (repo, manifest, blob)
+             SELECT ?1, ?2, value FROM json_each(?3) WHERE true ON CONFLICT DO NOTHING;
+             INSERT INTO manifest_children (repo, manifest, child)
+             SELECT ?1, ?2, value FROM json_each(?4) WHERE true ON CONFLICT DO NOTHING",
         )
         .bind(repo.as_str())
         .bind(r.digest.as_str())
+        .bind(digest_list(blobs))
+        .bind(digest_list(children))
         .bind(&r.media_type)
         .bind(r.body.len() as i64)
         .bind(r.body.as_ref())
@@ -172,28 +183,16 @@ impl MetaTx for SqliteTx {
         .bind(r.subject.as_ref().map(Digest::as_str))
         .bind(annotations)
         .bind(self.now)
-        .execute(&mut *self.tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            return Ok(false);
+        .fetch_all(&mut *self.tx)
+        .await;
+        match rows {
+            Ok(rows) => Ok(!rows.is_empty()),
+            Err(e) if is_foreign_key_violation(&e) => Err(MetaError::NotFound(format!(
+                "a blob or manifest that manifest {} of {repo} references is not in the repository",
+                r.digest
+            ))),
+            Err(e) => Err(e.into()),
         }
-        let inserts = [
-            (blobs, "INSERT INTO manifest_blobs (repo, manifest, blob) SELECT ?1, ?2, value FROM json_each(?3)"),
-            (children, "INSERT INTO manifest_children (repo, manifest, child) SELECT ?1, ?2, value FROM json_each(?3)"),
-        ];
-        for (list, sql) in inserts {
-            if list.is_empty() {
-                continue;
-            }
-            sqlx::query(sql)
-                .bind(repo.as_str())
-                .bind(r.digest.as_str())
-                .bind(digest_list(list))
-                .execute(&mut *self.tx)
-                .await?;
-        }
-        Ok(true)
     }
 
     async fn manifest_exists(&mut self, repo: &RepoName, d: &Digest) -> Result<bool, MetaError> {
