@@ -27,6 +27,8 @@ where
     let (s, _keep) = fresh().await;
     an_empty_body_writes_nothing_and_a_failed_body_is_an_error(&s).await;
     let (s, _keep) = fresh().await;
+    a_large_segment_is_exact_and_a_failed_one_leaves_no_file(&s).await;
+    let (s, _keep) = fresh().await;
     a_missing_object_is_not_found(&s).await;
     let (s, _keep) = fresh().await;
     delete_upload_removes_its_segments_only(&s).await;
@@ -90,6 +92,47 @@ pub async fn an_empty_body_writes_nothing_and_a_failed_body_is_an_error(s: &Blob
         Err(WriteError::Body(m)) => assert!(m.contains("client went away"), "{m}"),
         other => panic!("expected a body error, got {:?}", other.map(|o| o.map(|seg| seg.name))),
     }
+}
+
+/// The names under an upload: files in its directory on the filesystem (object_store's and
+/// direct writes' staged files included), objects on S3.
+async fn names_under(s: &BlobStore, upload: &str) -> Vec<String> {
+    match s.upload_dir(upload) {
+        Some(dir) => match std::fs::read_dir(&dir) {
+            Ok(entries) => {
+                entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+            }
+            Err(_) => Vec::new(),
+        },
+        None => {
+            let prefix = object_store::path::Path::from(format!("uploads/{upload}"));
+            let metas: Vec<_> = s.store.list(Some(&prefix)).try_collect().await.unwrap();
+            metas.into_iter().map(|m| m.location.to_string()).collect()
+        }
+    }
+}
+
+/// A segment of several megabytes (written with O_DIRECT on a local disk) is exactly its
+/// bytes, its file exactly its length (the padded last block cut off), with nothing staged
+/// left beside it; one whose body fails after megabytes leaves no file at all.
+pub async fn a_large_segment_is_exact_and_a_failed_one_leaves_no_file(s: &BlobStore) {
+    let bytes = pattern(2 * PART_SIZE + 777, 5);
+    let seg = write(s, "up-large", 0, &bytes).await;
+    let location = BlobLocation { upload: "up-large".into(), segments: vec![seg.clone()] };
+    assert_eq!(read(s, &location, 0..bytes.len() as u64).await, bytes);
+    assert_eq!(names_under(s, "up-large").await.len(), 1, "only the segment: {:?}", names_under(s, "up-large").await);
+    if let Some(dir) = s.upload_dir("up-large") {
+        assert_eq!(std::fs::metadata(dir.join(&seg.name)).unwrap().len(), bytes.len() as u64, "no padding left");
+    }
+    let mut frames: Vec<Result<Bytes, std::io::Error>> =
+        bytes.chunks(1 << 20).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    frames.push(Err(std::io::Error::other("client went away")));
+    match s.write_segment("up-broken-large", 0, stream::iter(frames), |_| {}).await {
+        Err(WriteError::Body(m)) => assert!(m.contains("client went away"), "{m}"),
+        other => panic!("expected a body error, got {:?}", other.map(|o| o.map(|seg| seg.name))),
+    }
+    let left = names_under(s, "up-broken-large").await;
+    assert!(left.is_empty(), "a failed write leaves nothing: {left:?}");
 }
 
 /// Reading a segment that is not there fails at once with `NotFound` (before any byte, so
@@ -217,6 +260,16 @@ mod tests {
         run_all(|| async {
             let dir = tempfile::tempdir().unwrap();
             let s = BlobStore::filesystem(dir.path().canonicalize().unwrap()).unwrap();
+            (s, Box::new(dir) as Box<dyn Any + Send>)
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn filesystem_without_direct_writes_passes_the_contract() {
+        run_all(|| async {
+            let dir = tempfile::tempdir().unwrap();
+            let s = BlobStore::filesystem(dir.path().canonicalize().unwrap()).unwrap().without_direct();
             (s, Box::new(dir) as Box<dyn Any + Send>)
         })
         .await;

@@ -1,0 +1,258 @@
+//! Direct (`O_DIRECT`) segment files for the filesystem backend: a segment is written from
+//! aligned buffers straight to the disk instead of through the page cache.
+//!
+//! Why: on the VMs Cairn was measured on, a buffered write of a new file is bound by growing
+//! the page cache (349 MB/s where the same disk takes 2.5 GB/s with `O_DIRECT`, README
+//! "Performance"). A push streams through two [`BLOCK`]-sized buffers: one fills from the
+//! request while the other is written by a blocking task, so receiving, hashing (the
+//! caller's `observe`) and writing overlap.
+//!
+//! Durability is object_store's `with_fsync` contract, reproduced: the data goes to a staged
+//! file `<name>#<digits>` (object_store's own staging name, hidden from listings) in the
+//! upload's directory (created, with every directory it
+//! creates fsynced, up to the first one that existed), which is fsynced, renamed to `<name>`,
+//! and its directory fsynced before [`DirectFile::finish`] returns. A failed or abandoned
+//! write removes the staged file; one cut off by a crash is a stray that
+//! `BlobStore::remove_strays` or the upload's removal deletes, as it does object_store's.
+//!
+//! The last block is padded to the alignment with zeros and the file then cut to its length
+//! (`set_len` before the fsync). A filesystem that refuses `O_DIRECT` (tmpfs) makes
+//! [`DirectFile::create`] return `None`, and the caller writes through object_store.
+//! Linux only; elsewhere `create` always returns `None`.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Bytes per direct write: what a segment's writer holds in each of its two buffers.
+pub(super) const BLOCK: usize = 4 << 20;
+/// Alignment of buffer addresses, file offsets and lengths (the largest logical block size
+/// in common use).
+const ALIGN: usize = 4096;
+
+/// A [`BLOCK`]-sized buffer whose start is [`ALIGN`]-aligned, in safe code: a vector with
+/// room for one alignment more, whose first bytes (up to the aligned address) are skipped.
+/// Only what is filled is ever touched, so a small segment costs a page or two, not 4 MiB
+/// of zeroing.
+pub(super) struct Block {
+    raw: Vec<u8>,
+    /// Index of the first aligned byte.
+    start: usize,
+}
+
+impl Block {
+    fn new() -> Block {
+        let mut raw: Vec<u8> = Vec::with_capacity(BLOCK + ALIGN);
+        let start = raw.as_ptr().align_offset(ALIGN);
+        raw.resize(start, 0);
+        Block { raw, start }
+    }
+
+    /// Bytes filled.
+    fn len(&self) -> usize {
+        self.raw.len() - self.start
+    }
+
+    /// Copies as much of `data` as fits; returns how much.
+    pub(super) fn fill(&mut self, data: &[u8]) -> usize {
+        let n = data.len().min(BLOCK - self.len());
+        self.raw.extend_from_slice(&data[..n]);
+        n
+    }
+
+    pub(super) fn is_full(&self) -> bool {
+        self.len() == BLOCK
+    }
+
+    /// Empties it for the next fill.
+    fn clear(&mut self) {
+        self.raw.truncate(self.start);
+    }
+
+    /// The filled bytes padded with zeros to the alignment (what a direct write may take).
+    /// The vector never grows past its capacity, so the aligned start stays where it was.
+    fn padded(&mut self) -> &[u8] {
+        let end = self.len().div_ceil(ALIGN) * ALIGN;
+        self.raw.resize(self.start + end, 0);
+        &self.raw[self.start..]
+    }
+}
+
+/// A staged direct file being written; [`DirectFile::finish`] publishes it,
+/// [`DirectFile::abandon`] (or a drop) removes it.
+pub(super) struct DirectFile {
+    file: Arc<std::fs::File>,
+    staged: PathBuf,
+    dest: PathBuf,
+    /// Bytes handed to writes so far (the next write's offset).
+    offset: u64,
+    /// The write in flight, which hands its buffer back.
+    pending: Option<tokio::task::JoinHandle<io::Result<Block>>>,
+    /// The buffer being filled.
+    pub(super) block: Block,
+    /// True once published or removed.
+    done: bool,
+}
+
+impl DirectFile {
+    /// Creates the staged file for `dest` (creating and fsyncing its directory as needed).
+    /// `Ok(None)` when the filesystem (or the platform) does not do `O_DIRECT`.
+    pub(super) async fn create(dest: PathBuf) -> io::Result<Option<DirectFile>> {
+        // `<name>#<digits>` is object_store's own staging name, which its listings skip; a
+        // large random number keeps clear of its counter (1, 2, …) and of other writers.
+        let digits = uuid::Uuid::new_v4().as_u128() % 1_000_000_000_000_000_000 + 1_000_000_000;
+        let staged = PathBuf::from(format!("{}#{digits}", dest.display()));
+        let (s, d) = (staged.clone(), dest.clone());
+        let file = tokio::task::spawn_blocking(move || open_direct(&s, &d)).await.map_err(io::Error::other)??;
+        Ok(file.map(|file| DirectFile {
+            file: Arc::new(file),
+            staged,
+            dest,
+            offset: 0,
+            pending: None,
+            block: Block::new(),
+            done: false,
+        }))
+    }
+
+    /// Writes the full buffer in a blocking task and hands back the other one to fill (after
+    /// the write before it has finished).
+    pub(super) async fn submit(&mut self) -> io::Result<()> {
+        let spare = match self.pending.take() {
+            Some(w) => w.await.map_err(io::Error::other)??,
+            None => Block::new(),
+        };
+        let mut full = std::mem::replace(&mut self.block, spare);
+        let (file, offset) = (self.file.clone(), self.offset);
+        self.offset += BLOCK as u64;
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            file.write_all_at(full.padded(), offset)?;
+            full.clear();
+            Ok(full)
+        }));
+        Ok(())
+    }
+
+    /// Writes what is left, cuts the file to `len` bytes, fsyncs it, renames it into place
+    /// and fsyncs its directory.
+    pub(super) async fn finish(mut self, len: u64) -> io::Result<()> {
+        if let Some(w) = self.pending.take() {
+            w.await.map_err(io::Error::other)??;
+        }
+        let mut last = std::mem::replace(&mut self.block, Block { raw: Vec::new(), start: 0 });
+        let (file, offset) = (self.file.clone(), self.offset);
+        let (staged, dest) = (self.staged.clone(), self.dest.clone());
+        let published = tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            if last.len() > 0 {
+                file.write_all_at(last.padded(), offset)?;
+            }
+            file.set_len(len)?;
+            file.sync_all()?;
+            std::fs::rename(&staged, &dest)?;
+            sync_dir(dest.parent().unwrap_or(Path::new(".")))
+        })
+        .await
+        .map_err(io::Error::other)?;
+        if published.is_ok() {
+            self.done = true;
+        }
+        published
+    }
+
+    /// Removes the staged file (after the write in flight, if any, has ended).
+    pub(super) async fn abandon(mut self) {
+        if let Some(w) = self.pending.take() {
+            let _ = w.await;
+        }
+        self.done = true;
+        let _ = tokio::fs::remove_file(&self.staged).await;
+    }
+}
+
+impl Drop for DirectFile {
+    /// A write dropped midway (the request went away) leaves no staged file behind. A write
+    /// still in flight holds its own handle; unlinking the name under it is harmless.
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.staged);
+        }
+    }
+}
+
+/// Opens `staged` for direct writing, creating `dest`'s directory (durably) if needed.
+#[cfg(target_os = "linux")]
+fn open_direct(staged: &Path, dest: &Path) -> io::Result<Option<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = || std::fs::OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_DIRECT).open(staged);
+    let file = match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            create_dirs(dest.parent().unwrap_or(Path::new(".")))?;
+            open()
+        }
+        other => other,
+    };
+    match file {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_direct(_staged: &Path, _dest: &Path) -> io::Result<Option<std::fs::File>> {
+    Ok(None)
+}
+
+/// `create_dir_all(dir)`, then fsyncs every directory it created and the first one that
+/// already existed (its entry list changed), as object_store's `with_fsync` does.
+fn create_dirs(dir: &Path) -> io::Result<()> {
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(p) => existing = p,
+            None => break,
+        }
+    }
+    std::fs::create_dir_all(dir)?;
+    let mut d = dir;
+    loop {
+        sync_dir(d)?;
+        if d == existing {
+            return Ok(());
+        }
+        match d.parent() {
+            Some(p) => d = p,
+            None => return Ok(()),
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_is_aligned_pads_with_zeros_and_never_moves() {
+        let mut b = Block::new();
+        let at = b.raw.as_ptr() as usize + b.start;
+        assert_eq!(at % ALIGN, 0);
+        assert_eq!(b.fill(b"abcd"), 4);
+        let p = b.padded();
+        assert_eq!((p.len(), p.as_ptr() as usize), (ALIGN, at));
+        assert_eq!(&p[..4], b"abcd");
+        assert!(p[4..].iter().all(|&x| x == 0));
+        b.clear();
+        let big = vec![1u8; BLOCK + 10];
+        assert_eq!(b.fill(&big[..3]), 3);
+        assert_eq!(b.fill(&big), BLOCK - 3, "fills to the block and no further");
+        assert!(b.is_full());
+        let p = b.padded();
+        assert_eq!((p.len(), p.as_ptr() as usize), (BLOCK, at), "a full block needs no padding");
+    }
+}
