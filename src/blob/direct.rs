@@ -16,8 +16,9 @@
 //! `BlobStore::remove_strays` or the upload's removal deletes, as it does object_store's.
 //!
 //! The last block is padded to the alignment with zeros and the file then cut to its length
-//! (`set_len` before the fsync). A filesystem that refuses `O_DIRECT` (tmpfs) makes
-//! [`DirectFile::create`] return `None`, and the caller writes through object_store.
+//! (`set_len` before the fsync). A filesystem that refuses `O_DIRECT` (tmpfs before Linux
+//! 6.6, some FUSE mounts) makes [`DirectFile::create`] return `None`; the caller then writes
+//! through object_store and stops trying.
 //! Linux only; elsewhere `create` always returns `None`.
 
 use std::io;
@@ -43,7 +44,7 @@ pub(super) struct Block {
 impl Block {
     fn new() -> Block {
         let mut raw: Vec<u8> = Vec::with_capacity(BLOCK + ALIGN);
-        let start = raw.as_ptr().align_offset(ALIGN);
+        let start = (ALIGN - raw.as_ptr() as usize % ALIGN) % ALIGN;
         raw.resize(start, 0);
         Block { raw, start }
     }
@@ -126,8 +127,7 @@ impl DirectFile {
         let (file, offset) = (self.file.clone(), self.offset);
         self.offset += BLOCK as u64;
         self.pending = Some(tokio::task::spawn_blocking(move || {
-            use std::os::unix::fs::FileExt;
-            file.write_all_at(full.padded(), offset)?;
+            write_direct(&file, full.padded(), offset)?;
             full.clear();
             Ok(full)
         }));
@@ -144,9 +144,8 @@ impl DirectFile {
         let (file, offset) = (self.file.clone(), self.offset);
         let (staged, dest) = (self.staged.clone(), self.dest.clone());
         let published = tokio::task::spawn_blocking(move || {
-            use std::os::unix::fs::FileExt;
             if last.len() > 0 {
-                file.write_all_at(last.padded(), offset)?;
+                write_direct(&file, last.padded(), offset)?;
             }
             file.set_len(len)?;
             file.sync_all()?;
@@ -195,8 +194,32 @@ fn open_direct(staged: &Path, dest: &Path) -> io::Result<Option<std::fs::File>> 
     };
     match file {
         Ok(f) => Ok(Some(f)),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            // Linux creates the file before it checks the flag: remove what the refusal left.
+            let _ = std::fs::remove_file(staged);
+            Ok(None)
+        }
         Err(e) => Err(e),
+    }
+}
+
+/// One aligned direct write of all of `buf` at `offset`. A short write is not retried (the
+/// rest would start unaligned and fail with EINVAL, hiding the cause): on a regular file it
+/// means the disk or a quota is full, and it is reported so (507 to the client).
+fn write_direct(file: &std::fs::File, buf: &[u8], offset: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    loop {
+        match file.write_at(buf, offset) {
+            Ok(n) if n == buf.len() => return Ok(()),
+            Ok(n) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    format!("the disk took {n} of {} bytes of a direct write: it is full", buf.len()),
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
     }
 }
 

@@ -116,9 +116,10 @@ pub struct BlobStore {
     signer: Option<Arc<dyn Signer>>,
     /// With redirect on ([`BlobStore::with_redirect`]): how long a presigned URL is valid.
     redirect: Option<Duration>,
-    /// Large segments are written to `local_root` with O_DIRECT (`direct.rs`) rather than
-    /// through `store`: only for the store [`BlobStore::filesystem`] builds itself.
-    direct: bool,
+    /// Segments are written to `local_root` with O_DIRECT (`direct.rs`) rather than
+    /// through `store`: only for the store [`BlobStore::filesystem`] builds itself, and
+    /// until the filesystem first refuses O_DIRECT (then this turns false for good).
+    direct: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn instrument(store: Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> {
@@ -137,12 +138,18 @@ fn nonce() -> String {
 impl BlobStore {
     /// Wraps an object store (timed into the storage metrics: `instrumented.rs`).
     pub fn new(store: Arc<dyn ObjectStore>) -> BlobStore {
-        BlobStore { store: instrument(store), local_root: None, signer: None, redirect: None, direct: false }
+        BlobStore { store: instrument(store), local_root: None, signer: None, redirect: None, direct: Arc::default() }
     }
 
     /// Wraps a `LocalFileSystem` store rooted at `root`.
     pub fn local(store: Arc<dyn ObjectStore>, root: std::path::PathBuf) -> BlobStore {
-        BlobStore { store: instrument(store), local_root: Some(root), signer: None, redirect: None, direct: false }
+        BlobStore {
+            store: instrument(store),
+            local_root: Some(root),
+            signer: None,
+            redirect: None,
+            direct: Arc::default(),
+        }
     }
 
     /// The filesystem backend over the existing directory `root` (canonical): files and
@@ -150,14 +157,14 @@ impl BlobStore {
     /// by a delete are removed.
     pub fn filesystem(root: std::path::PathBuf) -> Result<BlobStore, object_store::Error> {
         let store = LocalFileSystem::new_with_prefix(&root)?.with_automatic_cleanup(true).with_fsync(true);
-        Ok(BlobStore { direct: true, ..BlobStore::local(Arc::new(store), root) })
+        Ok(BlobStore { direct: Arc::new(true.into()), ..BlobStore::local(Arc::new(store), root) })
     }
 
     /// The filesystem backend writing every segment through object_store, as where the
     /// filesystem refuses O_DIRECT (for the contract suite).
     #[cfg(test)]
     fn without_direct(self) -> BlobStore {
-        BlobStore { direct: false, ..self }
+        BlobStore { direct: Arc::default(), ..self }
     }
 
     /// The S3 backend: the bucket named in `s3`, configured from the usual `AWS_*`
@@ -187,7 +194,13 @@ impl BlobStore {
         }
         let s3 = Arc::new(b.build()?);
         let store: Arc<dyn ObjectStore> = s3.clone();
-        Ok(BlobStore { store: instrument(store), local_root: None, signer: Some(s3), redirect: None, direct: false })
+        Ok(BlobStore {
+            store: instrument(store),
+            local_root: None,
+            signer: Some(s3),
+            redirect: None,
+            direct: Arc::default(),
+        })
     }
 
     /// Turns redirect on: [`BlobStore::redirect_url`] presigns GET URLs valid for `expiry`.
@@ -252,7 +265,8 @@ impl BlobStore {
         let mut held: Vec<Bytes> = Vec::new();
         let mut held_len = 0usize;
         let hold = self.local_root.is_none();
-        let mut direct_dest = self.upload_dir(upload).filter(|_| self.direct).map(|d| d.join(&name));
+        let direct_on = self.direct.load(std::sync::atomic::Ordering::Relaxed);
+        let mut direct_dest = self.upload_dir(upload).filter(|_| direct_on).map(|d| d.join(&name));
         let mut direct: Option<direct::DirectFile> = None;
         let mut n = 0u64;
         while let Some(frame) = body.next().await {
@@ -307,7 +321,15 @@ impl BlobStore {
                         direct = Some(d);
                         continue;
                     }
-                    Ok(None) => {} // No O_DIRECT here: object_store writes it.
+                    Ok(None) => {
+                        // No O_DIRECT here: object_store writes this and every later segment.
+                        if self.direct.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                            tracing::warn!(
+                                "the blob directory's filesystem refuses O_DIRECT: blobs are written \
+                                 through the page cache (slower on some VMs, just as durable)"
+                            );
+                        }
+                    }
                     Err(e) => return Err(local_error(e).into()),
                 }
             }
