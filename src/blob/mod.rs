@@ -287,6 +287,22 @@ impl BlobStore {
             }
             observe(&bytes);
             n += bytes.len() as u64;
+            // On the filesystem, the first bytes open the direct file (or find O_DIRECT refused).
+            if let Some(dest) = direct_dest.take() {
+                let started = std::time::Instant::now();
+                let created = direct::DirectFile::create(dest).await;
+                record_direct(started, created.is_err());
+                match created {
+                    Ok(d) => direct = d,
+                    Err(e) => return Err(local_error(e).into()),
+                }
+                if direct.is_none() && self.direct.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(
+                        "the blob directory's filesystem refuses O_DIRECT: blobs are written through the \
+                         page cache from now on (slower on some VMs, just as durable)"
+                    );
+                }
+            }
             if let Some(d) = &mut direct {
                 if let Err(e) = feed(d, &bytes).await {
                     if let Some(d) = direct {
@@ -300,38 +316,6 @@ impl BlobStore {
                 held_len += bytes.len();
                 held.push(bytes);
                 continue;
-            }
-            if let Some(dest) = direct_dest.take() {
-                let started = std::time::Instant::now();
-                let created = direct::DirectFile::create(dest).await;
-                record_direct(started, created.is_err());
-                match created {
-                    Ok(Some(mut d)) => {
-                        let mut fed = Ok(());
-                        for b in held.drain(..).chain(std::iter::once(bytes)) {
-                            fed = feed(&mut d, &b).await;
-                            if fed.is_err() {
-                                break;
-                            }
-                        }
-                        if let Err(e) = fed {
-                            d.abandon().await;
-                            return Err(local_error(e).into());
-                        }
-                        direct = Some(d);
-                        continue;
-                    }
-                    Ok(None) => {
-                        // No O_DIRECT here: object_store writes this and every later segment.
-                        if self.direct.swap(false, std::sync::atomic::Ordering::Relaxed) {
-                            tracing::warn!(
-                                "the blob directory's filesystem refuses O_DIRECT: blobs are written \
-                                 through the page cache (slower on some VMs, just as durable)"
-                            );
-                        }
-                    }
-                    Err(e) => return Err(local_error(e).into()),
-                }
             }
             let w = match &mut out {
                 Some(w) => w,
