@@ -237,6 +237,17 @@ async fn references_are_checked_and_rows_restrict_deletes(s: &dyn MetadataStore)
     assert!(s.blob(&r, &d(1)).await.unwrap().is_some());
     assert!(s.manifest(&r, &Reference::Digest(m.digest.clone())).await.unwrap().is_some());
 
+    // The repository and the manifest in one call: both created once, children linked.
+    let fresh = RepoName::parse("fresh/repo").unwrap();
+    let (child, index2) = (manifest("child"), manifest("index2"));
+    let mut tx = s.begin(SystemTime::now()).await.unwrap();
+    assert_eq!(tx.ensure_repository_and_insert_manifest(&fresh, &child, &[], &[]).await.unwrap(), (true, true));
+    assert_eq!(tx.ensure_repository_and_insert_manifest(&fresh, &child, &[], &[]).await.unwrap(), (false, false));
+    let linked = tx.ensure_repository_and_insert_manifest(&fresh, &index2, &[], std::slice::from_ref(&child.digest));
+    assert_eq!(linked.await.unwrap(), (false, true));
+    tx.commit().await.unwrap();
+    assert_eq!(s.parents(&fresh, &child.digest, 16).await.unwrap(), std::slice::from_ref(&index2.digest));
+
     // A blob or child the repository lacks is refused by the schema (the service relies on
     // it instead of looking first); rolled back, nothing of the manifest is left.
     let (no_blob, no_child) = (manifest("lacks a blob"), manifest("lacks a child"));

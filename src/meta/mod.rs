@@ -469,6 +469,20 @@ pub trait MetaTx: Send {
         blobs: &[Digest],
         children: &[Digest],
     ) -> Result<bool, MetaError>;
+    /// [`MetaTx::ensure_repository`], then [`MetaTx::insert_manifest`]: whether the
+    /// repository was created and whether the manifest was stored, with the errors of
+    /// `insert_manifest`. A backend whose writes share one serial connection (SQLite) makes
+    /// it one round trip; the default makes the two calls.
+    async fn ensure_repository_and_insert_manifest(
+        &mut self,
+        repo: &RepoName,
+        m: &ManifestRecord,
+        blobs: &[Digest],
+        children: &[Digest],
+    ) -> Result<(bool, bool), MetaError> {
+        let created = self.ensure_repository(repo).await?;
+        Ok((created, self.insert_manifest(repo, m, blobs, children).await?))
+    }
     /// True if the manifest is stored in `repo`.
     async fn manifest_exists(&mut self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
     /// Where a tag points, locked for the rest of the transaction.

@@ -328,6 +328,16 @@ impl MetaTx for TimedTx {
         timed("insert_manifest", self.inner.insert_manifest(repo, m, blobs, children)).await
     }
 
+    async fn ensure_repository_and_insert_manifest(
+        &mut self,
+        repo: &RepoName,
+        m: &ManifestRecord,
+        blobs: &[Digest],
+        children: &[Digest],
+    ) -> Result<(bool, bool), MetaError> {
+        timed("insert_manifest", self.inner.ensure_repository_and_insert_manifest(repo, m, blobs, children)).await
+    }
+
     async fn manifest_exists(&mut self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
         timed("manifest_exists", self.inner.manifest_exists(repo, digest)).await
     }

@@ -141,14 +141,17 @@ impl Registry {
         let (repo, actor) = (put.repo, &put.actor);
         let mut tx = self.meta.begin(self.clock.now()).await?;
         let mut events = Vec::new();
-        if tx.ensure_repository(repo).await? {
-            events.push(event(EventKind::RepositoryCreate, actor, repo));
-        }
         // The schema refuses a reference the repository lacks; only then is it looked up, so
         // a good PUT spends no statement on it (on SQLite every statement of a write is on
-        // the one write connection's serial path).
-        let inserted = match tx.insert_manifest(repo, record, &parsed.blobs, &parsed.manifests).await {
-            Ok(inserted) => inserted,
+        // the one write connection's serial path, and these are one batch).
+        let stored = tx.ensure_repository_and_insert_manifest(repo, record, &parsed.blobs, &parsed.manifests).await;
+        let inserted = match stored {
+            Ok((created, inserted)) => {
+                if created {
+                    events.push(event(EventKind::RepositoryCreate, actor, repo));
+                }
+                inserted
+            }
             Err(MetaError::NotFound(why)) => {
                 tx.rollback().await?;
                 return Err(match self.missing_reference(repo, parsed).await? {

@@ -94,6 +94,62 @@ impl SqliteTx {
         Ok(())
     }
 
+    /// The manifest and its references (and, with `repository_at`, the repository row first)
+    /// in one round trip to the write connection (the serial path every write shares):
+    /// (repository created, manifest stored). The reference inserts run whether or not the
+    /// manifest was new: for a manifest already stored they find their rows and change
+    /// nothing. Their foreign keys refuse a blob or child the repository lacks: `NotFound`.
+    async fn store_manifest(
+        &mut self,
+        repository_at: Option<i64>,
+        repo: &RepoName,
+        r: &ManifestRecord,
+        blobs: &[Digest],
+        children: &[Digest],
+    ) -> Result<(bool, bool), MetaError> {
+        let annotations = r.annotations.as_ref().map(|a| serde_json::to_string(a).unwrap_or_default());
+        // Numbered so that no statement leaves a gap sqlx would fill past the last value (it
+        // binds an unused number positionally): ?1 repo, ?2 repository time, ?3 digest,
+        // ?4 blobs, ?5 children, ?6.. the manifest's columns.
+        let sql = concat!(
+            "INSERT INTO repositories (name, created_at) SELECT ?1, ?2 WHERE ?2 IS NOT NULL
+             ON CONFLICT DO NOTHING RETURNING 'repository';",
+            "INSERT INTO manifests (repo, digest, media_type, size, body, artifact_type, subject, annotations, created_at)
+             VALUES (?1, ?3, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT DO NOTHING RETURNING 'manifest';",
+            "INSERT INTO manifest_blobs (repo, manifest, blob)
+             SELECT ?1, ?3, value FROM json_each(?4) WHERE true ON CONFLICT DO NOTHING;",
+            "INSERT INTO manifest_children (repo, manifest, child)
+             SELECT ?1, ?3, value FROM json_each(?5) WHERE true ON CONFLICT DO NOTHING"
+        );
+        let rows = sqlx::query(sql)
+            .bind(repo.as_str())
+            .bind(repository_at)
+            .bind(r.digest.as_str())
+            .bind(digest_list(blobs))
+            .bind(digest_list(children))
+            .bind(&r.media_type)
+            .bind(r.body.len() as i64)
+            .bind(r.body.as_ref())
+            .bind(&r.artifact_type)
+            .bind(r.subject.as_ref().map(Digest::as_str))
+            .bind(annotations)
+            .bind(self.now)
+            .fetch_all(&mut *self.tx)
+            .await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) if is_foreign_key_violation(&e) => {
+                return Err(MetaError::NotFound(format!(
+                    "a blob or manifest that manifest {} of {repo} references is not in the repository",
+                    r.digest
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let said = |what: &str| rows.iter().any(|row| row.try_get::<String, _>(0).is_ok_and(|w| w == what));
+        Ok((said("repository"), said("manifest")))
+    }
+
     /// A tag that points at `manifest`, or else at an index that lists it.
     async fn holder_tag(&mut self, repo: &RepoName, manifest: &str) -> Result<Option<Tag>, MetaError> {
         let name: Option<String> = sqlx::query_scalar(
@@ -158,41 +214,17 @@ impl MetaTx for SqliteTx {
         blobs: &[Digest],
         children: &[Digest],
     ) -> Result<bool, MetaError> {
-        let annotations = r.annotations.as_ref().map(|a| serde_json::to_string(a).unwrap_or_default());
-        // The manifest and its references in one round trip to the write connection (the
-        // serial path every write shares). The reference inserts run whether or not the
-        // manifest was new: for a manifest already stored they find their rows and change
-        // nothing. Their foreign keys refuse a blob or child the repository lacks. (Parameters
-        // are numbered: sqlx binds `?N` to the N-th value in every statement of the batch.)
-        let rows = sqlx::query(
-            "INSERT INTO manifests (repo, digest, media_type, size, body, artifact_type, subject, annotations, created_at)
-             VALUES (?1, ?2, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING RETURNING 1;
-             INSERT INTO manifest_blobs (repo, manifest, blob)
-             SELECT ?1, ?2, value FROM json_each(?3) WHERE true ON CONFLICT DO NOTHING;
-             INSERT INTO manifest_children (repo, manifest, child)
-             SELECT ?1, ?2, value FROM json_each(?4) WHERE true ON CONFLICT DO NOTHING",
-        )
-        .bind(repo.as_str())
-        .bind(r.digest.as_str())
-        .bind(digest_list(blobs))
-        .bind(digest_list(children))
-        .bind(&r.media_type)
-        .bind(r.body.len() as i64)
-        .bind(r.body.as_ref())
-        .bind(&r.artifact_type)
-        .bind(r.subject.as_ref().map(Digest::as_str))
-        .bind(annotations)
-        .bind(self.now)
-        .fetch_all(&mut *self.tx)
-        .await;
-        match rows {
-            Ok(rows) => Ok(!rows.is_empty()),
-            Err(e) if is_foreign_key_violation(&e) => Err(MetaError::NotFound(format!(
-                "a blob or manifest that manifest {} of {repo} references is not in the repository",
-                r.digest
-            ))),
-            Err(e) => Err(e.into()),
-        }
+        Ok(self.store_manifest(None, repo, r, blobs, children).await?.1)
+    }
+
+    async fn ensure_repository_and_insert_manifest(
+        &mut self,
+        repo: &RepoName,
+        r: &ManifestRecord,
+        blobs: &[Digest],
+        children: &[Digest],
+    ) -> Result<(bool, bool), MetaError> {
+        self.store_manifest(Some(self.now), repo, r, blobs, children).await
     }
 
     async fn manifest_exists(&mut self, repo: &RepoName, d: &Digest) -> Result<bool, MetaError> {
