@@ -101,6 +101,16 @@ pub enum MetaError {
     Corrupt(String),
 }
 
+impl MetaError {
+    /// What `MetaTx::insert_manifest` returns when the schema's foreign keys refuse one of
+    /// the manifest's references (a blob or child `repo` does not have): `NotFound`.
+    pub(crate) fn dangling_reference(repo: &RepoName, manifest: &Digest) -> MetaError {
+        MetaError::NotFound(format!(
+            "a blob or manifest that manifest {manifest} of {repo} references is not in the repository"
+        ))
+    }
+}
+
 /// One written piece of an upload: an opaque name chosen by `blob/` and its length.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Segment {

@@ -186,10 +186,7 @@ impl MetaTx for PgTx {
         .await;
         match inserted {
             Ok(row) => Ok(row.try_get::<i64, _>(0)? == 1),
-            Err(e) if is_foreign_key_violation(&e) => Err(MetaError::NotFound(format!(
-                "a blob or manifest that manifest {} of {repo} references is not in the repository",
-                r.digest
-            ))),
+            Err(e) if is_foreign_key_violation(&e) => Err(MetaError::dangling_reference(repo, &r.digest)),
             Err(e) => Err(e.into()),
         }
     }

@@ -138,12 +138,7 @@ impl SqliteTx {
             .await;
         let rows = match rows {
             Ok(rows) => rows,
-            Err(e) if is_foreign_key_violation(&e) => {
-                return Err(MetaError::NotFound(format!(
-                    "a blob or manifest that manifest {} of {repo} references is not in the repository",
-                    r.digest
-                )));
-            }
+            Err(e) if is_foreign_key_violation(&e) => return Err(MetaError::dangling_reference(repo, &r.digest)),
             Err(e) => return Err(e.into()),
         };
         let said = |what: &str| rows.iter().any(|row| row.try_get::<String, _>(0).is_ok_and(|w| w == what));
