@@ -84,7 +84,11 @@ async fn the_openapi_document_matches_the_running_server() {
         .arg(&st_config)
         .args(["run", &srv.url("/api/v1/openapi.json")])
         .args(["--checks", "all", "--max-examples", "10", "--phases", "coverage,fuzzing", "--seed", "1"])
-        .args(["--workers", "2", "--request-timeout", "10"])
+        // One worker: with two, hypothesis's `ast.parse` of a filter's lambda runs on two
+        // threads at once, and CPython 3.11 (this machine's python3) can then fail with
+        // "SystemError: AST constructor recursion depth mismatch" inside the tester, a runtime
+        // error that says nothing about the server (1 run in 10 here; CI failed on it).
+        .args(["--workers", "1", "--request-timeout", "10"])
         .output()
         .expect("run schemathesis");
     let stdout = String::from_utf8_lossy(&out.stdout);
