@@ -9,9 +9,13 @@
 //!
 //! Durability is object_store's `with_fsync` contract, reproduced: the data goes to a staged
 //! file `<name>#<digits>` (object_store's own staging name, hidden from listings) in the
-//! upload's directory (created, with every directory it
-//! creates fsynced, up to the first one that existed), which is fsynced, renamed to `<name>`,
-//! and its directory fsynced before [`DirectFile::finish`] returns. A failed or abandoned
+//! upload's directory (created if needed), which is fsynced, renamed to `<name>`, and its
+//! directory fsynced, then every directory the write created and the first one above them
+//! that existed, all before [`DirectFile::finish`] returns. object_store fsyncs new
+//! directories as it makes them; here they go last, where a filesystem that journals
+//! metadata in order (ext4, XFS) has already made them durable with the file, instead of each
+//! waiting for a journal commit of its own before the data is written (one less commit in a
+//! small blob's path: +5% small blobs/s, README "Performance"). A failed or abandoned
 //! write removes the staged file; one cut off by a crash is a stray that
 //! `BlobStore::remove_strays` or the upload's removal deletes, as it does object_store's.
 //!
@@ -93,6 +97,9 @@ pub(super) struct DirectFile {
     pub(super) block: Block,
     /// True once published or removed.
     done: bool,
+    /// Directories this write created, and the first one above them that existed: fsynced
+    /// by [`DirectFile::finish`] with the file's own, not when they were made.
+    new_dirs: Vec<PathBuf>,
 }
 
 impl DirectFile {
@@ -104,8 +111,8 @@ impl DirectFile {
         let digits = uuid::Uuid::new_v4().as_u128() % 1_000_000_000_000_000_000 + 1_000_000_000;
         let staged = PathBuf::from(format!("{}#{digits}", dest.display()));
         let (s, d) = (staged.clone(), dest.clone());
-        let file = tokio::task::spawn_blocking(move || open_direct(&s, &d)).await.map_err(io::Error::other)??;
-        Ok(file.map(|file| DirectFile {
+        let opened = tokio::task::spawn_blocking(move || open_direct(&s, &d)).await.map_err(io::Error::other)??;
+        Ok(opened.map(|(file, new_dirs)| DirectFile {
             file: Arc::new(file),
             staged,
             dest,
@@ -113,6 +120,7 @@ impl DirectFile {
             pending: None,
             block: Block::new(),
             done: false,
+            new_dirs,
         }))
     }
 
@@ -143,6 +151,7 @@ impl DirectFile {
         let mut last = std::mem::replace(&mut self.block, Block { raw: Vec::new(), start: 0 });
         let (file, offset) = (self.file.clone(), self.offset);
         let (staged, dest) = (self.staged.clone(), self.dest.clone());
+        let new_dirs = std::mem::take(&mut self.new_dirs);
         let published = tokio::task::spawn_blocking(move || {
             if last.len() > 0 {
                 write_direct(&file, last.padded(), offset)?;
@@ -150,7 +159,10 @@ impl DirectFile {
             file.set_len(len)?;
             file.sync_all()?;
             std::fs::rename(&staged, &dest)?;
-            sync_dir(dest.parent().unwrap_or(Path::new(".")))
+            let dir = dest.parent().unwrap_or(Path::new("."));
+            sync_dir(dir)?;
+            // The directories made for this file, last (see the header).
+            new_dirs.iter().filter(|d| d.as_path() != dir).try_for_each(|d| sync_dir(d))
         })
         .await
         .map_err(io::Error::other)?;
@@ -180,20 +192,22 @@ impl Drop for DirectFile {
     }
 }
 
-/// Opens `staged` for direct writing, creating `dest`'s directory (durably) if needed.
+/// Opens `staged` for direct writing, creating `dest`'s directory if needed; with the file,
+/// the directories to fsync before the write is durable (none when the directory existed).
 #[cfg(target_os = "linux")]
-fn open_direct(staged: &Path, dest: &Path) -> io::Result<Option<std::fs::File>> {
+fn open_direct(staged: &Path, dest: &Path) -> io::Result<Option<(std::fs::File, Vec<PathBuf>)>> {
     use std::os::unix::fs::OpenOptionsExt;
     let open = || std::fs::OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_DIRECT).open(staged);
+    let mut new_dirs = Vec::new();
     let file = match open() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            create_dirs(dest.parent().unwrap_or(Path::new(".")))?;
+            new_dirs = create_dirs(dest.parent().unwrap_or(Path::new(".")))?;
             open()
         }
         other => other,
     };
     match file {
-        Ok(f) => Ok(Some(f)),
+        Ok(f) => Ok(Some((f, new_dirs))),
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
             // Linux creates the file before it checks the flag: remove what the refusal left.
             let _ = std::fs::remove_file(staged);
@@ -224,13 +238,14 @@ fn write_direct(file: &std::fs::File, buf: &[u8], offset: u64) -> io::Result<()>
 }
 
 #[cfg(not(target_os = "linux"))]
-fn open_direct(_staged: &Path, _dest: &Path) -> io::Result<Option<std::fs::File>> {
+fn open_direct(_staged: &Path, _dest: &Path) -> io::Result<Option<(std::fs::File, Vec<PathBuf>)>> {
     Ok(None)
 }
 
-/// `create_dir_all(dir)`, then fsyncs every directory it created and the first one that
-/// already existed (its entry list changed), as object_store's `with_fsync` does.
-fn create_dirs(dir: &Path) -> io::Result<()> {
+/// `create_dir_all(dir)`; returns every directory it created and the first one that
+/// already existed (its entry list changed): what object_store's `with_fsync` fsyncs at
+/// once, and [`DirectFile::finish`] fsyncs with the file.
+fn create_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut existing = dir;
     while !existing.exists() {
         match existing.parent() {
@@ -239,17 +254,15 @@ fn create_dirs(dir: &Path) -> io::Result<()> {
         }
     }
     std::fs::create_dir_all(dir)?;
+    let mut dirs = vec![dir.to_path_buf()];
     let mut d = dir;
-    loop {
-        sync_dir(d)?;
-        if d == existing {
-            return Ok(());
-        }
-        match d.parent() {
-            Some(p) => d = p,
-            None => return Ok(()),
-        }
+    while d != existing
+        && let Some(p) = d.parent()
+    {
+        dirs.push(p.to_path_buf());
+        d = p;
     }
+    Ok(dirs)
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {

@@ -109,7 +109,11 @@ async fn a_201_follows_the_fsync_of_the_bytes_their_directory_and_the_commit() {
     });
     let dir_s = dir.display().to_string();
     let dir_at = position(&synced[file_at..], "the segment's directory", |p| p == dir_s) + file_at;
-    position(&synced[dir_at..], "the WAL after the segment (the commit)", |p| p == wal);
+    // The upload's directory was made for this segment: its own entry, in `uploads/`, is
+    // durable before the commit too.
+    let parent_s = dir.parent().unwrap().display().to_string();
+    let parent_at = position(&synced[file_at..], "the directory holding the new upload directory", |p| p == parent_s);
+    position(&synced[dir_at.max(parent_at + file_at)..], "the WAL after the segment (the commit)", |p| p == wal);
 
     // A manifest's 201 follows a WAL fsync too.
     let config = br#"{"architecture":"amd64","os":"linux"}"#;
