@@ -168,6 +168,11 @@ async fn a_commit_that_lost_its_upload_says_what_became_of_it(s: &dyn MetadataSt
     s.create_upload(&r, "moved", Algorithm::Sha256, SystemTime::now()).await.unwrap();
     let seg = crate::meta::Segment { name: "s1".into(), len: 5 };
     assert!(s.record_segment("moved", 0, &seg, b"state", SystemTime::now()).await.unwrap());
+    assert!(
+        !s.record_segment("moved", 0, &seg, b"state", SystemTime::now()).await.unwrap(),
+        "a segment for an offset the session has passed is not recorded"
+    );
+    assert_eq!(s.upload(&r, "moved").await.unwrap().map(|u| u.len), Some(5));
     let blob = |n: u8, id: &str| BlobRecord {
         digest: d(n),
         size: 5,

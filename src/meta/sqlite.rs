@@ -319,17 +319,14 @@ impl MetadataStore for SqliteStore {
         now: SystemTime,
     ) -> Result<UploadSession, MetaError> {
         let t = millis(now);
-        let mut w = self.group.begin().await?;
-        let out =
+        let insert =
             sqlx::query("INSERT INTO uploads (id, repo, algorithm, created_at, updated_at) VALUES (?, ?, ?, ?, ?)")
-                .bind(id)
-                .bind(repo.as_str())
+                .bind(id.to_string())
+                .bind(repo.as_str().to_string())
                 .bind(algorithm.as_str())
                 .bind(t)
-                .bind(t)
-                .execute(&mut *w)
-                .await;
-        w.finish(out.map_err(MetaError::from)).await?;
+                .bind(t);
+        self.group.write_one(insert).await?;
         Ok(UploadSession {
             id: id.to_string(),
             repo: repo.clone(),
@@ -360,22 +357,18 @@ impl MetadataStore for SqliteStore {
         now: SystemTime,
     ) -> Result<bool, MetaError> {
         let seg = serde_json::to_string(segment).map_err(|e| MetaError::Corrupt(e.to_string()))?;
-        let mut w = self.group.begin().await?;
-        let out = sqlx::query(
+        let update = sqlx::query(
             "UPDATE uploads SET len = len + ?1, segments = json_insert(segments, '$[#]', json(?6)),
                     hash_state = ?2, updated_at = ?3
-             WHERE id = ?4 AND len = ?5",
+             WHERE id = ?4 AND len = ?5 RETURNING 1",
         )
         .bind(segment.len as i64)
-        .bind(hash_state)
+        .bind(hash_state.to_vec())
         .bind(millis(now))
-        .bind(id)
+        .bind(id.to_string())
         .bind(expected_len as i64)
-        .bind(seg)
-        .execute(&mut *w)
-        .await;
-        let done = w.finish(out.map_err(MetaError::from)).await?;
-        Ok(done.rows_affected() == 1)
+        .bind(seg);
+        Ok(self.group.write_one(update).await? == 1)
     }
 
     async fn delete_upload(&self, id: &str, now: SystemTime) -> Result<Option<UploadSession>, MetaError> {

@@ -48,6 +48,11 @@
 //!   `ledger::KEY_BATCH` unkeyed events also fills their lookup keys (`ledger_keys`).
 //!   `HeadCache` (the head to link after, a hint checked in SQL) moves when a group commits
 //!   and is cleared when one fails.
+//! - **One-statement writes** ([`Group::write_one`]: an upload session's start or chunk) are
+//!   members like any other, in one round trip: `SAVEPOINT t; <statement>; RELEASE t` as one
+//!   batch, run with the wait for the turn and the hand-on decision in one task. A
+//!   transaction through `begin` takes three round trips and two task hand-offs for the same
+//!   work; on the one write connection that is what small-blob pushes queue for.
 //! - **Other writes** (upload sessions, GC lock and touches, pull counters, checkpoints,
 //!   archive cuts, the readiness write) are members too, so every write of this process goes
 //!   through the one connection and nothing can wait on SQLite's lock against an open group of
@@ -98,6 +103,8 @@ type Head = Option<(i64, String)>;
 type Events = Vec<(NewEvent, i64)>;
 /// A group's outcome: `None` while it is open.
 type Outcome = Option<Result<(), Arc<MetaError>>>;
+/// A statement for [`Group::write_one`]: its text is `'static` and its arguments are owned.
+pub(super) type SqliteQuery = sqlx::query::Query<'static, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'static>>;
 
 /// When a group stops taking members.
 #[derive(Debug, Clone, Copy)]
@@ -239,6 +246,73 @@ impl Group {
         }
     }
 
+    /// Runs one statement as a transaction of its own and returns the rows it returned
+    /// (give it `RETURNING 1` to count the rows it changed) once its group has committed.
+    ///
+    /// One round trip to the connection where `begin`, the statement and `commit` take three:
+    /// `SAVEPOINT t; <statement>; RELEASE t` go as one batch, and the wait for the turn, the
+    /// batch and the hand-on decision run in one task (no hand-offs between the caller and
+    /// the turn's tasks). SQLite stops a batch at the statement that fails, so a failed
+    /// statement leaves its savepoint open, and it is rolled back as any member's (`ROLLBACK
+    /// TO t` finding no savepoint still means the group was lost). The wait for the turn
+    /// times out as `begin`'s does; once the task has the turn, the write no longer depends
+    /// on the caller (a dropped caller's write is committed with its group).
+    pub(super) async fn write_one(&self, mut query: SqliteQuery) -> Result<usize, MetaError> {
+        use sqlx::Execute;
+        let batch = format!("SAVEPOINT t; {}; RELEASE t", query.sql());
+        let args = query.take_arguments().map_err(|e| MetaError::Other(sqlx::Error::Encode(e)))?;
+        let shared = self.0.clone();
+        let (turn_tx, turn_rx) = oneshot::channel::<()>();
+        let waiting = Waiting::count(shared.clone());
+        let task = tokio::spawn(async move {
+            let mut guard = shared.slot.clone().lock_owned().await;
+            drop(waiting);
+            let slot = &mut *guard;
+            let started = match turn_tx.send(()) {
+                Ok(()) => slot.open_outer(&shared).await,
+                Err(()) => Err(lost("the caller stopped waiting for a turn")),
+            };
+            if let Err(e) = started {
+                end(guard, shared, End::Abandon).await;
+                return Err(e);
+            }
+            slot.count_member();
+            let out = match args {
+                Some(args) => sqlx::query_with(&batch, args).fetch_all(slot.conn()).await,
+                None => sqlx::query(&batch).fetch_all(slot.conn()).await,
+            };
+            match out {
+                Ok(rows) => {
+                    // The batch's `RELEASE t` made it pending, as `end_member` does.
+                    slot.member = false;
+                    let pending = slot.open.as_mut().map(|open| {
+                        open.pending += 1;
+                        open.done.subscribe()
+                    });
+                    // No member is open now, so this only hands on or commits.
+                    end(guard, shared, End::Abandon).await;
+                    pending.map(|rx| (rows.len(), rx)).ok_or_else(|| lost("no outer transaction was open"))
+                }
+                Err(e) => {
+                    end(guard, shared, End::Rollback).await;
+                    Err(MetaError::from(e))
+                }
+            }
+        });
+        match tokio::time::timeout(ACQUIRE_TIMEOUT, turn_rx).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(MetaError::Unavailable("the write connection's task ended".into())),
+            Err(_) => {
+                return Err(MetaError::Unavailable(format!(
+                    "no turn on the database's write connection within {} s",
+                    ACQUIRE_TIMEOUT.as_secs()
+                )));
+            }
+        }
+        let (rows, rx) = task.await.map_err(|e| MetaError::Unavailable(format!("the write task failed: {e}")))??;
+        await_group(rx).await.map(|()| rows)
+    }
+
     /// How many `begin`s wait for a turn now (for tests).
     #[cfg(test)]
     pub(super) fn waiting(&self) -> usize {
@@ -299,28 +373,10 @@ enum Ended {
 impl Turn {
     /// Opens the outer transaction if none is open, then the member's savepoint.
     async fn start(&mut self) -> Result<(), MetaError> {
-        let opts = &self.shared.opts;
         let slot = self.guard.as_mut().expect("a turn holds the slot until it ends");
-        if slot.member {
-            // A turn dropped where no task could be spawned left its savepoint open.
-            slot.end_member(&self.shared, End::Abandon).await;
-        }
-        if slot.conn.is_none() {
-            slot.conn = Some(connect(opts.clone()).await?);
-        }
-        if slot.open.is_none() {
-            let begun = exec(slot.conn(), "BEGIN IMMEDIATE").await;
-            if let Err(e) = begun {
-                slot.reset().await;
-                return Err(e.into());
-            }
-            slot.open = Some(Open::new());
-        }
+        slot.open_outer(&self.shared).await?;
         exec(slot.conn(), "SAVEPOINT t").await?;
-        slot.member = true;
-        if let Some(open) = slot.open.as_mut() {
-            open.members += 1;
-        }
+        slot.count_member();
         Ok(())
     }
 
@@ -330,17 +386,7 @@ impl Turn {
         match self.end(End::Commit(events)).await {
             Ended::Done => Ok(()),
             Ended::Failed(e) => Err(e),
-            Ended::Pending(mut rx) => {
-                let outcome = match rx.wait_for(Option::is_some).await {
-                    Ok(o) => o.clone(),
-                    Err(_) => return Err(lost("the group ended without an outcome")),
-                };
-                match outcome {
-                    Some(Ok(())) => Ok(()),
-                    Some(Err(e)) => Err(copy(&e)),
-                    None => Err(lost("the group ended without an outcome")),
-                }
-            }
+            Ended::Pending(rx) => await_group(rx).await,
         }
     }
 
@@ -403,6 +449,19 @@ impl DerefMut for Turn {
     }
 }
 
+/// Waits for a pending member's group to end; its outcome is the member's.
+async fn await_group(mut rx: watch::Receiver<Outcome>) -> Result<(), MetaError> {
+    let outcome = match rx.wait_for(Option::is_some).await {
+        Ok(o) => o.clone(),
+        Err(_) => return Err(lost("the group ended without an outcome")),
+    };
+    match outcome {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(copy(&e)),
+        None => Err(lost("the group ended without an outcome")),
+    }
+}
+
 /// Ends a turn: the member's savepoint, then the group (hand on, or `COMMIT`). Runs in its
 /// own task, holding the slot throughout.
 async fn end(mut guard: OwnedMutexGuard<Slot>, shared: Arc<Shared>, how: End) -> Ended {
@@ -420,6 +479,35 @@ async fn end(mut guard: OwnedMutexGuard<Slot>, shared: Arc<Shared>, how: End) ->
 impl Slot {
     fn conn(&mut self) -> &mut SqliteConnection {
         self.conn.as_mut().expect("the slot holds a connection while a transaction is open")
+    }
+
+    /// Readies the slot for a member: rolls back a savepoint a dropped turn left open,
+    /// connects if the connection was replaced, opens the outer transaction if none is open.
+    async fn open_outer(&mut self, shared: &Shared) -> Result<(), MetaError> {
+        if self.member {
+            // A turn dropped where no task could be spawned left its savepoint open.
+            self.end_member(shared, End::Abandon).await;
+        }
+        if self.conn.is_none() {
+            self.conn = Some(connect(shared.opts.clone()).await?);
+        }
+        if self.open.is_none() {
+            let begun = exec(self.conn(), "BEGIN IMMEDIATE").await;
+            if let Err(e) = begun {
+                self.reset().await;
+                return Err(e.into());
+            }
+            self.open = Some(Open::new());
+        }
+        Ok(())
+    }
+
+    /// Marks the member's savepoint open and counts it into the group.
+    fn count_member(&mut self) {
+        self.member = true;
+        if let Some(open) = self.open.as_mut() {
+            open.members += 1;
+        }
     }
 
     /// Ends the current member's savepoint.

@@ -250,6 +250,62 @@ async fn other_writes_join_the_open_group() {
     assert_eq!(committed(&s).await, vec!["a", "held"]);
 }
 
+/// A one-statement write (`Group::write_one`: savepoint, statement and release in one
+/// batch) joins the open group as a pending member: it returns only after the group's
+/// `COMMIT`, and fails with the group when that `COMMIT` fails (here A's deferred foreign
+/// key), leaving nothing.
+#[tokio::test]
+async fn a_one_statement_write_is_pending_until_its_group_commits() {
+    let (_dir, s) = store().await;
+    let mut a = tx::SqliteTx { tx: s.group.begin().await.unwrap(), now: millis(SystemTime::now()), events: Vec::new() };
+    assert!(a.ensure_repository(&repo("a")).await.unwrap());
+    sqlx::raw_sql(
+        "PRAGMA defer_foreign_keys = ON;
+         INSERT INTO repo_blobs (repo, digest, created_at) VALUES ('ghost', 'sha256:none', 0)",
+    )
+    .execute(&mut *a.tx)
+    .await
+    .unwrap();
+    let s2 = s.clone();
+    let write = waiting(&s, async move {
+        s2.create_upload(&repo("a"), "u1", crate::oci::Algorithm::Sha256, SystemTime::now()).await
+    })
+    .await;
+    let a_failed = (Box::new(a) as Box<dyn MetaTx>).commit().await.expect_err("the group's COMMIT fails");
+    let w_failed = write.await.unwrap().expect_err("so does the one-statement write that joined it");
+    assert_eq!(w_failed.to_string(), a_failed.to_string(), "the same error: {a_failed}");
+    assert!(s.upload(&repo("a"), "u1").await.unwrap().is_none(), "nothing of the group is visible");
+    assert_eq!(committed(&s).await, Vec::<String>::new());
+
+    // Alone, it commits at once.
+    s.create_upload(&repo("a"), "u2", crate::oci::Algorithm::Sha256, SystemTime::now()).await.unwrap();
+    assert!(s.upload(&repo("a"), "u2").await.unwrap().is_some());
+}
+
+/// A one-statement write whose statement fails (a duplicate upload id) rolls back only
+/// itself: the batch stopped at the statement with the savepoint open, which is rolled back;
+/// the member that released before it is committed, and the connection is clean for the
+/// next write.
+#[tokio::test]
+async fn a_failed_one_statement_write_rolls_back_only_itself() {
+    let (_dir, s) = store().await;
+    let now = SystemTime::now();
+    s.create_upload(&repo("a"), "dup", crate::oci::Algorithm::Sha256, now).await.unwrap();
+    let a = member(&s, "a").await;
+    let s2 = s.clone();
+    let write =
+        waiting(&s, async move { s2.create_upload(&repo("a"), "dup", crate::oci::Algorithm::Sha256, now).await }).await;
+    a.commit().await.unwrap();
+    let e = write.await.unwrap().expect_err("a second session with the same id");
+    assert!(e.to_string().contains("UNIQUE"), "{e}");
+    assert_eq!(committed(&s).await, vec!["a"]);
+    assert_eq!(ledgered(&s).await, vec!["a"]);
+    let seg = crate::meta::Segment { name: "s1".into(), len: 3 };
+    assert!(s.record_segment("dup", 0, &seg, b"h", now).await.unwrap(), "the next write runs normally");
+    member(&s, "b").await.commit().await.unwrap();
+    assert_eq!(committed(&s).await, vec!["a", "b"]);
+}
+
 /// The group's ledger append, the last statements before its `COMMIT`, fails (here a
 /// temporary trigger refuses ledger rows): every member fails with that error and nothing of
 /// the group is visible, as for a failed `COMMIT`.
