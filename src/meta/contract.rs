@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::audit::{EventKind, NewEvent, chain};
 use crate::meta::{
-    Actor, BlobLocation, BlobRecord, CommitUpload, EventFilter, ManifestRecord, MetaError, MetadataStore, RefKind,
-    StorageTotals, TagAction, from_millis, millis,
+    Actor, BlobLocation, BlobRecord, CommitUpload, EventFilter, ManifestInsert, ManifestRecord, MetaError,
+    MetadataStore, RefKind, StorageTotals, TagAction, from_millis, millis,
 };
 use crate::oci::{Algorithm, Digest, Reference, RepoName, Tag};
 
@@ -242,14 +242,21 @@ async fn references_are_checked_and_rows_restrict_deletes(s: &dyn MetadataStore)
     assert!(s.blob(&r, &d(1)).await.unwrap().is_some());
     assert!(s.manifest(&r, &Reference::Digest(m.digest.clone())).await.unwrap().is_some());
 
-    // The repository and the manifest in one call: both created once, children linked.
+    // The repository and the manifest in one call: both created once, children linked, and
+    // the tag asked about read as it stands.
     let fresh = RepoName::parse("fresh/repo").unwrap();
     let (child, index2) = (manifest("child"), manifest("index2"));
+    let latest = Tag::parse("latest").unwrap();
+    let did = |repository_created, inserted, tag| ManifestInsert { repository_created, inserted, tag };
     let mut tx = s.begin(SystemTime::now()).await.unwrap();
-    assert_eq!(tx.ensure_repository_and_insert_manifest(&fresh, &child, &[], &[]).await.unwrap(), (true, true));
-    assert_eq!(tx.ensure_repository_and_insert_manifest(&fresh, &child, &[], &[]).await.unwrap(), (false, false));
-    let linked = tx.ensure_repository_and_insert_manifest(&fresh, &index2, &[], std::slice::from_ref(&child.digest));
-    assert_eq!(linked.await.unwrap(), (false, true));
+    let first = tx.ensure_repository_and_insert_manifest(&fresh, &child, &[], &[], Some(&latest)).await;
+    assert_eq!(first.unwrap(), did(true, true, None), "a new repository, manifest and tag");
+    tx.set_tag(&fresh, &latest, None, &child.digest, &actor()).await.unwrap();
+    let again = tx.ensure_repository_and_insert_manifest(&fresh, &child, &[], &[], Some(&latest)).await;
+    assert_eq!(again.unwrap(), did(false, false, Some(child.digest.clone())), "the tag as this transaction set it");
+    let linked =
+        tx.ensure_repository_and_insert_manifest(&fresh, &index2, &[], std::slice::from_ref(&child.digest), None);
+    assert_eq!(linked.await.unwrap(), did(false, true, None), "no tag asked about");
     tx.commit().await.unwrap();
     assert_eq!(s.parents(&fresh, &child.digest, 16).await.unwrap(), std::slice::from_ref(&index2.digest));
 

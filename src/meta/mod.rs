@@ -347,6 +347,19 @@ pub struct TagChange {
     pub at: SystemTime,
 }
 
+/// What [`MetaTx::ensure_repository_and_insert_manifest`] did, and where the tag it was
+/// asked about points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestInsert {
+    /// The repository row was created by this call.
+    pub repository_created: bool,
+    /// The manifest was stored by this call (false: it was already there).
+    pub inserted: bool,
+    /// The tag's target before any change of this transaction, locked as by
+    /// [`MetaTx::tag_for_update`]; `None` when the tag does not exist or none was asked about.
+    pub tag: Option<Digest>,
+}
+
 /// A stored manifest without its body, as retention reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredManifest {
@@ -479,19 +492,25 @@ pub trait MetaTx: Send {
         blobs: &[Digest],
         children: &[Digest],
     ) -> Result<bool, MetaError>;
-    /// [`MetaTx::ensure_repository`], then [`MetaTx::insert_manifest`]: whether the
-    /// repository was created and whether the manifest was stored, with the errors of
-    /// `insert_manifest`. A backend whose writes share one serial connection (SQLite) makes
-    /// it one round trip; the default makes the two calls.
+    /// [`MetaTx::ensure_repository`], [`MetaTx::insert_manifest`], then, given a tag,
+    /// [`MetaTx::tag_for_update`], with the errors of `insert_manifest`. A backend whose
+    /// writes share one serial connection (SQLite) makes it one round trip; the default makes
+    /// the calls.
     async fn ensure_repository_and_insert_manifest(
         &mut self,
         repo: &RepoName,
         m: &ManifestRecord,
         blobs: &[Digest],
         children: &[Digest],
-    ) -> Result<(bool, bool), MetaError> {
-        let created = self.ensure_repository(repo).await?;
-        Ok((created, self.insert_manifest(repo, m, blobs, children).await?))
+        tag: Option<&Tag>,
+    ) -> Result<ManifestInsert, MetaError> {
+        let repository_created = self.ensure_repository(repo).await?;
+        let inserted = self.insert_manifest(repo, m, blobs, children).await?;
+        let tag = match tag {
+            Some(t) => self.tag_for_update(repo, t).await?,
+            None => None,
+        };
+        Ok(ManifestInsert { repository_created, inserted, tag })
     }
     /// True if the manifest is stored in `repo`.
     async fn manifest_exists(&mut self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;

@@ -334,8 +334,9 @@ impl MetaTx for TimedTx {
         m: &ManifestRecord,
         blobs: &[Digest],
         children: &[Digest],
-    ) -> Result<(bool, bool), MetaError> {
-        timed("insert_manifest", self.inner.ensure_repository_and_insert_manifest(repo, m, blobs, children)).await
+        tag: Option<&Tag>,
+    ) -> Result<ManifestInsert, MetaError> {
+        timed("insert_manifest", self.inner.ensure_repository_and_insert_manifest(repo, m, blobs, children, tag)).await
     }
 
     async fn manifest_exists(&mut self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {

@@ -144,13 +144,16 @@ impl Registry {
         // The schema refuses a reference the repository lacks; only then is it looked up, so
         // a good PUT spends no statement on it (on SQLite every statement of a write is on
         // the one write connection's serial path, and these are one batch).
-        let stored = tx.ensure_repository_and_insert_manifest(repo, record, &parsed.blobs, &parsed.manifests).await;
-        let inserted = match stored {
-            Ok((created, inserted)) => {
-                if created {
+        // The first tag's target is read in the same batch.
+        let stored = tx
+            .ensure_repository_and_insert_manifest(repo, record, &parsed.blobs, &parsed.manifests, tags.first())
+            .await;
+        let (inserted, mut first_tag) = match stored {
+            Ok(stored) => {
+                if stored.repository_created {
                     events.push(event(EventKind::RepositoryCreate, actor, repo));
                 }
-                inserted
+                (stored.inserted, Some(stored.tag))
             }
             Err(MetaError::NotFound(why)) => {
                 tx.rollback().await?;
@@ -172,7 +175,10 @@ impl Registry {
         for tag in tags {
             let d = self.immutability.decide(repo, tag);
             let immutable = (d.mode == Mode::Immutable).then_some(d.rule.as_str());
-            let current = tx.tag_for_update(repo, tag).await?;
+            let current = match first_tag.take() {
+                Some(current) => current,
+                None => tx.tag_for_update(repo, tag).await?,
+            };
             match writes::decide_tag_write(tag, current.as_ref(), digest, &put.precondition, immutable) {
                 TagWrite::Keep => {}
                 TagWrite::Create => {

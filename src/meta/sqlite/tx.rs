@@ -10,7 +10,7 @@ use sqlx::{Row, Sqlite};
 use super::{digest, digest_list, group, json, millis, retention};
 use crate::audit::NewEvent;
 use crate::meta::{
-    Actor, BlobLocation, BlobRecord, CommitUpload, Holder, ManifestRecord, MetaError, MetaTx, RefKind,
+    Actor, BlobLocation, BlobRecord, CommitUpload, Holder, ManifestInsert, ManifestRecord, MetaError, MetaTx, RefKind,
     RetentionSnapshot, RobotRecord, TagAction,
 };
 use crate::oci::{Digest, RepoName, Tag};
@@ -106,23 +106,30 @@ impl SqliteTx {
         r: &ManifestRecord,
         blobs: &[Digest],
         children: &[Digest],
-    ) -> Result<(bool, bool), MetaError> {
+        tag: Option<&Tag>,
+    ) -> Result<ManifestInsert, MetaError> {
         let annotations = r.annotations.as_ref().map(|a| serde_json::to_string(a).unwrap_or_default());
-        // Numbered so that no statement leaves a gap sqlx would fill past the last value (it
-        // binds an unused number positionally): ?1 repo, ?2 repository time, ?3 digest,
-        // ?4 blobs, ?5 children, ?6.. the manifest's columns.
+        // Numbered: ?1 repo, ?2 the tag (NULL: none), ?3 repository time, ?4 digest, ?5 blobs,
+        // ?6 children, ?7..?13 the manifest's columns. sqlx binds every number a statement
+        // skips below its highest positionally, from a counter that runs on across the batch,
+        // and stops binding a statement at the first that would pass the last value: so the
+        // skipped numbers of all statements together (10 here) must stay below the values
+        // (13), or a later statement's parameters go unbound (NULL). The contract suite fails
+        // if the tag's is. The tag's read is locked: BEGIN IMMEDIATE holds the write lock.
         let sql = concat!(
-            "INSERT INTO repositories (name, created_at) SELECT ?1, ?2 WHERE ?2 IS NOT NULL
+            "SELECT 'tag', digest FROM tags WHERE repo = ?1 AND name = ?2;",
+            "INSERT INTO repositories (name, created_at) SELECT ?1, ?3 WHERE ?3 IS NOT NULL
              ON CONFLICT DO NOTHING RETURNING 'repository';",
             "INSERT INTO manifests (repo, digest, media_type, size, body, artifact_type, subject, annotations, created_at)
-             VALUES (?1, ?3, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT DO NOTHING RETURNING 'manifest';",
+             VALUES (?1, ?4, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT DO NOTHING RETURNING 'manifest';",
             "INSERT INTO manifest_blobs (repo, manifest, blob)
-             SELECT ?1, ?3, value FROM json_each(?4) WHERE true ON CONFLICT DO NOTHING;",
+             SELECT ?1, ?4, value FROM json_each(?5) WHERE true ON CONFLICT DO NOTHING;",
             "INSERT INTO manifest_children (repo, manifest, child)
-             SELECT ?1, ?3, value FROM json_each(?5) WHERE true ON CONFLICT DO NOTHING"
+             SELECT ?1, ?4, value FROM json_each(?6) WHERE true ON CONFLICT DO NOTHING"
         );
         let rows = sqlx::query(sql)
             .bind(repo.as_str())
+            .bind(tag.map(Tag::as_str))
             .bind(repository_at)
             .bind(r.digest.as_str())
             .bind(digest_list(blobs))
@@ -141,8 +148,16 @@ impl SqliteTx {
             Err(e) if is_foreign_key_violation(&e) => return Err(MetaError::dangling_reference(repo, &r.digest)),
             Err(e) => return Err(e.into()),
         };
-        let said = |what: &str| rows.iter().any(|row| row.try_get::<String, _>(0).is_ok_and(|w| w == what));
-        Ok((said("repository"), said("manifest")))
+        let said = |what: &str| rows.iter().find(|row| row.try_get::<String, _>(0).is_ok_and(|w| w == what));
+        let tag = match said("tag") {
+            Some(row) => Some(digest(row.try_get(1)?)?),
+            None => None,
+        };
+        Ok(ManifestInsert {
+            repository_created: said("repository").is_some(),
+            inserted: said("manifest").is_some(),
+            tag,
+        })
     }
 
     /// A tag that points at `manifest`, or else at an index that lists it.
@@ -209,7 +224,7 @@ impl MetaTx for SqliteTx {
         blobs: &[Digest],
         children: &[Digest],
     ) -> Result<bool, MetaError> {
-        Ok(self.store_manifest(None, repo, r, blobs, children).await?.1)
+        Ok(self.store_manifest(None, repo, r, blobs, children, None).await?.inserted)
     }
 
     async fn ensure_repository_and_insert_manifest(
@@ -218,8 +233,9 @@ impl MetaTx for SqliteTx {
         r: &ManifestRecord,
         blobs: &[Digest],
         children: &[Digest],
-    ) -> Result<(bool, bool), MetaError> {
-        self.store_manifest(Some(self.now), repo, r, blobs, children).await
+        tag: Option<&Tag>,
+    ) -> Result<ManifestInsert, MetaError> {
+        self.store_manifest(Some(self.now), repo, r, blobs, children, tag).await
     }
 
     async fn manifest_exists(&mut self, repo: &RepoName, d: &Digest) -> Result<bool, MetaError> {
