@@ -39,6 +39,8 @@ where
     let (s, _keep) = fresh().await;
     a_commit_that_lost_its_upload_says_what_became_of_it(&*s).await;
     let (s, _keep) = fresh().await;
+    committing_and_linking_an_upload_in_one_call(&*s).await;
+    let (s, _keep) = fresh().await;
     gc_unlinks_what_no_manifest_references_and_keeps_the_mark(&*s).await;
     let (s, _keep) = fresh().await;
     storage_figures_count_each_blob_once(&*s).await;
@@ -193,6 +195,44 @@ async fn a_commit_that_lost_its_upload_says_what_became_of_it(s: &dyn MetadataSt
     let (outcome, _) = tx.commit_upload("never", 0, &blob(42, "never")).await.unwrap();
     assert_eq!(outcome, CommitUpload::UploadGone { len: None }, "an unknown session");
     tx.rollback().await.unwrap();
+}
+
+/// `commit_upload_and_link`: the first commit stores the blob, creates the session's
+/// repository and links the blob there; a second session with the same bytes is a duplicate
+/// (its objects recorded as garbage) linked into its own repository; a session that moved on
+/// or ended is reported as `commit_upload` reports it, and nothing is linked.
+async fn committing_and_linking_an_upload_in_one_call(s: &dyn MetadataStore) {
+    let (a, b) = (RepoName::parse("one/a").unwrap(), RepoName::parse("one/b").unwrap());
+    let record = |id: &str| BlobRecord {
+        digest: d(50),
+        size: 5,
+        location: BlobLocation { upload: id.into(), segments: vec![crate::meta::Segment { name: "0".into(), len: 5 }] },
+    };
+    let seg = crate::meta::Segment { name: "0".into(), len: 5 };
+    for (id, r) in [("first", &a), ("second", &b), ("third", &b), ("moved", &b)] {
+        s.create_upload(r, id, Algorithm::Sha256, SystemTime::now()).await.unwrap();
+        assert!(s.record_segment(id, 0, &seg, b"state", SystemTime::now()).await.unwrap());
+    }
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    let commit = |id: &'static str, len: u64| async move {
+        let mut tx = s.begin(SystemTime::now()).await.unwrap();
+        let out = tx.commit_upload_and_link(id, len, &record(id), later).await.unwrap();
+        tx.commit().await.unwrap();
+        out
+    };
+    assert_eq!(commit("first", 5).await, (CommitUpload::Created, Some((a.clone(), true))));
+    assert!(s.blob(&a, &d(50)).await.unwrap().is_some_and(|b| b.location.upload == "first"));
+    assert!(s.upload_garbage(10).await.unwrap().is_empty());
+    assert_eq!(commit("second", 5).await, (CommitUpload::AlreadyStored, Some((b.clone(), true))));
+    assert!(s.blob(&b, &d(50)).await.unwrap().is_some_and(|b| b.location.upload == "first"), "the stored copy");
+    assert_eq!(s.upload_garbage(10).await.unwrap(), vec!["second".to_string()]);
+    assert_eq!(commit("third", 5).await, (CommitUpload::AlreadyStored, Some((b.clone(), false))), "b exists now");
+    assert!(s.upload(&b, "third").await.unwrap().is_none(), "the session ended");
+    assert_eq!(commit("moved", 0).await, (CommitUpload::UploadGone { len: Some(5) }, None));
+    assert_eq!(commit("never", 0).await, (CommitUpload::UploadGone { len: None }, None));
+    assert!(s.upload(&b, "moved").await.unwrap().is_some(), "a session that moved on stays");
+    // Linked and touched at `later`: GC's candidates before it do not include the blob.
+    assert!(s.gc_link_candidates(later - Duration::from_secs(1), None, 10).await.unwrap().is_empty());
 }
 
 fn manifest(body: &str) -> ManifestRecord {

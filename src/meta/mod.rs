@@ -569,6 +569,24 @@ pub trait MetaTx: Send {
         expected_len: u64,
         blob: &BlobRecord,
     ) -> Result<(CommitUpload, Option<RepoName>), MetaError>;
+    /// [`MetaTx::commit_upload`], then for the session's repository
+    /// [`MetaTx::ensure_repository`] and [`MetaTx::link_blob`] (at `at`): the outcome, and the
+    /// repository with whether it was created (`None` when the session was gone). A backend
+    /// whose writes share one serial connection (SQLite) makes it two round trips; the
+    /// default makes the calls.
+    async fn commit_upload_and_link(
+        &mut self,
+        id: &str,
+        expected_len: u64,
+        blob: &BlobRecord,
+        at: SystemTime,
+    ) -> Result<(CommitUpload, Option<(RepoName, bool)>), MetaError> {
+        let (outcome, owner) = self.commit_upload(id, expected_len, blob).await?;
+        let Some(owner) = owner else { return Ok((outcome, None)) };
+        let created = self.ensure_repository(&owner).await?;
+        self.link_blob(&owner, &blob.digest, at).await?;
+        Ok((outcome, Some((owner, created))))
+    }
     /// The repository's state for retention, read under this transaction's lock (so a deleting
     /// transaction re-checks its decisions against what is there now).
     async fn retention_snapshot(&mut self, repo: &RepoName) -> Result<RetentionSnapshot, MetaError>;

@@ -403,6 +403,16 @@ impl MetaTx for TimedTx {
         timed("unlink_unreferenced", self.inner.unlink_unreferenced(repo, digest, cutoff)).await
     }
 
+    async fn commit_upload_and_link(
+        &mut self,
+        id: &str,
+        expected_len: u64,
+        blob: &BlobRecord,
+        at: SystemTime,
+    ) -> Result<(CommitUpload, Option<(RepoName, bool)>), MetaError> {
+        timed("commit_upload", self.inner.commit_upload_and_link(id, expected_len, blob, at)).await
+    }
+
     async fn commit_upload(
         &mut self,
         id: &str,

@@ -197,13 +197,12 @@ impl Registry {
             self.unless_ended(repo, &s.id, self.blobs.commit_location(&written).await.map_err(Error::from)).await?;
         let record = BlobRecord { digest: digest.clone(), size, location };
         let mut tx = self.meta.begin(self.clock.now()).await?;
-        let (outcome, owner) = tx.commit_upload(&s.id, s.len, &record).await?;
-        if let Some(owner) = owner {
+        let (outcome, owner) = tx.commit_upload_and_link(&s.id, s.len, &record, self.clock.now()).await?;
+        if let Some((owner, created)) = owner {
             let mut events = Vec::new();
-            if tx.ensure_repository(&owner).await? {
+            if created {
                 events.push(event(EventKind::RepositoryCreate, actor, &owner));
             }
-            tx.link_blob(&owner, digest, self.clock.now()).await?;
             events.push(
                 event(EventKind::BlobCommit, actor, &owner).digest(digest.as_str()).detail(json!({ "size": size })),
             );

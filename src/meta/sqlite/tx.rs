@@ -465,6 +465,63 @@ impl MetaTx for SqliteTx {
         Ok((outcome, Some(repo)))
     }
 
+    async fn commit_upload_and_link(
+        &mut self,
+        id: &str,
+        expected_len: u64,
+        blob: &BlobRecord,
+        at: SystemTime,
+    ) -> Result<(CommitUpload, Option<(RepoName, bool)>), MetaError> {
+        // The session, and its length if it is still there but moved on.
+        let rows = sqlx::query(
+            "DELETE FROM uploads WHERE id = ?1 AND len = ?2 RETURNING 'owner', repo;
+             SELECT 'len', len FROM uploads WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(expected_len as i64)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let said = |what: &str| rows.iter().find(|row| row.try_get::<String, _>(0).is_ok_and(|w| w == what));
+        let Some(owner) = said("owner") else {
+            let len = said("len").map(|row| row.try_get::<i64, _>(1)).transpose()?;
+            return Ok((CommitUpload::UploadGone { len: len.map(|n| n as u64) }, None));
+        };
+        let owner = RepoName::parse(&owner.try_get::<String, _>(1)?).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        let location = serde_json::to_string(&blob.location).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        // What `commit_upload`, `ensure_repository` and `link_blob` do, in one batch. Plain
+        // `?`s: sqlx binds them in order across the batch.
+        let rows = sqlx::query(
+            "SELECT 'duplicate' FROM blobs WHERE digest = ?;
+             INSERT INTO upload_garbage (upload, since) SELECT ?, ? WHERE EXISTS (SELECT 1 FROM blobs WHERE digest = ?)
+               ON CONFLICT DO NOTHING;
+             INSERT INTO blobs (digest, size, location, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING;
+             INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING 'repository';
+             INSERT INTO repo_blobs (repo, digest, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING;
+             UPDATE blobs SET touched_at = max(touched_at, ?) WHERE digest = ?",
+        )
+        .bind(blob.digest.as_str())
+        .bind(id)
+        .bind(self.now)
+        .bind(blob.digest.as_str())
+        .bind(blob.digest.as_str())
+        .bind(blob.size as i64)
+        .bind(location)
+        .bind(self.now)
+        .bind(owner.as_str())
+        .bind(self.now)
+        .bind(owner.as_str())
+        .bind(blob.digest.as_str())
+        .bind(self.now)
+        .bind(millis(at))
+        .bind(blob.digest.as_str())
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let said = |what: &str| rows.iter().any(|row| row.try_get::<String, _>(0).is_ok_and(|w| w == what));
+        let outcome = if said("duplicate") { CommitUpload::AlreadyStored } else { CommitUpload::Created };
+        let created = said("repository");
+        Ok((outcome, Some((owner, created))))
+    }
+
     async fn retention_snapshot(&mut self, repo: &RepoName) -> Result<RetentionSnapshot, MetaError> {
         retention::snapshot(&mut self.tx, repo).await
     }
