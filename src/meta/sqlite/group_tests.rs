@@ -36,6 +36,22 @@ async fn member(s: &SqliteStore, name: &str) -> Box<dyn MetaTx> {
     tx
 }
 
+/// Like [`member`], plus a row that breaks a deferred foreign key, which SQLite checks only
+/// at `COMMIT`: the group this member joins fails to commit (as on a full disk).
+async fn doomed_member(s: &SqliteStore, name: &str) -> tx::SqliteTx {
+    let mut a = tx::SqliteTx { tx: s.group.begin().await.unwrap(), now: millis(SystemTime::now()), events: Vec::new() };
+    assert!(a.ensure_repository(&repo(name)).await.unwrap());
+    a.append_events(event(name), SystemTime::now()).await.unwrap();
+    sqlx::raw_sql(
+        "PRAGMA defer_foreign_keys = ON;
+         INSERT INTO repo_blobs (repo, digest, created_at) VALUES ('ghost', 'sha256:none', 0)",
+    )
+    .execute(&mut *a.tx)
+    .await
+    .unwrap();
+    a
+}
+
 /// Starts a `begin` in a task and returns once it waits for its turn.
 async fn waiting_begin(s: &Arc<SqliteStore>) -> tokio::task::JoinHandle<Result<Box<dyn MetaTx>, MetaError>> {
     let s2 = s.clone();
@@ -110,16 +126,7 @@ async fn a_pending_commit_returns_only_after_the_group_commits() {
 async fn a_failed_group_commit_fails_every_member() {
     let (_dir, s) = store().await;
     member(&s, "before").await.commit().await.unwrap();
-    let mut a = tx::SqliteTx { tx: s.group.begin().await.unwrap(), now: millis(SystemTime::now()), events: Vec::new() };
-    assert!(a.ensure_repository(&repo("a")).await.unwrap());
-    a.append_events(event("a"), SystemTime::now()).await.unwrap();
-    sqlx::raw_sql(
-        "PRAGMA defer_foreign_keys = ON;
-         INSERT INTO repo_blobs (repo, digest, created_at) VALUES ('ghost', 'sha256:none', 0)",
-    )
-    .execute(&mut *a.tx)
-    .await
-    .unwrap();
+    let a = doomed_member(&s, "a").await;
     let b = waiting_begin(&s).await;
     let a_commit = tokio::spawn((Box::new(a) as Box<dyn MetaTx>).commit());
     let mut b = b.await.unwrap().unwrap();
@@ -257,15 +264,7 @@ async fn other_writes_join_the_open_group() {
 #[tokio::test]
 async fn a_one_statement_write_is_pending_until_its_group_commits() {
     let (_dir, s) = store().await;
-    let mut a = tx::SqliteTx { tx: s.group.begin().await.unwrap(), now: millis(SystemTime::now()), events: Vec::new() };
-    assert!(a.ensure_repository(&repo("a")).await.unwrap());
-    sqlx::raw_sql(
-        "PRAGMA defer_foreign_keys = ON;
-         INSERT INTO repo_blobs (repo, digest, created_at) VALUES ('ghost', 'sha256:none', 0)",
-    )
-    .execute(&mut *a.tx)
-    .await
-    .unwrap();
+    let a = doomed_member(&s, "a").await;
     let s2 = s.clone();
     let write = waiting(&s, async move {
         s2.create_upload(&repo("a"), "u1", crate::oci::Algorithm::Sha256, SystemTime::now()).await
