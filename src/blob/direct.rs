@@ -10,8 +10,10 @@
 //! Durability is object_store's `with_fsync` contract, reproduced: the data goes to a staged
 //! file `<name>#<digits>` (object_store's own staging name, hidden from listings) in the
 //! upload's directory (created if needed), which is fsynced, renamed to `<name>`, and its
-//! directory fsynced, then every directory the write created and the first one above them
-//! that existed, all before [`DirectFile::finish`] returns. object_store fsyncs new
+//! directory fsynced, then the directory above it (`uploads/`, which holds the upload's
+//! directory; fsynced by every write, since the writer that made the upload's directory may
+//! have been cut off), and any other directory the write created with the first one above
+//! them that existed, all before [`DirectFile::finish`] returns. object_store fsyncs new
 //! directories as it makes them; here they go last, where a filesystem that journals
 //! metadata in order (ext4, XFS) has already made them durable with the file, instead of each
 //! waiting for a journal commit of its own before the data is written (one less commit in a
@@ -161,8 +163,15 @@ impl DirectFile {
             std::fs::rename(&staged, &dest)?;
             let dir = dest.parent().unwrap_or(Path::new("."));
             sync_dir(dir)?;
-            // The directories made for this file, last (see the header).
-            new_dirs.iter().filter(|d| d.as_path() != dir).try_for_each(|d| sync_dir(d))
+            // The upload's directory may be new: made by this write, or by an earlier one of
+            // the session that was cut off or is still running. Every write makes its entry
+            // durable, not only the one that made it.
+            let parent = dir.parent();
+            if let Some(parent) = parent {
+                sync_dir(parent)?;
+            }
+            // Any other directory made for this file (see the header).
+            new_dirs.iter().filter(|d| d.as_path() != dir && Some(d.as_path()) != parent).try_for_each(|d| sync_dir(d))
         })
         .await
         .map_err(io::Error::other)?;
@@ -263,6 +272,14 @@ fn create_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
         d = p;
     }
     Ok(dirs)
+}
+
+/// Makes `dir` (and what it needs above it) and fsyncs it, its parent and its grandparent:
+/// `uploads/` at start, so that a segment write only ever makes its upload's directory, whose
+/// entry in `uploads/` every write fsyncs.
+pub(super) fn ensure_dir(dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    dir.ancestors().take(3).try_for_each(sync_dir)
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {

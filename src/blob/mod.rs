@@ -157,6 +157,12 @@ impl BlobStore {
     /// by a delete are removed.
     pub fn filesystem(root: std::path::PathBuf) -> Result<BlobStore, object_store::Error> {
         let store = LocalFileSystem::new_with_prefix(&root)?.with_automatic_cleanup(true).with_fsync(true);
+        // `uploads/`, durably, once: then a segment write makes at most its upload's directory
+        // (`direct.rs`). A directory Cairn cannot write is not a start error (readiness says
+        // so, and writes fail with their own errors).
+        if let Err(e) = direct::ensure_dir(&root.join("uploads")) {
+            tracing::warn!(dir = %root.display(), error = %e, "could not make the blob directory's uploads/");
+        }
         Ok(BlobStore { direct: Arc::new(true.into()), ..BlobStore::local(Arc::new(store), root) })
     }
 

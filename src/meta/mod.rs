@@ -355,7 +355,7 @@ pub struct ManifestInsert {
     pub repository_created: bool,
     /// The manifest was stored by this call (false: it was already there).
     pub inserted: bool,
-    /// The tag's target before any change of this transaction, locked as by
+    /// The tag's target as it stands in this transaction, locked as by
     /// [`MetaTx::tag_for_update`]; `None` when the tag does not exist or none was asked about.
     pub tag: Option<Digest>,
 }

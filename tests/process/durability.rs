@@ -115,6 +115,18 @@ async fn a_201_follows_the_fsync_of_the_bytes_their_directory_and_the_commit() {
     let parent_at = position(&synced[file_at..], "the directory holding the new upload directory", |p| p == parent_s);
     position(&synced[dir_at.max(parent_at + file_at)..], "the WAL after the segment (the commit)", |p| p == wal);
 
+    // A later segment of a session fsyncs `uploads/` too, though its directory already
+    // existed: the write that made it may have been cut off before it fsynced anything.
+    let more = random_bytes(100 << 10);
+    let location = start_upload(&http, &srv, REPO).await;
+    let location = patch_chunk(&http, &srv, &location, 0, &more[..50 << 10]).await;
+    let before = synced_since(&log, 0).len();
+    finish_upload(&http, &srv, REPO, &location, &sha256(&more), &more[50 << 10..]).await;
+    let synced = synced_since(&log, before);
+    let file_at = position(&synced, "the second segment's file", |p| p.contains("/uploads/") && p.contains('#'));
+    let parent_at = position(&synced[file_at..], "uploads/ after the second segment", |p| p == parent_s) + file_at;
+    position(&synced[parent_at..], "the WAL after it (the commit)", |p| p == wal);
+
     // A manifest's 201 follows a WAL fsync too.
     let config = br#"{"architecture":"amd64","os":"linux"}"#;
     let cfg = push_blob(&http, &srv, REPO, config).await;

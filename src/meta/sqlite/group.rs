@@ -254,34 +254,45 @@ impl Group {
     /// batch and the hand-on decision run in one task (no hand-offs between the caller and
     /// the turn's tasks). SQLite stops a batch at the statement that fails, so a failed
     /// statement leaves its savepoint open, and it is rolled back as any member's (`ROLLBACK
-    /// TO t` finding no savepoint still means the group was lost). The wait for the turn
-    /// times out as `begin`'s does; once the task has the turn, the write no longer depends
+    /// TO t` finding no savepoint still means the group was lost). The task times the wait
+    /// for a turn out as `begin` does (then nothing is written), and writes nothing for a
+    /// caller that left before its turn; once it has the turn, the write no longer depends
     /// on the caller (a dropped caller's write is committed with its group).
     pub(super) async fn write_one(&self, mut query: SqliteQuery) -> Result<usize, MetaError> {
         use sqlx::Execute;
         let batch = format!("SAVEPOINT t; {}; RELEASE t", query.sql());
         let args = query.take_arguments().map_err(|e| MetaError::Other(sqlx::Error::Encode(e)))?;
         let shared = self.0.clone();
-        let (turn_tx, turn_rx) = oneshot::channel::<()>();
+        let (done_tx, done_rx) = oneshot::channel();
         let waiting = Waiting::count(shared.clone());
-        let task = tokio::spawn(async move {
-            let mut guard = shared.slot.clone().lock_owned().await;
-            drop(waiting);
-            let slot = &mut *guard;
-            let started = match turn_tx.send(()) {
-                Ok(()) => slot.open_outer(&shared).await,
-                Err(()) => Err(lost("the caller stopped waiting for a turn")),
+        tokio::spawn(async move {
+            let Ok(mut guard) = tokio::time::timeout(ACQUIRE_TIMEOUT, shared.slot.clone().lock_owned()).await else {
+                let _ = done_tx.send(Err(MetaError::Unavailable(format!(
+                    "no turn on the database's write connection within {} s",
+                    ACQUIRE_TIMEOUT.as_secs()
+                ))));
+                return;
             };
-            if let Err(e) = started {
+            drop(waiting);
+            if done_tx.is_closed() {
+                // The caller left before its turn: nothing is written; the group goes on.
                 end(guard, shared, End::Abandon).await;
-                return Err(e);
+                return;
             }
+            let slot = &mut *guard;
+            if let Err(e) = slot.open_outer(&shared).await {
+                end(guard, shared, End::Abandon).await;
+                let _ = done_tx.send(Err(e));
+                return;
+            }
+            // Counted before the batch, so that a failure anywhere in it rolls the savepoint
+            // back (a `SAVEPOINT t` that itself failed then fails the group, conservatively).
             slot.count_member();
             let out = match args {
                 Some(args) => sqlx::query_with(&batch, args).fetch_all(slot.conn()).await,
                 None => sqlx::query(&batch).fetch_all(slot.conn()).await,
             };
-            match out {
+            let result = match out {
                 Ok(rows) => {
                     // The batch's `RELEASE t` made it pending, as `end_member` does.
                     slot.member = false;
@@ -297,19 +308,11 @@ impl Group {
                     end(guard, shared, End::Rollback).await;
                     Err(MetaError::from(e))
                 }
-            }
+            };
+            let _ = done_tx.send(result);
         });
-        match tokio::time::timeout(ACQUIRE_TIMEOUT, turn_rx).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(MetaError::Unavailable("the write connection's task ended".into())),
-            Err(_) => {
-                return Err(MetaError::Unavailable(format!(
-                    "no turn on the database's write connection within {} s",
-                    ACQUIRE_TIMEOUT.as_secs()
-                )));
-            }
-        }
-        let (rows, rx) = task.await.map_err(|e| MetaError::Unavailable(format!("the write task failed: {e}")))??;
+        let (rows, rx) =
+            done_rx.await.map_err(|_| MetaError::Unavailable("the write connection's task ended".into()))??;
         await_group(rx).await.map(|()| rows)
     }
 

@@ -281,27 +281,59 @@ async fn a_one_statement_write_is_pending_until_its_group_commits() {
     assert!(s.upload(&repo("a"), "u2").await.unwrap().is_some());
 }
 
-/// A one-statement write whose statement fails (a duplicate upload id) rolls back only
-/// itself: the batch stopped at the statement with the savepoint open, which is rolled back;
-/// the member that released before it is committed, and the connection is clean for the
-/// next write.
+/// A one-statement write whose statement fails midway rolls back only itself: `INSERT OR
+/// FAIL` keeps the rows it inserted before the conflicting one, so only the savepoint's
+/// rollback takes "x" away; the member that released before it is committed, and the
+/// connection is clean for the next write.
 #[tokio::test]
 async fn a_failed_one_statement_write_rolls_back_only_itself() {
     let (_dir, s) = store().await;
-    let now = SystemTime::now();
-    s.create_upload(&repo("a"), "dup", crate::oci::Algorithm::Sha256, now).await.unwrap();
+    member(&s, "dup").await.commit().await.unwrap();
     let a = member(&s, "a").await;
     let s2 = s.clone();
-    let write =
-        waiting(&s, async move { s2.create_upload(&repo("a"), "dup", crate::oci::Algorithm::Sha256, now).await }).await;
+    let write = waiting(&s, async move {
+        let insert =
+            sqlx::query("INSERT OR FAIL INTO repositories (name, created_at) SELECT value, 0 FROM json_each(?)")
+                .bind(r#"["x", "dup"]"#);
+        s2.group.write_one(insert).await
+    })
+    .await;
     a.commit().await.unwrap();
-    let e = write.await.unwrap().expect_err("a second session with the same id");
+    let e = write.await.unwrap().expect_err("the second row conflicts");
     assert!(e.to_string().contains("UNIQUE"), "{e}");
-    assert_eq!(committed(&s).await, vec!["a"]);
-    assert_eq!(ledgered(&s).await, vec!["a"]);
+    assert_eq!(committed(&s).await, vec!["a", "dup"], "nothing of the failed write, all of the member before it");
+    assert_eq!(ledgered(&s).await, vec!["dup", "a"]);
+    let now = SystemTime::now();
+    s.create_upload(&repo("a"), "u1", crate::oci::Algorithm::Sha256, now).await.unwrap();
     let seg = crate::meta::Segment { name: "s1".into(), len: 3 };
-    assert!(s.record_segment("dup", 0, &seg, b"h", now).await.unwrap(), "the next write runs normally");
+    assert!(s.record_segment("u1", 0, &seg, b"h", now).await.unwrap(), "the next writes run normally");
     member(&s, "b").await.commit().await.unwrap();
+    assert_eq!(committed(&s).await, vec!["a", "b", "dup"]);
+}
+
+/// A one-statement write with another transaction waiting behind it hands the connection
+/// on instead of committing, and returns only once that transaction's group commit does.
+#[tokio::test]
+async fn a_one_statement_write_hands_on_and_waits_for_the_group() {
+    let (_dir, s) = store().await;
+    let a = member(&s, "a").await;
+    let s2 = s.clone();
+    let write = waiting(&s, async move {
+        s2.create_upload(&repo("a"), "u1", crate::oci::Algorithm::Sha256, SystemTime::now()).await
+    })
+    .await;
+    let b = waiting_begin(&s).await;
+    let a_commit = tokio::spawn(a.commit());
+    let mut b = b.await.unwrap().unwrap();
+    settle().await;
+    assert!(!write.is_finished(), "the write waits for the group's COMMIT");
+    assert!(!a_commit.is_finished());
+    assert!(s.upload(&repo("a"), "u1").await.unwrap().is_none(), "nothing of the open group is visible");
+    assert!(b.ensure_repository(&repo("b")).await.unwrap());
+    b.commit().await.unwrap();
+    write.await.unwrap().unwrap();
+    a_commit.await.unwrap().unwrap();
+    assert!(s.upload(&repo("a"), "u1").await.unwrap().is_some());
     assert_eq!(committed(&s).await, vec!["a", "b"]);
 }
 

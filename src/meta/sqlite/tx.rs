@@ -113,8 +113,8 @@ impl SqliteTx {
         // ?6 children, ?7..?13 the manifest's columns. sqlx binds every number a statement
         // skips below its highest positionally, from a counter that runs on across the batch,
         // and stops binding a statement at the first that would pass the last value: so the
-        // skipped numbers of all statements together (10 here) must stay below the values
-        // (13), or a later statement's parameters go unbound (NULL). The contract suite fails
+        // skipped numbers of all statements together (10 here) must not exceed the values
+        // (13), or a later statement's parameters go unbound (NULL); the contract suite fails
         // if the tag's is. The tag's read is locked: BEGIN IMMEDIATE holds the write lock.
         let sql = concat!(
             "SELECT 'tag', digest FROM tags WHERE repo = ?1 AND name = ?2;",
