@@ -143,8 +143,8 @@ impl Registry {
         let mut events = Vec::new();
         // The schema refuses a reference the repository lacks; only then is it looked up, so
         // a good PUT spends no statement on it (on SQLite every statement of a write is on
-        // the one write connection's serial path, and these are one batch).
-        // The first tag's target is read in the same batch.
+        // the one write connection's serial path, and these are one batch, which also reads
+        // where the first tag points).
         let stored = tx
             .ensure_repository_and_insert_manifest(repo, record, &parsed.blobs, &parsed.manifests, tags.first())
             .await;

@@ -148,7 +148,7 @@ impl SqliteTx {
             Err(e) if is_foreign_key_violation(&e) => return Err(MetaError::dangling_reference(repo, &r.digest)),
             Err(e) => return Err(e.into()),
         };
-        let said = |what: &str| rows.iter().find(|row| row.try_get::<String, _>(0).is_ok_and(|w| w == what));
+        let said = |what: &str| labelled(&rows, what);
         let tag = match said("tag") {
             Some(row) => Some(digest(row.try_get(1)?)?),
             None => None,
@@ -176,6 +176,12 @@ impl SqliteTx {
         .await?;
         name.map(tag).transpose()
     }
+}
+
+/// The row of a statement batch's results whose first column is `what`: the batches here
+/// label each statement's rows (`RETURNING 'manifest'`, `SELECT 'tag', digest …`).
+fn labelled<'r>(rows: &'r [sqlx::sqlite::SqliteRow], what: &str) -> Option<&'r sqlx::sqlite::SqliteRow> {
+    rows.iter().find(|row| row.try_get::<String, _>(0).is_ok_and(|w| w == what))
 }
 
 #[async_trait]
@@ -481,7 +487,7 @@ impl MetaTx for SqliteTx {
         .bind(expected_len as i64)
         .fetch_all(&mut *self.tx)
         .await?;
-        let said = |what: &str| rows.iter().find(|row| row.try_get::<String, _>(0).is_ok_and(|w| w == what));
+        let said = |what: &str| labelled(&rows, what);
         let Some(owner) = said("owner") else {
             let len = said("len").map(|row| row.try_get::<i64, _>(1)).transpose()?;
             return Ok((CommitUpload::UploadGone { len: len.map(|n| n as u64) }, None));
@@ -516,7 +522,7 @@ impl MetaTx for SqliteTx {
         .bind(blob.digest.as_str())
         .fetch_all(&mut *self.tx)
         .await?;
-        let said = |what: &str| rows.iter().any(|row| row.try_get::<String, _>(0).is_ok_and(|w| w == what));
+        let said = |what: &str| labelled(&rows, what).is_some();
         let outcome = if said("duplicate") { CommitUpload::AlreadyStored } else { CommitUpload::Created };
         let created = said("repository");
         Ok((outcome, Some((owner, created))))
